@@ -1,0 +1,112 @@
+//! Finding the credential in a request: the `Authorization: Bearer` header only. A credential
+//! in the URL query is refused outright (it ends up in logs, history and Referer headers).
+
+use crate::input::Headers;
+
+/// Query parameters that carry credentials (RFC 6750 §2.3 and common API-key names).
+const QUERY_CREDENTIAL_NAMES: &[&str] = &[
+    "access_token",
+    "id_token",
+    "token",
+    "api_key",
+    "apikey",
+    "key",
+];
+
+/// A credential as presented, not yet verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'a> {
+    Bearer(&'a str),
+}
+
+/// Why the credential could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extraction<'a> {
+    Found(Presented<'a>),
+    /// No credential at all.
+    Missing,
+    /// An `Authorization` header that is not a usable bearer token.
+    Malformed,
+}
+
+/// Reads the bearer token. The scheme is case-insensitive (RFC 7235); the token must be one
+/// b64token (RFC 6750 §2.1): no spaces, no commas.
+pub fn extract(headers: &Headers) -> Extraction<'_> {
+    let Some(value) = headers.get("authorization") else {
+        return Extraction::Missing;
+    };
+    let value = value.trim();
+    let Some((scheme, token)) = value.split_once(' ') else {
+        return Extraction::Malformed;
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Extraction::Malformed;
+    }
+    let token = token.trim_start();
+    let b64token = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+    if token.is_empty() || !token.chars().all(b64token) {
+        return Extraction::Malformed;
+    }
+    Extraction::Found(Presented::Bearer(token))
+}
+
+/// True when the query string carries something that looks like a credential.
+pub fn query_has_credential(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+        QUERY_CREDENTIAL_NAMES
+            .iter()
+            .any(|c| name.eq_ignore_ascii_case(c))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Headers {
+        Headers::new(
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+        )
+    }
+
+    #[test]
+    fn reads_bearer_token_with_any_scheme_case() {
+        let h = headers(&[("authorization", "bEaReR abc.def.ghi")]);
+        assert_eq!(
+            extract(&h),
+            Extraction::Found(Presented::Bearer("abc.def.ghi"))
+        );
+    }
+
+    #[test]
+    fn missing_header_is_missing_credential() {
+        assert_eq!(extract(&headers(&[])), Extraction::Missing);
+    }
+
+    #[test]
+    fn basic_auth_and_garbage_are_malformed() {
+        for value in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer",
+            "Bearer a b",
+            "Bearer a,b",
+            "token",
+        ] {
+            assert_eq!(
+                extract(&headers(&[("authorization", value)])),
+                Extraction::Malformed,
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn detects_access_token_in_query() {
+        assert!(query_has_credential("page=2&access_token=abc"));
+        assert!(query_has_credential("API_KEY=x"));
+        assert!(!query_has_credential("page=2&sort=name"));
+    }
+}

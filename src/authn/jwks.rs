@@ -1,0 +1,1 @@
+//! Issuer key sets (skeleton; the authn helper owns this file).

@@ -1,0 +1,1 @@
+//! JWT verification (skeleton; the authn helper owns this file).

@@ -1,0 +1,28 @@
+//! portcullis: an authorization sidecar for Envoy's `ext_authz` filter.
+//!
+//! Module map (dependency direction: `grpc → engine → {authn, authz} → {input, decision}`):
+//!
+//! | module | job |
+//! |---|---|
+//! | [`proto`] | generated Envoy types, included once; only `grpc` uses them |
+//! | [`grpc`] | tonic `Authorization` service: `CheckRequest` → [`input::CheckInput`], [`decision::Decision`] → `CheckResponse` |
+//! | [`input`] | the transport-free view of one request |
+//! | [`decision`] | `Decision` = allow (`Permit`) or deny (`DenyReason` with status and challenge) |
+//! | [`engine`] | route → authenticate → authorize, immutable per configuration generation |
+//! | [`authn`] | credentials, JWT verification, JWKS key sets, verified-token cache |
+//! | [`authz`] | routes and path normalization, scopes |
+//! | [`config`] | YAML → validated `Config` with located errors; hot reload |
+//! | [`telemetry`] | metrics, audit events, logging setup |
+//! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` |
+//! | [`app`] | wiring: shared caches, servers, reload task, graceful shutdown |
+#![forbid(unsafe_code)]
+
+pub mod authn;
+pub mod authz;
+pub mod config;
+pub mod decision;
+pub mod engine;
+pub mod grpc;
+pub mod input;
+pub mod proto;
+pub mod telemetry;
