@@ -17,12 +17,15 @@
 //! | [`app`] | wiring: shared caches, servers, reload task, graceful shutdown |
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
 pub mod authn;
 pub mod authz;
 pub mod config;
 pub mod decision;
 pub mod engine;
 pub mod grpc;
+pub mod http;
 pub mod input;
 pub mod proto;
 pub mod telemetry;

@@ -2,6 +2,9 @@
 //! logging setup. Labels stay bounded (route, reason); tokens and keys are never recorded.
 //! (Skeleton: the telemetry helper owns this directory.)
 
+pub mod audit;
+pub mod metrics;
+
 use std::time::Duration;
 
 use crate::decision::Decision;
