@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::authn::credentials::{self, Extraction, Presented};
-use crate::authn::{Authenticator, AuthnError, KeyRegistry, cache::TokenCache};
+use crate::authn::{Authenticator, AuthnError, KeyRegistry};
 use crate::authz::routes::{self, RouteTable};
 use crate::authz::{Policy, Route, scopes};
 use crate::config::{Config, ResponseSettings};
@@ -29,13 +29,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the engine for `config`. Key stores come from the app-lifetime `registry` and the
-    /// token cache is shared across generations (entries are keyed by token, and a reload that
-    /// removes an issuer cannot resurrect its tokens: see `Authenticator`).
-    pub fn new(config: &Config, registry: &KeyRegistry, cache: Arc<TokenCache>) -> Self {
+    /// Builds the engine for `config`. Key stores come from the app-lifetime `registry`, so a
+    /// reload keeps the keys of issuers it keeps.
+    pub fn new(config: &Config, registry: &KeyRegistry) -> Self {
         Self {
             routes: RouteTable::new(config.routes.clone()),
-            authn: Authenticator::new(&config.issuers, registry, cache, config.authn.clone()),
+            authn: Authenticator::new(&config.issuers, registry, config.authn.clone()),
             response: config.response.clone(),
             anonymous: Arc::new(Identity::anonymous()),
         }

@@ -144,8 +144,9 @@ impl Default for AuthnSettings {
 use std::sync::Arc;
 
 use crate::decision::Identity;
+pub use jwks::KeyRegistry;
 
-/// Per-issuer key-set state for `/status` and `/readyz`.
+/// Per-issuer key-set state for `/status`, `/readyz` and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuerKeyStatus {
     pub name: String,
@@ -155,24 +156,14 @@ pub struct IssuerKeyStatus {
     pub age: Option<Duration>,
     /// The last fetch error, if the last fetch failed.
     pub last_error: Option<String>,
+    /// Fetch attempts so far, by result (for `portcullis_jwks_fetches_total`).
+    pub fetches_ok: u64,
+    pub fetches_failed: u64,
 }
 
-/// App-lifetime owner of every issuer's key store; survives config reloads so that a reload
-/// neither drops keys nor refetches them.
-#[derive(Debug, Default)]
-pub struct KeyRegistry {}
-
-impl KeyRegistry {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn status(&self) -> Vec<IssuerKeyStatus> {
-        Vec::new()
-    }
-}
-
-/// Verifies bearer tokens for one configuration generation.
+/// Verifies bearer tokens for one configuration generation. Owns its verified-token cache, so
+/// a reload (new issuers, audiences, algorithms) can never serve an identity verified under
+/// the old rules.
 #[derive(Debug)]
 pub struct Authenticator {
     settings: AuthnSettings,
@@ -182,7 +173,6 @@ impl Authenticator {
     pub fn new(
         _issuers: &[IssuerConfig],
         _registry: &KeyRegistry,
-        _cache: Arc<cache::TokenCache>,
         settings: AuthnSettings,
     ) -> Self {
         Self { settings }
