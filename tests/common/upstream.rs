@@ -1,0 +1,1 @@
+//! (placeholder; see tests/common/mod.rs for the owner)
