@@ -670,6 +670,8 @@ struct State {
     last_kid_miss_fetch: Option<Instant>,
     /// `jwks_uri` from the discovery document, and when it was discovered.
     discovered: Option<(Url, Instant)>,
+    /// Keys skipped by the last parsed document (already warned about).
+    last_skipped: Vec<SkippedKey>,
 }
 
 /// Everything a store's tasks share.
@@ -913,7 +915,13 @@ impl Inner {
             inner: Arc::clone(self),
             finished: false,
         };
-        tokio::spawn(async move {
+        // The fetch runs in its own task so that a caller giving up (timeout, cancelled
+        // request) does not abort it for everyone else waiting on it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Dropping the guard records the attempt as failed; nothing to wait for.
+            return None;
+        };
+        runtime.spawn(async move {
             let mut guard = guard;
             let result = guard.inner.fetch_once().await;
             guard.inner.finish_attempt(result);
@@ -1018,9 +1026,21 @@ impl Inner {
             origin: origin.to_owned(),
             source,
         })?;
-        if !skipped.is_empty() {
-            let name = self.name();
-            for key in &skipped {
+        // Warn when the skipped keys change, not on every refresh of the same document.
+        let repeated = {
+            let mut state = lock(&self.state);
+            let repeated = state.last_skipped == skipped;
+            state.last_skipped.clone_from(&skipped);
+            repeated
+        };
+        let name = self.name();
+        for key in &skipped {
+            if repeated {
+                tracing::debug!(
+                    issuer.name = %name, jwks.kid = ?key.kid, reason = %key.reason,
+                    "skipping key from JWKS"
+                );
+            } else {
                 tracing::warn!(
                     issuer.name = %name, jwks.kid = ?key.kid, reason = %key.reason,
                     "skipping key from JWKS"
