@@ -675,6 +675,8 @@ async fn loads_a_shared_secret_and_refuses_a_short_one() {
         (only[0].family, only[0].kid.as_deref()),
         (KeyFamily::Hmac, None)
     );
+    // A shared secret has no key id: a token's kid neither misses nor refetches.
+    assert!(store.resolve(Some("any-kid")).await.is_ok());
 
     // The trailing newline is not part of the secret: a token signed with the secret verifies.
     let token = jsonwebtoken::encode(

@@ -773,9 +773,16 @@ impl KeyStore {
     /// `min_refresh_interval`) when `kid` is given and unknown.
     ///
     /// `resolve(None)` never fetches. With a kid, `Ok` means the returned set holds a key with
-    /// that kid; callers wait at most `fetch_timeout` for a refetch.
+    /// that kid; callers wait at most `fetch_timeout` for a refetch. A shared secret has no key
+    /// id, so for a `SharedSecretFile` issuer the kid is ignored (as with `None`).
     pub async fn resolve(&self, kid: Option<&str>) -> Result<Arc<KeySet>, KeyError> {
         let set = self.inner.current.load_full();
+        let kid = kid.filter(|_| {
+            !matches!(
+                self.inner.origin,
+                Origin::Configured(KeySource::SharedSecretFile(_))
+            )
+        });
         let Some(kid) = kid else {
             return if set.is_empty() {
                 Err(KeyError::NoKeys)
