@@ -249,7 +249,7 @@ async fn honours_max_age_within_the_configured_bounds() {
         let server = &server;
         async move {
             server.set_cache_control(cache_control);
-            let config = uri_issuer(server, policy(ms(300), ms(1000)));
+            let config = uri_issuer(server, policy(ms(200), ms(600)));
             let (_registry, _store) = loaded(&config).await;
             server.reset_counts();
             tokio::time::sleep(window).await;
@@ -257,17 +257,18 @@ async fn honours_max_age_within_the_configured_bounds() {
         }
     };
 
-    let clamped_down = fetches_in(ms(1900), Some("public, max-age=0")).await;
+    // Windows end between scheduled fetches, so the counts are exact up to scheduling noise.
+    let clamped_down = fetches_in(ms(1100), Some("public, max-age=0")).await;
     assert!(
-        (4..=7).contains(&clamped_down),
-        "max-age below the minimum → every 0.3 s: {clamped_down}"
+        (4..=6).contains(&clamped_down),
+        "max-age below the minimum → every 0.2 s: {clamped_down}"
     );
-    let clamped_up = fetches_in(ms(2200), Some("max-age=86400")).await;
+    let clamped_up = fetches_in(ms(1400), Some("max-age=86400")).await;
     assert!(
         (2..=3).contains(&clamped_up),
-        "max-age above the maximum → every 1 s: {clamped_up}"
+        "max-age above the maximum → every 0.6 s: {clamped_up}"
     );
-    let absent = fetches_in(ms(2200), None).await;
+    let absent = fetches_in(ms(1400), None).await;
     assert!(
         (2..=3).contains(&absent),
         "no max-age → the maximum: {absent}"
@@ -280,6 +281,7 @@ async fn honours_a_max_age_between_the_bounds() {
     server.set_cache_control(Some("max-age=1"));
     let (_registry, _store) = loaded(&uri_issuer(&server, policy(ms(200), ms(10_000)))).await;
     server.reset_counts();
+    // Fetches at about 0.9–1.0 s and 1.8–2.0 s.
     tokio::time::sleep(ms(2300)).await;
     let fetches = server.jwks_requests();
     assert!(
