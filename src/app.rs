@@ -1057,6 +1057,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn shutdown_does_not_wait_for_an_idle_envoy_connection() {
+        use crate::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+        use crate::proto::envoy::service::auth::v3::{
+            AttributeContext, CheckRequest, attribute_context,
+        };
+
+        let options = StartOptions {
+            drain_timeout: Duration::from_secs(20),
+            ..StartOptions::default()
+        };
+        let app = start_with(minimal_config(), None, options)
+            .await
+            .expect("starts");
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr()))
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connects");
+        // Envoy keeps its connection open between checks.
+        let mut client = AuthorizationClient::new(channel);
+        let request = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    time: None,
+                    http: Some(attribute_context::HttpRequest {
+                        method: "GET".into(),
+                        path: "/healthz".into(),
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            }),
+        };
+        let response = client.check(request).await.expect("check answered");
+        assert_eq!(response.into_inner().status.map(|s| s.code), Some(0));
+
+        let started = std::time::Instant::now();
+        app.shutdown().await.expect("clean shutdown");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "shutdown waited {:?} for an idle connection",
+            started.elapsed()
+        );
+        drop(client);
+    }
+
+    #[tokio::test]
     async fn watcher_reports_a_content_change_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("portcullis.yaml");

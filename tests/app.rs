@@ -367,6 +367,7 @@ async fn readyz_is_503_until_every_issuer_has_keys() {
     );
     assert!(metrics.contains(r#"portcullis_jwks_fetches_total{issuer="corp",result="failure"}"#));
     assert!(metrics.contains(r#"portcullis_jwks_key_age_seconds{issuer="corp"}"#));
+    promtool_accepts(&metrics);
     agent.shutdown().await;
 }
 
