@@ -56,38 +56,38 @@ const AUTHORIZATION_SERVICE: &str =
 /// Why the agent cannot start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("invalid configuration:\n{0}")]
+    #[error("invalid configuration")]
     Config(#[from] ConfigError),
-    #[error("cannot listen on {addr} ({listener}): {source}")]
+    #[error("cannot listen on {addr} ({listener})")]
     Bind {
         listener: &'static str,
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read TLS file {}: {source}", path.display())]
+    #[error("cannot read TLS file {}", path.display())]
     TlsFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("TLS configuration rejected (certificate, key or client CA): {0}")]
+    #[error("TLS configuration rejected (certificate, key or client CA)")]
     Tls(#[source] tonic::transport::Error),
-    #[error("cannot install the {signal} handler: {source}")]
+    #[error("cannot install the {signal} handler")]
     Signal {
         signal: &'static str,
         #[source]
         source: std::io::Error,
     },
-    #[error("gRPC server failed: {0}")]
+    #[error("gRPC server failed")]
     Grpc(#[source] tonic::transport::Error),
-    #[error("{server} server failed: {source}")]
+    #[error("{server} server failed")]
     Http {
         server: &'static str,
         #[source]
         source: std::io::Error,
     },
-    #[error("a server task ended abnormally: {0}")]
+    #[error("a server task ended abnormally")]
     Task(#[source] tokio::task::JoinError),
 }
 
@@ -96,9 +96,9 @@ pub enum AppError {
 pub enum ReloadError {
     #[error("the agent was started without a configuration file")]
     NoConfigFile,
-    #[error("invalid configuration:\n{0}")]
+    #[error("invalid configuration")]
     Config(#[from] ConfigError),
-    #[error("configuration loading task failed: {0}")]
+    #[error("configuration loading task failed")]
     Task(#[source] tokio::task::JoinError),
 }
 
@@ -702,7 +702,7 @@ async fn reload_on_change(state: Arc<AppState>, path: PathBuf, shutdown: watch::
         Err(error) => {
             tracing::warn!(
                 path = %path.display(),
-                %error,
+                error = %ErrorChain(&error),
                 "cannot watch the configuration file; hot reload is off (SIGHUP still reloads)"
             );
             return;
@@ -759,7 +759,7 @@ async fn supervise(
         }
     }
     if let Some(error) = &failure {
-        tracing::error!(%error, "a server stopped; shutting down");
+        tracing::error!(error = %ErrorChain(error), "a server stopped; shutting down");
     }
 
     state.shutting_down.store(true, Ordering::SeqCst);
@@ -802,6 +802,21 @@ async fn supervise(
     failure.map_or(Ok(()), Err)
 }
 
+/// Displays an error with its sources, `outer: inner: innermost`, for log lines.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}
+
 fn server_failure(
     result: Result<Result<(), AppError>, tokio::task::JoinError>,
 ) -> Option<AppError> {
@@ -834,7 +849,7 @@ mod config_watch {
     const MAX_HASHED_BYTES: u64 = 4 * 1024 * 1024;
 
     #[derive(Debug, thiserror::Error)]
-    #[error("cannot watch {}: {source}", path.display())]
+    #[error("cannot watch {}", path.display())]
     pub struct WatchError {
         path: PathBuf,
         #[source]
@@ -976,6 +991,19 @@ mod tests {
         assert_ne!(app.admin_addr().port(), 0);
         assert!(app.http_addr().is_some_and(|a| a.port() != 0));
         app.shutdown().await.expect("clean shutdown");
+    }
+
+    #[test]
+    fn error_chain_shows_every_cause_once() {
+        let error = AppError::Bind {
+            listener: "gRPC",
+            addr: "127.0.0.1:9191".parse().expect("addr"),
+            source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use"),
+        };
+        assert_eq!(
+            ErrorChain(&error).to_string(),
+            "cannot listen on 127.0.0.1:9191 (gRPC): address in use"
+        );
     }
 
     #[tokio::test]
