@@ -1,1 +1,1 @@
-//! (skeleton; owned by the config helper)
+//! Watching the configuration file for changes (implemented next).
