@@ -999,6 +999,21 @@ routes:
         assert_eq!(config.issuers[1].audiences, ["api"]);
     }
 
+    #[test]
+    fn errors_inside_an_alias_point_at_the_alias() {
+        let text = "issuers:\n  - name: a\n    issuer: https://a.example.com\n    audiences: [api]\n    jwks_uri: https://a.example.com/jwks\n    algorithms: &algs [RS256, rs256]\n  - name: b\n    issuer: https://b.example.com\n    audiences: [api]\n    jwks_uri: https://b.example.com/jwks\n    algorithms: *algs\n";
+        let errors = located(text);
+        let places: Vec<(usize, usize, &str)> =
+            errors.iter().map(|e| (e.0, e.1, e.2.as_str())).collect();
+        assert_eq!(
+            places,
+            [
+                (6, 31, "issuers[0].algorithms[1]"),
+                (11, 17, "issuers[1].algorithms[1]")
+            ]
+        );
+    }
+
     // ---- hostile input: each must fail fast with a clear error ----
 
     fn assert_refused_fast(text: &str, expect: &str) {
@@ -1073,5 +1088,26 @@ routes:
                 .to_string()
                 .starts_with("/nonexistent/portcullis.yaml: cannot open")
         );
+    }
+
+    #[test]
+    fn reports_every_mistake_in_the_broken_fixture() {
+        let file = fixtures().join("broken.yaml");
+        let text = std::fs::read_to_string(&file).expect("fixture");
+        let marked: std::collections::BTreeSet<usize> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| line.contains("# <-"))
+            .map(|(index, _)| index + 1)
+            .collect();
+        let error = load(&file).expect_err("broken.yaml is broken");
+        let reported: std::collections::BTreeSet<usize> = error
+            .errors
+            .iter()
+            .map(|e| e.line.expect("located"))
+            .collect();
+        assert_eq!(reported, marked, "{error}");
+        // Line 11 has two mistakes (HS256 without a secret, and `none`).
+        assert_eq!(error.errors.len(), marked.len() + 1, "{error}");
     }
 }

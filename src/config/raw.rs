@@ -173,16 +173,23 @@ fn list<T: DeserializeOwned>(
 
 /// Deserializes one item, collecting up to [`MAX_PROBLEMS_PER_ITEM`] errors: after each error
 /// the offending key is removed and deserialization retried, so an item with a typo in one
-/// field and a bad duration in another reports both. `None` when anything was wrong.
+/// key and a wrong type in another reports both. Values with a syntax of their own are
+/// [`Checked`] and never fail here; what fails here is structure (unknown keys, missing keys,
+/// a string where a list belongs).
+///
+/// `Some` when the item parsed once unknown or unsupported keys were set aside (their errors
+/// are recorded; the rest of the item can still be checked), `None` when a known key had to
+/// go (checking the rest would report consequences of the removal, not the user's mistakes).
 fn deserialize_collecting<T: DeserializeOwned>(
     mut value: Value,
     path: &YamlPath,
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
     let mut removed: Vec<YamlPath> = Vec::new();
+    let mut removed_known_key = false;
     for _ in 0..MAX_PROBLEMS_PER_ITEM {
         let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(parsed) => return removed.is_empty().then_some(parsed),
+            Ok(parsed) => return (!removed_known_key).then_some(parsed),
             Err(error) => error,
         };
         let relative = convert_path(error.path());
@@ -198,17 +205,21 @@ fn deserialize_collecting<T: DeserializeOwned>(
         if is_artifact {
             return None;
         }
-        let anchor = if message.starts_with("unknown field") || message == UNSUPPORTED {
-            Anchor::Key
-        } else {
-            Anchor::Value
-        };
+        let misplaced_key = message.starts_with("unknown field") || message == UNSUPPORTED;
         problems.push(Problem {
             path: path.join(&relative),
-            anchor,
+            anchor: if misplaced_key {
+                Anchor::Key
+            } else {
+                Anchor::Value
+            },
             message,
         });
-        removed.push(remove_deepest_key(&mut value, &relative)?);
+        let gone = remove_deepest_key(&mut value, &relative)?;
+        // Only a key whose own path failed is "misplaced"; an error deeper inside a known key
+        // removes that known key.
+        removed_known_key |= !(misplaced_key && gone == relative);
+        removed.push(gone);
     }
     None
 }
@@ -266,11 +277,11 @@ fn describe(value: &Value) -> &'static str {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     #[serde(default = "default_grpc_listen")]
-    pub grpc_listen: ListenAddr,
+    pub grpc_listen: Checked<ListenAddr>,
     #[serde(default)]
-    pub http_listen: Option<ListenAddr>,
+    pub http_listen: Option<Checked<ListenAddr>>,
     #[serde(default = "default_admin_listen")]
-    pub admin_listen: ListenAddr,
+    pub admin_listen: Checked<ListenAddr>,
     #[serde(default)]
     pub tls: Option<RawTls>,
 }
@@ -286,74 +297,74 @@ impl Default for RawServer {
     }
 }
 
-fn default_grpc_listen() -> ListenAddr {
-    ListenAddr(SocketAddr::from(([127, 0, 0, 1], 9191)))
+fn default_grpc_listen() -> Checked<ListenAddr> {
+    Checked::valid(ListenAddr(SocketAddr::from(([127, 0, 0, 1], 9191))))
 }
 
-fn default_admin_listen() -> ListenAddr {
-    ListenAddr(SocketAddr::from(([127, 0, 0, 1], 9901)))
+fn default_admin_listen() -> Checked<ListenAddr> {
+    Checked::valid(ListenAddr(SocketAddr::from(([127, 0, 0, 1], 9901))))
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
-    pub cert_file: FilePath,
-    pub key_file: FilePath,
+    pub cert_file: Checked<FilePath>,
+    pub key_file: Checked<FilePath>,
     #[serde(default)]
-    pub client_ca_file: Option<FilePath>,
+    pub client_ca_file: Option<Checked<FilePath>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIssuer {
-    pub name: Name,
-    pub issuer: NonEmpty,
-    pub audiences: Vec<NonEmpty>,
+    pub name: Checked<Name>,
+    pub issuer: Checked<NonEmpty>,
+    pub audiences: Vec<Checked<NonEmpty>>,
     #[serde(default)]
-    pub jwks_uri: Option<NonEmpty>,
+    pub jwks_uri: Option<Checked<NonEmpty>>,
     #[serde(default)]
     pub discovery: Option<bool>,
     #[serde(default)]
-    pub jwks_file: Option<FilePath>,
+    pub jwks_file: Option<Checked<FilePath>>,
     #[serde(default)]
-    pub shared_secret_file: Option<FilePath>,
-    pub algorithms: Vec<AlgorithmName>,
+    pub shared_secret_file: Option<Checked<FilePath>>,
+    pub algorithms: Vec<Checked<AlgorithmName>>,
     #[serde(default)]
-    pub clock_skew: Option<HumanDuration>,
+    pub clock_skew: Option<Checked<HumanDuration>>,
     #[serde(default)]
     pub claims: RawClaims,
     #[serde(default)]
-    pub types: Option<Vec<TokenType>>,
+    pub types: Option<Vec<Checked<TokenType>>>,
     #[serde(default)]
-    pub max_lifetime: Option<HumanDuration>,
+    pub max_lifetime: Option<Checked<HumanDuration>>,
     #[serde(default)]
     pub refresh: RawRefresh,
     #[serde(default)]
     pub allow_insecure_http: bool,
     #[serde(default)]
-    pub claim_headers: OrderedMap<ClaimPath, ClaimHeaderName>,
+    pub claim_headers: OrderedMap<String, Checked<ClaimHeaderName>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClaims {
     #[serde(default)]
-    pub subject: Option<ClaimPath>,
+    pub subject: Option<Checked<ClaimPath>>,
     #[serde(default)]
-    pub scopes: Option<ClaimPath>,
+    pub scopes: Option<Checked<ClaimPath>>,
     #[serde(default)]
-    pub roles: Option<ClaimPath>,
+    pub roles: Option<Checked<ClaimPath>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRefresh {
     #[serde(default)]
-    pub min_interval: Option<HumanDuration>,
+    pub min_interval: Option<Checked<HumanDuration>>,
     #[serde(default)]
-    pub max_interval: Option<HumanDuration>,
+    pub max_interval: Option<Checked<HumanDuration>>,
     #[serde(default)]
-    pub timeout: Option<HumanDuration>,
+    pub timeout: Option<Checked<HumanDuration>>,
     #[serde(default)]
     pub max_document_bytes: Option<u64>,
 }
@@ -373,7 +384,7 @@ pub struct RawResponse {
     #[serde(default)]
     pub strip_credentials: Option<bool>,
     #[serde(default)]
-    pub no_route_status: Option<NoRouteStatus>,
+    pub no_route_status: Option<Checked<NoRouteStatus>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -386,28 +397,28 @@ pub struct RawReadiness {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
-    pub name: Name,
+    pub name: Checked<Name>,
     #[serde(rename = "match")]
     pub matcher: RawMatch,
     #[serde(default)]
-    pub allow: Option<AllowKind>,
+    pub allow: Option<Checked<AllowKind>>,
     #[serde(default)]
     pub require: Option<RawRequire>,
     #[serde(default)]
-    pub on_deny: Option<OnDenyName>,
+    pub on_deny: Option<Checked<OnDenyName>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
     #[serde(default)]
-    pub methods: Option<Vec<Method>>,
+    pub methods: Option<Vec<Checked<Method>>>,
     #[serde(default)]
-    pub host: Option<HostName>,
+    pub host: Option<Checked<HostName>>,
     #[serde(default)]
-    pub path: Option<RoutePath>,
+    pub path: Option<Checked<RoutePath>>,
     #[serde(default)]
-    pub path_prefix: Option<PathPrefix>,
+    pub path_prefix: Option<Checked<PathPrefix>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -427,7 +438,7 @@ pub enum OnDenyName {
 #[serde(deny_unknown_fields)]
 pub struct RawRequire {
     #[serde(default)]
-    pub scopes: Vec<ScopeToken>,
+    pub scopes: Vec<Checked<ScopeToken>>,
     #[serde(default)]
     pub permissions: Unsupported,
     #[serde(default)]
@@ -445,6 +456,26 @@ pub struct Unsupported;
 impl<'de> Deserialize<'de> for Unsupported {
     fn deserialize<D: Deserializer<'de>>(_deserializer: D) -> Result<Self, D::Error> {
         Err(de::Error::custom(UNSUPPORTED))
+    }
+}
+
+/// A leaf value that keeps its own parse error instead of failing the item around it, so that
+/// `compile` can report it at its path and still check everything else in the item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked<T>(pub Result<T, String>);
+
+impl<T> Checked<T> {
+    pub fn valid(value: T) -> Self {
+        Self(Ok(value))
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Ok(Self(
+            T::deserialize(value).map_err(|error| error.to_string()),
+        ))
     }
 }
 
@@ -709,7 +740,7 @@ fn parse_name(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-fn parse_claim_path(text: &str) -> Result<String, String> {
+pub(crate) fn parse_claim_path(text: &str) -> Result<String, String> {
     if text.is_empty() || text.split('.').any(str::is_empty) {
         return Err(format!(
             "invalid claim path `{text}`: dotted names such as `realm_access.roles`, no empty parts"
