@@ -1110,4 +1110,22 @@ routes:
         // Line 11 has two mistakes (HS256 without a secret, and `none`).
         assert_eq!(error.errors.len(), marked.len() + 1, "{error}");
     }
+
+    #[test]
+    fn the_documented_example_is_the_tested_fixture() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let docs = std::fs::read_to_string(root.join("docs/configuration.md")).expect("docs");
+        let (_, example) = docs
+            .split_once("## Complete example")
+            .expect("example section");
+        let (_, block) = example.split_once("```yaml\n").expect("yaml block");
+        let (block, _) = block.split_once("```").expect("block end");
+        let fixture = std::fs::read_to_string(fixtures().join("example.yaml")).expect("fixture");
+        let body: String = fixture
+            .lines()
+            .skip_while(|line| line.starts_with('#') || line.is_empty())
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(block, body, "docs/configuration.md and example.yaml differ");
+    }
 }

@@ -2,9 +2,13 @@
 //! `serde_yaml_ng::Value` with every error collected.
 //!
 //! Each value that has a syntax of its own (durations, algorithm names, header names, path
-//! templates, listen addresses) is a newtype that parses while deserializing, so a bad value
-//! fails right there with its path (parse, don't validate). Rules that involve several fields
-//! (exactly one key source, HS* only with a shared secret, unique names) live in `compile`.
+//! templates, listen addresses) is a newtype that parses while deserializing (parse, don't
+//! validate). It is wrapped in [`Checked`], which keeps a parse failure instead of aborting the
+//! item, so `compile` reports it at its exact path and still checks the rest of the item.
+//! Structural mistakes (unknown keys, missing keys, a string where a list belongs) fail
+//! deserialization itself and are collected by `deserialize_collecting`. Rules that involve
+//! several fields (exactly one key source, HS* only with a shared secret, unique names) live
+//! in `compile`.
 //!
 //! Keys design.md describes but this version does not implement are refused with "not
 //! supported in this version", never silently ignored: an operator who writes
