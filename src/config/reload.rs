@@ -128,6 +128,8 @@ pub struct ConfigWatcher {
     debounce: Duration,
     /// The symlink target's directory, when it is not the watched directory.
     target_dir: Option<PathBuf>,
+    /// A change was seen and its notification not yet delivered.
+    pending: bool,
 }
 
 impl std::fmt::Debug for ConfigWatcher {
@@ -181,6 +183,7 @@ impl ConfigWatcher {
             events: receiver,
             debounce,
             target_dir: None,
+            pending: false,
         };
         this.watch_target_dir();
         Ok(this)
@@ -193,12 +196,17 @@ impl ConfigWatcher {
 
     /// Resolves once the file has changed and the directory has then been quiet for the
     /// debounce period; `None` when no further change can be observed (the watched
-    /// directory was removed). Cancel-safe: dropping the future loses no change.
+    /// directory was removed). Cancel-safe: a change seen by a dropped call is delivered by
+    /// the next one.
     pub async fn changed(&mut self) -> Option<()> {
         if self.shared.dead.load(Ordering::SeqCst) {
             return None;
         }
-        self.events.changed().await.ok()?;
+        if !self.pending {
+            self.events.changed().await.ok()?;
+            // Remembered across cancellation: a dropped `changed()` resumes debouncing.
+            self.pending = true;
+        }
         let deadline = Instant::now() + self.debounce * MAX_DEBOUNCE_PERIODS;
         loop {
             match tokio::time::timeout(self.debounce, self.events.changed()).await {
@@ -208,6 +216,7 @@ impl ConfigWatcher {
             }
         }
         self.events.borrow_and_update();
+        self.pending = false;
         if self.shared.dead.load(Ordering::SeqCst) {
             return None;
         }
@@ -245,7 +254,7 @@ impl ConfigWatcher {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use std::fs;
     use std::os::unix::fs::symlink;
@@ -403,6 +412,19 @@ mod tests {
         // Nobody is waiting in `changed()` while this happens (the app is busy reloading).
         fs::write(&file, "a: 2\n").expect("write");
         tokio::time::sleep(DEBOUNCE * 2).await;
+        expect_change(&mut watcher).await;
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_does_not_lose_the_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("portcullis.yaml");
+        fs::write(&file, "a: 1\n").expect("write");
+        // A debounce far longer than the first wait, so that wait is cancelled mid-debounce.
+        let mut watcher = ConfigWatcher::watch(&file, Duration::from_millis(400)).expect("watch");
+        fs::write(&file, "a: 2\n").expect("write");
+        let first = tokio::time::timeout(Duration::from_millis(200), watcher.changed()).await;
+        assert!(first.is_err(), "cancelled before the debounce ended");
         expect_change(&mut watcher).await;
     }
 
