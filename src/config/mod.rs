@@ -193,7 +193,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
                     file: path.to_owned(),
                     line: Some(problem.mark.line),
                     column: Some(problem.mark.column),
-                    path: problem.path.to_string(),
+                    path: problem.path,
                     message: problem.message,
                 })
                 .collect(),
@@ -1049,6 +1049,13 @@ routes:
         text.push_str(&"*big,".repeat(20_000));
         text.push_str("*big]\n");
         assert_refused_fast(&text, "alias");
+    }
+
+    #[test]
+    fn refuses_a_document_with_too_many_nodes() {
+        let text = format!("a: [{}x]\n", "x,".repeat(150_000));
+        assert!(text.len() < MAX_CONFIG_BYTES);
+        assert_refused_fast(&text, "nodes");
     }
 
     #[test]

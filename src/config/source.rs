@@ -22,8 +22,16 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Most nodes a document may have once every alias is expanded. A large real configuration
 /// (thousands of routes) has tens of thousands; the cap keeps the memory serde may use for
-/// the expanded tree to a few MiB no matter how aliases are nested.
-pub const MAX_EXPANDED_NODES: u64 = 200_000;
+/// the expanded tree to a few MiB, and the time to refuse a hostile file to a fraction of a
+/// second, no matter how aliases are nested.
+pub const MAX_EXPANDED_NODES: u64 = 100_000;
+
+fn too_many_nodes() -> String {
+    format!(
+        "the document has more than {MAX_EXPANDED_NODES} nodes once aliases are expanded \
+         (an alias bomb?)"
+    )
+}
 
 /// A 1-based position in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +110,15 @@ impl fmt::Display for YamlPath {
     }
 }
 
+/// `parent.key` as [`YamlPath`] displays it.
+fn child_key(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
 /// Which position of a node an error should point at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Anchor {
@@ -146,7 +163,8 @@ impl PositionIndex {
 /// Why the text was refused before deserialization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceProblem {
-    pub path: YamlPath,
+    /// Displayed like [`YamlPath`].
+    pub path: String,
     pub mark: Mark,
     pub message: String,
 }
@@ -164,7 +182,7 @@ pub struct Scan {
 
 enum Frame {
     Mapping {
-        path: YamlPath,
+        path: String,
         /// The key just read, waiting for its value.
         pending_key: Option<(String, Mark)>,
         seen: HashSet<String>,
@@ -172,7 +190,7 @@ enum Frame {
         expanded: u64,
     },
     Sequence {
-        path: YamlPath,
+        path: String,
         next: usize,
         anchor: usize,
         expanded: u64,
@@ -310,11 +328,12 @@ impl Scanner {
 
     /// Registers a node starting at `mark` under the current parent and returns its path.
     /// `scalar` is the text of a scalar node (needed when the node is a mapping key).
-    fn enter(&mut self, scalar: Option<String>, mark: Mark) -> YamlPath {
+    /// Paths are kept as display strings: this runs once per node of a possibly large file.
+    fn enter(&mut self, scalar: Option<String>, mark: Mark) -> String {
         let (path, key_mark) = match self.stack.last_mut() {
-            None => (YamlPath::root(), None),
+            None => (String::new(), None),
             Some(Frame::Sequence { path, next, .. }) => {
-                let path = path.index(*next);
+                let path = format!("{path}[{next}]");
                 *next += 1;
                 (path, None)
             }
@@ -324,16 +343,16 @@ impl Scanner {
                 seen,
                 ..
             }) => match pending_key.take() {
-                Some((key, key_mark)) => (path.key(&key), Some(key_mark)),
+                Some((key, key_mark)) => (child_key(path, &key), Some(key_mark)),
                 None => {
                     // This node is a key. Complex (non-scalar) keys get a placeholder name;
                     // serde rejects them later with its own message.
                     let key = scalar.unwrap_or_else(|| "?".to_owned());
-                    let key_path = path.key(&key);
+                    let key_path = child_key(path, &key);
                     // A block mapping's start event is marked at its first `:`; the first key
                     // is where a reader expects "this mapping" to be.
                     if seen.is_empty()
-                        && let Some(node) = self.index.nodes.get_mut(&path.to_string())
+                        && let Some(node) = self.index.nodes.get_mut(path.as_str())
                         && (mark.line, mark.column) < (node.value.line, node.value.column)
                     {
                         node.value = mark;
@@ -352,7 +371,7 @@ impl Scanner {
         };
         self.index
             .nodes
-            .entry(path.to_string())
+            .entry(path.clone())
             .or_insert(NodePosition {
                 key: key_mark,
                 value: mark,
@@ -372,10 +391,7 @@ impl Scanner {
             self.problems.push(SourceProblem {
                 path: self.current_path(),
                 mark,
-                message: format!(
-                    "the document expands to more than {MAX_EXPANDED_NODES} nodes once aliases \
-                     are expanded (an alias bomb?)"
-                ),
+                message: too_many_nodes(),
             });
             return Step::Stop;
         }
@@ -405,17 +421,17 @@ impl Scanner {
             self.problems.push(SourceProblem {
                 path: self.current_path(),
                 mark,
-                message: format!("the document has more than {MAX_EXPANDED_NODES} nodes"),
+                message: too_many_nodes(),
             });
             return Step::Stop;
         }
         Step::Continue
     }
 
-    fn current_path(&self) -> YamlPath {
+    fn current_path(&self) -> String {
         match self.stack.last() {
             Some(Frame::Mapping { path, .. }) | Some(Frame::Sequence { path, .. }) => path.clone(),
-            None => YamlPath::root(),
+            None => String::new(),
         }
     }
 }
