@@ -26,6 +26,9 @@ pub struct Engine {
     authn: Authenticator,
     response: ResponseSettings,
     anonymous: Arc<Identity>,
+    /// Every header name any issuer's claim mapping may set: a client-sent value for one of
+    /// them is removed whenever we do not set it ourselves, like `x-auth-*`.
+    claim_header_names: Vec<String>,
 }
 
 impl Engine {
@@ -37,6 +40,7 @@ impl Engine {
             authn: Authenticator::new(&config.issuers, registry, config.authn.clone()),
             response: config.response.clone(),
             anonymous: Arc::new(Identity::anonymous()),
+            claim_header_names: claim_header_names(config),
         }
     }
 
@@ -93,6 +97,12 @@ impl Engine {
         self.permit(route, identity, input)
     }
 
+    /// Headers only portcullis may set: `x-auth-*` and configured claim headers.
+    fn is_identity_header(&self, name: &str) -> bool {
+        name.starts_with(IDENTITY_HEADER_PREFIX)
+            || self.claim_header_names.iter().any(|h| h == name)
+    }
+
     fn permit(&self, route: &Route, identity: Arc<Identity>, input: &CheckInput) -> Decision {
         let set_headers = identity_headers(&identity);
         // Envoy applies removals after sets, so a header we set must not also be removed: ours
@@ -101,7 +111,7 @@ impl Engine {
             .headers
             .iter()
             .map(|(name, _)| name)
-            .filter(|name| name.starts_with(IDENTITY_HEADER_PREFIX))
+            .filter(|name| self.is_identity_header(name))
             .filter(|name| !set_headers.iter().any(|(set, _)| set == name))
             .map(str::to_owned)
             .collect();
@@ -111,6 +121,7 @@ impl Engine {
         {
             remove_headers.push("authorization".to_owned());
         }
+        remove_headers.sort();
         remove_headers.dedup();
         Decision::Allow(Permit {
             route: route.name.clone(),
@@ -119,6 +130,22 @@ impl Engine {
             remove_headers,
         })
     }
+}
+
+fn claim_header_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .issuers
+        .iter()
+        .flat_map(|issuer| {
+            issuer
+                .claim_headers
+                .iter()
+                .map(|(_, header)| header.clone())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The `x-auth-*` headers for an identity (design.md "Response contract").
