@@ -399,7 +399,10 @@ impl Checked<'_, '_> {
     pub fn verify(self, keys: &KeySet) -> Result<Identity, TokenProblem> {
         let token = self.token;
         let alg = token.alg;
-        let key_id = match token.kid.as_deref() {
+        // A shared secret has no key id, so a kid in an HMAC token names nothing we hold.
+        let shared_secret = matches!(self.issuer.source, KeySource::SharedSecretFile(_));
+        let kid = token.kid.as_deref().filter(|_| !shared_secret);
+        let key_id = match kid {
             Some(kid) => {
                 let key = keys.by_kid(kid).ok_or(TokenProblem::UnknownKey)?;
                 if !key_fits(key, alg) {
@@ -415,7 +418,8 @@ impl Checked<'_, '_> {
                 // set is bounded, and only keys that could verify this alg are tried.
                 let mut candidates = keys.iter().filter(|k| key_fits(k, alg)).peekable();
                 if candidates.peek().is_none() {
-                    return Err(TokenProblem::UnknownKey);
+                    // Keys exist (the store said so), but none could verify this algorithm.
+                    return Err(TokenProblem::KeyMismatch);
                 }
                 let key = candidates
                     .find(|k| signature_valid(k, &token))
@@ -888,7 +892,8 @@ mod tests {
             TokenProblem::UnsupportedAlgorithm
         );
 
-        // And with a shared-secret issuer, an RSA key never verifies HMAC.
+        // And with a shared-secret issuer (the kid is then ignored), an RSA key never verifies
+        // HMAC.
         careless.source = KeySource::SharedSecretFile("/etc/portcullis/secret".into());
         assert_eq!(
             verify_at(&token, &careless, NOW).expect_err("HS256 against an RSA key"),
@@ -912,6 +917,10 @@ mod tests {
         let header = json!({"alg": "HS256", "typ": "JWT"});
         let signer = EncodingKey::from_secret(secret).expect("secret");
         let token = sign_raw(&header, &claims(), &signer, J::HS256);
+        assert!(verify(&token, &shared, &keys, 8192, NOW).is_ok());
+        // A kid means nothing to a shared secret (it has none): ignored, not a key miss.
+        let with_kid = json!({"alg": "HS256", "kid": "v1"});
+        let token = sign_raw(&with_kid, &claims(), &signer, J::HS256);
         assert!(verify(&token, &shared, &keys, 8192, NOW).is_ok());
 
         let wrong = EncodingKey::from_secret(b"another-secret-of-sufficient-size!!").expect("s");

@@ -185,36 +185,7 @@ pub struct Authenticator {
 #[derive(Debug)]
 struct IssuerEntry {
     config: IssuerConfig,
-    keys: IssuerKeys,
-}
-
-/// Where an issuer's keys come from: its store in the app-lifetime registry, or (unit tests
-/// only) a fixed set, so the authenticator can be tested before any fetching exists.
-#[derive(Debug)]
-enum IssuerKeys {
-    Store(Arc<KeyStore>),
-    #[cfg(test)]
-    Fixed(Arc<jwks::KeySet>),
-}
-
-impl IssuerKeys {
-    async fn resolve(&self, kid: Option<&str>) -> Result<Arc<jwks::KeySet>, KeyError> {
-        match self {
-            Self::Store(store) => store.resolve(kid).await,
-            #[cfg(test)]
-            Self::Fixed(set) if set.is_empty() => Err(KeyError::NoKeys),
-            #[cfg(test)]
-            Self::Fixed(set) => Ok(set.clone()),
-        }
-    }
-
-    fn has_keys(&self) -> bool {
-        match self {
-            Self::Store(store) => store.status().keys > 0,
-            #[cfg(test)]
-            Self::Fixed(set) => !set.is_empty(),
-        }
-    }
+    keys: Arc<KeyStore>,
 }
 
 impl Authenticator {
@@ -228,7 +199,7 @@ impl Authenticator {
                 .iter()
                 .map(|issuer| IssuerEntry {
                     config: issuer.clone(),
-                    keys: IssuerKeys::Store(registry.store_for(issuer)),
+                    keys: registry.store_for(issuer),
                 })
                 .collect(),
             settings,
@@ -303,7 +274,9 @@ impl Authenticator {
 
     /// True when every issuer has at least one usable key (vacuously true with no issuers).
     pub fn ready(&self) -> bool {
-        self.issuers.iter().all(|entry| entry.keys.has_keys())
+        self.issuers
+            .iter()
+            .all(|entry| entry.keys.status().keys > 0)
     }
 }
 
@@ -327,8 +300,8 @@ mod tests {
                 issuers
                     .into_iter()
                     .map(|(config, set)| IssuerEntry {
+                        keys: Arc::new(KeyStore::fixed(&config.name, &config.issuer, set)),
                         config,
-                        keys: IssuerKeys::Fixed(Arc::new(set)),
                     })
                     .collect(),
                 settings,
