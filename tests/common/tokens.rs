@@ -24,7 +24,11 @@ use serde_json::{Value, json};
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys/", $name))
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/keys/",
+            $name
+        ))
     };
 }
 
@@ -63,7 +67,13 @@ impl std::fmt::Debug for TestKey {
 }
 
 impl TestKey {
-    fn new(kid: &str, kind: KeyKind, alg: Algorithm, private: &'static str, public: &'static str) -> Self {
+    fn new(
+        kid: &str,
+        kind: KeyKind,
+        alg: Algorithm,
+        private: &'static str,
+        public: &'static str,
+    ) -> Self {
         install_crypto_provider();
         Self {
             kid: kid.to_owned(),
@@ -392,7 +402,11 @@ pub mod raw {
     /// Signs exactly `header` and `payload` with `key` using `alg`, whatever the header says.
     pub fn signed(header: &Value, payload: &Value, key: &EncodingKey, alg: Algorithm) -> String {
         super::install_crypto_provider();
-        let message = format!("{}.{}", b64url(header.to_string()), b64url(payload.to_string()));
+        let message = format!(
+            "{}.{}",
+            b64url(header.to_string()),
+            b64url(payload.to_string())
+        );
         let signature =
             jsonwebtoken::crypto::sign(message.as_bytes(), key, alg).expect("test key signs");
         format!("{message}.{signature}")
