@@ -22,6 +22,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::authn::KeyRegistry;
+use crate::config::reload::ConfigWatcher;
 use crate::config::{self, Config, ConfigError, ServerConfig, TlsConfig};
 use crate::engine::{Engine, SharedEngine};
 use crate::grpc::CheckService;
@@ -89,6 +90,8 @@ pub enum AppError {
     },
     #[error("a server task ended abnormally")]
     Task(#[source] tokio::task::JoinError),
+    #[error("cannot select the JWT crypto provider")]
+    CryptoProvider(#[from] crate::authn::jwt::CryptoProviderConflict),
 }
 
 /// Why a reload did not replace the running configuration.
@@ -390,15 +393,15 @@ impl Drop for RunningApp {
     }
 }
 
-/// Installs the process-wide crypto providers once: rustls' aws-lc-rs provider (the TLS
-/// listener; reqwest's JWKS fetches), before anything builds a TLS configuration. Safe to call
-/// again.
-pub fn install_crypto_providers() {
-    // Err only means a provider is already installed (a second start in the same process).
+/// Installs the process-wide crypto providers, before anything builds a TLS configuration or
+/// verifies a token: rustls' aws-lc-rs provider (the TLS listener, the JWKS fetches) and
+/// jsonwebtoken's aws-lc-rs provider. Safe to call again.
+pub fn install_crypto_providers() -> Result<(), AppError> {
+    // Err only means a provider is already installed. Chosen explicitly so the backend never
+    // depends on which rustls features other crates happen to enable.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    // jsonwebtoken's provider: the authn stage installs it here through
-    // `crate::authn::jwt::install_crypto_provider()` once that function exists; until then
-    // jsonwebtoken selects its only compiled backend (aws_lc_rs) by itself.
+    crate::authn::jwt::install_crypto_provider()?;
+    Ok(())
 }
 
 /// The binary's entry: load `config_path`, start, serve until SIGTERM/SIGINT, drain, return.
@@ -406,7 +409,7 @@ pub fn install_crypto_providers() {
 pub async fn run(config_path: PathBuf) -> Result<(), AppError> {
     use tokio::signal::unix::{SignalKind, signal};
 
-    install_crypto_providers();
+    install_crypto_providers()?;
     let config = config::load(&config_path)?;
     let signal_error = |signal| move |source| AppError::Signal { signal, source };
     let mut terminate = signal(SignalKind::terminate()).map_err(signal_error("SIGTERM"))?;
@@ -448,7 +451,7 @@ pub async fn start_with(
     config_path: Option<PathBuf>,
     options: StartOptions,
 ) -> Result<RunningApp, AppError> {
-    install_crypto_providers();
+    install_crypto_providers()?;
 
     // Everything that can fail on bad input (listeners, TLS files) before any task starts.
     let grpc_listener = bind("gRPC", config.server.grpc_listen).await?;
@@ -605,10 +608,12 @@ pub async fn start_with(
 }
 
 /// Token-cache counters of an engine's authenticator, for `portcullis_token_cache_*_total`.
-/// The authenticator does not publish cache statistics yet, so the metrics are left out (never
-/// reported as a fake zero).
-fn token_cache_counts(_engine: &Engine) -> Option<CacheCounts> {
-    None
+fn token_cache_counts(engine: &Engine) -> Option<CacheCounts> {
+    let stats = engine.authenticator().cache_stats();
+    Some(CacheCounts {
+        hits: stats.hits,
+        misses: stats.misses,
+    })
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
@@ -697,12 +702,12 @@ async fn track_health(
 
 /// Reloads the configuration whenever its file changes.
 async fn reload_on_change(state: Arc<AppState>, path: PathBuf, shutdown: watch::Receiver<bool>) {
-    let mut watcher = match config_watch::watch(&path, RELOAD_DEBOUNCE) {
+    let mut watcher = match ConfigWatcher::watch(&path, RELOAD_DEBOUNCE) {
         Ok(watcher) => watcher,
         Err(error) => {
             tracing::warn!(
                 path = %path.display(),
-                error = %ErrorChain(&error),
+                %error,
                 "cannot watch the configuration file; hot reload is off (SIGHUP still reloads)"
             );
             return;
@@ -831,104 +836,6 @@ fn server_failure(
 fn keep_first(slot: &mut Option<AppError>, error: Option<AppError>) {
     if slot.is_none() {
         *slot = error;
-    }
-}
-
-/// The configuration file watcher. Adapter with the contract of the config stage's
-/// `config::reload` (`watch(path, debounce) -> Result<ConfigWatcher, WatchError>`,
-/// `ConfigWatcher::changed(&mut self) -> Option<()>`), implemented by polling the file's
-/// content: it follows symlink swaps (a Kubernetes ConfigMap update) and atomic renames alike.
-mod config_watch {
-    use std::path::{Path, PathBuf};
-    use std::time::Duration;
-
-    /// How often the file is read.
-    const POLL_INTERVAL: Duration = Duration::from_millis(500);
-    /// A configuration file larger than this is reported as changed whenever its size or
-    /// modification time changes, without being read.
-    const MAX_HASHED_BYTES: u64 = 4 * 1024 * 1024;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("cannot watch {}", path.display())]
-    pub struct WatchError {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    }
-
-    #[derive(Debug)]
-    pub struct ConfigWatcher {
-        path: PathBuf,
-        debounce: Duration,
-        last: Option<Fingerprint>,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    enum Fingerprint {
-        Content(u64),
-        Metadata(u64, Option<std::time::SystemTime>),
-        Missing,
-    }
-
-    pub fn watch(path: &Path, debounce: Duration) -> Result<ConfigWatcher, WatchError> {
-        let last = fingerprint(path).map_err(|source| WatchError {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(ConfigWatcher {
-            path: path.to_owned(),
-            debounce,
-            last: Some(last),
-        })
-    }
-
-    fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
-        use std::hash::{Hash, Hasher};
-        let metadata = match std::fs::metadata(path) {
-            Ok(metadata) => metadata,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Fingerprint::Missing),
-            Err(e) => return Err(e),
-        };
-        if metadata.len() > MAX_HASHED_BYTES {
-            return Ok(Fingerprint::Metadata(
-                metadata.len(),
-                metadata.modified().ok(),
-            ));
-        }
-        let content = std::fs::read(path)?;
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        content.hash(&mut hasher);
-        Ok(Fingerprint::Content(hasher.finish()))
-    }
-
-    impl ConfigWatcher {
-        /// Resolves when the file's content changed and then stayed the same for `debounce`.
-        /// Never returns `None` (polling cannot lose its watch).
-        pub async fn changed(&mut self) -> Option<()> {
-            loop {
-                tokio::time::sleep(POLL_INTERVAL).await;
-                let Ok(now) = fingerprint(&self.path) else {
-                    continue;
-                };
-                if Some(&now) == self.last.as_ref() {
-                    continue;
-                }
-                // Settle: wait until the content stops changing.
-                let mut settled = now;
-                loop {
-                    tokio::time::sleep(self.debounce).await;
-                    match fingerprint(&self.path) {
-                        Ok(again) if again == settled => break,
-                        Ok(again) => settled = again,
-                        Err(_) => {}
-                    }
-                }
-                if Some(&settled) != self.last.as_ref() {
-                    self.last = Some(settled);
-                    return Some(());
-                }
-            }
-        }
     }
 }
 
@@ -1130,24 +1037,5 @@ mod tests {
             started.elapsed()
         );
         drop(client);
-    }
-
-    #[tokio::test]
-    async fn watcher_reports_a_content_change_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("portcullis.yaml");
-        std::fs::write(&path, "a: 1\n").expect("write");
-        let mut watcher = config_watch::watch(&path, Duration::from_millis(50)).expect("watchable");
-        std::fs::write(&path, "a: 2\n").expect("write");
-        tokio::time::timeout(Duration::from_secs(5), watcher.changed())
-            .await
-            .expect("change seen");
-        // Same content again: no change.
-        std::fs::write(&path, "a: 2\n").expect("write");
-        assert!(
-            tokio::time::timeout(Duration::from_millis(1500), watcher.changed())
-                .await
-                .is_err()
-        );
     }
 }

@@ -561,7 +561,7 @@ impl CheckClient {
         ca_pem: &str,
         identity: Option<(&str, &str)>,
     ) -> Result<Self, tonic::transport::Error> {
-        app::install_crypto_providers();
+        app::install_crypto_providers().expect("crypto providers");
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca_pem))
             .domain_name("localhost");
@@ -633,7 +633,7 @@ pub async fn http_check(
     path_prefix: &str,
     request: &EnvoyRequest,
 ) -> CheckOutcome {
-    app::install_crypto_providers();
+    app::install_crypto_providers().expect("crypto providers");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -698,7 +698,7 @@ pub async fn http_check(
 
 /// `GET http://{admin}{path}`: status, content type and body.
 pub async fn admin_get(addrs: &Addrs, path: &str) -> (u16, String, String) {
-    app::install_crypto_providers();
+    app::install_crypto_providers().expect("crypto providers");
     let response = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
