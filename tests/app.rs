@@ -527,10 +527,24 @@ async fn sigterm_stops_the_binary_with_status_zero() {
         &anonymous_config(&[("public", "/public")], ""),
     );
     let mut agent = BinaryAgent::start(&config);
+    // Like Envoy, the client keeps its HTTP/2 connection open (and its runtime running, so it
+    // answers the server's GOAWAY) while the agent drains.
     let mut client = agent.client().await;
     assert!(client.check(&EnvoyRequest::get("/public")).await.allowed());
-    let status = agent.terminate();
+    let started = std::time::Instant::now();
+    let (agent, status) = tokio::task::spawn_blocking(move || {
+        let status = agent.terminate();
+        (agent, status)
+    })
+    .await
+    .expect("terminate");
     assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "draining an idle connection took {:?}",
+        started.elapsed()
+    );
+    drop(client);
     assert!(
         agent
             .wait_for_log("portcullis stopped", Duration::from_secs(1))
