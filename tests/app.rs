@@ -557,6 +557,74 @@ async fn sigterm_stops_the_binary_with_status_zero() {
     );
 }
 
+#[tokio::test]
+async fn shutdown_finishes_an_in_flight_check_before_stopping() {
+    use common::jwks_server::JwksServer;
+    use common::tokens::{self, TestKey};
+
+    tokens::install_crypto_provider();
+    let old_key = TestKey::ec_p256().with_kid("old");
+    let new_key = TestKey::ec_p256().with_kid("new");
+    let idp = JwksServer::start(&tokens::jwks(&[&old_key])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "server:\n  grpc_listen: {GRPC_ANY}\n  admin_listen: {ADMIN_ANY}\n\
+         issuers:\n  - name: corp\n    issuer: {}\n    audiences: [{}]\n    jwks_uri: {}\n    \
+         algorithms: [ES256]\n    refresh: {{min_interval: 1s, timeout: 10s}}\n\
+         routes:\n  - name: orders\n    match: {{path: /orders}}\n    require: {{scopes: [read]}}\n",
+        tokens::ISSUER,
+        tokens::AUDIENCE,
+        idp.jwks_url()
+    );
+    let config = write_config(dir.path(), "portcullis.yaml", &yaml);
+    let options = portcullis::app::StartOptions {
+        drain_timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let cfg = portcullis::config::load(&config).expect("valid config");
+    let agent = InProcessAgent::start_with(cfg, Some(config.clone()), options).await;
+    let addrs = agent.addrs;
+    assert!(
+        eventually(WAIT, || async {
+            admin_get(&addrs, "/readyz").await.0 == 200
+        })
+        .await
+    );
+
+    // The IdP rotates to a key portcullis has not seen yet, and answers slowly: a check with a
+    // token of the new key waits for the (rate-limited) refetch.
+    idp.set_jwks(&tokens::jwks(&[&old_key, &new_key]));
+    idp.set_delay(Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let token = new_key.token(&tokens::default_claims("alice", "read"));
+    let mut client = agent.client().await;
+    let in_flight = tokio::spawn(async move {
+        client
+            .check(&EnvoyRequest::get("/orders").bearer(&token))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !in_flight.is_finished(),
+        "the check should be waiting for the IdP"
+    );
+
+    let started = std::time::Instant::now();
+    agent.shutdown().await;
+    let outcome = tokio::time::timeout(Duration::from_secs(1), in_flight)
+        .await
+        .expect("answered by the time shutdown returned")
+        .expect("check task");
+    assert!(
+        outcome.allowed(),
+        "the drained check was decided normally: {outcome:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "shutdown returned before the in-flight check finished"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hot reload
 
