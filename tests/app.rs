@@ -4,13 +4,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use base64::Engine as _;
 use common::agent::{
     Addrs, BinaryAgent, CheckClient, EnvoyRequest, HEALTH_SERVING, InProcessAgent, admin_get,
     eventually, http_check, replace_config, run_binary, status, write_config,
@@ -243,77 +239,18 @@ fn promtool_accepts(metrics: &str) {
 // ---------------------------------------------------------------------------------------------
 // Readiness follows the issuers' keys
 
-/// A JWKS endpoint that fails (503) until `serve_keys` is set.
-struct FlakyJwks {
-    addr: SocketAddr,
-    serve_keys: Arc<AtomicBool>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl FlakyJwks {
-    async fn start() -> Self {
-        let serve_keys = Arc::new(AtomicBool::new(false));
-        let jwks = p256_jwks();
-        let flag = serve_keys.clone();
-        let app = axum::Router::new().route(
-            "/jwks",
-            axum::routing::get(move || {
-                let flag = flag.clone();
-                let jwks = jwks.clone();
-                async move {
-                    if flag.load(Ordering::SeqCst) {
-                        (
-                            axum::http::StatusCode::OK,
-                            [("content-type", "application/json")],
-                            jwks,
-                        )
-                    } else {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            [("content-type", "text/plain")],
-                            "down".to_owned(),
-                        )
-                    }
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self {
-            addr,
-            serve_keys,
-            _task: task,
-        }
-    }
-}
-
-/// A JWKS with one P-256 public key.
-fn p256_jwks() -> String {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
-    // Uncompressed SEC1 point: 0x04 || x || y.
-    let point = key.public_key_raw();
-    assert_eq!(point.len(), 65);
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    serde_json::json!({"keys": [{
-        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": "test-1",
-        "x": b64(&point[1..33]), "y": b64(&point[33..65]),
-    }]})
-    .to_string()
-}
-
 #[tokio::test]
 async fn readyz_is_503_until_every_issuer_has_keys() {
-    let jwks = FlakyJwks::start().await;
+    use common::jwks_server::JwksServer;
+    use common::tokens::{self, TestKey};
+
+    let jwks = JwksServer::start(&tokens::jwks(&[&TestKey::ec_p256()])).await;
+    jwks.fail();
     let dir = tempfile::tempdir().expect("tempdir");
     let issuers = format!(
         "issuers:\n  - name: corp\n    issuer: https://idp.example.com\n    audiences: [orders-api]\n    \
-         jwks_uri: http://{}/jwks\n    algorithms: [ES256]\n    refresh: {{min_interval: 1s}}\n",
-        jwks.addr
+         jwks_uri: {}\n    algorithms: [ES256]\n    refresh: {{min_interval: 1s}}\n",
+        jwks.jwks_url()
     );
     let config = write_config(
         dir.path(),
@@ -340,7 +277,7 @@ async fn readyz_is_503_until_every_issuer_has_keys() {
         status(&addrs).await
     );
 
-    jwks.serve_keys.store(true, Ordering::SeqCst);
+    jwks.recover();
     let ready = eventually(WAIT, || async {
         admin_get(&addrs, "/readyz").await.0 == 200
     })
