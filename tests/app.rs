@@ -528,6 +528,25 @@ async fn shutdown_finishes_an_in_flight_check_before_stopping() {
         .await
     );
 
+    // Warm-up: the same token twice is one verification and one cache hit.
+    let known = old_key.token(&tokens::default_claims("alice", "read"));
+    let mut warm = agent.client().await;
+    for _ in 0..2 {
+        let outcome = warm
+            .check(&EnvoyRequest::get("/orders").bearer(&known))
+            .await;
+        assert!(outcome.allowed(), "{outcome:?}");
+    }
+    let (_, _, metrics) = admin_get(&addrs, "/metrics").await;
+    assert!(
+        metrics.contains("portcullis_token_cache_hits_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_token_cache_misses_total 1"),
+        "{metrics}"
+    );
+
     // The IdP rotates to a key portcullis has not seen yet, and answers slowly: a check with a
     // token of the new key waits for the (rate-limited) refetch.
     idp.set_jwks(&tokens::jwks(&[&old_key, &new_key]));
