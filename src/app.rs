@@ -461,6 +461,15 @@ pub async fn start_with(
         None => None,
     };
     let tls = config.server.tls.as_ref().map(server_tls).transpose()?;
+    if let (Some(_), Some(addr)) = (&config.server.tls, config.server.http_listen)
+        && !addr.ip().is_loopback()
+    {
+        // `server.tls` covers the gRPC listener only.
+        tracing::warn!(
+            http = %addr,
+            "the HTTP ext_authz listener is plain text; keep it on loopback or a trusted network"
+        );
+    }
     let grpc_addr = local_addr("gRPC", &grpc_listener, config.server.grpc_listen)?;
     let admin_addr = local_addr("admin", &admin_listener, config.server.admin_listen)?;
     let http_addr = match (&http_listener, config.server.http_listen) {
