@@ -625,7 +625,6 @@ async fn not_found_route_still_asks_unauthenticated_callers_to_authenticate() {
 /// `on_deny: not_found` on a route whose only requirement is a scope ("404 instead of 403").
 /// The answer must then be indistinguishable from a path that has no route at all.
 #[tokio::test]
-#[ignore = "bug: Engine::check ignores Route::on_deny; a scope denial on an `on_deny: not_found` route is 403 insufficient_scope (naming the scope) instead of 404"]
 async fn not_found_route_answers_an_authenticated_caller_without_the_scope_like_no_route() {
     let mut stack = Stack::start(FAST_REFRESH, "").await;
     let rid = request_id("hidden");
