@@ -13,7 +13,10 @@
 //                            published, so tokens it signed keep verifying
 //   POST /retire?alg=RS256   remove every key of that alg but the current one from the JWKS
 //   POST /signing-alg?alg=ES256   sign subsequent access tokens with that algorithm
-//   GET  /state              kids per algorithm (current first) and the signing algorithm
+//   GET  /state              kids per algorithm (current first), the signing algorithm, and
+//                            how many JWKS requests were served and how long ago the last one
+//                            was (so a test can time a rotation against a relying party's
+//                            refetch rate limit)
 //
 // oidc-provider keeps its keystore private and fixed for the life of a Provider instance, and
 // signs with the key named by the resource server's `jwt.sign.kid`. A key change therefore
@@ -143,10 +146,17 @@ function algParam(url) {
   return alg;
 }
 
+let jwksRequests = 0;
+let lastJwksRequestAt;
+
 function state() {
   return {
     issuer,
     signing_alg: signingAlg,
+    jwks_requests: jwksRequests,
+    ms_since_last_jwks_request: lastJwksRequestAt === undefined
+      ? null
+      : Date.now() - lastJwksRequestAt,
     keys: Object.fromEntries(SUPPORTED_ALGS.map((alg) => [alg, keys[alg].map((k) => k.kid)])),
   };
 }
@@ -192,7 +202,13 @@ function listen(server, port) {
   });
 }
 
-const opServer = http.createServer((req, res) => handler(req, res));
+const opServer = http.createServer((req, res) => {
+  if (req.url === '/jwks' || req.url.startsWith('/jwks?')) {
+    jwksRequests += 1;
+    lastJwksRequestAt = Date.now();
+  }
+  handler(req, res);
+});
 const adminServer = http.createServer(admin);
 
 const opPort = await listen(opServer, Number.parseInt(args.port, 10));
