@@ -1020,3 +1020,27 @@ async fn idp_key_rotation_under_load_drops_no_request_and_retired_key_is_refused
     let reply = get_with_token(&stack.client, &stack.envoy, "/documents", &new_token).await;
     assert_eq!(reply.status, 200, "{reply:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The shipped portcullis configurations
+
+#[test]
+fn example_and_demo_configs_pass_check_config() {
+    for file in [
+        "deploy/examples/portcullis.yaml",
+        "deploy/demo/portcullis.yaml",
+    ] {
+        let path = common::envoy::repo_root().join(file);
+        let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .expect("run portcullis check-config");
+        assert!(
+            output.status.success(),
+            "{file} fails check-config:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
