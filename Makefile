@@ -8,7 +8,7 @@
 #
 # Installs are idempotent and quick when already done. On a fresh Debian machine (as root) the
 # only system packages ever installed are the ones missing: python3-venv and nodejs/npm for the
-# tests, wrk and nghttp2-client for the benchmark.
+# tests, wrk for the benchmark.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -79,16 +79,15 @@ demo: deps
 	PORTCULLIS_ENVOY=$(ENVOY_BIN) PORTCULLIS_BIN=$(CURDIR)/target/debug/portcullis \
 		deploy/demo/run.sh
 
+# A benchmark, not a test: a few minutes, release build, wrk from Debian when missing.
 bench-envoy: deps
 	@missing=""; \
 		command -v wrk >/dev/null || missing="$$missing wrk"; \
-		command -v h2load >/dev/null || missing="$$missing nghttp2-client"; \
 		command -v taskset >/dev/null || missing="$$missing util-linux"; \
 		if [ -n "$$missing" ]; then echo ">> installing$$missing"; $(call apt_install,$$missing); fi
-	$(CARGO) build --release --bin portcullis --example mint_tokens
+	$(CARGO) build --release --bin portcullis
 	PORTCULLIS_ENVOY=$(ENVOY_BIN) PORTCULLIS_BIN=$(CURDIR)/target/release/portcullis \
-		MINT_TOKENS=$(CURDIR)/target/release/examples/mint_tokens \
-		bench/envoy/run.sh
+		deploy/bench/envoy-bench.sh
 
 clean-deps:
 	rm -rf $(VENV) $(IDP_DIR)/node_modules
