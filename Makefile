@@ -65,7 +65,7 @@ print-envoy: envoy
 
 # One build profile (dev) for everything: the Envoy tests run the same binary cargo built.
 test: deps
-	PORTCULLIS_ENVOY=$(ENVOY_BIN) $(CARGO) test
+	PORTCULLIS_ENVOY=$(ENVOY_BIN) $(CARGO) test --no-fail-fast
 
 build:
 	$(CARGO) build
