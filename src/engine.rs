@@ -26,6 +26,9 @@ pub struct Engine {
     authn: Authenticator,
     response: ResponseSettings,
     anonymous: Arc<Identity>,
+    /// Every header name any issuer's claim mapping may set: a client-sent value for one of
+    /// them is removed whenever we do not set it ourselves, like `x-auth-*`.
+    claim_header_names: Vec<String>,
 }
 
 impl Engine {
@@ -37,6 +40,7 @@ impl Engine {
             authn: Authenticator::new(&config.issuers, registry, config.authn.clone()),
             response: config.response.clone(),
             anonymous: Arc::new(Identity::anonymous()),
+            claim_header_names: claim_header_names(config),
         }
     }
 
@@ -93,6 +97,12 @@ impl Engine {
         self.permit(route, identity, input)
     }
 
+    /// Headers only portcullis may set: `x-auth-*` and configured claim headers.
+    fn is_identity_header(&self, name: &str) -> bool {
+        name.starts_with(IDENTITY_HEADER_PREFIX)
+            || self.claim_header_names.iter().any(|h| h == name)
+    }
+
     fn permit(&self, route: &Route, identity: Arc<Identity>, input: &CheckInput) -> Decision {
         let set_headers = identity_headers(&identity);
         // Envoy applies removals after sets, so a header we set must not also be removed: ours
@@ -101,7 +111,7 @@ impl Engine {
             .headers
             .iter()
             .map(|(name, _)| name)
-            .filter(|name| name.starts_with(IDENTITY_HEADER_PREFIX))
+            .filter(|name| self.is_identity_header(name))
             .filter(|name| !set_headers.iter().any(|(set, _)| set == name))
             .map(str::to_owned)
             .collect();
@@ -111,6 +121,7 @@ impl Engine {
         {
             remove_headers.push("authorization".to_owned());
         }
+        remove_headers.sort();
         remove_headers.dedup();
         Decision::Allow(Permit {
             route: route.name.clone(),
@@ -119,6 +130,22 @@ impl Engine {
             remove_headers,
         })
     }
+}
+
+fn claim_header_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .issuers
+        .iter()
+        .flat_map(|issuer| {
+            issuer
+                .claim_headers
+                .iter()
+                .map(|(_, header)| header.clone())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The `x-auth-*` headers for an identity (design.md "Response contract").
@@ -136,4 +163,286 @@ fn identity_headers(identity: &Identity) -> Vec<(String, String)> {
     headers.push(("x-auth-roles".to_owned(), identity.roles.join(",")));
     headers.extend(identity.claim_headers.iter().cloned());
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+    use crate::decision::{AuthMethod, Unavailable};
+    use crate::input::Headers;
+
+    const ISSUER: &str = "https://idp.test";
+    const RSA_PEM: &str = include_str!("../tests/fixtures/jwks/rsa-2048.pem");
+    const RSA_JWK: &str = include_str!("../tests/fixtures/jwks/rsa-2048.jwk.json");
+
+    /// An engine whose one issuer reads its keys from a JWKS file in `dir`.
+    async fn engine_with(dir: &Path, extra_yaml: &str) -> Engine {
+        let jwk: serde_json::Value = serde_json::from_str(RSA_JWK).expect("fixture jwk");
+        std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string())
+            .expect("write jwks");
+        let yaml = format!(
+            r#"
+issuers:
+  - name: test
+    issuer: {ISSUER}
+    audiences: [orders-api]
+    jwks_file: jwks.json
+    algorithms: [RS256]
+    claim_headers: {{email: x-user-email}}
+routes:
+  - {{name: health, match: {{path: /healthz}}, allow: anonymous}}
+  - name: documents
+    match: {{methods: [GET], path: "/documents/{{id}}"}}
+    require: {{scopes: ["read:documents"]}}
+{extra_yaml}"#
+        );
+        let config = crate::config::load_str(&yaml, &dir.join("portcullis.yaml"))
+            .unwrap_or_else(|e| panic!("test config must load: {e}"));
+        let registry = KeyRegistry::new();
+        let engine = Engine::new(&config, &registry);
+        registry.wait_initial(Duration::from_secs(5)).await;
+        engine
+    }
+
+    fn token(scope: &str) -> String {
+        let now = crate::authn::cache::unix_now();
+        let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("rsa-2048".into());
+        let claims = json!({
+            "iss": ISSUER, "aud": "orders-api", "sub": "alice", "scope": scope,
+            "email": "alice@example.com", "iat": now, "exp": now + 300,
+        });
+        let key = EncodingKey::from_rsa_pem(RSA_PEM.as_bytes()).expect("fixture key");
+        jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+    }
+
+    fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckInput {
+        CheckInput {
+            method: method.into(),
+            host: "api.test".into(),
+            path: path.into(),
+            headers: Headers::new(
+                headers
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+            ),
+            ..CheckInput::default()
+        }
+    }
+
+    fn bearer(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
+    fn permit(decision: Decision) -> Permit {
+        match decision {
+            Decision::Allow(permit) => permit,
+            Decision::Deny(denial) => panic!("expected allow, got {:?}", denial.reason),
+        }
+    }
+
+    fn reason(decision: Decision) -> DenyReason {
+        match decision {
+            Decision::Deny(denial) => denial.reason,
+            Decision::Allow(permit) => panic!("expected deny, got allow on {}", permit.route),
+        }
+    }
+
+    fn set<'a>(permit: &'a Permit, name: &str) -> Option<&'a str> {
+        permit
+            .set_headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[tokio::test]
+    async fn allows_token_with_scope_and_sets_identity_headers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "").await;
+        let auth = bearer(&token("read:documents openid"));
+        let permit = permit(
+            engine
+                .check(&request("GET", "/documents/7", &[("authorization", &auth)]))
+                .await,
+        );
+        assert_eq!(&*permit.route, "documents");
+        assert_eq!(permit.identity.method, AuthMethod::Jwt);
+        assert_eq!(set(&permit, "x-auth-subject"), Some("alice"));
+        assert_eq!(set(&permit, "x-auth-issuer"), Some(ISSUER));
+        assert_eq!(set(&permit, "x-auth-method"), Some("jwt"));
+        assert_eq!(set(&permit, "x-auth-scopes"), Some("read:documents openid"));
+        assert_eq!(set(&permit, "x-user-email"), Some("alice@example.com"));
+        assert_eq!(permit.remove_headers, vec!["authorization".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn forged_identity_headers_are_overwritten_or_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "").await;
+        let auth = bearer(&token("read:documents"));
+        let permit = permit(
+            engine
+                .check(&request(
+                    "GET",
+                    "/documents/7",
+                    &[
+                        ("authorization", &auth),
+                        ("x-auth-subject", "mallory"),
+                        ("x-auth-admin", "true"),
+                    ],
+                ))
+                .await,
+        );
+        // Ours overwrite the forged value; the rest are removed; never both (Envoy removes last).
+        assert_eq!(set(&permit, "x-auth-subject"), Some("alice"));
+        assert!(permit.remove_headers.contains(&"x-auth-admin".to_owned()));
+        assert!(!permit.remove_headers.contains(&"x-auth-subject".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn anonymous_route_removes_forged_identity_and_keeps_credential() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "").await;
+        let permit = permit(
+            engine
+                .check(&request(
+                    "GET",
+                    "/healthz",
+                    &[
+                        ("authorization", "Bearer whatever"),
+                        ("x-auth-subject", "mallory"),
+                        ("x-user-email", "boss@example.com"),
+                    ],
+                ))
+                .await,
+        );
+        assert_eq!(set(&permit, "x-auth-method"), Some("anonymous"));
+        assert_eq!(set(&permit, "x-auth-subject"), None);
+        assert_eq!(
+            permit.remove_headers,
+            vec!["x-auth-subject".to_owned(), "x-user-email".to_owned()]
+        );
+    }
+
+    #[tokio::test]
+    async fn strip_credentials_off_keeps_authorization() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "response: {strip_credentials: false}").await;
+        let auth = bearer(&token("read:documents"));
+        let permit = permit(
+            engine
+                .check(&request("GET", "/documents/7", &[("authorization", &auth)]))
+                .await,
+        );
+        assert!(permit.remove_headers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn denies_missing_credential_and_malformed_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "").await;
+        assert_eq!(
+            reason(engine.check(&request("GET", "/documents/7", &[])).await),
+            DenyReason::MissingCredential
+        );
+        assert_eq!(
+            reason(
+                engine
+                    .check(&request(
+                        "GET",
+                        "/documents/7",
+                        &[("authorization", "Basic dXNlcjpwYXNz")]
+                    ))
+                    .await
+            ),
+            DenyReason::InvalidToken(TokenProblem::Malformed)
+        );
+    }
+
+    #[tokio::test]
+    async fn denies_missing_scope_naming_the_required_scopes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "").await;
+        let auth = bearer(&token("write:documents"));
+        assert_eq!(
+            reason(
+                engine
+                    .check(&request("GET", "/documents/7", &[("authorization", &auth)]))
+                    .await
+            ),
+            DenyReason::InsufficientScope {
+                required: "read:documents".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn unmatched_request_is_404_or_the_configured_status() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "").await;
+        assert_eq!(
+            reason(engine.check(&request("DELETE", "/documents/7", &[])).await),
+            DenyReason::NoRoute { status: 404 }
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "response: {no_route_status: 403}").await;
+        assert_eq!(
+            reason(engine.check(&request("GET", "/other", &[])).await),
+            DenyReason::NoRoute { status: 403 }
+        );
+    }
+
+    #[tokio::test]
+    async fn unnormalizable_path_and_query_credential_are_400() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "").await;
+        for path in ["/documents/../admin", "/documents%2f7", "/documents//7"] {
+            assert_eq!(
+                reason(engine.check(&request("GET", path, &[])).await),
+                DenyReason::BadPath,
+                "{path}"
+            );
+        }
+        assert_eq!(
+            reason(
+                engine
+                    .check(&request("GET", "/documents/7?access_token=abc", &[]))
+                    .await
+            ),
+            DenyReason::CredentialInQuery
+        );
+    }
+
+    #[tokio::test]
+    async fn fails_closed_when_the_issuer_has_no_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The issuer's key file holds no keys: it never has any to verify with.
+        std::fs::write(dir.path().join("jwks.json"), r#"{"keys": []}"#).expect("write");
+        let config = crate::config::load_str(
+            &format!(
+                "issuers:\n  - {{name: t, issuer: {ISSUER}, audiences: [orders-api], jwks_file: jwks.json, algorithms: [RS256]}}\nroutes:\n  - {{name: all, match: {{}}, require: {{}}}}\n"
+            ),
+            &dir.path().join("portcullis.yaml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let registry = KeyRegistry::new();
+        let empty = Engine::new(&config, &registry);
+        registry.wait_initial(Duration::from_secs(5)).await;
+        let auth = bearer(&token("read:documents"));
+        assert_eq!(
+            reason(
+                empty
+                    .check(&request("GET", "/documents/7", &[("authorization", &auth)]))
+                    .await
+            ),
+            DenyReason::Unavailable(Unavailable::NoKeys)
+        );
+    }
 }

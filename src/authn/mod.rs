@@ -141,10 +141,14 @@ impl Default for AuthnSettings {
 
 // ---- Skeleton API (the authn helper replaces the bodies; signatures are the contract) ----
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::decision::Identity;
+pub use cache::{CacheStats, TokenCache};
 pub use jwks::KeyRegistry;
+use jwks::{KeyError, KeyStore};
+pub use jwt::{CryptoProviderConflict, install_crypto_provider};
 
 /// Per-issuer key-set state for `/status`, `/readyz` and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,25 +168,295 @@ pub struct IssuerKeyStatus {
 /// Verifies bearer tokens for one configuration generation. Owns its verified-token cache, so
 /// a reload (new issuers, audiences, algorithms) can never serve an identity verified under
 /// the old rules.
+///
+/// Revocation is deliberately not consulted here: the engine checks it after `authenticate`
+/// on every request, cache hits included, using the identity's `token_id`, `subject`,
+/// `issued_at` and `key_id`.
 #[derive(Debug)]
 pub struct Authenticator {
     settings: AuthnSettings,
+    /// In configuration order, for `issuers()` and status.
+    issuers: Vec<IssuerEntry>,
+    /// `iss` → index into `issuers`.
+    by_iss: HashMap<String, usize>,
+    cache: TokenCache,
+}
+
+#[derive(Debug)]
+struct IssuerEntry {
+    config: IssuerConfig,
+    keys: Arc<KeyStore>,
 }
 
 impl Authenticator {
-    pub fn new(
-        _issuers: &[IssuerConfig],
-        _registry: &KeyRegistry,
-        settings: AuthnSettings,
-    ) -> Self {
-        Self { settings }
+    /// Builds the authenticator for one configuration generation. Key stores come from the
+    /// app-lifetime `registry` (a reload keeps the keys of the issuers it keeps); the token
+    /// cache is new. When two issuers share one `iss`, the first wins (config validation
+    /// refuses that case).
+    pub fn new(issuers: &[IssuerConfig], registry: &KeyRegistry, settings: AuthnSettings) -> Self {
+        Self::build(
+            issuers
+                .iter()
+                .map(|issuer| IssuerEntry {
+                    config: issuer.clone(),
+                    keys: registry.store_for(issuer),
+                })
+                .collect(),
+            settings,
+        )
     }
 
-    /// Verifies `token` (cache first), or says why it is not acceptable.
+    fn build(issuers: Vec<IssuerEntry>, settings: AuthnSettings) -> Self {
+        let mut by_iss = HashMap::with_capacity(issuers.len());
+        for (index, entry) in issuers.iter().enumerate() {
+            by_iss.entry(entry.config.issuer.clone()).or_insert(index);
+        }
+        Self {
+            cache: TokenCache::new(settings.token_cache_entries),
+            settings,
+            issuers,
+            by_iss,
+        }
+    }
+
+    /// Verifies `token` (cache first), or says why it is not acceptable. Size cap → cache →
+    /// parse → issuer by `iss` → policy and claims → key (kid-miss refetch) → signature.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, AuthnError> {
         if token.len() > self.settings.max_token_bytes {
             return Err(AuthnError::Invalid(TokenProblem::TooLarge));
         }
-        Err(AuthnError::Unavailable(Unavailable::NoKeys))
+        let now = cache::unix_now();
+        let hash = cache::token_hash(token);
+        if let Some(identity) = self.cache.get(&hash, now) {
+            return Ok(identity);
+        }
+
+        let unverified =
+            jwt::parse(token, self.settings.max_token_bytes).map_err(AuthnError::Invalid)?;
+        let iss = unverified
+            .issuer()
+            .ok_or(AuthnError::Invalid(TokenProblem::MissingClaim))?;
+        let entry = self
+            .by_iss
+            .get(iss)
+            .and_then(|&index| self.issuers.get(index))
+            .ok_or(AuthnError::Invalid(TokenProblem::UnknownIssuer))?;
+        let checked = unverified
+            .check(&entry.config, now)
+            .map_err(AuthnError::Invalid)?;
+        let keys = entry
+            .keys
+            .resolve(checked.kid())
+            .await
+            .map_err(|error| match error {
+                KeyError::NoKeys => AuthnError::Unavailable(Unavailable::NoKeys),
+                KeyError::UnknownKey => AuthnError::Invalid(TokenProblem::UnknownKey),
+            })?;
+        let identity = Arc::new(checked.verify(&keys).map_err(AuthnError::Invalid)?);
+        self.cache.insert(hash, identity.clone(), now);
+        Ok(identity)
+    }
+
+    /// Verified-token cache hits and misses of this generation (for
+    /// `portcullis_token_cache_{hits,misses}_total`).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// The issuers of this generation, in configuration order.
+    pub fn issuers(&self) -> impl Iterator<Item = &IssuerConfig> {
+        self.issuers.iter().map(|entry| &entry.config)
+    }
+
+    pub fn settings(&self) -> &AuthnSettings {
+        &self.settings
+    }
+
+    /// True when every issuer has at least one usable key (vacuously true with no issuers).
+    pub fn ready(&self) -> bool {
+        self.issuers
+            .iter()
+            .all(|entry| entry.keys.status().keys > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use jsonwebtoken::Algorithm as J;
+    use serde_json::json;
+
+    use super::jwt::testing::*;
+    use super::*;
+
+    impl Authenticator {
+        /// An authenticator over fixed key sets (no registry, no fetching).
+        fn with_fixed_keys(
+            issuers: Vec<(IssuerConfig, jwks::KeySet)>,
+            settings: AuthnSettings,
+        ) -> Self {
+            Self::build(
+                issuers
+                    .into_iter()
+                    .map(|(config, set)| IssuerEntry {
+                        keys: Arc::new(KeyStore::fixed(&config.name, &config.issuer, set)),
+                        config,
+                    })
+                    .collect(),
+                settings,
+            )
+        }
+    }
+
+    fn authenticator() -> Authenticator {
+        install_crypto_provider().expect("aws-lc-rs provider");
+        Authenticator::with_fixed_keys(vec![(issuer(), key_set())], AuthnSettings::default())
+    }
+
+    /// Valid claims at the real current time.
+    fn live_claims() -> serde_json::Value {
+        let now = cache::unix_now();
+        let mut claims = claims();
+        claims["iat"] = json!(now - 10);
+        claims["exp"] = json!(now + 600);
+        claims
+    }
+
+    #[tokio::test]
+    async fn authenticates_a_valid_token() {
+        let identity = authenticator()
+            .authenticate(&rs256(&live_claims()))
+            .await
+            .expect("valid token");
+        assert_eq!(identity.subject, "alice");
+        assert_eq!(identity.scopes, ["read:documents", "write:documents"]);
+    }
+
+    #[tokio::test]
+    async fn cache_hit_returns_the_same_identity_without_reverifying() {
+        let authn = authenticator();
+        let token = sign(J::ES256, "ec256", &ec256_signer(), &live_claims());
+        let first = authn.authenticate(&token).await.expect("first");
+        let second = authn.authenticate(&token).await.expect("second");
+        // A re-verification would build a new identity; the cache hands back the same one.
+        assert!(Arc::ptr_eq(&first, &second));
+        let stats = authn.cache_stats();
+        assert_eq!((stats.hits, stats.misses), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn never_caches_a_denied_token() {
+        let authn = authenticator();
+        let mut expired = live_claims();
+        expired["exp"] = json!(cache::unix_now() - 3600);
+        let token = rs256(&expired);
+        for _ in 0..2 {
+            assert_eq!(
+                authn.authenticate(&token).await.expect_err("expired"),
+                AuthnError::Invalid(TokenProblem::Expired)
+            );
+        }
+        assert_eq!(authn.cache_stats().hits, 0);
+    }
+
+    #[tokio::test]
+    async fn denies_unknown_issuer() {
+        let mut foreign = live_claims();
+        foreign["iss"] = json!("https://evil.example.com");
+        assert_eq!(
+            authenticator()
+                .authenticate(&rs256(&foreign))
+                .await
+                .expect_err("iss"),
+            AuthnError::Invalid(TokenProblem::UnknownIssuer)
+        );
+    }
+
+    #[tokio::test]
+    async fn picks_the_issuer_by_iss() {
+        install_crypto_provider().expect("provider");
+        let mut second = issuer();
+        second.name = "partner".to_owned();
+        second.issuer = "https://partner.example.com".to_owned();
+        second.audiences = vec!["partner-api".to_owned()];
+        let authn = Authenticator::with_fixed_keys(
+            vec![(issuer(), jwks::KeySet::default()), (second, key_set())],
+            AuthnSettings::default(),
+        );
+        let mut claims = live_claims();
+        claims["iss"] = json!("https://partner.example.com");
+        claims["aud"] = json!("partner-api");
+        let identity = authn.authenticate(&rs256(&claims)).await.expect("partner");
+        assert_eq!(identity.issuer, "https://partner.example.com");
+        assert_eq!(authn.issuers().count(), 2);
+        assert!(!authn.ready(), "the first issuer has no keys");
+    }
+
+    #[tokio::test]
+    async fn fails_closed_when_the_issuer_has_no_keys() {
+        install_crypto_provider().expect("provider");
+        let authn = Authenticator::with_fixed_keys(
+            vec![(issuer(), jwks::KeySet::default())],
+            AuthnSettings::default(),
+        );
+        assert_eq!(
+            authn
+                .authenticate(&rs256(&live_claims()))
+                .await
+                .expect_err("no keys"),
+            AuthnError::Unavailable(Unavailable::NoKeys)
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_oversized_tokens_before_anything_else() {
+        let authn = authenticator();
+        let huge = "a".repeat(64 * 1024);
+        assert_eq!(
+            authn.authenticate(&huge).await.expect_err("size"),
+            AuthnError::Invalid(TokenProblem::TooLarge)
+        );
+        assert_eq!(
+            authn.cache_stats(),
+            CacheStats::default(),
+            "cache not consulted"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_generation_has_its_own_cache() {
+        let old = authenticator();
+        let token = rs256(&live_claims());
+        old.authenticate(&token).await.expect("old generation");
+        // The new rules no longer accept this audience: the old cache must not answer.
+        let mut stricter = issuer();
+        stricter.audiences = vec!["billing-api".to_owned()];
+        let new =
+            Authenticator::with_fixed_keys(vec![(stricter, key_set())], AuthnSettings::default());
+        assert_eq!(
+            new.authenticate(&token).await.expect_err("new rules"),
+            AuthnError::Invalid(TokenProblem::WrongAudience)
+        );
+    }
+
+    #[tokio::test]
+    async fn survives_every_bad_token_without_panicking() {
+        let authn = authenticator();
+        let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let bad = [
+            String::new(),
+            ".".to_owned(),
+            "..".to_owned(),
+            "a.b.c".to_owned(),
+            raw(&json!({"alg": "none"}), &live_claims(), b""),
+            raw(&json!({"alg": "RS256"}), &json!([1, 2]), b"x"),
+            format!("e30.{}.e30", b64url(nested.as_bytes())),
+            "\u{0}\u{1}.\u{2}.\u{3}".to_owned(),
+            "é.é.é".to_owned(),
+        ];
+        for token in bad {
+            assert!(authn.authenticate(&token).await.is_err());
+        }
     }
 }

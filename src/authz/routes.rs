@@ -1,7 +1,18 @@
-//! Route table: path normalization and first-match routing. (Skeleton: the routes helper owns
-//! this file and replaces the bodies; the public API below is the contract the engine uses.)
+//! Route table: request-target normalization and first-match routing.
+//!
+//! [`normalize`] turns the `:path` Envoy sends into the one canonical form every route is
+//! matched against, or refuses it (answered with 400). The rules exist so that the path
+//! portcullis authorizes is the path the upstream serves: a request that an upstream might
+//! resolve differently (`..`, `//`, `%2F`, a backslash) is refused rather than guessed at.
+//! [`RouteTable::find`] then picks the first route whose methods, host and path match.
+//!
+//! This module must never look at the query string when matching, never decode an escape that
+//! could change how the path splits into segments, and never do I/O.
 
 use super::Route;
+
+/// Longest path (without the query string) accepted by [`normalize`].
+pub const MAX_PATH_BYTES: usize = 8 * 1024;
 
 /// What a route matches on. `None` fields match anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,25 +24,256 @@ pub struct RouteMatch {
     pub path: PathMatch,
 }
 
+impl RouteMatch {
+    /// Whether this matcher accepts the request; the bound template parameters if so.
+    /// `path` must be the output of [`normalize`].
+    pub fn matches(&self, method: &str, host: &str, path: &str) -> Option<Params> {
+        let method_ok = self
+            .methods
+            .as_ref()
+            .is_none_or(|methods| methods.iter().any(|m| m == method));
+        let host_ok = self
+            .host
+            .as_ref()
+            .is_none_or(|want| host_matches(want, host));
+        if method_ok && host_ok {
+            self.path.matches(path)
+        } else {
+            None
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
     Any,
+    /// The whole normalized path equals this (case-sensitive).
     Exact(String),
+    /// Matches on segment boundaries: `/admin` matches `/admin` and `/admin/x`, never
+    /// `/administrator`. A prefix ending in `/` matches only paths below it.
     Prefix(String),
     Template(PathTemplate),
+}
+
+impl PathMatch {
+    /// The bound parameters when `path` (normalized) matches.
+    pub fn matches(&self, path: &str) -> Option<Params> {
+        match self {
+            Self::Any => Some(Params::default()),
+            Self::Exact(exact) => (exact == path).then(Params::default),
+            Self::Prefix(prefix) => prefix_matches(prefix, path).then(Params::default),
+            Self::Template(template) => template.matches(path),
+        }
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+    }
 }
 
 /// A compiled `/documents/{doc_id}` or `/files/{rest...}` template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathTemplate {
     pub source: String,
+    segments: Vec<TemplateSegment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TemplateSegment {
+    Literal(String),
+    /// `{name}`: exactly one non-empty segment.
+    Param(String),
+    /// `{name...}`: the rest of the path, at least one segment.
+    Rest(String),
+}
+
+/// Why a path template cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("a path template must start with `/`")]
+    NotAbsolute,
+    #[error("unbalanced `{{` or `}}` in segment `{0}`")]
+    UnbalancedBraces(String),
+    #[error("a parameter must be a whole segment (`/{{name}}`), not part of `{0}`")]
+    PartialSegment(String),
+    #[error("empty parameter name")]
+    EmptyName,
+    #[error("invalid parameter name `{0}`: use letters, digits and `_`, not starting with a digit")]
+    InvalidName(String),
+    #[error("parameter `{0}` is bound twice")]
+    DuplicateName(String),
+    #[error("`{{{0}...}}` must be the last segment")]
+    RestNotLast(String),
+    #[error("empty segment (`//`)")]
+    EmptySegment,
+    #[error("literal segment `{segment}`: {error}")]
+    Literal { segment: String, error: PathError },
+    #[error("literal segment `{segment}` is not in normalized form; write `{normalized}`")]
+    NotNormalized { segment: String, normalized: String },
+}
+
+impl PathTemplate {
+    /// Compiles a template such as `/documents/{doc_id}` or `/files/{path...}`.
+    pub fn parse(source: &str) -> Result<Self, TemplateError> {
+        let body = source.strip_prefix('/').ok_or(TemplateError::NotAbsolute)?;
+        let raw_segments: Vec<&str> = body.split('/').collect();
+        let last = raw_segments.len() - 1;
+        let mut segments = Vec::with_capacity(raw_segments.len());
+        let mut names: Vec<&str> = Vec::new();
+        for (index, raw) in raw_segments.iter().copied().enumerate() {
+            let segment = if raw.contains(['{', '}']) {
+                let inner = parse_param_segment(raw)?;
+                let (name, rest) = match inner.strip_suffix("...") {
+                    Some(name) => (name, true),
+                    None => (inner, false),
+                };
+                validate_param_name(name)?;
+                if names.contains(&name) {
+                    return Err(TemplateError::DuplicateName(name.to_owned()));
+                }
+                names.push(name);
+                if rest {
+                    if index != last {
+                        return Err(TemplateError::RestNotLast(name.to_owned()));
+                    }
+                    TemplateSegment::Rest(name.to_owned())
+                } else {
+                    TemplateSegment::Param(name.to_owned())
+                }
+            } else {
+                // A trailing slash is a final empty segment; `//` anywhere else is not.
+                if raw.is_empty() && index != last {
+                    return Err(TemplateError::EmptySegment);
+                }
+                check_literal_segment(raw)?;
+                TemplateSegment::Literal(raw.to_owned())
+            };
+            segments.push(segment);
+        }
+        Ok(Self {
+            source: source.to_owned(),
+            segments,
+        })
+    }
+
+    /// Parameter names in template order.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|segment| match segment {
+            TemplateSegment::Literal(_) => None,
+            TemplateSegment::Param(name) | TemplateSegment::Rest(name) => Some(name.as_str()),
+        })
+    }
+
+    /// The bound parameters when `path` (normalized) matches. Values are in normalized form
+    /// (reserved characters stay percent-encoded).
+    pub fn matches(&self, path: &str) -> Option<Params> {
+        let mut rest = path.strip_prefix('/')?;
+        let mut params = Vec::new();
+        let last = self.segments.len().checked_sub(1)?;
+        for (index, segment) in self.segments.iter().enumerate() {
+            let (head, tail) = match rest.split_once('/') {
+                Some((head, tail)) => (head, Some(tail)),
+                None => (rest, None),
+            };
+            match segment {
+                TemplateSegment::Rest(name) => {
+                    // Normalized paths have no empty segment except a trailing one, so a
+                    // non-empty first segment means at least one real segment is bound.
+                    if head.is_empty() {
+                        return None;
+                    }
+                    params.push((name.clone(), rest.to_owned()));
+                    return Some(Params(params));
+                }
+                TemplateSegment::Literal(literal) => {
+                    if head != literal {
+                        return None;
+                    }
+                }
+                TemplateSegment::Param(name) => {
+                    if head.is_empty() {
+                        return None;
+                    }
+                    params.push((name.clone(), head.to_owned()));
+                }
+            }
+            if index == last {
+                return tail.is_none().then_some(Params(params));
+            }
+            rest = tail?;
+        }
+        None
+    }
+}
+
+fn parse_param_segment(raw: &str) -> Result<&str, TemplateError> {
+    let opens = raw.matches('{').count();
+    let closes = raw.matches('}').count();
+    if opens != closes || opens > 1 {
+        return Err(TemplateError::UnbalancedBraces(raw.to_owned()));
+    }
+    match raw.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+        Some(inner) => Ok(inner),
+        None if raw.find('{') < raw.find('}') => Err(TemplateError::PartialSegment(raw.to_owned())),
+        None => Err(TemplateError::UnbalancedBraces(raw.to_owned())),
+    }
+}
+
+fn validate_param_name(name: &str) -> Result<(), TemplateError> {
+    let mut chars = name.chars();
+    match chars.next() {
+        None => Err(TemplateError::EmptyName),
+        Some(first)
+            if (first.is_ascii_alphabetic() || first == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(TemplateError::InvalidName(name.to_owned())),
+    }
+}
+
+fn check_literal_segment(segment: &str) -> Result<(), TemplateError> {
+    let as_path = format!("/{segment}");
+    let normalized = normalize(&as_path).map_err(|error| TemplateError::Literal {
+        segment: segment.to_owned(),
+        error,
+    })?;
+    if normalized.query.is_some() || normalized.path != as_path {
+        return Err(TemplateError::NotNormalized {
+            segment: segment.to_owned(),
+            normalized: normalized.path[1..].to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Why a request target cannot be normalized (answered with 400).
+///
+/// Messages name the rule only, never the offending path: they may reach logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("path is not absolute")]
     NotAbsolute,
+    #[error("path is longer than {MAX_PATH_BYTES} bytes")]
+    TooLong,
+    #[error("request target contains a fragment (`#`)")]
+    Fragment,
+    #[error("path contains a `.` or `..` segment")]
+    DotSegment,
+    #[error("path contains an empty segment (`//`)")]
+    EmptySegment,
+    #[error("path contains an encoded `/` or `\\` (`%2F`, `%5C`)")]
+    EncodedSeparator,
+    #[error("path contains a backslash")]
+    Backslash,
+    #[error("path contains a NUL or control character")]
+    ControlCharacter,
+    #[error("path contains an invalid percent escape")]
+    InvalidEscape,
 }
 
 /// A request target split and normalized.
@@ -46,19 +288,167 @@ pub struct NormalizedPath {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Params(pub Vec<(String, String)>);
 
-/// Splits off the query and normalizes the path per design.md.
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Splits off the query and normalizes the path (design.md "Path templates").
+///
+/// - the query (after the first `?`) is returned untouched and never matched;
+/// - percent-escapes of unreserved characters (RFC 3986 §2.3: `A-Z a-z 0-9 - . _ ~`) are
+///   decoded, every other escape is kept with upper-case hex (RFC 3986 §6.2.2.1), and bytes
+///   that may not appear raw in a path (space, non-ASCII, ...) are percent-encoded;
+/// - refused: a target not starting with `/`, a fragment, `.`/`..` segments (also encoded),
+///   empty segments, encoded `/` or `\`, a raw backslash, NUL and control characters (raw or
+///   encoded), malformed escapes, and paths over [`MAX_PATH_BYTES`].
+///
+/// A single trailing `/` is kept: `/a/` and `/a` are different paths.
 pub fn normalize(target: &str) -> Result<NormalizedPath, PathError> {
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q.to_owned())),
+    // A fragment never belongs in a request target (RFC 9112 §3.2); a client that sends one is
+    // either broken or probing how the parts are split.
+    if target.contains('#') {
+        return Err(PathError::Fragment);
+    }
+    let (raw_path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query.to_owned())),
         None => (target, None),
     };
-    if !path.starts_with('/') {
+    if raw_path.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong);
+    }
+    if !raw_path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    Ok(NormalizedPath {
-        path: path.to_owned(),
-        query,
-    })
+
+    let bytes = raw_path.as_bytes();
+    let mut path = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if byte == b'%' {
+            let decoded = match (
+                bytes.get(i + 1).copied().and_then(hex_value),
+                bytes.get(i + 2).copied().and_then(hex_value),
+            ) {
+                (Some(high), Some(low)) => (high << 4) | low,
+                _ => return Err(PathError::InvalidEscape),
+            };
+            // An encoded separator would be one segment to us and two to an upstream that
+            // decodes before routing: refuse instead of choosing.
+            if decoded == b'/' || decoded == b'\\' {
+                return Err(PathError::EncodedSeparator);
+            }
+            if is_control(decoded) {
+                return Err(PathError::ControlCharacter);
+            }
+            if is_unreserved(decoded) {
+                path.push(char::from(decoded));
+            } else {
+                push_escaped(&mut path, decoded);
+            }
+            i += 3;
+            continue;
+        }
+        if byte == b'\\' {
+            // Some servers treat `\` as `/` (IIS, some frameworks): refuse the ambiguity.
+            return Err(PathError::Backslash);
+        }
+        if is_control(byte) {
+            return Err(PathError::ControlCharacter);
+        }
+        if is_path_char(byte) {
+            path.push(char::from(byte));
+        } else {
+            push_escaped(&mut path, byte);
+        }
+        i += 1;
+    }
+
+    let body = &path[1..];
+    let mut segments = body.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let is_last = segments.peek().is_none();
+        if segment.is_empty() && !is_last {
+            return Err(PathError::EmptySegment);
+        }
+        if segment == "." || segment == ".." {
+            return Err(PathError::DotSegment);
+        }
+    }
+    Ok(NormalizedPath { path, query })
+}
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn push_escaped(out: &mut String, byte: u8) {
+    out.push('%');
+    out.push(char::from(HEX_UPPER[usize::from(byte >> 4)]));
+    out.push(char::from(HEX_UPPER[usize::from(byte & 0x0F)]));
+}
+
+fn is_control(byte: u8) -> bool {
+    byte < 0x20 || byte == 0x7F
+}
+
+/// RFC 3986 §2.3.
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Characters allowed raw in a path (RFC 3986 §3.3 `pchar` plus `/`), except `%`.
+fn is_path_char(byte: u8) -> bool {
+    is_unreserved(byte)
+        || matches!(
+            byte,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+        )
+}
+
+/// Compares a configured host (lower case, no port) with the request's `:authority`, ignoring
+/// its port, its case and a trailing dot.
+fn host_matches(want: &str, authority: &str) -> bool {
+    let host = strip_port(authority);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    want.eq_ignore_ascii_case(host)
+}
+
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.split_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -75,22 +465,481 @@ impl RouteTable {
         &self.routes
     }
 
-    /// The first route matching, with its path parameters.
+    /// The first route matching, with its path parameters. `path` must be the output of
+    /// [`normalize`]; `host` is the `:authority` as sent (its port is ignored).
     pub fn find(&self, method: &str, host: &str, path: &str) -> Option<(&Route, Params)> {
         self.routes.iter().find_map(|route| {
-            let m = &route.matcher;
-            let method_ok = m
-                .methods
-                .as_ref()
-                .is_none_or(|ms| ms.iter().any(|x| x == method));
-            let host_ok = m.host.as_ref().is_none_or(|h| h.eq_ignore_ascii_case(host));
-            let path_ok = match &m.path {
-                PathMatch::Any => true,
-                PathMatch::Exact(p) => p == path,
-                PathMatch::Prefix(p) => path.starts_with(p.as_str()),
-                PathMatch::Template(_) => false,
-            };
-            (method_ok && host_ok && path_ok).then(|| (route, Params::default()))
+            route
+                .matcher
+                .matches(method, host, path)
+                .map(|params| (route, params))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::authz::{OnDeny, Policy};
+
+    fn norm(target: &str) -> Result<String, PathError> {
+        normalize(target).map(|n| n.path)
+    }
+
+    fn template(source: &str) -> PathTemplate {
+        PathTemplate::parse(source).expect("valid template")
+    }
+
+    fn route(name: &str, methods: Option<&[&str]>, host: Option<&str>, path: PathMatch) -> Route {
+        Route {
+            name: Arc::from(name),
+            matcher: RouteMatch {
+                methods: methods.map(|ms| ms.iter().map(|m| (*m).to_owned()).collect()),
+                host: host.map(str::to_owned),
+                path,
+            },
+            policy: Policy::Anonymous,
+            on_deny: OnDeny::Forbidden,
+        }
+    }
+
+    fn found<'a>(table: &'a RouteTable, method: &str, host: &str, target: &str) -> Option<&'a str> {
+        let normalized = normalize(target).expect("normalizable target");
+        table
+            .find(method, host, &normalized.path)
+            .map(|(route, _)| &*route.name)
+    }
+
+    // ---- normalization ----
+
+    #[test]
+    fn keeps_a_plain_path_unchanged() {
+        assert_eq!(norm("/documents/42").as_deref(), Ok("/documents/42"));
+        assert_eq!(norm("/").as_deref(), Ok("/"));
+    }
+
+    #[test]
+    fn splits_off_the_query_string_untouched() {
+        let n = normalize("/search?q=%2F..%2F&x").expect("valid");
+        assert_eq!(n.path, "/search");
+        assert_eq!(n.query.as_deref(), Some("q=%2F..%2F&x"));
+        assert_eq!(normalize("/a").expect("valid").query, None);
+        assert_eq!(normalize("/a?").expect("valid").query.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn decodes_percent_encoded_unreserved_characters() {
+        assert_eq!(norm("/%61dmin").as_deref(), Ok("/admin"));
+        assert_eq!(norm("/%41%5a%30%2D%2e%5F%7E").as_deref(), Ok("/AZ0-._~"));
+    }
+
+    #[test]
+    fn keeps_reserved_escapes_with_uppercase_hex() {
+        assert_eq!(norm("/a%3ab").as_deref(), Ok("/a%3Ab"));
+        assert_eq!(norm("/caf%c3%a9").as_deref(), Ok("/caf%C3%A9"));
+        assert_eq!(norm("/a%20b").as_deref(), Ok("/a%20b"));
+    }
+
+    #[test]
+    fn encodes_raw_characters_not_allowed_in_a_path() {
+        assert_eq!(norm("/caf\u{e9}").as_deref(), Ok("/caf%C3%A9"));
+        assert_eq!(norm("/a b").as_deref(), Ok("/a%20b"));
+        assert_eq!(norm("/a:b@c;d=e").as_deref(), Ok("/a:b@c;d=e"));
+    }
+
+    #[test]
+    fn keeps_a_trailing_slash() {
+        assert_eq!(norm("/documents/").as_deref(), Ok("/documents/"));
+    }
+
+    #[test]
+    fn rejects_a_relative_target() {
+        assert_eq!(norm("documents"), Err(PathError::NotAbsolute));
+        assert_eq!(norm(""), Err(PathError::NotAbsolute));
+        assert_eq!(norm("*"), Err(PathError::NotAbsolute));
+        assert_eq!(norm("?q=1"), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn rejects_dot_segments() {
+        for target in ["/a/../b", "/..", "/a/.", "/./a", "/a/..?x=1"] {
+            assert_eq!(norm(target), Err(PathError::DotSegment), "{target}");
+        }
+    }
+
+    #[test]
+    fn rejects_encoded_dot_segments() {
+        for target in ["/a/%2e%2e/b", "/a/%2E%2E", "/a/.%2e/b", "/%2e/a"] {
+            assert_eq!(norm(target), Err(PathError::DotSegment), "{target}");
+        }
+    }
+
+    #[test]
+    fn allows_dots_inside_a_segment() {
+        assert_eq!(norm("/a/..b/c.json").as_deref(), Ok("/a/..b/c.json"));
+    }
+
+    #[test]
+    fn rejects_empty_segments() {
+        for target in ["//", "//a", "/a//b", "/a/b//"] {
+            assert_eq!(norm(target), Err(PathError::EmptySegment), "{target}");
+        }
+    }
+
+    #[test]
+    fn rejects_encoded_slash_and_backslash() {
+        for target in ["/a%2fb", "/a%2Fb", "/a%5cb", "/a%5Cb"] {
+            assert_eq!(norm(target), Err(PathError::EncodedSeparator), "{target}");
+        }
+    }
+
+    #[test]
+    fn rejects_a_literal_backslash() {
+        assert_eq!(norm("/a\\b"), Err(PathError::Backslash));
+        assert_eq!(norm("/a\\..\\b"), Err(PathError::Backslash));
+    }
+
+    #[test]
+    fn rejects_nul_and_control_characters_raw_or_encoded() {
+        for target in [
+            "/a\0b", "/a\nb", "/a\tb", "/a\u{7f}", "/a%00", "/a%0d%0a", "/a%7F",
+        ] {
+            assert_eq!(norm(target), Err(PathError::ControlCharacter), "{target:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_escapes() {
+        for target in ["/a%zz", "/a%4", "/a%", "/a%g1", "/%%41"] {
+            assert_eq!(norm(target), Err(PathError::InvalidEscape), "{target}");
+        }
+    }
+
+    #[test]
+    fn rejects_a_fragment() {
+        assert_eq!(norm("/a#b"), Err(PathError::Fragment));
+        assert_eq!(norm("/a?x=1#b"), Err(PathError::Fragment));
+    }
+
+    #[test]
+    fn rejects_an_absurdly_long_path() {
+        let long = format!("/{}", "a".repeat(MAX_PATH_BYTES));
+        assert_eq!(norm(&long), Err(PathError::TooLong));
+        let just_fits = format!("/{}", "a".repeat(MAX_PATH_BYTES - 1));
+        assert!(norm(&just_fits).is_ok());
+    }
+
+    #[test]
+    fn a_long_query_does_not_count_against_the_path_limit() {
+        let target = format!("/a?{}", "q".repeat(MAX_PATH_BYTES * 2));
+        assert_eq!(norm(&target).as_deref(), Ok("/a"));
+    }
+
+    // ---- templates ----
+
+    #[test]
+    fn template_binds_params() {
+        let t = template("/documents/{doc_id}/versions/{version}");
+        let params = t.matches("/documents/42/versions/7").expect("matches");
+        assert_eq!(params.get("doc_id"), Some("42"));
+        assert_eq!(params.get("version"), Some("7"));
+        assert_eq!(t.param_names().collect::<Vec<_>>(), ["doc_id", "version"]);
+    }
+
+    #[test]
+    fn template_param_binds_exactly_one_non_empty_segment() {
+        let t = template("/documents/{doc_id}");
+        assert!(t.matches("/documents/42/extra").is_none());
+        assert!(t.matches("/documents").is_none());
+        assert!(t.matches("/documents/").is_none());
+    }
+
+    #[test]
+    fn template_rest_binds_the_remaining_segments() {
+        let t = template("/files/{path...}");
+        let params = t.matches("/files/a/b/c.txt").expect("matches");
+        assert_eq!(params.get("path"), Some("a/b/c.txt"));
+        assert_eq!(
+            t.matches("/files/a").expect("one segment").get("path"),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn template_rest_needs_at_least_one_segment() {
+        let t = template("/files/{path...}");
+        assert!(t.matches("/files").is_none());
+        assert!(t.matches("/files/").is_none());
+    }
+
+    #[test]
+    fn template_literals_match_case_sensitively() {
+        let t = template("/Documents/{id}");
+        assert!(t.matches("/Documents/1").is_some());
+        assert!(t.matches("/documents/1").is_none());
+    }
+
+    #[test]
+    fn template_with_trailing_slash_needs_the_trailing_slash() {
+        let t = template("/documents/{id}/");
+        assert!(t.matches("/documents/1/").is_some());
+        assert!(t.matches("/documents/1").is_none());
+    }
+
+    #[test]
+    fn rejects_unbalanced_braces_in_templates() {
+        for source in ["/a/{id", "/a/id}", "/a/{{id}}", "/a/}id{"] {
+            assert!(
+                matches!(
+                    PathTemplate::parse(source),
+                    Err(TemplateError::UnbalancedBraces(_))
+                ),
+                "{source}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_duplicate_param_names() {
+        assert_eq!(
+            PathTemplate::parse("/a/{id}/b/{id}"),
+            Err(TemplateError::DuplicateName("id".to_owned()))
+        );
+    }
+
+    #[test]
+    fn rejects_empty_and_invalid_param_names() {
+        assert_eq!(PathTemplate::parse("/a/{}"), Err(TemplateError::EmptyName));
+        assert_eq!(
+            PathTemplate::parse("/a/{...}"),
+            Err(TemplateError::EmptyName)
+        );
+        assert!(matches!(
+            PathTemplate::parse("/a/{1x}"),
+            Err(TemplateError::InvalidName(_))
+        ));
+        assert!(matches!(
+            PathTemplate::parse("/a/{doc-id}"),
+            Err(TemplateError::InvalidName(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_rest_param_that_is_not_last() {
+        assert_eq!(
+            PathTemplate::parse("/files/{path...}/meta"),
+            Err(TemplateError::RestNotLast("path".to_owned()))
+        );
+    }
+
+    #[test]
+    fn rejects_params_inside_a_segment() {
+        assert!(matches!(
+            PathTemplate::parse("/files/{name}.json"),
+            Err(TemplateError::PartialSegment(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_template_literals_that_are_not_normalized() {
+        assert!(matches!(
+            PathTemplate::parse("/%61dmin/{id}"),
+            Err(TemplateError::NotNormalized { .. })
+        ));
+        assert!(matches!(
+            PathTemplate::parse("/../{id}"),
+            Err(TemplateError::Literal {
+                error: PathError::DotSegment,
+                ..
+            })
+        ));
+        assert_eq!(
+            PathTemplate::parse("/a//{id}"),
+            Err(TemplateError::EmptySegment)
+        );
+        assert_eq!(
+            PathTemplate::parse("a/{id}"),
+            Err(TemplateError::NotAbsolute)
+        );
+    }
+
+    // ---- route table ----
+
+    #[test]
+    fn no_route_matches() {
+        let table = RouteTable::new(vec![route(
+            "docs",
+            None,
+            None,
+            PathMatch::Exact("/documents".to_owned()),
+        )]);
+        assert_eq!(found(&table, "GET", "api", "/other"), None);
+        assert!(RouteTable::default().find("GET", "api", "/").is_none());
+    }
+
+    #[test]
+    fn exact_path_matches_only_that_path() {
+        let table = RouteTable::new(vec![route(
+            "docs",
+            None,
+            None,
+            PathMatch::Exact("/documents".to_owned()),
+        )]);
+        assert_eq!(found(&table, "GET", "api", "/documents"), Some("docs"));
+        assert_eq!(found(&table, "GET", "api", "/documents/"), None);
+        assert_eq!(found(&table, "GET", "api", "/documents/1"), None);
+        assert_eq!(found(&table, "GET", "api", "/Documents"), None);
+    }
+
+    #[test]
+    fn query_string_ignored() {
+        let table = RouteTable::new(vec![route(
+            "docs",
+            None,
+            None,
+            PathMatch::Exact("/documents".to_owned()),
+        )]);
+        assert_eq!(
+            found(&table, "GET", "api", "/documents?path=/admin"),
+            Some("docs")
+        );
+    }
+
+    #[test]
+    fn encoded_unreserved_characters_match_their_decoded_route() {
+        let table = RouteTable::new(vec![route(
+            "admin",
+            None,
+            None,
+            PathMatch::Prefix("/admin".to_owned()),
+        )]);
+        assert_eq!(found(&table, "GET", "api", "/%61dmin/users"), Some("admin"));
+    }
+
+    #[test]
+    fn prefix_matches_itself_and_below() {
+        let table = RouteTable::new(vec![route(
+            "admin",
+            None,
+            None,
+            PathMatch::Prefix("/admin".to_owned()),
+        )]);
+        assert_eq!(found(&table, "GET", "api", "/admin"), Some("admin"));
+        assert_eq!(found(&table, "GET", "api", "/admin/"), Some("admin"));
+        assert_eq!(found(&table, "GET", "api", "/admin/users/1"), Some("admin"));
+    }
+
+    #[test]
+    fn prefix_does_not_match_a_longer_segment() {
+        let table = RouteTable::new(vec![route(
+            "admin",
+            None,
+            None,
+            PathMatch::Prefix("/admin".to_owned()),
+        )]);
+        assert_eq!(found(&table, "GET", "api", "/administrator"), None);
+        assert_eq!(found(&table, "GET", "api", "/admin-panel/x"), None);
+    }
+
+    #[test]
+    fn prefix_with_trailing_slash_matches_only_below_it() {
+        let table = RouteTable::new(vec![route(
+            "below",
+            None,
+            None,
+            PathMatch::Prefix("/admin/".to_owned()),
+        )]);
+        assert_eq!(found(&table, "GET", "api", "/admin/x"), Some("below"));
+        assert_eq!(found(&table, "GET", "api", "/admin"), None);
+    }
+
+    #[test]
+    fn root_prefix_matches_everything() {
+        let table = RouteTable::new(vec![route(
+            "all",
+            None,
+            None,
+            PathMatch::Prefix("/".to_owned()),
+        )]);
+        assert_eq!(found(&table, "GET", "api", "/"), Some("all"));
+        assert_eq!(found(&table, "GET", "api", "/a/b"), Some("all"));
+    }
+
+    #[test]
+    fn template_route_returns_bound_params() {
+        let table = RouteTable::new(vec![route(
+            "doc",
+            None,
+            None,
+            PathMatch::Template(template("/documents/{doc_id}")),
+        )]);
+        let (route, params) = table
+            .find("GET", "api", "/documents/42")
+            .expect("template matches");
+        assert_eq!(&*route.name, "doc");
+        assert_eq!(params.get("doc_id"), Some("42"));
+    }
+
+    #[test]
+    fn method_must_be_listed() {
+        let table = RouteTable::new(vec![route(
+            "read",
+            Some(&["GET", "HEAD"]),
+            None,
+            PathMatch::Any,
+        )]);
+        assert_eq!(found(&table, "GET", "api", "/x"), Some("read"));
+        assert_eq!(found(&table, "HEAD", "api", "/x"), Some("read"));
+        assert_eq!(found(&table, "POST", "api", "/x"), None);
+        assert_eq!(found(&table, "get", "api", "/x"), None);
+    }
+
+    #[test]
+    fn host_match_ignores_port_and_case() {
+        let table = RouteTable::new(vec![route(
+            "api",
+            None,
+            Some("api.example.com"),
+            PathMatch::Any,
+        )]);
+        assert_eq!(found(&table, "GET", "api.example.com", "/"), Some("api"));
+        assert_eq!(
+            found(&table, "GET", "API.Example.COM:8443", "/"),
+            Some("api")
+        );
+        assert_eq!(found(&table, "GET", "api.example.com.", "/"), Some("api"));
+        assert_eq!(found(&table, "GET", "other.example.com", "/"), None);
+        assert_eq!(found(&table, "GET", "api.example.com.evil", "/"), None);
+    }
+
+    #[test]
+    fn host_match_handles_ipv6_literals() {
+        let table = RouteTable::new(vec![route("v6", None, Some("[::1]"), PathMatch::Any)]);
+        assert_eq!(found(&table, "GET", "[::1]:9191", "/"), Some("v6"));
+        assert_eq!(found(&table, "GET", "[::1]", "/"), Some("v6"));
+        assert_eq!(found(&table, "GET", "[::2]", "/"), None);
+    }
+
+    #[test]
+    fn first_match_wins() {
+        let table = RouteTable::new(vec![
+            route(
+                "specific",
+                None,
+                None,
+                PathMatch::Exact("/documents".to_owned()),
+            ),
+            route("general", None, None, PathMatch::Prefix("/".to_owned())),
+            route(
+                "never",
+                None,
+                None,
+                PathMatch::Exact("/documents".to_owned()),
+            ),
+        ]);
+        assert_eq!(found(&table, "GET", "api", "/documents"), Some("specific"));
+        assert_eq!(found(&table, "GET", "api", "/other"), Some("general"));
     }
 }

@@ -1,1 +1,845 @@
-//! (skeleton; owned by the config helper)
+//! Raw configuration → checked [`Config`]: defaults, bounds, and every rule that involves more
+//! than one field, each failure recorded with its path (vector's `config/compiler.rs` is the
+//! model: collect everything, then fail once).
+//!
+//! Security rules enforced here: an issuer has exactly one key source; `HS*` only with a
+//! shared secret and a shared secret only with `HS*` (an HMAC key next to public keys is the
+//! classic algorithm-confusion hole); key URLs are HTTPS unless loopback or explicitly
+//! allowed; every route says `allow: anonymous` or `require` (no implicit allow); a route that
+//! an earlier route always shadows is an error (the operator believes it applies).
+//!
+//! This module must never read file contents (it only checks that referenced files exist)
+//! and never put a secret into a message.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::raw::{
+    self, AllowKind, Checked, ClaimPath, FilePath, HumanDuration, OnDenyName, RawConfig, RawIssuer,
+    RawRoute, RawServer, algorithm_name,
+};
+use super::source::YamlPath;
+use super::{Config, Problem, Readiness, ResponseSettings, ServerConfig, TlsConfig};
+use crate::authn::{Algorithm, AuthnSettings, ClaimPaths, IssuerConfig, KeySource, RefreshPolicy};
+use crate::authz::routes::{PathMatch, RouteMatch};
+use crate::authz::{OnDeny, Policy, Requirements, Route};
+
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+pub const MIN_REFRESH_INTERVAL_FLOOR: Duration = Duration::from_secs(1);
+pub const MAX_REFRESH_INTERVAL_CEILING: Duration = Duration::from_secs(24 * 3600);
+pub const MIN_FETCH_TIMEOUT: Duration = Duration::from_millis(100);
+pub const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+pub const MIN_DOCUMENT_BYTES: u64 = 1024;
+pub const MAX_DOCUMENT_BYTES: u64 = 16 * 1024 * 1024;
+pub const MIN_TOKEN_BYTES: u64 = 512;
+pub const MAX_TOKEN_BYTES: u64 = 64 * 1024;
+pub const MAX_TOKEN_CACHE_ENTRIES: u64 = 10_000_000;
+
+/// Compiles `raw`; `None` when anything was wrong (all of it recorded in `problems`).
+/// Relative file paths resolve against `base_dir`.
+pub(crate) fn compile(
+    raw: RawConfig,
+    base_dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> Option<Config> {
+    let before = problems.len();
+    let mut ctx = Ctx { base_dir, problems };
+    let server = ctx.server(&raw.server);
+    let issuers: Vec<Option<IssuerConfig>> = raw
+        .issuers
+        .iter()
+        .map(|(index, issuer)| ctx.issuer(&issuer_path(*index), issuer))
+        .collect();
+    ctx.unique_issuers(&raw.issuers);
+    let authn = ctx.limits(&raw.limits);
+    let have_issuers = !raw.issuers.is_empty() || raw.incomplete;
+    let routes: Vec<(usize, Option<Route>)> = raw
+        .routes
+        .iter()
+        .map(|(index, route)| (*index, ctx.route(&route_path(*index), route, have_issuers)))
+        .collect();
+    ctx.unique_routes(&raw.routes);
+    ctx.reachable(&routes);
+    let response = ResponseSettings {
+        strip_credentials: raw.response.strip_credentials.unwrap_or(true),
+        no_route_status: raw
+            .response
+            .no_route_status
+            .as_ref()
+            .and_then(|status| ctx.get(root().key("response").key("no_route_status"), status))
+            .map_or(404, |status| status.0),
+    };
+    let readiness = Readiness {
+        require_keys: raw.readiness.require_keys.unwrap_or(true),
+    };
+    if ctx.problems.len() > before || raw.incomplete {
+        return None;
+    }
+    Some(Config {
+        server: server?,
+        issuers: issuers.into_iter().collect::<Option<Vec<_>>>()?,
+        authn,
+        routes: routes
+            .into_iter()
+            .map(|(_, route)| route)
+            .collect::<Option<Vec<_>>>()?,
+        response,
+        readiness,
+    })
+}
+
+fn root() -> YamlPath {
+    YamlPath::root()
+}
+
+fn issuer_path(index: usize) -> YamlPath {
+    root().key("issuers").index(index)
+}
+
+fn route_path(index: usize) -> YamlPath {
+    root().key("routes").index(index)
+}
+
+fn format_duration(duration: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(duration)
+}
+
+struct Ctx<'a> {
+    base_dir: &'a Path,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Ctx<'_> {
+    fn value(&mut self, path: YamlPath, message: impl Into<String>) {
+        self.problems.push(Problem::value(path, message.into()));
+    }
+
+    /// The value of a leaf, or `None` after recording why it is invalid. Call it once per leaf.
+    fn get<'v, T>(&mut self, path: YamlPath, checked: &'v Checked<T>) -> Option<&'v T> {
+        match &checked.0 {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.value(path, message.clone());
+                None
+            }
+        }
+    }
+
+    /// Every valid element of a list of leaves (invalid ones recorded); `None` if any failed.
+    fn get_all<'v, T>(&mut self, path: &YamlPath, list: &'v [Checked<T>]) -> Option<Vec<&'v T>> {
+        let mut all = Some(Vec::with_capacity(list.len()));
+        for (index, item) in list.iter().enumerate() {
+            match self.get(path.index(index), item) {
+                Some(value) => {
+                    if let Some(all) = all.as_mut() {
+                        all.push(value);
+                    }
+                }
+                None => all = None,
+            }
+        }
+        all
+    }
+
+    /// Resolves `file` against the configuration's directory and checks that it exists.
+    fn file(&mut self, path: YamlPath, file: &Checked<FilePath>) -> Option<PathBuf> {
+        let given = Path::new(&self.get(path.clone(), file)?.0).to_owned();
+        let resolved = if given.is_absolute() {
+            given
+        } else {
+            self.base_dir.join(given)
+        };
+        if resolved.is_file() {
+            Some(resolved)
+        } else {
+            self.value(
+                path,
+                format!("`{}` does not exist or is not a file", resolved.display()),
+            );
+            None
+        }
+    }
+
+    fn server(&mut self, raw: &RawServer) -> Option<ServerConfig> {
+        let path = root().key("server");
+        let grpc = self
+            .get(path.key("grpc_listen"), &raw.grpc_listen)
+            .map(|a| a.0);
+        let admin = self
+            .get(path.key("admin_listen"), &raw.admin_listen)
+            .map(|a| a.0);
+        let http = raw
+            .http_listen
+            .as_ref()
+            .map(|http| self.get(path.key("http_listen"), http).map(|a| a.0));
+        if grpc.is_some() && admin == grpc {
+            self.value(
+                path.key("admin_listen"),
+                "the same address as `grpc_listen`; each listener needs its own",
+            );
+        }
+        if let Some(Some(http)) = http
+            && (Some(http) == grpc || Some(http) == admin)
+        {
+            self.value(
+                path.key("http_listen"),
+                format!("`{http}` is already used by another listener"),
+            );
+        }
+        let tls = match &raw.tls {
+            None => Some(None),
+            Some(tls) => {
+                let tls_path = path.key("tls");
+                let cert_file = self.file(tls_path.key("cert_file"), &tls.cert_file);
+                let key_file = self.file(tls_path.key("key_file"), &tls.key_file);
+                let client_ca_file = tls
+                    .client_ca_file
+                    .as_ref()
+                    .map(|ca| self.file(tls_path.key("client_ca_file"), ca));
+                match (cert_file, key_file, client_ca_file) {
+                    (Some(cert_file), Some(key_file), None) => Some(Some(TlsConfig {
+                        cert_file,
+                        key_file,
+                        client_ca_file: None,
+                    })),
+                    (Some(cert_file), Some(key_file), Some(Some(ca))) => Some(Some(TlsConfig {
+                        cert_file,
+                        key_file,
+                        client_ca_file: Some(ca),
+                    })),
+                    _ => None,
+                }
+            }
+        };
+        Some(ServerConfig {
+            grpc_listen: grpc?,
+            http_listen: http.map_or(Some(None), |h| h.map(Some))?,
+            admin_listen: admin?,
+            tls: tls?,
+        })
+    }
+
+    fn issuer(&mut self, path: &YamlPath, raw: &RawIssuer) -> Option<IssuerConfig> {
+        let before = self.problems.len();
+
+        let name = self.get(path.key("name"), &raw.name).map(|n| n.0.clone());
+        let issuer = self
+            .get(path.key("issuer"), &raw.issuer)
+            .map(|i| i.0.clone());
+
+        if raw.audiences.is_empty() {
+            self.value(
+                path.key("audiences"),
+                "list at least one audience: a token for another API must not be accepted",
+            );
+        }
+        let audiences = self.get_all(&path.key("audiences"), &raw.audiences);
+
+        let source = self.key_source(path, raw, issuer.as_deref());
+        let algorithms = self.algorithms(path, raw);
+
+        let clock_skew = match &raw.clock_skew {
+            None => Some(DEFAULT_CLOCK_SKEW),
+            Some(skew) => self.get(path.key("clock_skew"), skew).map(|d| d.0),
+        };
+        if let Some(skew) = clock_skew
+            && skew > MAX_CLOCK_SKEW
+        {
+            self.value(
+                path.key("clock_skew"),
+                format!(
+                    "{} is more than the maximum of {}",
+                    format_duration(skew),
+                    format_duration(MAX_CLOCK_SKEW)
+                ),
+            );
+        }
+
+        let max_lifetime = raw
+            .max_lifetime
+            .as_ref()
+            .map(|lifetime| self.get(path.key("max_lifetime"), lifetime).map(|d| d.0));
+        if let Some(Some(lifetime)) = max_lifetime
+            && lifetime.is_zero()
+        {
+            self.value(path.key("max_lifetime"), "must be longer than zero");
+        }
+
+        let allowed_types = raw.types.as_ref().map(|types| {
+            if types.is_empty() {
+                self.value(
+                    path.key("types"),
+                    "list at least one accepted `typ` (e.g. `at+jwt`), or leave `types` out to \
+                     accept any",
+                );
+            }
+            self.get_all(&path.key("types"), types)
+                .map(|types| types.into_iter().map(|t| t.0.clone()).collect::<Vec<_>>())
+        });
+
+        let refresh = self.refresh(path, raw);
+        let claims = self.claims(path, raw);
+        let claim_headers = self.claim_headers(path, raw);
+
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(IssuerConfig {
+            name: name?,
+            issuer: issuer?,
+            audiences: audiences?.into_iter().map(|a| a.0.clone()).collect(),
+            algorithms: algorithms?,
+            clock_skew: clock_skew?,
+            claims: claims?,
+            allowed_types: allowed_types.map_or(Some(None), |t| t.map(Some))?,
+            max_lifetime: max_lifetime.map_or(Some(None), |m| m.map(Some))?,
+            source: source?,
+            refresh: refresh?,
+            claim_headers: claim_headers?,
+        })
+    }
+
+    fn key_source(
+        &mut self,
+        path: &YamlPath,
+        raw: &RawIssuer,
+        issuer: Option<&str>,
+    ) -> Option<KeySource> {
+        let mut given: Vec<&str> = Vec::new();
+        if raw.jwks_uri.is_some() {
+            given.push("jwks_uri");
+        }
+        if raw.discovery == Some(true) {
+            given.push("discovery");
+        }
+        if raw.jwks_file.is_some() {
+            given.push("jwks_file");
+        }
+        if raw.shared_secret_file.is_some() {
+            given.push("shared_secret_file");
+        }
+        if given.is_empty() {
+            self.value(
+                path.clone(),
+                "no key source: set exactly one of `jwks_uri`, `discovery: true`, `jwks_file` \
+                 or `shared_secret_file`",
+            );
+            return None;
+        }
+        if given.len() > 1 {
+            let listed = given
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(" and ");
+            self.value(
+                path.clone(),
+                format!("{listed} are all set: an issuer has exactly one key source"),
+            );
+            return None;
+        }
+        if let Some(uri) = &raw.jwks_uri {
+            let uri = self.get(path.key("jwks_uri"), uri)?;
+            if let Err(message) = check_fetch_url(&uri.0, raw.allow_insecure_http) {
+                self.value(path.key("jwks_uri"), message);
+                return None;
+            }
+            return Some(KeySource::JwksUri(uri.0.clone()));
+        }
+        if raw.discovery == Some(true) {
+            // Discovery fetches `{issuer}/.well-known/openid-configuration`.
+            if let Err(message) = check_fetch_url(issuer?, raw.allow_insecure_http) {
+                self.value(
+                    path.key("issuer"),
+                    format!("with `discovery: true` the issuer must be a URL: {message}"),
+                );
+                return None;
+            }
+            return Some(KeySource::Discovery);
+        }
+        if let Some(file) = &raw.jwks_file {
+            return self
+                .file(path.key("jwks_file"), file)
+                .map(KeySource::JwksFile);
+        }
+        let file = raw.shared_secret_file.as_ref()?;
+        self.file(path.key("shared_secret_file"), file)
+            .map(KeySource::SharedSecretFile)
+    }
+
+    fn algorithms(&mut self, path: &YamlPath, raw: &RawIssuer) -> Option<Vec<Algorithm>> {
+        let algorithms_path = path.key("algorithms");
+        if raw.algorithms.is_empty() {
+            self.value(
+                algorithms_path.clone(),
+                "list the accepted algorithms (e.g. `[RS256]`); there is no default",
+            );
+            return None;
+        }
+        let shared_secret = raw.shared_secret_file.is_some();
+        let mut valid = true;
+        let mut seen: Vec<Algorithm> = Vec::new();
+        for (index, algorithm) in raw.algorithms.iter().enumerate() {
+            let item = algorithms_path.index(index);
+            let Some(algorithm) = self.get(item.clone(), algorithm).map(|a| a.0) else {
+                valid = false;
+                continue;
+            };
+            let name = algorithm_name(algorithm);
+            if seen.contains(&algorithm) {
+                self.value(item, format!("`{name}` is listed twice"));
+                valid = false;
+                continue;
+            }
+            seen.push(algorithm);
+            let hmac = is_hmac(algorithm);
+            if hmac && !shared_secret {
+                self.value(
+                    item,
+                    format!(
+                        "`{name}` is an HMAC algorithm: it is only allowed with \
+                         `shared_secret_file`, never with public keys (algorithm confusion)"
+                    ),
+                );
+                valid = false;
+            } else if !hmac && shared_secret {
+                self.value(
+                    item,
+                    format!(
+                        "`{name}` needs a public key: with `shared_secret_file` only HS256, \
+                         HS384 and HS512 are allowed"
+                    ),
+                );
+                valid = false;
+            }
+        }
+        valid.then_some(seen)
+    }
+
+    fn claims(&mut self, path: &YamlPath, raw: &RawIssuer) -> Option<ClaimPaths> {
+        let claims_path = path.key("claims");
+        let defaults = ClaimPaths::default();
+        let one = |ctx: &mut Self, key: &str, claim: &Option<Checked<ClaimPath>>| {
+            claim
+                .as_ref()
+                .map(|claim| ctx.get(claims_path.key(key), claim).map(|c| c.0.clone()))
+        };
+        let subject = one(self, "subject", &raw.claims.subject);
+        let scopes = one(self, "scopes", &raw.claims.scopes);
+        let roles = one(self, "roles", &raw.claims.roles);
+        Some(ClaimPaths {
+            subject: subject.unwrap_or(Some(defaults.subject))?,
+            scopes: scopes.map_or(Some(defaults.scopes), |s| s.map(Some))?,
+            roles: roles.map_or(Some(defaults.roles), |r| r.map(Some))?,
+        })
+    }
+
+    fn claim_headers(&mut self, path: &YamlPath, raw: &RawIssuer) -> Option<Vec<(String, String)>> {
+        let headers_path = path.key("claim_headers");
+        let mut valid = true;
+        let mut mappings: Vec<(String, String)> = Vec::new();
+        for (claim, header) in &raw.claim_headers.0 {
+            let entry = headers_path.key(claim);
+            if let Err(message) = raw::parse_claim_path(claim) {
+                self.problems.push(Problem::key(entry.clone(), message));
+                valid = false;
+            }
+            let Some(header) = self.get(entry.clone(), header) else {
+                valid = false;
+                continue;
+            };
+            if let Some((other, _)) = mappings.iter().find(|(_, h)| *h == header.0) {
+                self.value(
+                    entry,
+                    format!("header `{}` is already set from claim `{other}`", header.0),
+                );
+                valid = false;
+                continue;
+            }
+            mappings.push((claim.clone(), header.0.clone()));
+        }
+        valid.then_some(mappings)
+    }
+
+    fn refresh(&mut self, path: &YamlPath, raw: &RawIssuer) -> Option<RefreshPolicy> {
+        let defaults = RefreshPolicy::default();
+        let refresh_path = path.key("refresh");
+        let duration = |ctx: &mut Self, key: &str, value: &Option<Checked<HumanDuration>>| {
+            value
+                .as_ref()
+                .map(|value| ctx.get(refresh_path.key(key), value).map(|d| d.0))
+        };
+        let min = duration(self, "min_interval", &raw.refresh.min_interval)
+            .unwrap_or(Some(defaults.min_refresh_interval));
+        let max = duration(self, "max_interval", &raw.refresh.max_interval)
+            .unwrap_or(Some(defaults.max_refresh_interval));
+        let timeout =
+            duration(self, "timeout", &raw.refresh.timeout).unwrap_or(Some(defaults.fetch_timeout));
+        let max_document_bytes = raw
+            .refresh
+            .max_document_bytes
+            .unwrap_or(defaults.max_document_bytes as u64);
+        let before = self.problems.len();
+
+        if let Some(min) = min
+            && min < MIN_REFRESH_INTERVAL_FLOOR
+        {
+            self.value(
+                refresh_path.key("min_interval"),
+                format!(
+                    "must be at least {}: it also limits how often an unknown `kid` can make \
+                     portcullis fetch keys",
+                    format_duration(MIN_REFRESH_INTERVAL_FLOOR)
+                ),
+            );
+        }
+        if let (Some(min), Some(max)) = (min, max)
+            && max < min
+        {
+            self.value(
+                refresh_path.key("max_interval"),
+                format!(
+                    "{} is shorter than `min_interval` ({})",
+                    format_duration(max),
+                    format_duration(min)
+                ),
+            );
+        } else if let Some(max) = max
+            && max > MAX_REFRESH_INTERVAL_CEILING
+        {
+            self.value(
+                refresh_path.key("max_interval"),
+                format!(
+                    "must be at most {}",
+                    format_duration(MAX_REFRESH_INTERVAL_CEILING)
+                ),
+            );
+        }
+        if let Some(timeout) = timeout
+            && !(MIN_FETCH_TIMEOUT..=MAX_FETCH_TIMEOUT).contains(&timeout)
+        {
+            self.value(
+                refresh_path.key("timeout"),
+                format!(
+                    "must be between {} and {}",
+                    format_duration(MIN_FETCH_TIMEOUT),
+                    format_duration(MAX_FETCH_TIMEOUT)
+                ),
+            );
+        }
+        if !(MIN_DOCUMENT_BYTES..=MAX_DOCUMENT_BYTES).contains(&max_document_bytes) {
+            self.value(
+                refresh_path.key("max_document_bytes"),
+                format!("must be between {MIN_DOCUMENT_BYTES} and {MAX_DOCUMENT_BYTES}"),
+            );
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(RefreshPolicy {
+            min_refresh_interval: min?,
+            max_refresh_interval: max?,
+            fetch_timeout: timeout?,
+            max_document_bytes: usize::try_from(max_document_bytes).ok()?,
+            allow_insecure_http: raw.allow_insecure_http,
+        })
+    }
+
+    fn unique_issuers(&mut self, issuers: &[(usize, RawIssuer)]) {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut iss: HashMap<&str, usize> = HashMap::new();
+        for (index, issuer) in issuers {
+            let path = issuer_path(*index);
+            if let Ok(name) = &issuer.name.0 {
+                if let Some(&first) = names.get(name.0.as_str()) {
+                    self.value(
+                        path.key("name"),
+                        format!(
+                            "issuer name `{}` is already used by issuers[{first}]",
+                            name.0
+                        ),
+                    );
+                } else {
+                    names.insert(&name.0, *index);
+                }
+            }
+            if let Ok(value) = &issuer.issuer.0 {
+                if let Some(&first) = iss.get(value.0.as_str()) {
+                    self.value(
+                        path.key("issuer"),
+                        format!(
+                            "`{}` is already configured by issuers[{first}]: a token's `iss` \
+                             must pick exactly one issuer",
+                            value.0
+                        ),
+                    );
+                } else {
+                    iss.insert(&value.0, *index);
+                }
+            }
+        }
+    }
+
+    fn limits(&mut self, raw: &raw::RawLimits) -> AuthnSettings {
+        let defaults = AuthnSettings::default();
+        let path = root().key("limits");
+        let max_token_bytes = raw
+            .max_token_bytes
+            .unwrap_or(defaults.max_token_bytes as u64);
+        if !(MIN_TOKEN_BYTES..=MAX_TOKEN_BYTES).contains(&max_token_bytes) {
+            self.value(
+                path.key("max_token_bytes"),
+                format!("must be between {MIN_TOKEN_BYTES} and {MAX_TOKEN_BYTES}"),
+            );
+        }
+        let token_cache_entries = raw
+            .token_cache_entries
+            .unwrap_or(defaults.token_cache_entries);
+        if token_cache_entries > MAX_TOKEN_CACHE_ENTRIES {
+            self.value(
+                path.key("token_cache_entries"),
+                format!("must be at most {MAX_TOKEN_CACHE_ENTRIES}"),
+            );
+        }
+        AuthnSettings {
+            max_token_bytes: usize::try_from(max_token_bytes).unwrap_or(usize::MAX),
+            token_cache_entries,
+        }
+    }
+
+    fn route(&mut self, path: &YamlPath, raw: &RawRoute, have_issuers: bool) -> Option<Route> {
+        let before = self.problems.len();
+        let match_path = path.key("match");
+
+        let name = self.get(path.key("name"), &raw.name).map(|n| n.0.clone());
+
+        let exact = raw
+            .matcher
+            .path
+            .as_ref()
+            .map(|p| self.get(match_path.key("path"), p).map(|p| p.0.clone()));
+        let prefix = raw.matcher.path_prefix.as_ref().map(|p| {
+            self.get(match_path.key("path_prefix"), p)
+                .map(|p| p.0.clone())
+        });
+        let path_match = match (exact, prefix) {
+            (Some(_), Some(_)) => {
+                self.value(
+                    match_path.clone(),
+                    "set either `path` or `path_prefix`, not both",
+                );
+                None
+            }
+            (Some(exact), None) => exact,
+            (None, Some(prefix)) => prefix.map(PathMatch::Prefix),
+            (None, None) => Some(PathMatch::Any),
+        };
+
+        let methods = raw.matcher.methods.as_ref().map(|methods| {
+            let methods_path = match_path.key("methods");
+            if methods.is_empty() {
+                self.value(
+                    methods_path.clone(),
+                    "list at least one method, or leave `methods` out to match any",
+                );
+            }
+            let mut valid = true;
+            let mut seen: Vec<String> = Vec::new();
+            for (index, method) in methods.iter().enumerate() {
+                let Some(method) = self.get(methods_path.index(index), method) else {
+                    valid = false;
+                    continue;
+                };
+                if seen.contains(&method.0) {
+                    self.value(
+                        methods_path.index(index),
+                        format!("`{}` is listed twice", method.0),
+                    );
+                    valid = false;
+                } else {
+                    seen.push(method.0.clone());
+                }
+            }
+            valid.then_some(seen)
+        });
+
+        let host = raw
+            .matcher
+            .host
+            .as_ref()
+            .map(|host| self.get(match_path.key("host"), host).map(|h| h.0.clone()));
+
+        let allow = raw
+            .allow
+            .as_ref()
+            .map(|allow| self.get(path.key("allow"), allow).copied());
+        let policy = match (allow, &raw.require) {
+            (Some(allow), None) => allow.map(|AllowKind::Anonymous| Policy::Anonymous),
+            (None, Some(require)) => {
+                if !have_issuers {
+                    self.value(
+                        path.key("require"),
+                        "this route needs a token, but no `issuers` are configured",
+                    );
+                }
+                self.get_all(&path.key("require").key("scopes"), &require.scopes)
+                    .map(|scopes| {
+                        Policy::Require(Requirements {
+                            scopes: scopes.into_iter().map(|s| s.0.clone()).collect(),
+                        })
+                    })
+            }
+            (Some(_), Some(_)) => {
+                self.value(
+                    path.clone(),
+                    "set either `allow: anonymous` or `require`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.value(
+                    path.clone(),
+                    "say who may use this route: `allow: anonymous` or `require: {scopes: [...]}` \
+                     (there is no implicit allow)",
+                );
+                None
+            }
+        };
+
+        let on_deny = match &raw.on_deny {
+            None => Some(OnDeny::Forbidden),
+            Some(on_deny) => self
+                .get(path.key("on_deny"), on_deny)
+                .map(|on_deny| match on_deny {
+                    OnDenyName::Forbidden => OnDeny::Forbidden,
+                    OnDenyName::NotFound => OnDeny::NotFound,
+                }),
+        };
+
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Route {
+            name: Arc::from(name?.as_str()),
+            matcher: RouteMatch {
+                methods: methods.map_or(Some(None), |m| m.map(Some))?,
+                host: host.map_or(Some(None), |h| h.map(Some))?,
+                path: path_match?,
+            },
+            policy: policy?,
+            on_deny: on_deny?,
+        })
+    }
+
+    fn unique_routes(&mut self, routes: &[(usize, RawRoute)]) {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (index, route) in routes {
+            let Ok(name) = &route.name.0 else { continue };
+            if let Some(&first) = names.get(name.0.as_str()) {
+                self.value(
+                    route_path(*index).key("name"),
+                    format!("route name `{}` is already used by routes[{first}]", name.0),
+                );
+            } else {
+                names.insert(&name.0, *index);
+            }
+        }
+    }
+
+    /// First match wins, so a route that an earlier route always matches first never applies;
+    /// the operator who wrote it believes it does (a stricter `/admin` route listed after a
+    /// catch-all would silently not protect anything). Only routes that compiled take part.
+    fn reachable(&mut self, routes: &[(usize, Option<Route>)]) {
+        let compiled: Vec<(usize, &Route)> = routes
+            .iter()
+            .filter_map(|(index, route)| route.as_ref().map(|route| (*index, route)))
+            .collect();
+        for (position, (later_index, later)) in compiled.iter().enumerate() {
+            let shadow = compiled[..position]
+                .iter()
+                .find(|(_, earlier)| covers(&earlier.matcher, &later.matcher));
+            if let Some((earlier_index, earlier)) = shadow {
+                self.value(
+                    route_path(*later_index).key("match"),
+                    format!(
+                        "this route can never match: routes[{earlier_index}] (`{}`) comes first \
+                         and matches every request it would",
+                        earlier.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn is_hmac(algorithm: Algorithm) -> bool {
+    matches!(
+        algorithm,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    )
+}
+
+/// Whether every request `later` matches is matched by `earlier` (conservative: `false` when
+/// unsure).
+fn covers(earlier: &RouteMatch, later: &RouteMatch) -> bool {
+    let methods = match (&earlier.methods, &later.methods) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(earlier), Some(later)) => later.iter().all(|m| earlier.contains(m)),
+    };
+    let host = match (&earlier.host, &later.host) {
+        (None, _) => true,
+        (Some(earlier), Some(later)) => earlier == later,
+        (Some(_), None) => false,
+    };
+    let path = match (&earlier.path, &later.path) {
+        (PathMatch::Any, _) => true,
+        (PathMatch::Prefix(prefix), PathMatch::Exact(path) | PathMatch::Prefix(path)) => {
+            PathMatch::Prefix(prefix.clone()).matches(path).is_some()
+        }
+        (PathMatch::Prefix(prefix), PathMatch::Any) => prefix == "/",
+        (PathMatch::Prefix(prefix), PathMatch::Template(_)) => prefix == "/",
+        (PathMatch::Exact(a), PathMatch::Exact(b)) => a == b,
+        (PathMatch::Template(a), PathMatch::Template(b)) => a.source == b.source,
+        (PathMatch::Template(template), PathMatch::Exact(path)) => template.matches(path).is_some(),
+        _ => false,
+    };
+    methods && host && path
+}
+
+/// Key and discovery URLs: HTTPS, or plain HTTP to a loopback host, or plain HTTP anywhere
+/// when the operator opted in (anyone on the path could otherwise swap the keys).
+fn check_fetch_url(text: &str, allow_insecure_http: bool) -> Result<(), String> {
+    let url =
+        reqwest::Url::parse(text).map_err(|error| format!("invalid URL `{text}`: {error}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("the URL must not contain credentials".to_owned());
+    }
+    if url.fragment().is_some() {
+        return Err(format!("`{text}`: the URL must not contain a fragment"));
+    }
+    let Some(host) = url.host_str() else {
+        return Err(format!("`{text}`: the URL has no host"));
+    };
+    let host = host.to_owned();
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(&host) => Ok(()),
+        "http" => Err(format!(
+            "`{text}` uses plain http to a non-loopback host: anyone on the path could swap \
+             the keys; use https, or set `allow_insecure_http: true`"
+        )),
+        other => Err(format!("`{text}`: unsupported scheme `{other}`, use https")),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}

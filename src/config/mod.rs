@@ -1,16 +1,26 @@
-//! Configuration: `raw` (serde types of `portcullis.yaml`, unknown keys rejected) is compiled by
-//! `compile` into a checked `Config`, every error collected with file:line:column and its path
-//! (`routes[2].require.scopes`); `reload` watches the file and swaps in new engines.
+//! Configuration: one YAML file (`portcullis.yaml`) → a checked [`Config`], or every problem
+//! in it, each located (file:line:column) with its path (`routes[2].require.scopes`).
+//!
+//! Pipeline: [`load`] reads at most [`MAX_CONFIG_BYTES`]; `source` pre-scans the text (nesting
+//! depth, alias expansion budget, repeated keys, and the path → position index);
+//! `serde_yaml_ng` parses it into a tree; `raw` deserializes each section and list item on its
+//! own (unknown keys rejected) so one mistake does not hide the next; `compile` applies
+//! defaults, bounds and cross-field rules. `reload` watches the file for changes.
+//!
+//! A configuration that fails here must never replace a running one; this module must never
+//! read secret file contents or put them in an error.
 
 pub mod compile;
 pub mod raw;
 pub mod reload;
+pub(crate) mod source;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::authn::{AuthnSettings, IssuerConfig};
 use crate::authz::Route;
+use source::{Anchor, YamlPath};
 
 /// A validated configuration, ready to build an `Engine` from.
 #[derive(Debug, Clone)]
@@ -110,15 +120,1019 @@ fn display_errors(errors: &[LocatedError]) -> String {
         .join("\n")
 }
 
-/// Reads, parses and validates `path`. (Skeleton: the config helper implements it.)
+/// Largest configuration file accepted.
+pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+
+/// One problem found after the text parsed as YAML, located by path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    pub path: YamlPath,
+    pub anchor: Anchor,
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn value(path: YamlPath, message: String) -> Self {
+        Self {
+            path,
+            anchor: Anchor::Value,
+            message,
+        }
+    }
+
+    pub(crate) fn key(path: YamlPath, message: String) -> Self {
+        Self {
+            path,
+            anchor: Anchor::Key,
+            message,
+        }
+    }
+}
+
+/// Reads, parses and validates the configuration file at `path`.
+///
+/// Relative file paths inside it (`jwks_file`, TLS files, `shared_secret_file`) resolve
+/// against the directory of `path` as given (not of a symlink's target, so a Kubernetes
+/// ConfigMap mount behaves like a plain directory).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    Err(ConfigError {
+    let text = read_capped(path).map_err(|message| ConfigError {
         errors: vec![LocatedError {
             file: path.to_owned(),
             line: None,
             column: None,
             path: String::new(),
-            message: "configuration loading is not implemented yet".to_owned(),
+            message,
         }],
-    })
+    })?;
+    load_str(&text, path)
+}
+
+/// Parses and validates `text` as if read from `path` (used in messages and to resolve
+/// relative file paths; the file itself is not read).
+pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let whole = |message: String| LocatedError {
+        file: path.to_owned(),
+        line: None,
+        column: None,
+        path: String::new(),
+        message,
+    };
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError {
+            errors: vec![whole(too_large_message())],
+        });
+    }
+
+    let scan = source::scan(text);
+    if !scan.problems.is_empty() {
+        return Err(ConfigError {
+            errors: scan
+                .problems
+                .into_iter()
+                .map(|problem| LocatedError {
+                    file: path.to_owned(),
+                    line: Some(problem.mark.line),
+                    column: Some(problem.mark.column),
+                    path: problem.path,
+                    message: problem.message,
+                })
+                .collect(),
+        });
+    }
+    if let Some((mark, message)) = scan.syntax_error {
+        // The pre-scan did not see the whole text, so its depth and alias checks did not
+        // either: never build a tree from it. Prefer libyaml's wording when it agrees.
+        let error = match serde_yaml_ng::from_str::<serde::de::IgnoredAny>(text) {
+            Err(error) => yaml_error(path, &error),
+            Ok(_) => LocatedError {
+                file: path.to_owned(),
+                line: Some(mark.line),
+                column: Some(mark.column),
+                path: String::new(),
+                message: format!("invalid YAML: {message}"),
+            },
+        };
+        return Err(ConfigError {
+            errors: vec![error],
+        });
+    }
+
+    let root: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|error| ConfigError {
+            errors: vec![yaml_error(path, &error)],
+        })?;
+
+    let mut problems = Vec::new();
+    let raw = raw::RawConfig::from_value(root, &mut problems);
+    let base_dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let compiled = compile::compile(raw, base_dir, &mut problems);
+    match compiled {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => {
+            let mut errors: Vec<LocatedError> = problems
+                .into_iter()
+                .map(|problem| {
+                    let mark = scan.index.locate(&problem.path, problem.anchor);
+                    LocatedError {
+                        file: path.to_owned(),
+                        line: mark.map(|m| m.line),
+                        column: mark.map(|m| m.column),
+                        path: problem.path.to_string(),
+                        message: problem.message,
+                    }
+                })
+                .collect();
+            // Stable: problems at the same place keep the order they were found in.
+            errors.sort_by_key(|e| (e.line.unwrap_or(usize::MAX), e.column.unwrap_or(0)));
+            if errors.is_empty() {
+                errors.push(whole("the configuration is invalid".to_owned()));
+            }
+            Err(ConfigError { errors })
+        }
+    }
+}
+
+fn too_large_message() -> String {
+    format!("the configuration is larger than {MAX_CONFIG_BYTES} bytes")
+}
+
+/// Reads at most [`MAX_CONFIG_BYTES`] (plus one, to notice more) of `path` as UTF-8.
+fn read_capped(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+
+    let file = std::fs::File::open(path).map_err(|error| format!("cannot open: {error}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| format!("cannot read: {error}"))?;
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(too_large_message());
+    }
+    String::from_utf8(bytes).map_err(|error| format!("not valid UTF-8: {error}"))
+}
+
+/// A `serde_yaml_ng` parse error with its position moved from the message into the fields.
+fn yaml_error(path: &Path, error: &serde_yaml_ng::Error) -> LocatedError {
+    let location = error.location();
+    let mut message = error.to_string();
+    if let Some(location) = &location {
+        let suffix = format!(" at line {} column {}", location.line(), location.column());
+        if let Some(start) = message.find(&suffix) {
+            message.replace_range(start..start + suffix.len(), "");
+        }
+    }
+    LocatedError {
+        file: path.to_owned(),
+        line: location.as_ref().map(serde_yaml_ng::Location::line),
+        column: location.as_ref().map(serde_yaml_ng::Location::column),
+        path: String::new(),
+        message: format!("invalid YAML: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::authn::{Algorithm, KeySource};
+    use crate::authz::routes::PathMatch;
+    use crate::authz::{OnDeny, Policy};
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config")
+    }
+
+    /// As if the text were `tests/fixtures/config/test.yaml`, so relative files resolve there.
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        load_str(text, &fixtures().join("test.yaml"))
+    }
+
+    fn errors(text: &str) -> Vec<LocatedError> {
+        match load_text(text) {
+            Ok(_) => panic!("expected errors, the configuration loaded"),
+            Err(error) => error.errors,
+        }
+    }
+
+    /// `(line, column, path)` of each error, plus the messages for content checks.
+    fn located(text: &str) -> Vec<(usize, usize, String, String)> {
+        errors(text)
+            .into_iter()
+            .map(|e| {
+                (
+                    e.line.expect("has a line"),
+                    e.column.expect("has a column"),
+                    e.path,
+                    e.message,
+                )
+            })
+            .collect()
+    }
+
+    const ISSUER: &str = "\
+issuers:
+  - name: corp
+    issuer: https://idp.example.com
+    audiences: [api]
+    jwks_uri: https://idp.example.com/jwks
+    algorithms: [RS256]
+";
+
+    fn with_issuer(rest: &str) -> String {
+        format!("{ISSUER}{rest}")
+    }
+
+    #[test]
+    fn loads_the_example_file() {
+        let config = load(&fixtures().join("example.yaml")).expect("example.yaml is valid");
+        assert_eq!(config.issuers.len(), 4);
+        assert_eq!(config.issuers[0].source, KeySource::Discovery);
+        assert_eq!(
+            config.issuers[0].algorithms,
+            [Algorithm::RS256, Algorithm::ES256]
+        );
+        assert_eq!(
+            config.issuers[0].claim_headers,
+            [
+                ("email".to_owned(), "x-auth-email".to_owned()),
+                ("tenant.id".to_owned(), "x-auth-tenant".to_owned())
+            ]
+        );
+        assert_eq!(
+            config.issuers[2].source,
+            KeySource::JwksFile(fixtures().join("jwks.json"))
+        );
+        assert_eq!(
+            config.issuers[3].source,
+            KeySource::SharedSecretFile(fixtures().join("hmac-secret.txt"))
+        );
+        let names: Vec<&str> = config.routes.iter().map(|r| &*r.name).collect();
+        assert_eq!(
+            names,
+            [
+                "health",
+                "list-documents",
+                "get-document",
+                "files",
+                "admin",
+                "signed-in"
+            ]
+        );
+        assert_eq!(config.routes[0].policy, Policy::Anonymous);
+        assert_eq!(config.routes[2].on_deny, OnDeny::NotFound);
+        assert!(matches!(
+            config.routes[2].matcher.path,
+            PathMatch::Template(_)
+        ));
+        assert_eq!(
+            config.server.http_listen,
+            Some("127.0.0.1:9192".parse().expect("addr"))
+        );
+    }
+
+    #[test]
+    fn applies_defaults_to_a_minimal_file() {
+        let config = load_text(&with_issuer(
+            "routes:\n  - {name: all, match: {}, require: {}}\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            config.server.grpc_listen,
+            "127.0.0.1:9191".parse().expect("addr")
+        );
+        assert_eq!(
+            config.server.admin_listen,
+            "127.0.0.1:9901".parse().expect("addr")
+        );
+        assert_eq!(config.server.http_listen, None);
+        assert_eq!(config.server.tls, None);
+        assert_eq!(config.authn, AuthnSettings::default());
+        assert_eq!(config.response, ResponseSettings::default());
+        assert_eq!(config.readiness, Readiness::default());
+        let issuer = &config.issuers[0];
+        assert_eq!(issuer.clock_skew, Duration::from_secs(30));
+        assert_eq!(issuer.claims, crate::authn::ClaimPaths::default());
+        assert_eq!(issuer.refresh, crate::authn::RefreshPolicy::default());
+        assert_eq!(issuer.allowed_types, None);
+        assert_eq!(issuer.max_lifetime, None);
+        assert_eq!(config.routes[0].matcher.path, PathMatch::Any);
+        assert_eq!(config.routes[0].on_deny, OnDeny::Forbidden);
+        assert_eq!(
+            config.routes[0].policy,
+            Policy::Require(crate::authz::Requirements { scopes: vec![] })
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_reported_at_the_key() {
+        let text = with_issuer(
+            "routes:\n  - name: a\n    match: {pathprefix: /a}\n    allow: anonymous\n",
+        );
+        let errors = located(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let (line, column, path, message) = &errors[0];
+        assert_eq!((*line, *column), (9, 13));
+        assert_eq!(path, "routes[0].match.pathprefix");
+        assert!(
+            message.starts_with("unknown field `pathprefix`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_an_error() {
+        let errors = located("server: {}\nroutez: []\n");
+        assert_eq!(errors[0].0, 2);
+        assert_eq!(errors[0].2, "routez");
+        assert!(errors[0].3.contains("unknown field `routez`"));
+    }
+
+    #[test]
+    fn design_keys_not_built_yet_say_not_supported() {
+        let text = with_issuer(
+            "api_keys: {file: keys.yaml}\nroles: {admin: [read]}\nroutes:\n  - name: a\n    match: {path: /a}\n    require: {scopes: [x], permissions: [admin], when: \"true\", mfa: true}\n",
+        );
+        let errors = located(&text);
+        let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "api_keys",
+                "roles",
+                "routes[0].require.permissions",
+                "routes[0].require.when",
+                "routes[0].require.mfa"
+            ]
+        );
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.3 == "not supported in this version")
+        );
+        assert_eq!((errors[0].0, errors[0].1), (7, 1));
+        assert_eq!(errors[2].0, 12);
+    }
+
+    #[test]
+    fn introspection_and_revocation_are_not_supported_yet() {
+        let errors = located("introspection: []\nrevocation: {file: r.yaml}\n");
+        assert_eq!(errors.len(), 2);
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.3 == "not supported in this version")
+        );
+    }
+
+    #[test]
+    fn collects_errors_from_every_item() {
+        let text = "\
+issuers:
+  - name: corp
+    issuer: https://idp.example.com
+    audiences: [api]
+    jwks_uri: https://idp.example.com/jwks
+    algorithms: [RS265]
+  - name: other
+    issuer: https://other.example.com
+    audiences: [api]
+    jwks_uri: https://other.example.com/jwks
+    algorithms: [ES256]
+    clock_skew: soon
+routes:
+  - name: a
+    match: {path: /a}
+  - name: b
+    match: {path: \"/b/{id\"}
+    allow: anonymous
+  - name: c
+    match: {path: /c}
+    require: {scopes: [\"two words\"]}
+";
+        let errors = located(text);
+        let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "issuers[0].algorithms[0]",
+                "issuers[1].clock_skew",
+                "routes[0]",
+                "routes[1].match.path",
+                "routes[2].require.scopes[0]"
+            ],
+            "{errors:#?}"
+        );
+        assert_eq!((errors[0].0, errors[0].1), (6, 18));
+        assert_eq!((errors[1].0, errors[1].1), (12, 17));
+        assert_eq!(errors[2].0, 14);
+        assert_eq!(errors[3].0, 17);
+        assert_eq!(errors[4].0, 21);
+    }
+
+    #[test]
+    fn collects_several_errors_within_one_item() {
+        let text = with_issuer(
+            "routes:\n  - name: a\n    match: {path: /a, method: [GET]}\n    allow: anonymous\n    on_deny: nope\n    colour: blue\n",
+        );
+        let errors = located(&text);
+        let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "routes[0].match.method",
+                "routes[0].on_deny",
+                "routes[0].colour"
+            ],
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn a_removed_required_key_is_not_reported_as_missing() {
+        let text =
+            with_issuer("routes:\n  - name: 'has space'\n    match: {}\n    allow: anonymous\n");
+        let errors = located(&text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].2, "routes[0].name");
+    }
+
+    #[test]
+    fn missing_required_field_points_at_the_item() {
+        let errors = located(
+            "issuers:\n  - name: corp\n    audiences: [api]\n    jwks_uri: https://x.example/jwks\n    algorithms: [RS256]\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!((errors[0].0, errors[0].1), (2, 5));
+        assert_eq!(errors[0].2, "issuers[0]");
+        assert_eq!(errors[0].3, "missing field `issuer`");
+    }
+
+    #[test]
+    fn display_prints_file_line_column_path_message() {
+        let error = load_str(
+            "server: {grpc_listen: nowhere}\n",
+            Path::new("/etc/portcullis.yaml"),
+        )
+        .expect_err("invalid address");
+        let text = error.to_string();
+        assert!(
+            text.starts_with(
+                "/etc/portcullis.yaml:1:23: server.grpc_listen: invalid listen address `nowhere`"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn route_without_allow_or_require_is_an_error() {
+        let errors = located(&with_issuer(
+            "routes:\n  - name: a\n    match: {path: /a}\n",
+        ));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].2, "routes[0]");
+        assert!(errors[0].3.contains("no implicit allow"), "{}", errors[0].3);
+    }
+
+    #[test]
+    fn route_with_both_allow_and_require_is_an_error() {
+        let errors = located(&with_issuer(
+            "routes:\n  - {name: a, match: {}, allow: anonymous, require: {}}\n",
+        ));
+        assert!(errors[0].3.contains("not both"));
+    }
+
+    #[test]
+    fn duplicate_route_names_point_at_the_second() {
+        let errors = located(&with_issuer(
+            "routes:\n  - {name: a, match: {path: /a}, allow: anonymous}\n  - {name: a, match: {path: /b}, allow: anonymous}\n",
+        ));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!((errors[0].0, errors[0].1), (9, 12));
+        assert_eq!(errors[0].2, "routes[1].name");
+        assert!(errors[0].3.contains("already used by routes[0]"));
+    }
+
+    #[test]
+    fn duplicate_issuer_names_and_iss_values_are_errors() {
+        let text = format!(
+            "{ISSUER}  - name: corp\n    issuer: https://idp.example.com\n    audiences: [api]\n    jwks_uri: https://idp.example.com/jwks\n    algorithms: [RS256]\n"
+        );
+        let errors = located(&text);
+        let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(paths, ["issuers[1].name", "issuers[1].issuer"]);
+    }
+
+    #[test]
+    fn algorithm_none_is_rejected_in_any_case() {
+        for none in ["none", "None", "NONE"] {
+            let text = ISSUER.replace("[RS256]", &format!("[{none}]"));
+            let errors = located(&text);
+            assert!(errors[0].3.contains("`none` is never accepted"), "{none}");
+            assert_eq!(errors[0].2, "issuers[0].algorithms[0]");
+        }
+    }
+
+    #[test]
+    fn algorithm_names_are_case_sensitive_with_a_hint() {
+        let errors = located(&ISSUER.replace("[RS256]", "[rs256]"));
+        assert!(errors[0].3.contains("write `RS256`"), "{}", errors[0].3);
+    }
+
+    #[test]
+    fn hmac_algorithms_need_a_shared_secret() {
+        let errors = located(&ISSUER.replace("[RS256]", "[RS256, HS256]"));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].2, "issuers[0].algorithms[1]");
+        assert!(
+            errors[0]
+                .3
+                .contains("only allowed with `shared_secret_file`")
+        );
+    }
+
+    #[test]
+    fn shared_secret_only_with_hmac_algorithms() {
+        let text = "issuers:\n  - name: s\n    issuer: internal\n    audiences: [api]\n    shared_secret_file: hmac-secret.txt\n    algorithms: [HS256, RS256]\n";
+        let errors = located(text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].2, "issuers[0].algorithms[1]");
+        assert!(errors[0].3.contains("needs a public key"));
+    }
+
+    #[test]
+    fn issuer_needs_exactly_one_key_source() {
+        let none = ISSUER.replace("    jwks_uri: https://idp.example.com/jwks\n", "");
+        assert!(located(&none)[0].3.contains("no key source"));
+        let two = ISSUER.replace(
+            "    jwks_uri: https://idp.example.com/jwks\n",
+            "    jwks_uri: https://idp.example.com/jwks\n    discovery: true\n",
+        );
+        let errors = located(&two);
+        assert_eq!(errors[0].2, "issuers[0]");
+        assert!(
+            errors[0].3.contains("`jwks_uri` and `discovery`"),
+            "{}",
+            errors[0].3
+        );
+        let off = ISSUER.replace(
+            "    jwks_uri: https://idp.example.com/jwks\n",
+            "    discovery: false\n",
+        );
+        assert!(located(&off)[0].3.contains("no key source"));
+    }
+
+    #[test]
+    fn plain_http_key_urls_only_for_loopback_or_when_allowed() {
+        let remote = ISSUER.replace(
+            "https://idp.example.com/jwks",
+            "http://idp.example.com/jwks",
+        );
+        let errors = located(&remote);
+        assert_eq!(errors[0].2, "issuers[0].jwks_uri");
+        assert!(errors[0].3.contains("allow_insecure_http"));
+        for loopback in [
+            "http://127.0.0.1:8080/jwks",
+            "http://localhost/jwks",
+            "http://[::1]/jwks",
+        ] {
+            let text = ISSUER.replace("https://idp.example.com/jwks", loopback);
+            assert!(load_text(&text).is_ok(), "{loopback}");
+        }
+        let allowed = format!("{remote}    allow_insecure_http: true\n");
+        assert!(load_text(&allowed).is_ok());
+    }
+
+    #[test]
+    fn discovery_needs_an_issuer_url() {
+        let text = ISSUER
+            .replace("https://idp.example.com\n", "corp-idp\n")
+            .replace(
+                "    jwks_uri: https://idp.example.com/jwks\n",
+                "    discovery: true\n",
+            );
+        let errors = located(&text);
+        assert_eq!(errors[0].2, "issuers[0].issuer");
+    }
+
+    #[test]
+    fn key_urls_must_not_carry_credentials() {
+        let text = ISSUER.replace(
+            "https://idp.example.com/jwks",
+            "https://user:pw@idp.example.com/jwks",
+        );
+        let errors = located(&text);
+        assert!(errors[0].3.contains("credentials"));
+        assert!(
+            !errors[0].3.contains("pw"),
+            "the password must not be echoed"
+        );
+    }
+
+    #[test]
+    fn clock_skew_is_bounded() {
+        let errors = located(&format!("{ISSUER}    clock_skew: 10m\n"));
+        assert_eq!(errors[0].2, "issuers[0].clock_skew");
+        assert!(errors[0].3.contains("maximum"));
+        assert!(load_text(&format!("{ISSUER}    clock_skew: 5m\n")).is_ok());
+    }
+
+    #[test]
+    fn durations_must_be_strings_with_units() {
+        let errors = located(&format!("{ISSUER}    clock_skew: 30\n"));
+        assert!(
+            errors[0].3.contains("expected a duration such as `30s`"),
+            "{}",
+            errors[0].3
+        );
+        let errors = located(&format!("{ISSUER}    clock_skew: 30 seconds please\n"));
+        assert!(errors[0].3.contains("invalid duration"));
+    }
+
+    #[test]
+    fn refresh_bounds_are_checked() {
+        let text = format!(
+            "{ISSUER}    refresh: {{min_interval: 10m, max_interval: 1m, timeout: 0s, max_document_bytes: 10}}\n"
+        );
+        let errors = located(&text);
+        let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "issuers[0].refresh.max_interval",
+                "issuers[0].refresh.timeout",
+                "issuers[0].refresh.max_document_bytes"
+            ]
+        );
+    }
+
+    #[test]
+    fn claim_headers_must_be_valid_and_unreserved() {
+        for (header, expect) in [
+            ("X-Email", "lower case"),
+            ("x-auth-subject", "reserved"),
+            ("authorization", "reserved"),
+            ("connection", "reserved"),
+            ("x-envoy-original-path", "reserved"),
+            ("':path'", "pseudo-header"),
+            ("'x email'", "invalid header name"),
+        ] {
+            let text = format!("{ISSUER}    claim_headers: {{email: {header}}}\n");
+            let errors = located(&text);
+            assert_eq!(errors[0].2, "issuers[0].claim_headers.email", "{header}");
+            assert!(errors[0].3.contains(expect), "{header}: {}", errors[0].3);
+        }
+    }
+
+    #[test]
+    fn two_claims_cannot_set_the_same_header() {
+        let text = format!("{ISSUER}    claim_headers: {{email: x-user, mail: x-user}}\n");
+        let errors = located(&text);
+        assert_eq!(errors[0].2, "issuers[0].claim_headers.mail");
+    }
+
+    #[test]
+    fn claim_paths_are_dotted_names() {
+        let errors = located(&format!(
+            "{ISSUER}    claims: {{roles: realm_access..roles}}\n"
+        ));
+        assert_eq!(errors[0].2, "issuers[0].claims.roles");
+    }
+
+    #[test]
+    fn invalid_templates_are_located_config_errors() {
+        for (template, expect) in [
+            ("/a/{id", "unbalanced"),
+            ("/a/{id}/{id}", "bound twice"),
+            ("/a/{}", "empty parameter name"),
+            ("/a/{rest...}/b", "must be the last segment"),
+        ] {
+            let text = with_issuer(&format!(
+                "routes:\n  - name: r\n    match:\n      path: \"{template}\"\n    allow: anonymous\n"
+            ));
+            let errors = located(&text);
+            assert_eq!(errors.len(), 1, "{template}");
+            assert_eq!((errors[0].0, errors[0].1), (10, 13), "{template}");
+            assert_eq!(errors[0].2, "routes[0].match.path");
+            assert!(errors[0].3.contains(expect), "{template}: {}", errors[0].3);
+        }
+    }
+
+    #[test]
+    fn route_paths_must_be_normalized() {
+        for (path, expect) in [
+            ("/%61dmin", "write `/admin`"),
+            ("/a/../b", "`.` or `..`"),
+            ("/a//b", "empty segment"),
+            ("/a?x=1", "query strings never take part"),
+            ("admin", "not absolute"),
+        ] {
+            let text = with_issuer(&format!(
+                "routes:\n  - {{name: r, match: {{path_prefix: \"{path}\"}}, allow: anonymous}}\n"
+            ));
+            let errors = located(&text);
+            assert_eq!(errors[0].2, "routes[0].match.path_prefix", "{path}");
+            assert!(errors[0].3.contains(expect), "{path}: {}", errors[0].3);
+        }
+    }
+
+    #[test]
+    fn path_and_path_prefix_are_exclusive() {
+        let errors = located(&with_issuer(
+            "routes:\n  - {name: r, match: {path: /a, path_prefix: /a}, allow: anonymous}\n",
+        ));
+        assert_eq!(errors[0].2, "routes[0].match");
+    }
+
+    #[test]
+    fn methods_are_upper_case() {
+        let errors = located(&with_issuer(
+            "routes:\n  - {name: r, match: {methods: [get]}, allow: anonymous}\n",
+        ));
+        assert_eq!(errors[0].2, "routes[0].match.methods[0]");
+        assert!(errors[0].3.contains("write `GET`"));
+    }
+
+    #[test]
+    fn host_is_lower_cased_and_has_no_port() {
+        let config = load_text(&with_issuer(
+            "routes:\n  - {name: r, match: {host: API.Example.com}, allow: anonymous}\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            config.routes[0].matcher.host.as_deref(),
+            Some("api.example.com")
+        );
+        let errors = located(&with_issuer(
+            "routes:\n  - {name: r, match: {host: \"api.example.com:443\"}, allow: anonymous}\n",
+        ));
+        assert!(errors[0].3.contains("without a port"));
+    }
+
+    #[test]
+    fn shadowed_routes_are_errors() {
+        let errors = located(&with_issuer(
+            "routes:\n  - {name: all, match: {path_prefix: /}, allow: anonymous}\n  - {name: admin, match: {path_prefix: /admin}, require: {scopes: [admin]}}\n",
+        ));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].2, "routes[1].match");
+        assert!(errors[0].3.contains("can never match"));
+        let ok = load_text(&with_issuer(
+            "routes:\n  - {name: admin, match: {path_prefix: /admin}, require: {scopes: [admin]}}\n  - {name: all, match: {path_prefix: /}, allow: anonymous}\n",
+        ));
+        assert!(ok.is_ok());
+        let narrower_methods = load_text(&with_issuer(
+            "routes:\n  - {name: get, match: {methods: [GET], path_prefix: /}, allow: anonymous}\n  - {name: all, match: {path: /a}, require: {}}\n",
+        ));
+        assert!(narrower_methods.is_ok());
+    }
+
+    #[test]
+    fn routes_that_require_tokens_need_issuers() {
+        let errors = located("routes:\n  - {name: r, match: {}, require: {}}\n");
+        assert_eq!(errors[0].2, "routes[0].require");
+        assert!(errors[0].3.contains("no `issuers`"));
+    }
+
+    #[test]
+    fn no_route_status_is_404_or_403() {
+        let config = load_text(&with_issuer("response: {no_route_status: 403}\n")).expect("valid");
+        assert_eq!(config.response.no_route_status, 403);
+        let errors = located(&with_issuer("response: {no_route_status: 401}\n"));
+        assert_eq!(errors[0].2, "response.no_route_status");
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        let errors = located(&with_issuer(
+            "limits: {max_token_bytes: 10, token_cache_entries: 100000000}\n",
+        ));
+        let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["limits.max_token_bytes", "limits.token_cache_entries"]
+        );
+    }
+
+    #[test]
+    fn listeners_need_distinct_addresses() {
+        let errors =
+            located("server: {grpc_listen: 127.0.0.1:9000, admin_listen: 127.0.0.1:9000}\n");
+        assert_eq!(errors[0].2, "server.admin_listen");
+    }
+
+    #[test]
+    fn relative_files_resolve_against_the_config_directory() {
+        let text = "issuers:\n  - {name: f, issuer: f, audiences: [a], jwks_file: jwks.json, algorithms: [ES256]}\n";
+        let config = load_text(text).expect("jwks.json exists next to test.yaml");
+        assert_eq!(
+            config.issuers[0].source,
+            KeySource::JwksFile(fixtures().join("jwks.json"))
+        );
+        let errors = located(&text.replace("jwks.json", "missing.json"));
+        assert_eq!(errors[0].2, "issuers[0].jwks_file");
+        assert!(errors[0].3.contains("does not exist"));
+    }
+
+    #[test]
+    fn tls_files_are_resolved_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["cert.pem", "key.pem"] {
+            std::fs::write(dir.path().join(name), "x").expect("write");
+        }
+        let text =
+            "server:\n  tls: {cert_file: cert.pem, key_file: key.pem, client_ca_file: ca.pem}\n";
+        let error = load_str(text, &dir.path().join("portcullis.yaml")).expect_err("no ca.pem");
+        assert_eq!(error.errors.len(), 1, "{error}");
+        assert_eq!(error.errors[0].path, "server.tls.client_ca_file");
+        std::fs::write(dir.path().join("ca.pem"), "x").expect("write");
+        let config = load_str(text, &dir.path().join("portcullis.yaml")).expect("valid");
+        let tls = config.server.tls.expect("tls");
+        assert_eq!(tls.cert_file, dir.path().join("cert.pem"));
+        assert_eq!(tls.client_ca_file, Some(dir.path().join("ca.pem")));
+    }
+
+    #[test]
+    fn empty_file_is_an_error() {
+        assert!(errors("")[0].message.contains("empty"));
+        assert!(errors("# only a comment\n")[0].message.contains("empty"));
+    }
+
+    #[test]
+    fn non_mapping_root_is_an_error() {
+        assert!(
+            errors("- a\n- b\n")[0]
+                .message
+                .contains("must be a mapping")
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_errors_are_located() {
+        let errors = located("server:\n  grpc_listen: [unclosed\nroutes: []\n");
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].3.starts_with("invalid YAML"), "{}", errors[0].3);
+        assert!(errors[0].0 >= 2);
+    }
+
+    #[test]
+    fn repeated_keys_are_all_reported() {
+        let errors = located("server: {}\nserver: {}\nroutes: []\nroutes: []\n");
+        let lines: Vec<usize> = errors.iter().map(|e| e.0).collect();
+        assert_eq!(lines, [2, 4]);
+        assert!(errors[0].3.contains("repeated"));
+    }
+
+    #[test]
+    fn more_than_one_document_is_an_error() {
+        assert!(!errors("server: {}\n---\nserver: {}\n").is_empty());
+    }
+
+    #[test]
+    fn aliases_within_budget_work() {
+        let text = "issuers:\n  - name: a\n    issuer: https://a.example.com\n    audiences: &aud [api]\n    jwks_uri: https://a.example.com/jwks\n    algorithms: &algs [RS256]\n  - name: b\n    issuer: https://b.example.com\n    audiences: *aud\n    jwks_uri: https://b.example.com/jwks\n    algorithms: *algs\n";
+        let config = load_text(text).expect("aliases are fine");
+        assert_eq!(config.issuers[1].audiences, ["api"]);
+    }
+
+    #[test]
+    fn errors_inside_an_alias_point_at_the_alias() {
+        let text = "issuers:\n  - name: a\n    issuer: https://a.example.com\n    audiences: [api]\n    jwks_uri: https://a.example.com/jwks\n    algorithms: &algs [RS256, rs256]\n  - name: b\n    issuer: https://b.example.com\n    audiences: [api]\n    jwks_uri: https://b.example.com/jwks\n    algorithms: *algs\n";
+        let errors = located(text);
+        let places: Vec<(usize, usize, &str)> =
+            errors.iter().map(|e| (e.0, e.1, e.2.as_str())).collect();
+        assert_eq!(
+            places,
+            [
+                (6, 31, "issuers[0].algorithms[1]"),
+                (11, 17, "issuers[1].algorithms[1]")
+            ]
+        );
+    }
+
+    // ---- hostile input: each must fail fast with a clear error ----
+
+    fn assert_refused_fast(text: &str, expect: &str) {
+        let start = Instant::now();
+        let result = load_text(text);
+        let elapsed = start.elapsed();
+        let error = result.expect_err("hostile input must be refused");
+        assert!(
+            error.to_string().contains(expect),
+            "expected `{expect}` in: {error}"
+        );
+        assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}");
+    }
+
+    #[test]
+    fn refuses_a_billion_laughs_alias_bomb() {
+        let mut text = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for level in 1..10 {
+            let prev = level - 1;
+            text.push_str(&format!(
+                "a{level}: &a{level} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+            ));
+        }
+        assert_refused_fast(&text, "alias");
+    }
+
+    #[test]
+    fn refuses_a_quadratic_alias_blowup() {
+        // One big anchor referenced many times: no nesting, still millions of nodes.
+        let mut text = String::from("big: &big [");
+        text.push_str(&"x,".repeat(20_000));
+        text.push_str("x]\nrefs: [");
+        text.push_str(&"*big,".repeat(20_000));
+        text.push_str("*big]\n");
+        assert_refused_fast(&text, "alias");
+    }
+
+    #[test]
+    fn refuses_a_document_with_too_many_nodes() {
+        let text = format!("a: [{}x]\n", "x,".repeat(150_000));
+        assert!(text.len() < MAX_CONFIG_BYTES);
+        assert_refused_fast(&text, "nodes");
+    }
+
+    #[test]
+    fn refuses_absurd_flow_nesting() {
+        let depth = 100_000;
+        let text = format!("a: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+        assert_refused_fast(&text, "nesting is deeper than");
+    }
+
+    #[test]
+    fn refuses_absurd_block_nesting() {
+        let mut text = String::new();
+        for level in 0..200 {
+            text.push_str(&" ".repeat(level));
+            text.push_str("k:\n");
+        }
+        assert_refused_fast(&text, "nesting is deeper than");
+    }
+
+    #[test]
+    fn refuses_a_file_over_the_size_cap() {
+        let text = format!("# {}\nserver: {{}}\n", "x".repeat(MAX_CONFIG_BYTES));
+        assert_refused_fast(&text, "larger than");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("big.yaml");
+        std::fs::write(&file, &text).expect("write");
+        let error = load(&file).expect_err("too large");
+        assert!(error.to_string().contains("larger than"));
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error_without_position() {
+        let error = load(Path::new("/nonexistent/portcullis.yaml")).expect_err("missing");
+        assert_eq!(error.errors[0].line, None);
+        assert!(
+            error
+                .to_string()
+                .starts_with("/nonexistent/portcullis.yaml: cannot open")
+        );
+    }
+
+    #[test]
+    fn reports_every_mistake_in_the_broken_fixture() {
+        let file = fixtures().join("broken.yaml");
+        let text = std::fs::read_to_string(&file).expect("fixture");
+        let marked: std::collections::BTreeSet<usize> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| line.contains("# <-"))
+            .map(|(index, _)| index + 1)
+            .collect();
+        let error = load(&file).expect_err("broken.yaml is broken");
+        let reported: std::collections::BTreeSet<usize> = error
+            .errors
+            .iter()
+            .map(|e| e.line.expect("located"))
+            .collect();
+        assert_eq!(reported, marked, "{error}");
+        // Line 11 has two mistakes (HS256 without a secret, and `none`).
+        assert_eq!(error.errors.len(), marked.len() + 1, "{error}");
+    }
+
+    #[test]
+    fn the_documented_example_is_the_tested_fixture() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let docs = std::fs::read_to_string(root.join("docs/configuration.md")).expect("docs");
+        let (_, example) = docs
+            .split_once("## Complete example")
+            .expect("example section");
+        let (_, block) = example.split_once("```yaml\n").expect("yaml block");
+        let (block, _) = block.split_once("```").expect("block end");
+        let fixture = std::fs::read_to_string(fixtures().join("example.yaml")).expect("fixture");
+        let body: String = fixture
+            .lines()
+            .skip_while(|line| line.starts_with('#') || line.is_empty())
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(block, body, "docs/configuration.md and example.yaml differ");
+    }
 }

@@ -1,1 +1,931 @@
-//! (skeleton; owned by the config helper)
+//! The serde types of `portcullis.yaml`, exactly as written, and their deserialization from a
+//! `serde_yaml_ng::Value` with every error collected.
+//!
+//! Each value that has a syntax of its own (durations, algorithm names, header names, path
+//! templates, listen addresses) is a newtype that parses while deserializing (parse, don't
+//! validate). It is wrapped in [`Checked`], which keeps a parse failure instead of aborting the
+//! item, so `compile` reports it at its exact path and still checks the rest of the item.
+//! Structural mistakes (unknown keys, missing keys, a string where a list belongs) fail
+//! deserialization itself and are collected by `deserialize_collecting`. Rules that involve
+//! several fields (exactly one key source, HS* only with a shared secret, unique names) live
+//! in `compile`.
+//!
+//! Keys design.md describes but this version does not implement are refused with "not
+//! supported in this version", never silently ignored: an operator who writes
+//! `require: {mfa: true}` must not get a route that does not demand MFA.
+//!
+//! This module must never accept an unknown key and never read files.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde_yaml_ng::Value;
+
+use super::Problem;
+use super::source::{Anchor, Segment, YamlPath};
+use crate::authn::Algorithm;
+use crate::authz::routes::{PathMatch, PathTemplate, normalize};
+
+/// Message of every key this version refuses on purpose.
+pub const UNSUPPORTED: &str = "not supported in this version";
+
+/// Most errors reported for one list item or section before giving up on it.
+const MAX_PROBLEMS_PER_ITEM: usize = 16;
+
+// ---------------------------------------------------------------------------------------------
+// The document
+
+/// Top-level keys this version understands.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "server",
+    "issuers",
+    "limits",
+    "response",
+    "readiness",
+    "routes",
+];
+
+/// Top-level keys design.md describes that this version refuses.
+pub const UNSUPPORTED_TOP_LEVEL_KEYS: &[&str] =
+    &["api_keys", "introspection", "revocation", "roles"];
+
+/// The whole file. List items keep their position in the file, because items that fail to
+/// deserialize are left out and paths must still name the right index.
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub issuers: Vec<(usize, RawIssuer)>,
+    pub limits: RawLimits,
+    pub response: RawResponse,
+    pub readiness: RawReadiness,
+    pub routes: Vec<(usize, RawRoute)>,
+    /// Some section or item could not be deserialized (its problems are already recorded);
+    /// checks that need the complete picture are skipped.
+    pub incomplete: bool,
+}
+
+impl RawConfig {
+    /// Deserializes the document root, recording every problem in `problems`.
+    pub(crate) fn from_value(root: Value, problems: &mut Vec<Problem>) -> Self {
+        let mut raw = Self::default();
+        let root_path = YamlPath::root();
+        let mapping = match root {
+            // An empty file is far more likely a truncated write than a wish to deny everything.
+            Value::Null => {
+                problems.push(Problem::value(
+                    root_path,
+                    "the configuration is empty".to_owned(),
+                ));
+                raw.incomplete = true;
+                return raw;
+            }
+            Value::Mapping(mapping) => mapping,
+            other => {
+                problems.push(Problem::value(
+                    root_path,
+                    format!(
+                        "the configuration must be a mapping of top-level keys, found {}",
+                        describe(&other)
+                    ),
+                ));
+                raw.incomplete = true;
+                return raw;
+            }
+        };
+        for (key, value) in mapping {
+            let Value::String(key) = key else {
+                problems.push(Problem::value(
+                    root_path.clone(),
+                    format!("top-level keys must be strings, found {}", describe(&key)),
+                ));
+                raw.incomplete = true;
+                continue;
+            };
+            let path = root_path.key(&key);
+            let before = problems.len();
+            match key.as_str() {
+                "server" => raw.server = section(value, &path, problems),
+                "limits" => raw.limits = section(value, &path, problems),
+                "response" => raw.response = section(value, &path, problems),
+                "readiness" => raw.readiness = section(value, &path, problems),
+                "issuers" => raw.issuers = list(value, &path, problems),
+                "routes" => raw.routes = list(value, &path, problems),
+                unsupported if UNSUPPORTED_TOP_LEVEL_KEYS.contains(&unsupported) => {
+                    problems.push(Problem::key(path, UNSUPPORTED.to_owned()));
+                }
+                unknown => problems.push(Problem::key(
+                    path,
+                    format!(
+                        "unknown field `{unknown}`, expected one of {}",
+                        TOP_LEVEL_KEYS
+                            .iter()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )),
+            }
+            if problems.len() > before {
+                raw.incomplete = true;
+            }
+        }
+        raw
+    }
+}
+
+/// A mapping section; `null` means "all defaults".
+fn section<T: DeserializeOwned + Default>(
+    value: Value,
+    path: &YamlPath,
+    problems: &mut Vec<Problem>,
+) -> T {
+    if value.is_null() {
+        return T::default();
+    }
+    deserialize_collecting(value, path, problems).unwrap_or_default()
+}
+
+/// A list section; `null` means empty. Each item is deserialized on its own, so one bad item
+/// does not hide the errors of the next.
+fn list<T: DeserializeOwned>(
+    value: Value,
+    path: &YamlPath,
+    problems: &mut Vec<Problem>,
+) -> Vec<(usize, T)> {
+    let items = match value {
+        Value::Null => return Vec::new(),
+        Value::Sequence(items) => items,
+        other => {
+            problems.push(Problem::value(
+                path.clone(),
+                format!("expected a list, found {}", describe(&other)),
+            ));
+            return Vec::new();
+        }
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, item)| {
+            deserialize_collecting(item, &path.index(index), problems).map(|parsed| (index, parsed))
+        })
+        .collect()
+}
+
+/// Deserializes one item, collecting up to [`MAX_PROBLEMS_PER_ITEM`] errors: after each error
+/// the offending key is removed and deserialization retried, so an item with a typo in one
+/// key and a wrong type in another reports both. Values with a syntax of their own are
+/// [`Checked`] and never fail here; what fails here is structure (unknown keys, missing keys,
+/// a string where a list belongs).
+///
+/// `Some` when the item parsed once unknown or unsupported keys were set aside (their errors
+/// are recorded; the rest of the item can still be checked), `None` when a known key had to
+/// go (checking the rest would report consequences of the removal, not the user's mistakes).
+fn deserialize_collecting<T: DeserializeOwned>(
+    mut value: Value,
+    path: &YamlPath,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let mut removed: Vec<YamlPath> = Vec::new();
+    let mut removed_known_key = false;
+    for _ in 0..MAX_PROBLEMS_PER_ITEM {
+        let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(parsed) => return (!removed_known_key).then_some(parsed),
+            Err(error) => error,
+        };
+        let relative = convert_path(error.path());
+        let message = error.inner().to_string();
+        // Removing a required key to look further makes serde complain that it is missing:
+        // that complaint is ours, not the user's.
+        let is_artifact = removed.iter().any(|gone| {
+            gone.parent().as_ref() == Some(&relative)
+                && gone
+                    .last_key()
+                    .is_some_and(|key| message == format!("missing field `{key}`"))
+        });
+        if is_artifact {
+            return None;
+        }
+        let misplaced_key = message.starts_with("unknown field") || message == UNSUPPORTED;
+        problems.push(Problem {
+            path: path.join(&relative),
+            anchor: if misplaced_key {
+                Anchor::Key
+            } else {
+                Anchor::Value
+            },
+            message,
+        });
+        let gone = remove_deepest_key(&mut value, &relative)?;
+        // Only a key whose own path failed is "misplaced"; an error deeper inside a known key
+        // removes that known key.
+        removed_known_key |= !(misplaced_key && gone == relative);
+        removed.push(gone);
+    }
+    None
+}
+
+fn convert_path(path: &serde_path_to_error::Path) -> YamlPath {
+    YamlPath(
+        path.iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Seq { index } => Some(Segment::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => Some(Segment::Key(key.clone())),
+                serde_path_to_error::Segment::Enum { .. } => None,
+                serde_path_to_error::Segment::Unknown => Some(Segment::Key("?".to_owned())),
+            })
+            .collect(),
+    )
+}
+
+/// Removes the deepest mapping key on `path` from `value`; the removed key's path.
+fn remove_deepest_key(value: &mut Value, path: &YamlPath) -> Option<YamlPath> {
+    let position = path
+        .0
+        .iter()
+        .rposition(|segment| matches!(segment, Segment::Key(_)))?;
+    let mut node = value;
+    for segment in &path.0[..position] {
+        node = match (segment, node) {
+            (Segment::Index(index), Value::Sequence(items)) => items.get_mut(*index)?,
+            (Segment::Key(key), Value::Mapping(mapping)) => mapping.get_mut(key.as_str())?,
+            _ => return None,
+        };
+    }
+    let (Segment::Key(key), Value::Mapping(mapping)) = (&path.0[position], node) else {
+        return None;
+    };
+    mapping.shift_remove(key.as_str())?;
+    Some(YamlPath(path.0[..=position].to_vec()))
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sections
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: Checked<ListenAddr>,
+    #[serde(default)]
+    pub http_listen: Option<Checked<ListenAddr>>,
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: Checked<ListenAddr>,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            grpc_listen: default_grpc_listen(),
+            http_listen: None,
+            admin_listen: default_admin_listen(),
+            tls: None,
+        }
+    }
+}
+
+fn default_grpc_listen() -> Checked<ListenAddr> {
+    Checked::valid(ListenAddr(SocketAddr::from(([127, 0, 0, 1], 9191))))
+}
+
+fn default_admin_listen() -> Checked<ListenAddr> {
+    Checked::valid(ListenAddr(SocketAddr::from(([127, 0, 0, 1], 9901))))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: Checked<FilePath>,
+    pub key_file: Checked<FilePath>,
+    #[serde(default)]
+    pub client_ca_file: Option<Checked<FilePath>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub name: Checked<Name>,
+    pub issuer: Checked<NonEmpty>,
+    pub audiences: Vec<Checked<NonEmpty>>,
+    #[serde(default)]
+    pub jwks_uri: Option<Checked<NonEmpty>>,
+    #[serde(default)]
+    pub discovery: Option<bool>,
+    #[serde(default)]
+    pub jwks_file: Option<Checked<FilePath>>,
+    #[serde(default)]
+    pub shared_secret_file: Option<Checked<FilePath>>,
+    pub algorithms: Vec<Checked<AlgorithmName>>,
+    #[serde(default)]
+    pub clock_skew: Option<Checked<HumanDuration>>,
+    #[serde(default)]
+    pub claims: RawClaims,
+    #[serde(default)]
+    pub types: Option<Vec<Checked<TokenType>>>,
+    #[serde(default)]
+    pub max_lifetime: Option<Checked<HumanDuration>>,
+    #[serde(default)]
+    pub refresh: RawRefresh,
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    #[serde(default)]
+    pub claim_headers: OrderedMap<String, Checked<ClaimHeaderName>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClaims {
+    #[serde(default)]
+    pub subject: Option<Checked<ClaimPath>>,
+    #[serde(default)]
+    pub scopes: Option<Checked<ClaimPath>>,
+    #[serde(default)]
+    pub roles: Option<Checked<ClaimPath>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRefresh {
+    #[serde(default)]
+    pub min_interval: Option<Checked<HumanDuration>>,
+    #[serde(default)]
+    pub max_interval: Option<Checked<HumanDuration>>,
+    #[serde(default)]
+    pub timeout: Option<Checked<HumanDuration>>,
+    #[serde(default)]
+    pub max_document_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default)]
+    pub max_token_bytes: Option<u64>,
+    #[serde(default)]
+    pub token_cache_entries: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponse {
+    #[serde(default)]
+    pub strip_credentials: Option<bool>,
+    #[serde(default)]
+    pub no_route_status: Option<Checked<NoRouteStatus>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReadiness {
+    #[serde(default)]
+    pub require_keys: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Checked<Name>,
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    #[serde(default)]
+    pub allow: Option<Checked<AllowKind>>,
+    #[serde(default)]
+    pub require: Option<RawRequire>,
+    #[serde(default)]
+    pub on_deny: Option<Checked<OnDenyName>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    #[serde(default)]
+    pub methods: Option<Vec<Checked<Method>>>,
+    #[serde(default)]
+    pub host: Option<Checked<HostName>>,
+    #[serde(default)]
+    pub path: Option<Checked<RoutePath>>,
+    #[serde(default)]
+    pub path_prefix: Option<Checked<PathPrefix>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllowKind {
+    Anonymous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDenyName {
+    Forbidden,
+    NotFound,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequire {
+    #[serde(default)]
+    pub scopes: Vec<Checked<ScopeToken>>,
+    #[serde(default)]
+    pub permissions: Unsupported,
+    #[serde(default)]
+    pub roles: Unsupported,
+    #[serde(default)]
+    pub when: Unsupported,
+    #[serde(default)]
+    pub mfa: Unsupported,
+}
+
+/// A key this version refuses whatever its value (absent is fine).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unsupported;
+
+impl<'de> Deserialize<'de> for Unsupported {
+    fn deserialize<D: Deserializer<'de>>(_deserializer: D) -> Result<Self, D::Error> {
+        Err(de::Error::custom(UNSUPPORTED))
+    }
+}
+
+/// A leaf value that keeps its own parse error instead of failing the item around it, so that
+/// `compile` can report it at its path and still check everything else in the item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked<T>(pub Result<T, String>);
+
+impl<T> Checked<T> {
+    pub fn valid(value: T) -> Self {
+        Self(Ok(value))
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Ok(Self(
+            T::deserialize(value).map_err(|error| error.to_string()),
+        ))
+    }
+}
+
+/// A mapping that keeps the file's order (claim-to-header mappings are applied in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderedMap<K, V>(pub Vec<(K, V)>);
+
+impl<K, V> Default for OrderedMap<K, V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<K, V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OrderedVisitor<K, V>(std::marker::PhantomData<(K, V)>);
+        impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for OrderedVisitor<K, V> {
+            type Value = OrderedMap<K, V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(OrderedMap(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+        deserializer.deserialize_any(OrderedVisitor(std::marker::PhantomData))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values that parse while deserializing
+
+/// Defines a newtype deserialized from a YAML string through `$parse`, so an invalid value is
+/// an error at its own path; `$expecting` completes serde's "invalid type: ..., expected ...".
+macro_rules! string_newtype {
+    ($(#[$meta:meta])* $name:ident($inner:ty), $expecting:literal, $parse:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name(pub $inner);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct StrVisitor;
+                impl Visitor<'_> for StrVisitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: de::Error>(self, value: &str) -> Result<$name, E> {
+                        let parse: fn(&str) -> Result<$inner, String> = $parse;
+                        parse(value).map($name).map_err(E::custom)
+                    }
+                }
+                deserializer.deserialize_str(StrVisitor)
+            }
+        }
+    };
+}
+
+string_newtype!(
+    /// `30s`, `10m`, `500ms`, `1h 30m` (humantime).
+    HumanDuration(Duration),
+    "a duration such as `30s`, `10m` or `500ms`",
+    parse_duration
+);
+
+string_newtype!(
+    /// `127.0.0.1:9191`, `[::1]:9191`, `0.0.0.0:9191`.
+    ListenAddr(SocketAddr),
+    "a listen address such as `127.0.0.1:9191`",
+    parse_listen_addr
+);
+
+string_newtype!(
+    /// A JOSE algorithm name, exactly as RFC 7518 spells it.
+    AlgorithmName(Algorithm),
+    "an algorithm name such as `RS256`",
+    parse_algorithm
+);
+
+string_newtype!(
+    /// A non-empty string.
+    NonEmpty(String),
+    "a non-empty string",
+    parse_non_empty
+);
+
+string_newtype!(
+    /// A file path (relative paths resolve against the configuration file's directory).
+    FilePath(String),
+    "a file path",
+    parse_non_empty
+);
+
+string_newtype!(
+    /// An issuer or route name: used in metrics labels and logs.
+    Name(String),
+    "a name (letters, digits, `-`, `_`, `.`, `:`)",
+    parse_name
+);
+
+string_newtype!(
+    /// A dotted claim path such as `realm_access.roles`.
+    ClaimPath(String),
+    "a claim path such as `sub` or `realm_access.roles`",
+    parse_claim_path
+);
+
+string_newtype!(
+    /// A lower-case header name that portcullis may set from a claim.
+    ClaimHeaderName(String),
+    "a header name such as `x-user-email`",
+    parse_claim_header
+);
+
+string_newtype!(
+    /// An accepted `typ` header value such as `at+jwt` (RFC 9068).
+    TokenType(String),
+    "a token type such as `at+jwt`",
+    parse_token_type
+);
+
+string_newtype!(
+    /// An HTTP method, upper case.
+    Method(String),
+    "an HTTP method such as `GET`",
+    parse_method
+);
+
+string_newtype!(
+    /// A host name or IP literal, lower case, without port.
+    HostName(String),
+    "a host name such as `api.example.com`",
+    parse_host
+);
+
+string_newtype!(
+    /// `match.path`: an exact normalized path, or a template when it has `{...}`.
+    RoutePath(PathMatch),
+    "a path such as `/documents` or `/documents/{id}`",
+    parse_route_path
+);
+
+string_newtype!(
+    /// `match.path_prefix`: a normalized path, matched on segment boundaries.
+    PathPrefix(String),
+    "a path prefix such as `/admin`",
+    parse_path_prefix
+);
+
+string_newtype!(
+    /// An OAuth scope token (RFC 6749 §3.3).
+    ScopeToken(String),
+    "a scope such as `read:documents`",
+    parse_scope
+);
+
+/// `response.no_route_status`: 404 or 403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u16")]
+pub struct NoRouteStatus(pub u16);
+
+impl TryFrom<u16> for NoRouteStatus {
+    type Error = String;
+    fn try_from(status: u16) -> Result<Self, String> {
+        match status {
+            403 | 404 => Ok(Self(status)),
+            other => Err(format!("must be 404 or 403, not {other}")),
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|error| {
+        format!("invalid duration `{text}`: {error} (write e.g. `30s`, `10m`, `500ms`)")
+    })
+}
+
+fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "invalid listen address `{text}`: expected IP:port such as `127.0.0.1:9191` or \
+             `[::1]:9191` (host names are not resolved)"
+        )
+    })
+}
+
+const ALGORITHMS: &[(&str, Algorithm)] = &[
+    ("HS256", Algorithm::HS256),
+    ("HS384", Algorithm::HS384),
+    ("HS512", Algorithm::HS512),
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("RS512", Algorithm::RS512),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("PS512", Algorithm::PS512),
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+/// The JOSE name of `algorithm`.
+pub fn algorithm_name(algorithm: Algorithm) -> &'static str {
+    ALGORITHMS
+        .iter()
+        .find(|(_, known)| *known == algorithm)
+        .map_or("?", |(name, _)| name)
+}
+
+fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
+    if let Some((_, algorithm)) = ALGORITHMS.iter().find(|(name, _)| *name == text) {
+        return Ok(*algorithm);
+    }
+    if text.eq_ignore_ascii_case("none") {
+        return Err(
+            "`none` is never accepted: it marks an unsigned token that anyone can forge".to_owned(),
+        );
+    }
+    let known = ALGORITHMS
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ");
+    match ALGORITHMS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+    {
+        Some((name, _)) => Err(format!(
+            "unknown algorithm `{text}`: names are case-sensitive, write `{name}`"
+        )),
+        None => Err(format!(
+            "unknown algorithm `{text}`, expected one of {known}"
+        )),
+    }
+}
+
+fn parse_non_empty(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+fn parse_name(text: &str) -> Result<String, String> {
+    let valid_chars = text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if text.is_empty() || text.len() > 64 || !valid_chars {
+        return Err(format!(
+            "invalid name `{text}`: use 1 to 64 letters, digits, `-`, `_`, `.` or `:`"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+pub(crate) fn parse_claim_path(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.split('.').any(str::is_empty) {
+        return Err(format!(
+            "invalid claim path `{text}`: dotted names such as `realm_access.roles`, no empty parts"
+        ));
+    }
+    if text.chars().any(char::is_whitespace) || text.len() > 256 {
+        return Err(format!("invalid claim path `{text}`"));
+    }
+    Ok(text.to_owned())
+}
+
+/// Headers a claim mapping may never set: portcullis's own identity headers, the credential,
+/// and hop-by-hop or framing headers that Envoy or the upstream interpret themselves.
+const RESERVED_HEADERS: &[&str] = &[
+    "x-auth-subject",
+    "x-auth-issuer",
+    "x-auth-method",
+    "x-auth-scopes",
+    "x-auth-roles",
+    "authorization",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+fn parse_claim_header(text: &str) -> Result<String, String> {
+    if text.starts_with(':') {
+        return Err(format!(
+            "`{text}` is a pseudo-header; claim mappings cannot set it"
+        ));
+    }
+    if text.is_empty() || text.len() > 128 || !text.bytes().all(is_tchar) {
+        return Err(format!(
+            "invalid header name `{text}`: use a header token such as `x-user-email`"
+        ));
+    }
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "header names must be lower case (HTTP/2): write `{}`",
+            text.to_ascii_lowercase()
+        ));
+    }
+    if RESERVED_HEADERS.contains(&text) || text.starts_with("x-envoy-") {
+        return Err(format!(
+            "`{text}` is reserved: portcullis, Envoy or the HTTP framing own it"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn parse_token_type(text: &str) -> Result<String, String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("invalid token type `{text}`"));
+    }
+    Ok(text.to_owned())
+}
+
+fn parse_method(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 32 || !text.bytes().all(is_tchar) {
+        return Err(format!("invalid HTTP method `{text}`"));
+    }
+    if text.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(format!(
+            "HTTP methods are case-sensitive: write `{}`",
+            text.to_ascii_uppercase()
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn parse_host(text: &str) -> Result<String, String> {
+    let host = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+    if host.contains('*') {
+        return Err(format!("`{text}`: wildcard hosts are not supported"));
+    }
+    let valid = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        if host.contains(':') {
+            return Err(format!(
+                "`{text}`: write the host without a port (the port is ignored when matching)"
+            ));
+        }
+        !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    };
+    if valid {
+        Ok(host)
+    } else {
+        Err(format!(
+            "invalid host `{text}`: expected a DNS name, an IPv4 address or `[IPv6]`"
+        ))
+    }
+}
+
+/// A configured path must already be in the form [`normalize`] produces, or it could never
+/// match; saying so beats a route that silently never applies.
+fn check_normalized(text: &str) -> Result<(), String> {
+    if text.contains('?') {
+        return Err(format!(
+            "`{text}`: a route path cannot contain `?`; query strings never take part in matching"
+        ));
+    }
+    match normalize(text) {
+        Ok(normalized) if normalized.path == text => Ok(()),
+        Ok(normalized) => Err(format!(
+            "`{text}` is not in normalized form and would never match; write `{}`",
+            normalized.path
+        )),
+        Err(error) => Err(format!("invalid path `{text}`: {error}")),
+    }
+}
+
+fn parse_route_path(text: &str) -> Result<PathMatch, String> {
+    if text.contains(['{', '}']) {
+        PathTemplate::parse(text)
+            .map(PathMatch::Template)
+            .map_err(|error| format!("invalid path template `{text}`: {error}"))
+    } else {
+        check_normalized(text)?;
+        Ok(PathMatch::Exact(text.to_owned()))
+    }
+}
+
+fn parse_path_prefix(text: &str) -> Result<String, String> {
+    if text.contains(['{', '}']) {
+        return Err(format!(
+            "`{text}`: templates are not allowed in `path_prefix`; use `path` with `{{name...}}`"
+        ));
+    }
+    check_normalized(text)?;
+    Ok(text.to_owned())
+}
+
+fn parse_scope(text: &str) -> Result<String, String> {
+    // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+    let valid = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "invalid scope `{text}`: one scope token, no spaces, quotes or backslashes"
+        ))
+    }
+}
