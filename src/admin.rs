@@ -1,1 +1,250 @@
-//! (skeleton; owned by the app/telemetry helper)
+//! The admin HTTP server (`server.admin_listen`): `GET /healthz` (liveness), `GET /readyz`
+//! (readiness: configuration loaded and, unless `readiness.require_keys` is off, keys for every
+//! issuer), `GET /status` (JSON: build, configuration generation and last reload, key sets) and
+//! `GET /metrics` (Prometheus text format).
+//!
+//! It reports state and changes nothing. It must never show a secret: no token, no key
+//! material, no header value — only names, counts, times and error texts that carry none.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::Serialize;
+
+use crate::app::{AppState, Readiness};
+use crate::telemetry::metrics;
+
+/// The admin application.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Liveness: answers while the process serves, draining included (restarting a draining agent
+/// would cut the checks it is finishing).
+async fn healthz() -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(serde_json::json!({"status": "ok"})),
+    )
+}
+
+#[derive(Debug, Serialize)]
+struct ReadyBody {
+    ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let (status, body) = match state.readiness() {
+        Readiness::Ready => (
+            StatusCode::OK,
+            ReadyBody {
+                ready: true,
+                reason: None,
+            },
+        ),
+        Readiness::NotReady(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ReadyBody {
+                ready: false,
+                reason: Some(reason),
+            },
+        ),
+    };
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+/// The `/status` document.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub version: &'static str,
+    pub commit: &'static str,
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_ready_reason: Option<String>,
+    pub config: ConfigStatus,
+    pub issuers: Vec<IssuerStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConfigStatus {
+    pub path: Option<String>,
+    pub generation: u64,
+    /// Set when a reload changed listeners or TLS, which only a restart applies.
+    pub restart_required: Option<String>,
+    pub last_reload: Option<ReloadStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReloadStatus {
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub at_unix: u64,
+    /// `success` or `failure`.
+    pub result: &'static str,
+    /// The configuration problems of a failed reload, one located line each.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IssuerStatus {
+    pub name: String,
+    pub issuer: String,
+    pub keys: usize,
+    /// Seconds since the key set in use was fetched; absent when there never was one.
+    pub key_age_seconds: Option<f64>,
+    pub last_error: Option<String>,
+    pub fetches_ok: u64,
+    pub fetches_failed: u64,
+}
+
+impl StatusReport {
+    pub fn collect(state: &AppState) -> Self {
+        let (ready, not_ready_reason) = match state.readiness() {
+            Readiness::Ready => (true, None),
+            Readiness::NotReady(reason) => (false, Some(reason)),
+        };
+        let last_reload = state.last_reload().map(|record| ReloadStatus {
+            at: humantime::format_rfc3339_seconds(record.at).to_string(),
+            at_unix: record
+                .at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            result: record.result.as_str(),
+            errors: record.errors,
+        });
+        let issuers = state
+            .registry()
+            .status()
+            .into_iter()
+            .map(|s| IssuerStatus {
+                name: s.name,
+                issuer: s.issuer,
+                keys: s.keys,
+                key_age_seconds: s.age.map(|a| (a.as_secs_f64() * 1000.0).round() / 1000.0),
+                last_error: s.last_error,
+                fetches_ok: s.fetches_ok,
+                fetches_failed: s.fetches_failed,
+            })
+            .collect();
+        Self {
+            version: env!("CARGO_PKG_VERSION"),
+            commit: env!("PORTCULLIS_GIT_SHA"),
+            ready,
+            not_ready_reason,
+            config: ConfigStatus {
+                path: state.config_path().map(|p| p.display().to_string()),
+                generation: state.generation(),
+                restart_required: state.restart_required(),
+                last_reload,
+            },
+            issuers,
+        }
+    }
+}
+
+async fn status(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(StatusReport::collect(&state)),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    match state.telemetry().metrics().encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => {
+            tracing::error!("cannot encode metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::tests_support::minimal_config;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    async fn get_path(app: Router, path: &str) -> (StatusCode, Option<String>, String) {
+        let response = app
+            .oneshot(
+                axum::http::Request::get(path)
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), 1024 * 1024)
+            .await
+            .expect("body");
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).expect("utf-8"),
+        )
+    }
+
+    #[tokio::test]
+    async fn endpoints_answer_on_a_running_agent() {
+        let mut config = minimal_config();
+        config.readiness.require_keys = false;
+        let app = crate::app::start(config, None).await.expect("starts");
+        let router = router(app.state().clone());
+
+        let (status, _, _) = get_path(router.clone(), "/healthz").await;
+        assert_eq!(status, StatusCode::OK);
+
+        let (status, _, body) = get_path(router.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        let (status, content_type, body) = get_path(router.clone(), "/status").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        let report: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(report["commit"], env!("PORTCULLIS_GIT_SHA"));
+        assert_eq!(report["config"]["generation"], 1);
+        assert!(report["config"]["last_reload"].is_null());
+
+        let (status, content_type, body) = get_path(router.clone(), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type.as_deref(), Some(metrics::CONTENT_TYPE));
+        assert!(body.contains("portcullis_config_generation 1"), "{body}");
+
+        app.shutdown().await.expect("clean shutdown");
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_with_a_reason_while_draining() {
+        let mut config = minimal_config();
+        config.readiness.require_keys = false;
+        let app = crate::app::start(config, None).await.expect("starts");
+        let state = app.state().clone();
+        app.shutdown().await.expect("clean shutdown");
+        let (status, _, body) = get_path(router(state), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(body["ready"], false);
+        assert_eq!(body["reason"], "shutting down");
+    }
+}

@@ -1,1 +1,483 @@
-//! (skeleton; owned by the app/telemetry helper)
+//! Envoy's HTTP ext_authz mode (`http_service` in the `ext_authz` filter), served on
+//! `server.http_listen` for gateways that cannot speak the gRPC variant.
+//!
+//! What Envoy does (envoy `ext_authz_http_impl.cc`, `ext_authz.proto`):
+//! - it sends the original request's method, `:authority` and `:path` (prefixed with
+//!   `http_service.path_prefix`), `Authorization`, `Content-Length: 0`, and the headers its
+//!   `allowed_headers` list admits — `x-request-id` only when listed there;
+//! - a `200` answer, and only `200`, allows: response headers matching
+//!   `authorization_response.allowed_upstream_headers` are set (overwriting) on the upstream
+//!   request, and the comma-separated names in `x-envoy-auth-headers-to-remove` are removed;
+//! - any other 1xx–4xx status denies: that status, the body and the response headers (those
+//!   matching `allowed_client_headers`, or all but `Host` when the list is empty) go to the
+//!   client;
+//! - a 5xx answer is a *failure*, not a denial: Envoy answers with its own `status_on_error`
+//!   (403 by default) — or lets the request through when `failure_mode_allow` is on, which must
+//!   therefore stay off. Our 503 ("cannot decide") still fails closed with the default setting.
+//!
+//! The request is translated into a [`CheckInput`] here, decided by the same
+//! [`CheckService::decide`] as the gRPC path, and the decision mapped with the transport-free
+//! helpers of `decision.rs`. This module holds no policy, and never logs a header value.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::header::{HeaderName, HeaderValue};
+use http::{StatusCode, request::Parts};
+
+use crate::decision::{Decision, Denial, DenyReason, Permit};
+use crate::grpc::CheckService;
+use crate::input::{CheckInput, Headers};
+use crate::telemetry::Telemetry;
+
+/// Response header naming the request headers Envoy must remove before going upstream.
+pub const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
+
+/// Where the downstream client's address is read from. The TCP peer of an authorization request
+/// is Envoy itself, so the address can only come from a header Envoy sends; a header a client
+/// can forge must not be trusted by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ClientAddress {
+    /// `x-envoy-external-address`: set by Envoy (with `use_remote_address`) and stripped from
+    /// external requests; it reaches us only when listed in `allowed_headers`.
+    #[default]
+    EnvoyExternalAddress,
+    /// The last `x-forwarded-for` entry, the one the nearest Envoy appended. Only correct when
+    /// that Envoy has `use_remote_address: true`; otherwise clients choose it.
+    ForwardedFor,
+    /// A header Envoy sets on every authorization request, e.g. `authorization_request.
+    /// headers_to_add: [{key: x-portcullis-client, value: "%DOWNSTREAM_REMOTE_ADDRESS%"}]`
+    /// (Envoy overwrites a client-sent header of the same name).
+    Header(HeaderName),
+    /// No client address (audit and per-source limits then see none).
+    Ignore,
+}
+
+/// Settings of the HTTP ext_authz server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpAuthzOptions {
+    /// Envoy's `http_service.path_prefix`, removed from every authorization request's path. A
+    /// request whose path lacks it is refused (400): Envoy and portcullis disagree.
+    pub path_prefix: Option<String>,
+    pub client_address: ClientAddress,
+}
+
+struct HttpAuthz {
+    service: CheckService,
+    telemetry: Arc<Telemetry>,
+    options: HttpAuthzOptions,
+}
+
+/// The HTTP ext_authz application: every method and path is an authorization request.
+pub fn router(
+    service: CheckService,
+    telemetry: Arc<Telemetry>,
+    options: HttpAuthzOptions,
+) -> Router {
+    let state = Arc::new(HttpAuthz {
+        service,
+        telemetry,
+        options,
+    });
+    Router::new().fallback(authorize).with_state(state)
+}
+
+/// Why an authorization request cannot be translated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidAuthzRequest {
+    #[error("authorization request path does not start with the configured path prefix")]
+    MissingPathPrefix,
+}
+
+async fn authorize(State(authz): State<Arc<HttpAuthz>>, request: Request) -> Response {
+    // Envoy sends no body (Content-Length: 0) unless `with_request_body` is on; policy never
+    // reads it, so it is dropped unread.
+    let (parts, _body) = request.into_parts();
+    match to_input(&parts, &authz.options) {
+        Ok(input) => {
+            let decision = authz.service.decide(&input).await;
+            to_response(&decision, input.request_id())
+        }
+        Err(InvalidAuthzRequest::MissingPathPrefix) => {
+            let started = Instant::now();
+            let input = CheckInput {
+                method: parts.method.as_str().to_ascii_uppercase(),
+                path: parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned(),
+                headers: request_headers(&parts),
+                ..CheckInput::default()
+            };
+            let decision = Decision::deny(None, DenyReason::BadPath);
+            authz
+                .telemetry
+                .decision(&input, &decision, started.elapsed());
+            to_response(&decision, input.request_id())
+        }
+    }
+}
+
+/// The authorization request as the engine sees it.
+pub fn to_input(
+    parts: &Parts,
+    options: &HttpAuthzOptions,
+) -> Result<CheckInput, InvalidAuthzRequest> {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = match options.path_prefix.as_deref().filter(|p| !p.is_empty()) {
+        None => target,
+        Some(prefix) => target
+            .strip_prefix(prefix)
+            .filter(|rest| rest.starts_with('/'))
+            .ok_or(InvalidAuthzRequest::MissingPathPrefix)?,
+    };
+    let headers = request_headers(parts);
+    // HTTP/1.1 carries the original authority in `Host`; over HTTP/2 it is `:authority`, which
+    // hyper exposes as the URI's authority.
+    let host = headers
+        .get("host")
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_default();
+    let source = client_address(&parts.headers, &options.client_address);
+    Ok(CheckInput {
+        method: parts.method.as_str().to_ascii_uppercase(),
+        host,
+        path: path.to_owned(),
+        headers,
+        source,
+        peer_certificate: None,
+    })
+}
+
+fn request_headers(parts: &Parts) -> Headers {
+    Headers::new(parts.headers.iter().map(|(name, value)| {
+        (
+            name.as_str().to_owned(),
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        )
+    }))
+}
+
+fn client_address(headers: &http::HeaderMap, from: &ClientAddress) -> Option<SocketAddr> {
+    let value = match from {
+        ClientAddress::Ignore => return None,
+        ClientAddress::EnvoyExternalAddress => headers.get("x-envoy-external-address")?,
+        ClientAddress::Header(name) => headers.get(name)?,
+        ClientAddress::ForwardedFor => {
+            // Several `x-forwarded-for` lines are one comma-separated list (RFC 7230 §3.2.2).
+            let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+            let entry = last.to_str().ok()?.rsplit(',').next()?.trim();
+            return parse_address(entry);
+        }
+    };
+    parse_address(value.to_str().ok()?.trim())
+}
+
+/// `10.0.0.1`, `10.0.0.1:443`, `::1` or `[::1]:443`; a bare IP gets port 0.
+fn parse_address(value: &str) -> Option<SocketAddr> {
+    value.parse::<SocketAddr>().ok().or_else(|| {
+        value
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 0))
+    })
+}
+
+/// The HTTP answer Envoy expects for `decision`.
+pub fn to_response(decision: &Decision, request_id: Option<&str>) -> Response {
+    match decision {
+        Decision::Allow(permit) => allowed(permit),
+        Decision::Deny(denial) => denied(denial, request_id),
+    }
+}
+
+fn allowed(permit: &Permit) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    for (name, value) in &permit.set_headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) else {
+            // An identity header we cannot send would leave the client's own value of it
+            // upstream (it is not in the remove list because we set it): fail closed. A 5xx is
+            // an authorization failure to Envoy, never an allow.
+            tracing::warn!(
+                route = %permit.route,
+                header = %name,
+                "identity header is not a valid HTTP header; refusing the request"
+            );
+            return unavailable();
+        };
+        headers.insert(name, value);
+    }
+    if !permit.remove_headers.is_empty() {
+        let names = permit.remove_headers.join(", ");
+        match HeaderValue::try_from(names) {
+            Ok(value) => {
+                headers.insert(HEADERS_TO_REMOVE, value);
+            }
+            Err(_) => return unavailable(),
+        }
+    }
+    response
+}
+
+fn denied(denial: &Denial, request_id: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(denial.reason.http_status())
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut response = (status, denial.body(request_id)).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in denial.headers() {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+/// "Cannot decide": Envoy applies its failure mode (deny with `status_on_error`).
+fn unavailable() -> Response {
+    let denial = Denial {
+        route: None,
+        reason: DenyReason::Unavailable(crate::decision::Unavailable::NoKeys),
+    };
+    let mut response = (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Body::from(denial.body(None)),
+    )
+        .into_response();
+    for (name, value) in denial.headers() {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::tests_support::{config_with_routes, route};
+    use crate::authn::KeyRegistry;
+    use crate::authz::{Policy, Requirements};
+    use crate::engine::{Engine, SharedEngine};
+    use http::Method;
+    use tower::ServiceExt;
+
+    fn app(options: HttpAuthzOptions) -> Router {
+        let config = config_with_routes(vec![
+            route("public", "/public", Policy::Anonymous),
+            route(
+                "orders",
+                "/orders",
+                Policy::Require(Requirements {
+                    scopes: vec!["read:orders".into()],
+                }),
+            ),
+        ]);
+        let registry = KeyRegistry::new();
+        let engine: SharedEngine = Arc::new(arc_swap::ArcSwap::from_pointee(Engine::new(
+            &config, &registry,
+        )));
+        let telemetry = Arc::new(Telemetry::new());
+        router(
+            CheckService::new(engine, telemetry.clone()),
+            telemetry,
+            options,
+        )
+    }
+
+    fn request(method: Method, path: &str, headers: &[(&str, &str)]) -> Request {
+        let mut builder = http::Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(Body::empty()).expect("request")
+    }
+
+    async fn call(app: Router, request: Request) -> (StatusCode, http::HeaderMap, String) {
+        let response = app.oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .expect("body");
+        (
+            status,
+            headers,
+            String::from_utf8(body.to_vec()).expect("utf-8"),
+        )
+    }
+
+    #[tokio::test]
+    async fn allow_is_200_with_identity_headers_and_removals() {
+        let (status, headers, body) = call(
+            app(HttpAuthzOptions::default()),
+            request(
+                Method::GET,
+                "/public",
+                &[("host", "api.example.com"), ("x-auth-subject", "forged")],
+            ),
+        )
+        .await;
+        // Only 200 allows (Envoy treats any other 2xx as a denial).
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers.get("x-auth-method").map(|v| v.as_bytes()),
+            Some(&b"anonymous"[..])
+        );
+        assert_eq!(
+            headers.get(HEADERS_TO_REMOVE).map(|v| v.as_bytes()),
+            Some(&b"x-auth-subject"[..])
+        );
+        assert!(body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn missing_credential_is_401_with_challenge_and_json_body() {
+        let (status, headers, body) = call(
+            app(HttpAuthzOptions::default()),
+            request(Method::GET, "/orders", &[("x-request-id", "rid-1")]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            headers.get("www-authenticate").map(|v| v.as_bytes()),
+            Some(&br#"Bearer realm="portcullis""#[..])
+        );
+        assert_eq!(
+            headers.get("cache-control").map(|v| v.as_bytes()),
+            Some(&b"no-store"[..])
+        );
+        assert_eq!(
+            headers.get("content-type").map(|v| v.as_bytes()),
+            Some(&b"application/json"[..])
+        );
+        let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(body["error"], "unauthorized");
+        assert_eq!(body["request_id"], "rid-1");
+        assert!(headers.get(HEADERS_TO_REMOVE).is_none());
+    }
+
+    #[tokio::test]
+    async fn unknown_path_is_404_not_found() {
+        let (status, _, body) = call(
+            app(HttpAuthzOptions::default()),
+            request(Method::POST, "/nowhere", &[]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("not_found"));
+    }
+
+    #[tokio::test]
+    async fn credential_in_query_is_400() {
+        let (status, _, _) = call(
+            app(HttpAuthzOptions::default()),
+            request(Method::GET, "/public?access_token=abc", &[]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn configured_path_prefix_is_stripped_before_routing() {
+        let options = HttpAuthzOptions {
+            path_prefix: Some("/authz".into()),
+            ..HttpAuthzOptions::default()
+        };
+        let (status, _, _) = call(
+            app(options.clone()),
+            request(Method::GET, "/authz/public", &[]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        // Without the prefix, Envoy and portcullis disagree: refuse rather than guess.
+        let (status, _, _) = call(app(options), request(Method::GET, "/public", &[])).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn translates_method_host_path_and_headers() {
+        let (parts, _) = request(
+            Method::DELETE,
+            "/orders/7?x=1",
+            &[("host", "shop.example.com"), ("X-Request-Id", "abc")],
+        )
+        .into_parts();
+        let input = to_input(&parts, &HttpAuthzOptions::default()).expect("translates");
+        assert_eq!(input.method, "DELETE");
+        assert_eq!(input.host, "shop.example.com");
+        assert_eq!(input.path, "/orders/7?x=1");
+        assert_eq!(input.request_id(), Some("abc"));
+    }
+
+    #[test]
+    fn client_address_comes_only_from_the_configured_source() {
+        let headers = [
+            ("x-envoy-external-address", "203.0.113.7"),
+            ("x-forwarded-for", "198.51.100.1, 192.0.2.44"),
+            ("x-portcullis-client", "[2001:db8::1]:5555"),
+        ];
+        let source = |from: ClientAddress| {
+            let (parts, _) = request(Method::GET, "/", &headers).into_parts();
+            to_input(
+                &parts,
+                &HttpAuthzOptions {
+                    client_address: from,
+                    ..HttpAuthzOptions::default()
+                },
+            )
+            .expect("translates")
+            .source
+        };
+        assert_eq!(
+            source(ClientAddress::default()),
+            Some("203.0.113.7:0".parse().expect("addr"))
+        );
+        assert_eq!(
+            source(ClientAddress::ForwardedFor),
+            Some("192.0.2.44:0".parse().expect("addr"))
+        );
+        assert_eq!(
+            source(ClientAddress::Header(HeaderName::from_static(
+                "x-portcullis-client"
+            ))),
+            Some("[2001:db8::1]:5555".parse().expect("addr"))
+        );
+        assert_eq!(source(ClientAddress::Ignore), None);
+    }
+
+    #[test]
+    fn unsendable_identity_header_fails_closed_with_5xx() {
+        let decision = Decision::Allow(Permit {
+            route: Arc::from("r"),
+            identity: Arc::new(crate::decision::Identity::anonymous()),
+            set_headers: vec![("x-auth-subject".into(), "line\nbreak".into())],
+            remove_headers: Vec::new(),
+        });
+        let response = to_response(&decision, None);
+        assert!(response.status().is_server_error());
+        assert!(response.headers().get("x-auth-subject").is_none());
+    }
+
+    #[test]
+    fn unavailable_decision_is_a_5xx_that_envoy_fails_closed_on() {
+        let decision = Decision::deny(
+            Some(Arc::from("orders")),
+            DenyReason::Unavailable(crate::decision::Unavailable::NoKeys),
+        );
+        assert_eq!(
+            to_response(&decision, None).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

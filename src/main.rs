@@ -1,2 +1,95 @@
-//! The `portcullis` binary: CLI only. (Skeleton; owned by the app/telemetry helper.)
-fn main() {}
+//! The `portcullis` binary: parses the command line, starts logging and hands over to
+//! `app::run` (or validates a configuration). The only place that exits the process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use portcullis::{app, config, telemetry};
+
+/// `--version`: the crate version and the git commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PORTCULLIS_GIT_SHA"),
+    ")"
+);
+
+/// Authorization sidecar for Envoy's ext_authz filter.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version = VERSION, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// `serve`'s options, also accepted without the subcommand (serve is the default).
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve ext_authz checks (the default command).
+    Serve(ServeArgs),
+    /// Validate a configuration file: prints "ok", or every problem as
+    /// `file:line:column: path: message` and exits with status 1.
+    CheckConfig {
+        /// The configuration file to validate.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE", env = "PORTCULLIS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Serve(args)) => report(serve(args)),
+        None => report(serve(cli.serve)),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match config::load(file) {
+        Ok(_) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            for problem in &error.errors {
+                eprintln!("{problem}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args
+        .config
+        .context("no configuration file: pass --config FILE or set PORTCULLIS_CONFIG")?;
+    let logging = telemetry::LogSettings::from_env()?;
+    telemetry::init_logging(&logging)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(app::run(config))?;
+    Ok(())
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Logging may not be up (or may be filtered): the reason goes to stderr as well.
+            tracing::error!("{error:#}");
+            eprintln!("portcullis: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

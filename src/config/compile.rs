@@ -12,6 +12,7 @@
 //! and never put a secret into a message.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,14 +176,18 @@ impl Ctx<'_> {
             .http_listen
             .as_ref()
             .map(|http| self.get(path.key("http_listen"), http).map(|a| a.0));
-        if grpc.is_some() && admin == grpc {
+        // Port 0 asks the OS for a free port, so two listeners may both say `:0`.
+        let clash = |a: Option<SocketAddr>, b: Option<SocketAddr>| {
+            a.is_some_and(|a| a.port() != 0) && a == b
+        };
+        if clash(admin, grpc) {
             self.value(
                 path.key("admin_listen"),
                 "the same address as `grpc_listen`; each listener needs its own",
             );
         }
         if let Some(Some(http)) = http
-            && (Some(http) == grpc || Some(http) == admin)
+            && (clash(Some(http), grpc) || clash(Some(http), admin))
         {
             self.value(
                 path.key("http_listen"),

@@ -348,6 +348,19 @@ issuers:
     }
 
     #[test]
+    fn listeners_may_share_port_zero_but_not_a_real_port() {
+        let routes = "routes:\n  - {name: all, match: {}, allow: anonymous}\n";
+        let zero = format!(
+            "server: {{grpc_listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, http_listen: 127.0.0.1:0}}\n{routes}"
+        );
+        load_text(&zero).unwrap_or_else(|e| panic!("port 0 is always free: {e}"));
+        let clash = format!(
+            "server: {{grpc_listen: 127.0.0.1:9191, admin_listen: 127.0.0.1:9191}}\n{routes}"
+        );
+        assert_eq!(errors(&clash)[0].path, "server.admin_listen");
+    }
+
+    #[test]
     fn loads_the_example_file() {
         let config = load(&fixtures().join("example.yaml")).expect("example.yaml is valid");
         assert_eq!(config.issuers.len(), 4);

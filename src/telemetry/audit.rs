@@ -1,1 +1,194 @@
-//! (skeleton; owned by the app/telemetry helper)
+//! Audit events: one structured event per decision at target `portcullis::audit`, with stable
+//! field names (`request_id`, `route`, `outcome`, `reason`, `subject`, `issuer`, `auth_method`,
+//! `method`, `path`, `source_ip`, `status`, `duration_us`). Denials are logged at info; allows at
+//! info when `audit_allows` is on, else at debug.
+//!
+//! An event must never carry a token, a header value or a key: it is built from the decision and
+//! a fixed list of request facts, and the path is logged without its query string (where
+//! credentials and personal data travel).
+
+use std::time::Duration;
+
+use crate::decision::Decision;
+use crate::input::CheckInput;
+
+/// Target of audit events, for routing them with a log filter (`portcullis::audit=info`).
+pub const TARGET: &str = "portcullis::audit";
+
+/// Longest path logged; longer ones are cut (at a character boundary) so one request cannot
+/// produce an unbounded log line.
+const MAX_LOGGED_PATH: usize = 1024;
+
+/// The fields of one audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent<'a> {
+    pub request_id: &'a str,
+    pub route: &'a str,
+    pub outcome: &'static str,
+    pub reason: &'static str,
+    pub subject: &'a str,
+    pub issuer: &'a str,
+    pub auth_method: &'static str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub source_ip: Option<std::net::IpAddr>,
+    pub status: u16,
+    pub duration_us: u64,
+}
+
+impl<'a> AuditEvent<'a> {
+    pub fn new(input: &'a CheckInput, decision: &'a Decision, elapsed: Duration) -> Self {
+        let (subject, issuer, auth_method, status) = match decision {
+            Decision::Allow(permit) => (
+                permit.identity.subject.as_str(),
+                permit.identity.issuer.as_str(),
+                permit.identity.method.as_str(),
+                200,
+            ),
+            Decision::Deny(denial) => ("", "", "", denial.reason.http_status()),
+        };
+        Self {
+            request_id: input.request_id().unwrap_or(""),
+            route: decision.route().unwrap_or(""),
+            outcome: decision.outcome(),
+            reason: decision.reason(),
+            subject,
+            issuer,
+            auth_method,
+            method: &input.method,
+            path: loggable_path(&input.path),
+            source_ip: input.source.map(|s| s.ip()),
+            status,
+            duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// The path without query string or fragment, cut to [`MAX_LOGGED_PATH`].
+pub fn loggable_path(target: &str) -> &str {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    if path.len() <= MAX_LOGGED_PATH {
+        return path;
+    }
+    let mut end = MAX_LOGGED_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
+macro_rules! audit_event {
+    ($level:ident, $event:expr) => {{
+        let event = $event;
+        tracing::$level!(
+            target: "portcullis::audit",
+            request_id = event.request_id,
+            route = event.route,
+            outcome = event.outcome,
+            reason = event.reason,
+            subject = event.subject,
+            issuer = event.issuer,
+            auth_method = event.auth_method,
+            method = event.method,
+            path = event.path,
+            source_ip = event.source_ip.map(tracing::field::display),
+            status = event.status,
+            duration_us = event.duration_us,
+            "decision"
+        );
+    }};
+}
+
+/// Emits the audit event of one decision.
+pub fn record(input: &CheckInput, decision: &Decision, elapsed: Duration, audit_allows: bool) {
+    let event = AuditEvent::new(input, decision, elapsed);
+    if !decision.is_allow() || audit_allows {
+        audit_event!(info, &event);
+    } else {
+        audit_event!(debug, &event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{DenyReason, Identity, Permit, TokenProblem};
+    use crate::input::Headers;
+    use std::sync::Arc;
+
+    fn input(path: &str) -> CheckInput {
+        CheckInput {
+            method: "GET".into(),
+            host: "api.example.com".into(),
+            path: path.into(),
+            headers: Headers::new([
+                ("x-request-id".to_owned(), "req-7".to_owned()),
+                (
+                    "authorization".to_owned(),
+                    "Bearer secret.token.value".to_owned(),
+                ),
+            ]),
+            source: Some("10.0.0.9:4711".parse().expect("addr")),
+            peer_certificate: None,
+        }
+    }
+
+    #[test]
+    fn logged_path_drops_the_query_string() {
+        assert_eq!(
+            loggable_path("/documents/1?access_token=abc"),
+            "/documents/1"
+        );
+        assert_eq!(loggable_path("/a#frag"), "/a");
+    }
+
+    #[test]
+    fn logged_path_is_bounded_at_a_character_boundary() {
+        let long = format!("/{}", "é".repeat(2000));
+        let logged = loggable_path(&long);
+        assert!(logged.len() <= MAX_LOGGED_PATH);
+        assert!(logged.starts_with("/é"));
+    }
+
+    #[test]
+    fn denial_event_names_the_reason_and_status_but_no_identity() {
+        let input = input("/orders?api_key=k");
+        let decision = Decision::deny(
+            Some(Arc::from("orders")),
+            DenyReason::InvalidToken(TokenProblem::BadSignature),
+        );
+        let event = AuditEvent::new(&input, &decision, Duration::from_micros(42));
+        assert_eq!(event.request_id, "req-7");
+        assert_eq!(event.route, "orders");
+        assert_eq!(event.outcome, "deny");
+        assert_eq!(event.reason, "bad_signature");
+        assert_eq!(event.status, 401);
+        assert_eq!(event.path, "/orders");
+        assert_eq!(event.source_ip, Some("10.0.0.9".parse().expect("ip")));
+        assert_eq!(event.duration_us, 42);
+        assert_eq!(event.subject, "");
+    }
+
+    #[test]
+    fn allow_event_carries_the_verified_identity() {
+        let input = input("/orders");
+        let identity = Identity {
+            subject: "alice".into(),
+            issuer: "https://idp.example.com".into(),
+            method: crate::decision::AuthMethod::Jwt,
+            ..Identity::anonymous()
+        };
+        let decision = Decision::Allow(Permit {
+            route: Arc::from("orders"),
+            identity: Arc::new(identity),
+            set_headers: Vec::new(),
+            remove_headers: Vec::new(),
+        });
+        let event = AuditEvent::new(&input, &decision, Duration::ZERO);
+        assert_eq!(
+            (event.subject, event.issuer, event.auth_method, event.status),
+            ("alice", "https://idp.example.com", "jwt", 200)
+        );
+        assert_eq!(event.reason, "allowed");
+    }
+}

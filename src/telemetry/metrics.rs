@@ -1,1 +1,460 @@
-//! (skeleton; owned by the app/telemetry helper)
+//! Prometheus metrics: every name and help text is declared here once, and call sites use typed
+//! methods (`decision`, `reload`, `set_generation`). Labels stay bounded: route names and deny
+//! reasons come from the configuration and the code, never from the request (no subject, no
+//! token, no path).
+//!
+//! Key-set and token-cache figures are not pushed by the stages that own them: a collector reads
+//! them at scrape time from the `KeyRegistry` and the current engine, so a scrape always shows
+//! the state of that moment and the hot path pays nothing for them.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::authn::KeyRegistry;
+use crate::decision::Decision;
+use crate::engine::{Engine, SharedEngine};
+
+/// `Content-Type` of [`Metrics::encode`]'s output: the Prometheus text format 0.0.4, which every
+/// Prometheus version and `promtool check metrics` read.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Upper bounds of `portcullis_check_duration_seconds`, 50 µs to 1 s: a cache hit lands in the
+/// first buckets, a signature verification around 100 µs, a key fetch on an unknown `kid` in the
+/// last ones.
+const CHECK_DURATION_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// Route label of decisions taken before any route matched.
+const NO_ROUTE: &str = "none";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    outcome: &'static str,
+    reason: &'static str,
+    route: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+/// How a configuration reload ended, for `portcullis_config_reloads_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    Success,
+    Failure,
+}
+
+impl ReloadResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+/// Verified-token cache counters of one engine generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// Reads the token-cache counters of an engine. `None` when the engine does not report them.
+pub type CacheCountsFn = fn(&Engine) -> Option<CacheCounts>;
+
+/// The metrics of one process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    check_duration: Histogram,
+    config_reloads: Family<ReloadLabels, Counter>,
+    config_generation: Gauge,
+    no_route: Arc<str>,
+    scraped: Arc<ScrapeSources>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "portcullis_decisions",
+            "Check decisions by outcome, reason and route",
+            decisions.clone(),
+        );
+        let check_duration = Histogram::new(CHECK_DURATION_BUCKETS);
+        registry.register(
+            "portcullis_check_duration_seconds",
+            "Time to decide one check, from translated request to decision",
+            check_duration.clone(),
+        );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "portcullis_config_reloads",
+            "Configuration reloads by result; a failed reload keeps the running configuration",
+            config_reloads.clone(),
+        );
+        // Both results exist from the start, so `increase(...{result="failure"}[5m])` works
+        // before the first failure.
+        for result in [ReloadResult::Success, ReloadResult::Failure] {
+            let _ = config_reloads.get_or_create(&ReloadLabels {
+                result: result.as_str(),
+            });
+        }
+        let config_generation = Gauge::default();
+        registry.register(
+            "portcullis_config_generation",
+            "Generation of the configuration in use, 1 at start, +1 per successful reload",
+            config_generation.clone(),
+        );
+        registry.register(
+            "portcullis_build",
+            "Version and git commit of this build",
+            Info::new([
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", env!("PORTCULLIS_GIT_SHA")),
+            ]),
+        );
+        let scraped = Arc::new(ScrapeSources::default());
+        registry.register_collector(Box::new(scraped.clone()));
+        Self {
+            registry,
+            decisions,
+            check_duration,
+            config_reloads,
+            config_generation,
+            no_route: Arc::from(NO_ROUTE),
+            scraped,
+        }
+    }
+
+    /// Counts one decision and its duration.
+    pub fn decision(&self, decision: &Decision, elapsed: Duration) {
+        let route = match decision {
+            Decision::Allow(permit) => permit.route.clone(),
+            Decision::Deny(denial) => denial
+                .route
+                .clone()
+                .unwrap_or_else(|| self.no_route.clone()),
+        };
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                outcome: decision.outcome(),
+                reason: decision.reason(),
+                route,
+            })
+            .inc();
+        self.check_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn reload(&self, result: ReloadResult) {
+        self.config_reloads
+            .get_or_create(&ReloadLabels {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn set_generation(&self, generation: u64) {
+        self.config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// Reads JWKS figures from `registry` at every scrape. Only the first call takes effect.
+    pub fn observe_keys(&self, registry: Arc<KeyRegistry>) {
+        let _ = self.scraped.keys.set(registry);
+    }
+
+    /// Reads token-cache counters through `read` from the engine in use at every scrape. Only the
+    /// first call takes effect.
+    pub fn observe_token_cache(&self, engine: SharedEngine, read: CacheCountsFn) {
+        let _ = self.scraped.token_cache.set(TokenCacheSource {
+            engine,
+            read,
+            retired: Mutex::new(CacheCounts::default()),
+            reported: Mutex::new(CacheCounts::default()),
+        });
+    }
+
+    /// Keeps the counts of an engine that was just replaced (call it after the swap), so the
+    /// exported counters stay monotonic across reloads although each engine generation has its
+    /// own cache. A scrape between the swap and this call is clamped to the last exported value.
+    pub fn retire_engine(&self, engine: &Engine) {
+        if let Some(source) = self.scraped.token_cache.get()
+            && let Some(counts) = (source.read)(engine)
+            && let Ok(mut retired) = source.retired.lock()
+        {
+            retired.hits = retired.hits.saturating_add(counts.hits);
+            retired.misses = retired.misses.saturating_add(counts.misses);
+        }
+    }
+
+    /// The exposition, in the Prometheus text format ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// State read at scrape time, attached after construction (the registry and the engine are
+/// built after the telemetry that their engine reports to).
+#[derive(Debug, Default)]
+struct ScrapeSources {
+    keys: OnceLock<Arc<KeyRegistry>>,
+    token_cache: OnceLock<TokenCacheSource>,
+}
+
+#[derive(Debug)]
+struct TokenCacheSource {
+    engine: SharedEngine,
+    read: CacheCountsFn,
+    /// Sum over engines already replaced.
+    retired: Mutex<CacheCounts>,
+    /// Last exported values: a counter never goes down, even for a scrape between an engine
+    /// swap and `retire_engine`.
+    reported: Mutex<CacheCounts>,
+}
+
+impl TokenCacheSource {
+    fn counts(&self) -> Option<CacheCounts> {
+        let current = (self.read)(&self.engine.load())?;
+        let retired = self.retired.lock().map(|r| *r).unwrap_or_default();
+        let mut reported = self.reported.lock().ok()?;
+        reported.hits = reported.hits.max(retired.hits.saturating_add(current.hits));
+        reported.misses = reported
+            .misses
+            .max(retired.misses.saturating_add(current.misses));
+        Some(*reported)
+    }
+}
+
+impl Collector for ScrapeSources {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(registry) = self.keys.get() {
+            encode_key_status(&mut encoder, registry)?;
+        }
+        if let Some(counts) = self.token_cache.get().and_then(TokenCacheSource::counts) {
+            let hits = ConstCounter::new(counts.hits);
+            hits.encode(encoder.encode_descriptor(
+                "portcullis_token_cache_hits",
+                "Checks answered from the verified-token cache",
+                None,
+                hits.metric_type(),
+            )?)?;
+            let misses = ConstCounter::new(counts.misses);
+            misses.encode(encoder.encode_descriptor(
+                "portcullis_token_cache_misses",
+                "Checks that had to verify the token",
+                None,
+                misses.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+fn encode_key_status(
+    encoder: &mut DescriptorEncoder,
+    registry: &KeyRegistry,
+) -> Result<(), std::fmt::Error> {
+    let statuses = registry.status();
+    {
+        let mut family = encoder.encode_descriptor(
+            "portcullis_jwks_fetches",
+            "JWKS and discovery fetches by issuer and result",
+            None,
+            MetricType::Counter,
+        )?;
+        for status in &statuses {
+            for (result, count) in [
+                ("success", status.fetches_ok),
+                ("failure", status.fetches_failed),
+            ] {
+                let labels = [("issuer", status.name.as_str()), ("result", result)];
+                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    {
+        let mut family = encoder.encode_descriptor(
+            "portcullis_jwks_keys",
+            "Usable verification keys per issuer",
+            None,
+            MetricType::Gauge,
+        )?;
+        for status in &statuses {
+            let labels = [("issuer", status.name.as_str())];
+            let keys = i64::try_from(status.keys).unwrap_or(i64::MAX);
+            ConstGauge::new(keys).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    {
+        let mut family = encoder.encode_descriptor(
+            "portcullis_jwks_key_age_seconds",
+            "Age of the key set in use per issuer; grows while the IdP cannot be reached",
+            None,
+            MetricType::Gauge,
+        )?;
+        for status in &statuses {
+            // An issuer that never had keys has no age; `portcullis_jwks_keys` says it is 0.
+            if let Some(age) = status.age {
+                let labels = [("issuer", status.name.as_str())];
+                ConstGauge::new(age.as_secs_f64()).encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{DenyReason, TokenProblem};
+
+    fn sample_line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines().find(|line| line.starts_with(prefix))
+    }
+
+    #[test]
+    fn counts_decisions_by_outcome_reason_and_route() {
+        let metrics = Metrics::new();
+        let denial = Decision::deny(
+            Some(Arc::from("orders")),
+            DenyReason::InvalidToken(TokenProblem::Expired),
+        );
+        metrics.decision(&denial, Duration::from_micros(80));
+        metrics.decision(&denial, Duration::from_micros(80));
+        metrics.decision(
+            &Decision::deny(None, DenyReason::NoRoute { status: 404 }),
+            Duration::from_micros(10),
+        );
+        let text = metrics.encode().expect("encodes");
+        assert_eq!(
+            sample_line(
+                &text,
+                r#"portcullis_decisions_total{outcome="deny",reason="expired",route="orders"}"#
+            ),
+            Some(r#"portcullis_decisions_total{outcome="deny",reason="expired",route="orders"} 2"#)
+        );
+        assert!(
+            text.contains(
+                r#"portcullis_decisions_total{outcome="deny",reason="no_route",route="none"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_check_duration_seconds_count 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"portcullis_check_duration_seconds_bucket{le="5e-05"} 1"#),
+            "first bucket holds the 10 µs check: {text}"
+        );
+    }
+
+    #[test]
+    fn exposition_declares_each_family_with_the_name_its_samples_use() {
+        // Prometheus' text parser (and promtool) ties samples to the `# TYPE` line by name.
+        let metrics = Metrics::new();
+        metrics.decision(
+            &Decision::deny(None, DenyReason::MissingCredential),
+            Duration::ZERO,
+        );
+        metrics.reload(ReloadResult::Failure);
+        metrics.set_generation(3);
+        let text = metrics.encode().expect("encodes");
+        for expected in [
+            "# TYPE portcullis_decisions_total counter",
+            "# TYPE portcullis_config_reloads_total counter",
+            r#"portcullis_config_reloads_total{result="failure"} 1"#,
+            r#"portcullis_config_reloads_total{result="success"} 0"#,
+            "# TYPE portcullis_config_generation gauge",
+            "portcullis_config_generation 3",
+            "# TYPE portcullis_check_duration_seconds histogram",
+            "# TYPE portcullis_build_info gauge",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("# EOF"),
+            "OpenMetrics terminator in a 0.0.4 exposition"
+        );
+        let build = sample_line(&text, "portcullis_build_info{").expect("build info sample");
+        assert!(build.contains(&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"))));
+        assert!(build.contains(&format!(r#"commit="{}""#, env!("PORTCULLIS_GIT_SHA"))));
+    }
+
+    #[test]
+    fn token_cache_counters_never_go_down_across_engine_swaps() {
+        use crate::authn::KeyRegistry;
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        // The reader stands in for the authenticator's cache statistics.
+        static HITS: AtomicU64 = AtomicU64::new(0);
+        fn read(_: &Engine) -> Option<CacheCounts> {
+            Some(CacheCounts {
+                hits: HITS.load(Ordering::SeqCst),
+                misses: 0,
+            })
+        }
+        let registry = KeyRegistry::new();
+        let config = crate::app::tests_support::minimal_config();
+        let engine: SharedEngine = Arc::new(arc_swap::ArcSwap::from_pointee(Engine::new(
+            &config, &registry,
+        )));
+        let metrics = Metrics::new();
+        metrics.observe_token_cache(engine.clone(), read);
+
+        HITS.store(5, Ordering::SeqCst);
+        assert!(
+            metrics
+                .encode()
+                .expect("encodes")
+                .contains("portcullis_token_cache_hits_total 5")
+        );
+
+        // Reload: the new engine starts from 0; a scrape before the old one is retired must not
+        // go down, and after it the old engine's 5 hits are kept.
+        let old = engine.swap(Arc::new(Engine::new(&config, &registry)));
+        HITS.store(0, Ordering::SeqCst);
+        assert!(
+            metrics
+                .encode()
+                .expect("encodes")
+                .contains("portcullis_token_cache_hits_total 5")
+        );
+        // `read` reports for whichever engine it is given; retire the old one with its count.
+        HITS.store(5, Ordering::SeqCst);
+        metrics.retire_engine(&old);
+        HITS.store(2, Ordering::SeqCst);
+        assert!(
+            metrics
+                .encode()
+                .expect("encodes")
+                .contains("portcullis_token_cache_hits_total 7")
+        );
+    }
+}

@@ -1,24 +1,275 @@
 //! Telemetry: Prometheus metrics (`metrics`), one JSON audit event per decision (`audit`), and
-//! logging setup. Labels stay bounded (route, reason); tokens and keys are never recorded.
-//! (Skeleton: the telemetry helper owns this directory.)
+//! the process's logging setup. Labels stay bounded (route, reason); tokens, header values and
+//! keys are never recorded, in metrics, audit events or log lines.
 
 pub mod audit;
 pub mod metrics;
 
 use std::time::Duration;
 
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
 use crate::decision::Decision;
 use crate::input::CheckInput;
 
+pub use metrics::Metrics;
+
+/// Switches of the telemetry of one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryOptions {
+    /// Audit allowed requests at info (default); when off they are audited at debug only.
+    pub audit_allows: bool,
+}
+
+impl Default for TelemetryOptions {
+    fn default() -> Self {
+        Self { audit_allows: true }
+    }
+}
+
 /// Everything a decision is reported to.
 #[derive(Debug, Default)]
-pub struct Telemetry {}
+pub struct Telemetry {
+    options: TelemetryOptions,
+    metrics: Metrics,
+}
 
 impl Telemetry {
+    /// Telemetry with the default options (allows audited at info).
     pub fn new() -> Self {
-        Self::default()
+        Self::with_options(TelemetryOptions::default())
     }
 
-    /// Records one decision: metrics, audit event, decision log line.
-    pub fn decision(&self, _input: &CheckInput, _decision: &Decision, _elapsed: Duration) {}
+    pub fn with_options(options: TelemetryOptions) -> Self {
+        Self {
+            options,
+            metrics: Metrics::new(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Records one decision: metrics and the audit event.
+    pub fn decision(&self, input: &CheckInput, decision: &Decision, elapsed: Duration) {
+        self.metrics.decision(decision, elapsed);
+        audit::record(input, decision, elapsed, self.options.audit_allows);
+    }
+}
+
+/// Environment variable holding the log filter (`RUST_LOG` syntax, default `info`).
+pub const LOG_FILTER_ENV: &str = "PORTCULLIS_LOG";
+/// Environment variable choosing the log format: `json` (default) or `text`.
+pub const LOG_FORMAT_ENV: &str = "PORTCULLIS_LOG_FORMAT";
+
+/// How log lines are written (to standard output).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, event fields at the top level (what log pipelines ingest).
+    #[default]
+    Json,
+    /// Human-readable lines, for a terminal.
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `RUST_LOG`-style directives, e.g. `info,portcullis::audit=warn`.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("{LOG_FILTER_ENV} is not a valid log filter")]
+    Filter(#[source] tracing_subscriber::filter::ParseError),
+    #[error("{LOG_FORMAT_ENV} must be `json` or `text`, not `{0}`")]
+    Format(String),
+    #[error("a global logger is already installed")]
+    AlreadyInstalled(#[source] tracing_subscriber::util::TryInitError),
+}
+
+impl LogSettings {
+    /// Reads [`LOG_FILTER_ENV`] and [`LOG_FORMAT_ENV`].
+    pub fn from_env() -> Result<Self, LoggingError> {
+        let mut settings = Self::default();
+        if let Ok(filter) = std::env::var(LOG_FILTER_ENV)
+            && !filter.trim().is_empty()
+        {
+            settings.filter = filter;
+        }
+        if let Ok(format) = std::env::var(LOG_FORMAT_ENV) {
+            settings.format = format.parse()?;
+        }
+        Ok(settings)
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = LoggingError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "" | "json" => Ok(Self::Json),
+            "text" => Ok(Self::Text),
+            other => Err(LoggingError::Format(other.to_owned())),
+        }
+    }
+}
+
+/// Installs the global logger.
+pub fn init_logging(settings: &LogSettings) -> Result<(), LoggingError> {
+    let filter = EnvFilter::builder()
+        .parse(&settings.filter)
+        .map_err(LoggingError::Filter)?;
+    let json = (settings.format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .boxed()
+    });
+    let text =
+        (settings.format == LogFormat::Text).then(|| tracing_subscriber::fmt::layer().boxed());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(text)
+        .try_init()
+        .map_err(LoggingError::AlreadyInstalled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{DenyReason, TokenProblem};
+    use crate::input::Headers;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects formatted log output in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn capture_json(f: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_writer(move || writer.clone())
+                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+        );
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = captured.0.lock().expect("lock").clone();
+        String::from_utf8(bytes).expect("utf-8 logs")
+    }
+
+    fn input_with_secrets() -> CheckInput {
+        CheckInput {
+            method: "POST".into(),
+            host: "api.example.com".into(),
+            path: "/orders?access_token=query-secret".into(),
+            headers: Headers::new([
+                ("x-request-id".to_owned(), "req-42".to_owned()),
+                (
+                    "authorization".to_owned(),
+                    "Bearer eyJhbGciOiJSUzI1NiJ9.header-secret.sig".to_owned(),
+                ),
+                ("cookie".to_owned(), "session=cookie-secret".to_owned()),
+            ]),
+            source: Some("192.0.2.1:1234".parse().expect("addr")),
+            peer_certificate: None,
+        }
+    }
+
+    #[test]
+    fn denial_is_one_json_audit_event_without_secrets() {
+        let telemetry = Telemetry::new();
+        let input = input_with_secrets();
+        let decision = Decision::deny(
+            Some(Arc::from("orders")),
+            DenyReason::InvalidToken(TokenProblem::Expired),
+        );
+        let logs = capture_json(|| telemetry.decision(&input, &decision, Duration::from_micros(9)));
+        let lines: Vec<&str> = logs.lines().collect();
+        assert_eq!(lines.len(), 1, "{logs}");
+        let event: serde_json::Value = serde_json::from_str(lines[0]).expect("json line");
+        assert_eq!(event["target"], audit::TARGET);
+        assert_eq!(event["level"], "INFO");
+        assert_eq!(event["request_id"], "req-42");
+        assert_eq!(event["reason"], "expired");
+        assert_eq!(event["outcome"], "deny");
+        assert_eq!(event["status"], 401);
+        assert_eq!(event["path"], "/orders");
+        assert_eq!(event["source_ip"], "192.0.2.1");
+        assert_eq!(event["duration_us"], 9);
+        for secret in ["header-secret", "query-secret", "cookie-secret", "eyJ"] {
+            assert!(!logs.contains(secret), "{secret} leaked: {logs}");
+        }
+    }
+
+    #[test]
+    fn allows_are_audited_at_debug_when_allow_auditing_is_off() {
+        let telemetry = Telemetry::with_options(TelemetryOptions {
+            audit_allows: false,
+        });
+        let decision = Decision::Allow(crate::decision::Permit {
+            route: Arc::from("health"),
+            identity: Arc::new(crate::decision::Identity::anonymous()),
+            set_headers: Vec::new(),
+            remove_headers: Vec::new(),
+        });
+        let logs =
+            capture_json(|| telemetry.decision(&input_with_secrets(), &decision, Duration::ZERO));
+        let event: serde_json::Value =
+            serde_json::from_str(logs.lines().next().expect("one event")).expect("json");
+        assert_eq!(event["level"], "DEBUG");
+        assert_eq!(event["outcome"], "allow");
+    }
+
+    #[test]
+    fn decisions_are_counted() {
+        let telemetry = Telemetry::new();
+        let decision = Decision::deny(None, DenyReason::MissingCredential);
+        capture_json(|| telemetry.decision(&input_with_secrets(), &decision, Duration::ZERO));
+        let text = telemetry.metrics().encode().expect("encodes");
+        assert!(text.contains(
+            r#"portcullis_decisions_total{outcome="deny",reason="missing_credential",route="none"} 1"#
+        ));
+    }
+
+    #[test]
+    fn log_format_is_json_unless_text_is_asked_for() {
+        assert_eq!("".parse::<LogFormat>().ok(), Some(LogFormat::Json));
+        assert_eq!("text".parse::<LogFormat>().ok(), Some(LogFormat::Text));
+        assert!(matches!(
+            "yaml".parse::<LogFormat>(),
+            Err(LoggingError::Format(f)) if f == "yaml"
+        ));
+    }
 }

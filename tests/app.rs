@@ -1,0 +1,797 @@
+//! The process around the engine: the CLI (`--version`, `check-config`), the gRPC server with
+//! health, TLS and mTLS, the admin endpoints, graceful shutdown, hot reload, the HTTP ext_authz
+//! mode and the audit log — with portcullis in-process and as the built binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::agent::{
+    Addrs, BinaryAgent, CheckClient, EnvoyRequest, HEALTH_SERVING, InProcessAgent, admin_get,
+    eventually, http_check, replace_config, run_binary, status, write_config,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const GRPC_ANY: &str = "127.0.0.1:0";
+const ADMIN_ANY: &str = "127.0.0.2:0";
+const HTTP_ANY: &str = "127.0.0.3:0";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/app")
+        .join(name)
+}
+
+/// A configuration on loopback port 0 with anonymous routes `routes` (name, exact path), no
+/// issuers, and extra top-level YAML. Each listener has its own loopback address so the
+/// configuration never names one address twice, port 0 or not.
+fn anonymous_config(routes: &[(&str, &str)], extra: &str) -> String {
+    let mut yaml = format!(
+        "server:\n  grpc_listen: {GRPC_ANY}\n  admin_listen: {ADMIN_ANY}\n  http_listen: {HTTP_ANY}\n",
+    );
+    yaml.push_str(extra);
+    yaml.push_str("routes:\n");
+    for (name, path) in routes {
+        yaml.push_str(&format!(
+            "  - name: {name}\n    match: {{path: {path}}}\n    allow: anonymous\n"
+        ));
+    }
+    yaml
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI
+
+#[test]
+fn version_shows_the_crate_version_and_git_commit() {
+    let (status, stdout, _) = run_binary(&["--version"]);
+    assert!(status.success());
+    let sha = env!("PORTCULLIS_GIT_SHA");
+    assert!(
+        stdout.contains(env!("CARGO_PKG_VERSION")) && stdout.contains(sha),
+        "{stdout}"
+    );
+    assert!(
+        sha == "unknown" || (sha.len() == 12 && sha.chars().all(|c| c.is_ascii_hexdigit())),
+        "commit {sha:?} is not a short git sha"
+    );
+}
+
+#[test]
+fn check_config_accepts_a_valid_file() {
+    let (status, stdout, stderr) = run_binary(&[
+        "check-config",
+        fixture("good.yaml").to_str().expect("utf-8"),
+    ]);
+    assert!(status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(stdout.trim(), "ok");
+}
+
+#[test]
+fn check_config_rejects_a_broken_file_with_every_error_located() {
+    let path = fixture("broken.yaml");
+    let (status, stdout, stderr) = run_binary(&["check-config", path.to_str().expect("utf-8")]);
+    assert_eq!(status.code(), Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    let located: Vec<&str> = stderr
+        .lines()
+        .filter(|line| {
+            // file:line:column: path: message
+            let Some(rest) = line.strip_prefix(path.to_str().expect("utf-8")) else {
+                return false;
+            };
+            let mut parts = rest.splitn(4, ':');
+            parts.next() == Some("")
+                && parts.next().is_some_and(|l| l.parse::<usize>().is_ok())
+                && parts.next().is_some_and(|c| c.parse::<usize>().is_ok())
+        })
+        .collect();
+    assert!(
+        located.len() >= 3,
+        "expected the three problems located:\n{stderr}"
+    );
+    assert!(stderr.contains("grpc_lisen"), "{stderr}");
+    assert!(stderr.contains("issuers[0].clock_skew"), "{stderr}");
+    assert!(stderr.contains("routes[1]"), "{stderr}");
+}
+
+#[test]
+fn serve_without_a_configuration_file_fails_with_a_hint() {
+    let (status, _, stderr) = run_binary(&["serve"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("--config"), "{stderr}");
+}
+
+#[test]
+fn serve_reports_a_busy_port_by_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let yaml = anonymous_config(&[("health", "/healthz")], "").replace(
+        &format!("grpc_listen: {GRPC_ANY}"),
+        &format!("grpc_listen: {addr}"),
+    );
+    let config = write_config(dir.path(), "portcullis.yaml", &yaml);
+    let (status, _, stderr) = run_binary(&["serve", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains(&addr.to_string()), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// gRPC, health, admin
+
+#[tokio::test]
+async fn grpc_health_is_serving_and_checks_are_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &anonymous_config(&[("public", "/public")], ""),
+    );
+    let agent = InProcessAgent::start_file(&config).await;
+    let mut client = agent.client().await;
+
+    let serving = eventually(WAIT, || {
+        let client = client.clone();
+        async move { client.health("").await.ok() == Some(HEALTH_SERVING) }
+    })
+    .await;
+    assert!(serving, "grpc.health.v1 never said SERVING");
+    assert_eq!(
+        client
+            .health("envoy.service.auth.v3.Authorization")
+            .await
+            .expect("health of the ext_authz service"),
+        HEALTH_SERVING
+    );
+
+    let allowed = client
+        .check(&EnvoyRequest::get("/public").header("x-auth-subject", "forged"))
+        .await;
+    assert!(allowed.allowed(), "{allowed:?}");
+    assert_eq!(allowed.upstream("x-auth-method"), Some("anonymous"));
+    assert!(allowed.removes("x-auth-subject"), "{allowed:?}");
+
+    let denied = client
+        .check(&EnvoyRequest::get("/private").request_id("rid-404"))
+        .await;
+    assert_eq!((denied.code, denied.status), (5, 404));
+    assert_eq!(denied.body_json()["request_id"], "rid-404");
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_endpoints_report_health_status_and_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &anonymous_config(&[("public", "/public")], ""),
+    );
+    let agent = BinaryAgent::start(&config);
+    let mut client = agent.client().await;
+    client.check(&EnvoyRequest::get("/public")).await;
+    client.check(&EnvoyRequest::get("/nowhere")).await;
+
+    let (code, _, _) = admin_get(&agent.addrs, "/healthz").await;
+    assert_eq!(code, 200);
+    let (code, _, body) = admin_get(&agent.addrs, "/readyz").await;
+    assert_eq!(code, 200, "no issuer, nothing to wait for: {body}");
+
+    let report = status(&agent.addrs).await;
+    assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(report["commit"], env!("PORTCULLIS_GIT_SHA"));
+    assert_eq!(report["config"]["generation"], 1);
+    assert_eq!(report["config"]["path"], config.display().to_string());
+
+    let (code, content_type, metrics) = admin_get(&agent.addrs, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    for expected in [
+        r#"portcullis_decisions_total{outcome="allow",reason="allowed",route="public"} 1"#,
+        r#"portcullis_decisions_total{outcome="deny",reason="no_route",route="none"} 1"#,
+        "portcullis_check_duration_seconds_count 2",
+        "portcullis_config_generation 1",
+        r#"portcullis_config_reloads_total{result="failure"} 0"#,
+        &format!(
+            r#"portcullis_build_info{{version="{}",commit="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION"),
+            env!("PORTCULLIS_GIT_SHA")
+        ),
+    ] {
+        assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
+    }
+    promtool_accepts(&metrics);
+}
+
+/// `promtool check metrics` (Prometheus' own linter) accepts the exposition, when installed.
+fn promtool_accepts(metrics: &str) {
+    use std::io::Write;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed: exposition not linted");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("promtool runs");
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readiness follows the issuers' keys
+
+#[tokio::test]
+async fn readyz_is_503_until_every_issuer_has_keys() {
+    use common::jwks_server::JwksServer;
+    use common::tokens::{self, TestKey};
+
+    let jwks = JwksServer::start(&tokens::jwks(&[&TestKey::ec_p256()])).await;
+    jwks.fail();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let issuers = format!(
+        "issuers:\n  - name: corp\n    issuer: https://idp.example.com\n    audiences: [orders-api]\n    \
+         jwks_uri: {}\n    algorithms: [ES256]\n    refresh: {{min_interval: 1s}}\n",
+        jwks.jwks_url()
+    );
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &anonymous_config(&[("public", "/public")], &issuers),
+    );
+    let agent = InProcessAgent::start_file(&config).await;
+    let addrs = agent.addrs;
+
+    let (code, _, body) = admin_get(&addrs, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    let reason: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(reason["ready"], false);
+    let client = agent.client().await;
+    assert_ne!(client.health("").await.ok(), Some(HEALTH_SERVING));
+    let failing = eventually(WAIT, || async {
+        let report = status(&addrs).await;
+        report["issuers"][0]["keys"] == 0 && report["issuers"][0]["last_error"].is_string()
+    })
+    .await;
+    assert!(
+        failing,
+        "/status never showed the failed fetch: {}",
+        status(&addrs).await
+    );
+
+    jwks.recover();
+    let ready = eventually(WAIT, || async {
+        admin_get(&addrs, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(
+        ready,
+        "never ready after keys appeared: {}",
+        status(&addrs).await
+    );
+    let report = status(&addrs).await;
+    assert_eq!(report["issuers"][0]["name"], "corp");
+    assert_eq!(report["issuers"][0]["keys"], 1);
+    let serving = eventually(WAIT, || {
+        let client = client.clone();
+        async move { client.health("").await.ok() == Some(HEALTH_SERVING) }
+    })
+    .await;
+    assert!(serving);
+
+    let (_, _, metrics) = admin_get(&addrs, "/metrics").await;
+    assert!(
+        metrics.contains(r#"portcullis_jwks_keys{issuer="corp"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"portcullis_jwks_fetches_total{issuer="corp",result="failure"}"#));
+    assert!(metrics.contains(r#"portcullis_jwks_key_age_seconds{issuer="corp"}"#));
+    promtool_accepts(&metrics);
+    agent.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS and mTLS
+
+struct Pki {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+    /// A client certificate from a CA the server does not trust.
+    rogue_cert: String,
+    rogue_key: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
+    };
+    let leaf = |issuer: &CertifiedIssuer<'_, KeyPair>, name: &str, usage| {
+        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("params");
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, issuer).expect("signed");
+        (cert.pem(), key.serialize_pem())
+    };
+    let trusted = ca("portcullis test CA");
+    let rogue = ca("rogue CA");
+    let (server_cert, server_key) =
+        leaf(&trusted, "localhost", ExtendedKeyUsagePurpose::ServerAuth);
+    let (client_cert, client_key) = leaf(&trusted, "envoy", ExtendedKeyUsagePurpose::ClientAuth);
+    let (rogue_cert, rogue_key) = leaf(&rogue, "envoy", ExtendedKeyUsagePurpose::ClientAuth);
+    Pki {
+        ca: trusted.pem(),
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+        rogue_cert,
+        rogue_key,
+    }
+}
+
+fn tls_config(dir: &Path, pki: &Pki, client_ca: bool) -> PathBuf {
+    let write = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("pem written");
+        path.display().to_string()
+    };
+    let cert = write("server.pem", &pki.server_cert);
+    let key = write("server-key.pem", &pki.server_key);
+    let ca = write("ca.pem", &pki.ca);
+    let mut tls = format!("  tls:\n    cert_file: {cert}\n    key_file: {key}\n");
+    if client_ca {
+        tls.push_str(&format!("    client_ca_file: {ca}\n"));
+    }
+    let yaml = anonymous_config(&[("public", "/public")], "").replace(
+        &format!("  http_listen: {HTTP_ANY}\n"),
+        &format!("  http_listen: {HTTP_ANY}\n{tls}"),
+    );
+    write_config(dir, "portcullis.yaml", &yaml)
+}
+
+#[tokio::test]
+async fn tls_listener_serves_checks_to_clients_trusting_its_ca() {
+    let pki = pki();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = InProcessAgent::start_file(&tls_config(dir.path(), &pki, false)).await;
+    let mut client = CheckClient::connect_tls(agent.addrs.grpc, &pki.ca, None)
+        .await
+        .expect("TLS connection");
+    assert!(client.check(&EnvoyRequest::get("/public")).await.allowed());
+
+    // A plain-text client gets no answer from the TLS listener.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", agent.addrs.grpc))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let mut raw = portcullis::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(channel);
+        assert!(
+            raw.check(EnvoyRequest::get("/public").to_check_request())
+                .await
+                .is_err()
+        );
+    }
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn mtls_refuses_clients_without_a_certificate_from_the_ca() {
+    let pki = pki();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = InProcessAgent::start_file(&tls_config(dir.path(), &pki, true)).await;
+    let request = EnvoyRequest::get("/public");
+
+    let mut trusted = CheckClient::connect_tls(
+        agent.addrs.grpc,
+        &pki.ca,
+        Some((&pki.client_cert, &pki.client_key)),
+    )
+    .await
+    .expect("mTLS connection with a CA-signed certificate");
+    assert!(trusted.check(&request).await.allowed());
+
+    // TLS 1.3 may report the refused client certificate only on first use.
+    let refused = |client: Result<CheckClient, tonic::transport::Error>| async {
+        match client {
+            Err(_) => true,
+            Ok(mut client) => client.try_check(&request).await.is_err(),
+        }
+    };
+    assert!(
+        refused(CheckClient::connect_tls(agent.addrs.grpc, &pki.ca, None).await).await,
+        "a client without a certificate was served"
+    );
+    assert!(
+        refused(
+            CheckClient::connect_tls(
+                agent.addrs.grpc,
+                &pki.ca,
+                Some((&pki.rogue_cert, &pki.rogue_key))
+            )
+            .await
+        )
+        .await,
+        "a client with a certificate from another CA was served"
+    );
+    // The refusals did not hurt the server.
+    assert!(trusted.check(&request).await.allowed());
+    agent.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+
+#[tokio::test]
+async fn sigterm_stops_the_binary_with_status_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &anonymous_config(&[("public", "/public")], ""),
+    );
+    let mut agent = BinaryAgent::start(&config);
+    // Like Envoy, the client keeps its HTTP/2 connection open (and its runtime running, so it
+    // answers the server's GOAWAY) while the agent drains.
+    let mut client = agent.client().await;
+    assert!(client.check(&EnvoyRequest::get("/public")).await.allowed());
+    let started = std::time::Instant::now();
+    let (agent, status) = tokio::task::spawn_blocking(move || {
+        let status = agent.terminate();
+        (agent, status)
+    })
+    .await
+    .expect("terminate");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "draining an idle connection took {:?}",
+        started.elapsed()
+    );
+    drop(client);
+    assert!(
+        agent
+            .wait_for_log("portcullis stopped", Duration::from_secs(1))
+            .is_some()
+    );
+    assert!(
+        tokio::net::TcpStream::connect(agent.addrs.grpc)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn shutdown_finishes_an_in_flight_check_before_stopping() {
+    use common::jwks_server::JwksServer;
+    use common::tokens::{self, TestKey};
+
+    tokens::install_crypto_provider();
+    let old_key = TestKey::ec_p256().with_kid("old");
+    let new_key = TestKey::ec_p256().with_kid("new");
+    let idp = JwksServer::start(&tokens::jwks(&[&old_key])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "server:\n  grpc_listen: {GRPC_ANY}\n  admin_listen: {ADMIN_ANY}\n\
+         issuers:\n  - name: corp\n    issuer: {}\n    audiences: [{}]\n    jwks_uri: {}\n    \
+         algorithms: [ES256]\n    refresh: {{min_interval: 1s, timeout: 10s}}\n\
+         routes:\n  - name: orders\n    match: {{path: /orders}}\n    require: {{scopes: [read]}}\n",
+        tokens::ISSUER,
+        tokens::AUDIENCE,
+        idp.jwks_url()
+    );
+    let config = write_config(dir.path(), "portcullis.yaml", &yaml);
+    let options = portcullis::app::StartOptions {
+        drain_timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let cfg = portcullis::config::load(&config).expect("valid config");
+    let agent = InProcessAgent::start_with(cfg, Some(config.clone()), options).await;
+    let addrs = agent.addrs;
+    assert!(
+        eventually(WAIT, || async {
+            admin_get(&addrs, "/readyz").await.0 == 200
+        })
+        .await
+    );
+
+    // Warm-up: the same token twice is one verification and one cache hit.
+    let known = old_key.token(&tokens::default_claims("alice", "read"));
+    let mut warm = agent.client().await;
+    for _ in 0..2 {
+        let outcome = warm
+            .check(&EnvoyRequest::get("/orders").bearer(&known))
+            .await;
+        assert!(outcome.allowed(), "{outcome:?}");
+    }
+    let (_, _, metrics) = admin_get(&addrs, "/metrics").await;
+    assert!(
+        metrics.contains("portcullis_token_cache_hits_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_token_cache_misses_total 1"),
+        "{metrics}"
+    );
+
+    // The IdP rotates to a key portcullis has not seen yet, and answers slowly: a check with a
+    // token of the new key waits for the (rate-limited) refetch.
+    idp.set_jwks(&tokens::jwks(&[&old_key, &new_key]));
+    idp.set_delay(Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let token = new_key.token(&tokens::default_claims("alice", "read"));
+    let mut client = agent.client().await;
+    let in_flight = tokio::spawn(async move {
+        client
+            .check(&EnvoyRequest::get("/orders").bearer(&token))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !in_flight.is_finished(),
+        "the check should be waiting for the IdP"
+    );
+
+    let started = std::time::Instant::now();
+    agent.shutdown().await;
+    let outcome = tokio::time::timeout(Duration::from_secs(1), in_flight)
+        .await
+        .expect("answered by the time shutdown returned")
+        .expect("check task");
+    assert!(
+        outcome.allowed(),
+        "the drained check was decided normally: {outcome:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "shutdown returned before the in-flight check finished"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hot reload
+
+#[tokio::test]
+async fn reload_of_a_good_file_serves_its_new_routes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &anonymous_config(&[("a", "/a")], ""),
+    );
+    let agent = InProcessAgent::start_file(&config).await;
+    let mut client = agent.client().await;
+    assert_eq!(client.check(&EnvoyRequest::get("/b")).await.status, 404);
+
+    replace_config(&config, &anonymous_config(&[("a", "/a"), ("b", "/b")], ""));
+    let reloaded = eventually(WAIT, || {
+        let mut client = client.clone();
+        async move { client.check(&EnvoyRequest::get("/b")).await.allowed() }
+    })
+    .await;
+    assert!(reloaded, "the new route never took effect");
+    let report = status(&agent.addrs).await;
+    assert_eq!(report["config"]["generation"], 2);
+    assert_eq!(report["config"]["last_reload"]["result"], "success");
+    let (_, _, metrics) = admin_get(&agent.addrs, "/metrics").await;
+    assert!(metrics.contains(r#"portcullis_config_reloads_total{result="success"} 1"#));
+    assert!(metrics.contains("portcullis_config_generation 2"));
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn reload_of_a_broken_file_keeps_serving_the_old_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &anonymous_config(&[("a", "/a")], ""),
+    );
+    let agent = InProcessAgent::start_file(&config).await;
+    let mut client = agent.client().await;
+
+    replace_config(
+        &config,
+        &format!("{}bogus_key: 1\n", anonymous_config(&[("b", "/b")], "")),
+    );
+    let failed = eventually(WAIT, || async {
+        status(&agent.addrs).await["config"]["last_reload"]["result"] == "failure"
+    })
+    .await;
+    assert!(failed, "the broken file was never reported");
+    let report = status(&agent.addrs).await;
+    assert_eq!(report["config"]["generation"], 1);
+    let errors = report["config"]["last_reload"]["errors"].to_string();
+    assert!(errors.contains("bogus_key"), "{errors}");
+    assert!(client.check(&EnvoyRequest::get("/a")).await.allowed());
+    assert_eq!(client.check(&EnvoyRequest::get("/b")).await.status, 404);
+    let (_, _, metrics) = admin_get(&agent.addrs, "/metrics").await;
+    assert!(metrics.contains(r#"portcullis_config_reloads_total{result="failure"} 1"#));
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn reload_that_moves_a_listener_keeps_the_old_one_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &anonymous_config(&[("a", "/a")], ""),
+    );
+    let agent = InProcessAgent::start_file(&config).await;
+    let generation = agent.app.reload().await.expect("same file reloads");
+    assert_eq!(generation, 2);
+    assert!(status(&agent.addrs).await["config"]["restart_required"].is_null());
+
+    std::fs::write(
+        &config,
+        anonymous_config(&[("a", "/a")], "").replace(
+            &format!("admin_listen: {ADMIN_ANY}"),
+            "admin_listen: 127.0.0.2:1",
+        ),
+    )
+    .expect("write");
+    agent.app.reload().await.expect("valid file reloads");
+    let report = status(&agent.addrs).await;
+    let note = report["config"]["restart_required"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(note.contains("server.admin_listen"), "{report}");
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_binary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &anonymous_config(&[("a", "/a")], ""),
+    );
+    let agent = BinaryAgent::start(&config);
+    agent.signal("HUP");
+    let reloaded = eventually(WAIT, || async {
+        status(&agent.addrs).await["config"]["generation"] == 2
+    })
+    .await;
+    assert!(reloaded);
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP ext_authz mode
+
+#[tokio::test]
+async fn http_mode_gives_the_same_decisions_as_grpc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &anonymous_config(&[("public", "/public")], ""),
+    );
+    let agent = BinaryAgent::start(&config);
+    let http = agent.addrs.http.expect("http_listen is set");
+
+    let allowed = http_check(
+        http,
+        "",
+        &EnvoyRequest::get("/public").header("x-auth-roles", "admin"),
+    )
+    .await;
+    assert!(allowed.allowed(), "{allowed:?}");
+    assert_eq!(allowed.upstream("x-auth-method"), Some("anonymous"));
+    assert!(allowed.removes("x-auth-roles"));
+
+    let denied = http_check(http, "", &EnvoyRequest::get("/secret").request_id("rid-9")).await;
+    assert_eq!(denied.status, 404);
+    assert_eq!(denied.header("cache-control"), Some("no-store"));
+    assert_eq!(denied.body_json()["request_id"], "rid-9");
+
+    let mut grpc = agent.client().await;
+    assert_eq!(grpc.check(&EnvoyRequest::get("/secret")).await.status, 404);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit log
+
+#[tokio::test]
+async fn audit_events_name_the_decision_and_never_the_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &anonymous_config(&[("public", "/public")], ""),
+    );
+    let agent = BinaryAgent::start(&config);
+    let mut client = agent.client().await;
+    let token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtc3ViamVjdCJ9.c2lnbmF0dXJlLXNlY3JldA";
+    client
+        .check(
+            &EnvoyRequest::get("/private?access_token=query-secret")
+                .bearer(token)
+                .header("cookie", "session=cookie-secret")
+                .request_id("rid-audit-1"),
+        )
+        .await;
+    client
+        .check(
+            &EnvoyRequest::get("/public")
+                .bearer(token)
+                .request_id("rid-audit-2"),
+        )
+        .await;
+    let line = agent
+        .wait_for_log("rid-audit-2", Duration::from_secs(10))
+        .expect("allow audited");
+    let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    assert_eq!(event["target"], "portcullis::audit");
+    assert_eq!(event["outcome"], "allow");
+    assert_eq!(event["route"], "public");
+    let denial = agent
+        .wait_for_log("rid-audit-1", Duration::from_secs(10))
+        .expect("denial audited");
+    let event: serde_json::Value = serde_json::from_str(&denial).expect("JSON log line");
+    assert_eq!(event["outcome"], "deny");
+    assert_eq!(event["path"], "/private");
+    assert_eq!(event["source_ip"], "192.0.2.10");
+
+    let logs = agent.stdout().join("\n") + &agent.stderr().join("\n");
+    for secret in [
+        token,
+        "query-secret",
+        "cookie-secret",
+        "c2lnbmF0dXJlLXNlY3JldA",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "{secret} appears in the logs:\n{logs}"
+        );
+    }
+}
+
+/// The harness itself: the ready line gives every bound address.
+#[tokio::test]
+async fn binary_ready_line_reports_every_bound_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &anonymous_config(&[("public", "/public")], ""),
+    );
+    let agent = BinaryAgent::start(&config);
+    let Addrs { grpc, admin, http } = agent.addrs;
+    assert!(grpc.port() != 0 && admin.port() != 0 && http.is_some_and(|h| h.port() != 0));
+    assert_eq!(admin_get(&agent.addrs, "/healthz").await.0, 200);
+}
