@@ -75,11 +75,7 @@ impl Agent {
 
     async fn spawn(&mut self, wait_ready: bool) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        command
-            .arg("serve")
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info");
+        command.arg("serve").arg("--config").arg(&self.config);
         self.process = Some(ManagedChild::spawn("portcullis", command));
         let client = http_client();
         let deadline = Instant::now() + START_TIMEOUT;
@@ -256,8 +252,8 @@ async fn wait_until_allowed(client: &reqwest::Client, envoy: &Envoy, token: &str
         assert!(
             Instant::now() < deadline,
             "an allowed request never succeeded: last {reply:?}\nportcullis:\n{}\nenvoy:\n{}",
-            agent.logs(),
-            envoy.logs()
+            tail(&agent.logs(), 40),
+            tail(&envoy.logs(), 40)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -278,6 +274,11 @@ fn jwt_claims(token: &str) -> serde_json::Value {
         .decode(second)
         .expect("base64url JWT payload");
     serde_json::from_slice(&bytes).expect("JSON JWT payload")
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn scopes_of(value: &str) -> BTreeSet<String> {
@@ -528,12 +529,13 @@ impl Stack {
         Some(stack)
     }
 
+    /// The last lines each component printed, for failure messages.
     fn diagnostics(&self) -> String {
         format!(
-            "--- portcullis:\n{}\n--- envoy:\n{}\n--- idp:\n{}",
-            self.agent.logs(),
-            self.envoy.logs(),
-            self.idp.logs()
+            "--- portcullis (last lines):\n{}\n--- envoy (last lines):\n{}\n--- idp:\n{}",
+            tail(&self.agent.logs(), 40),
+            tail(&self.envoy.logs(), 40),
+            tail(&self.idp.logs(), 20)
         )
     }
 }

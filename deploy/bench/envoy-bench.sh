@@ -17,7 +17,9 @@
 #
 # Env: PORTCULLIS_ENVOY, PORTCULLIS_BIN (set by make), DURATION (10), WARMUP (2),
 #      CONNECTIONS (64), TOKENS (10000), OUT (target/bench-envoy),
-#      ONLY (an extended regex on case names, e.g. 'rs256-many'; default: every case).
+#      ONLY (an extended regex on case names, e.g. 'rs256-many'; default: every case),
+#      PORTCULLIS_LOG (portcullis's log filter; default `info`, as shipped: one JSON audit
+#      event per decision, written to a file here; `warn` turns the audit log off).
 # jwt_authn does not check scopes; portcullis does (route requires read:documents), so (c)
 # does slightly more work per request than (b).
 set -euo pipefail
@@ -37,6 +39,7 @@ ADMIN_PORT=15100
 AGENT_GRPC_PORT=9291
 AGENT_ADMIN_PORT=9991
 SUT_CPU=0
+AGENT_LOG="${PORTCULLIS_LOG:-info}"
 LOAD_CPU=1
 CLK_TCK="$(getconf CLK_TCK)"
 
@@ -240,7 +243,7 @@ run() { # label mode alg tokens(1|many) pace_ms [connections]
   local token_file="$WORK/tokens/$alg-$set.txt"
   local agent_pid="" envoy_pid
   if [[ "$mode" == ext_authz ]]; then
-    RUST_LOG=warn taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$WORK/portcullis.yaml" \
+    PORTCULLIS_LOG="$AGENT_LOG" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$WORK/portcullis.yaml" \
       >"$WORK/portcullis.log" 2>&1 &
     agent_pid=$!
     PIDS+=("$agent_pid")
@@ -315,6 +318,8 @@ done
 REPORT="$OUT/results.md"
 {
   echo "## Envoy load benchmark"
+  echo
+  echo "portcullis log filter: \`$AGENT_LOG\` (info = an audit event per decision, as shipped)."
   echo
   echo "Envoy $("$ENVOY" --version | sed -n 's/.*version: [^/]*\/\([^/]*\)\/.*/\1/p'), $DURATION s per run, $CONNECTIONS connections (wrk, 1 thread, CPU $LOAD_CPU); Envoy --concurrency 1 and portcullis pinned together to CPU $SUT_CPU; 'many' = $TOKENS distinct tokens. $(date -u +%Y-%m-%d)."
   echo
