@@ -92,6 +92,7 @@ local n = 0
 local pace_ms = 0
 function init(args)
   pace_ms = tonumber(args[2]) or 0
+  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16))
   for line in io.lines(args[1]) do
     if #line > 0 then
       n = n + 1
@@ -104,8 +105,11 @@ function request()
   i = i % n + 1
   return requests[i]
 end
+-- Random pauses (mean pace_ms) keep the connections from falling into lockstep, which would
+-- turn a paced load into bursts that queue.
 function delay()
-  return pace_ms
+  if pace_ms <= 0 then return 0 end
+  return math.random(0, 2 * pace_ms)
 end
 function done(summary, latency, _)
   local e = summary.errors
@@ -302,8 +306,8 @@ for alg in rs256 es256; do
     run "c-$alg-$set" ext_authz "$alg" "$set" 0
   done
 done
-# Latency at half of (b)'s peak rate (paced load): every connection waits PACE_MS between a
-# response and its next request, so C connections offer about C * 1000 / (PACE_MS + latency)
+# Latency at half of (b)'s peak rate (paced load): every connection waits a random 0..2*PACE_MS
+# (mean PACE_MS) between a response and its next request, so C connections offer about C * 1000 / (PACE_MS + latency)
 # requests/s; C is chosen for half of (b)'s peak, and (b) and (c) get the same C and pace.
 PACE_MS=20
 for alg in rs256 es256; do
