@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::authn::credentials::{self, Extraction, Presented};
 use crate::authn::{Authenticator, AuthnError, KeyRegistry};
 use crate::authz::routes::{self, RouteTable};
-use crate::authz::{Policy, Route, scopes};
+use crate::authz::{OnDeny, Policy, Route, scopes};
 use crate::config::{Config, ResponseSettings};
 use crate::decision::{Decision, DenyReason, Identity, Permit, TokenProblem};
 use crate::input::CheckInput;
@@ -90,8 +90,12 @@ impl Engine {
         };
 
         if !scopes::missing(&requirements.scopes, &identity.scopes).is_empty() {
-            return deny(DenyReason::InsufficientScope {
-                required: requirements.scopes.join(" "),
+            // A route that hides itself must not confirm it exists, let alone name its scopes.
+            return deny(match route.on_deny {
+                OnDeny::NotFound => DenyReason::Forbidden { not_found: true },
+                OnDeny::Forbidden => DenyReason::InsufficientScope {
+                    required: requirements.scopes.join(" "),
+                },
             });
         }
         self.permit(route, identity, input)
