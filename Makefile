@@ -33,9 +33,14 @@ define apt_install
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1)
 endef
 
-.PHONY: test build lint demo bench-envoy deps envoy idp print-envoy clean-deps
+.PHONY: test build lint demo bench-envoy deps envoy idp promtool print-envoy clean-deps
 
-deps: envoy idp
+deps: envoy idp promtool
+
+# promtool (Debian's prometheus package) lints the /metrics exposition in tests/app.rs.
+promtool:
+	@command -v promtool >/dev/null || { echo ">> installing prometheus (for promtool)"; \
+		$(call apt_install,prometheus); }
 
 envoy: $(ENVOY_STAMP)
 
@@ -74,6 +79,9 @@ build:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	@# The decision core knows nothing of gRPC or protobuf (style.md, dependency direction).
+	@if grep -rnE '^[^/]*(use (tonic|prost)|crate::proto|tonic::|prost::)' src/engine.rs src/authn src/authz src/decision.rs src/input.rs; then \
+		echo "lint: the engine, authn and authz must not use tonic or the generated protos"; exit 1; fi
 
 demo: deps
 	$(CARGO) build
