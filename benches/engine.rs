@@ -99,6 +99,7 @@ fn config(jwks_file: std::path::PathBuf) -> Config {
         authn: AuthnSettings {
             max_token_bytes: 8 * 1024,
             token_cache_entries: 100_000,
+            ..AuthnSettings::default()
         },
         routes: vec![Route {
             name: Arc::from("list-documents"),

@@ -1,11 +1,14 @@
-//! The engine: route → authenticate → (revocation) → authorize → `Decision`.
+//! The engine: route → (failed-attempt limit) → authenticate → (revocation) → authorize →
+//! `Decision`.
 //!
 //! An `Engine` is immutable and built whole from one validated `Config`; a reload builds a new
 //! one and swaps it in, so every request sees exactly one configuration. It knows nothing of
 //! gRPC or protobuf.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::authn::attempts::AttemptLimiter;
 use crate::authn::credentials::{self, Extraction, Presented};
 use crate::authn::{Authenticator, AuthnError, KeyRegistry};
 use crate::authz::routes::{self, RouteTable};
@@ -29,6 +32,9 @@ pub struct Engine {
     /// Every header name any issuer's claim mapping may set: a client-sent value for one of
     /// them is removed whenever we do not set it ourselves, like `x-auth-*`.
     claim_header_names: Vec<String>,
+    /// Failed authentications per source (`limits.failed_attempts`); `None` when off. Its counts
+    /// belong to this generation: a reload starts them afresh.
+    attempts: Option<AttemptLimiter>,
 }
 
 impl Engine {
@@ -41,6 +47,7 @@ impl Engine {
             response: config.response.clone(),
             anonymous: Arc::new(Identity::anonymous()),
             claim_header_names: claim_header_names(config),
+            attempts: config.authn.failed_attempts.map(AttemptLimiter::new),
         }
     }
 
@@ -77,15 +84,30 @@ impl Engine {
         let deny = |reason| Decision::deny(Some(route.name.clone()), reason);
 
         let token = match credentials::extract(&input.headers) {
-            Extraction::Found(Presented::Bearer(token)) => token,
+            Extraction::Found(Presented::Bearer(token)) => Some(token),
             Extraction::Missing => return deny(DenyReason::MissingCredential),
-            Extraction::Malformed => {
-                return deny(DenyReason::InvalidToken(TokenProblem::Malformed));
-            }
+            Extraction::Malformed => None,
+        };
+        // Before any parsing or signature work, so a source that keeps failing cannot make us
+        // spend CPU on its tokens either.
+        let source = input.source.map(|addr| addr.ip());
+        if let Some(attempts) = &self.attempts
+            && let Err(limited) = attempts.check(source)
+        {
+            return deny(DenyReason::TooManyAttempts {
+                retry_after: limited.retry_after,
+            });
+        }
+        let Some(token) = token else {
+            self.failed_attempt(source);
+            return deny(DenyReason::InvalidToken(TokenProblem::Malformed));
         };
         let identity = match self.authn.authenticate(token).await {
             Ok(identity) => identity,
-            Err(AuthnError::Invalid(problem)) => return deny(DenyReason::InvalidToken(problem)),
+            Err(AuthnError::Invalid(problem)) => {
+                self.failed_attempt(source);
+                return deny(DenyReason::InvalidToken(problem));
+            }
             Err(AuthnError::Unavailable(why)) => return deny(DenyReason::Unavailable(why)),
         };
 
@@ -99,6 +121,14 @@ impl Engine {
             });
         }
         self.permit(route, identity, input)
+    }
+
+    /// Charges a failed authentication (401 for an invalid or malformed credential) to the
+    /// request's source. Missing credentials, 403/404/400 and 503 are never charged.
+    fn failed_attempt(&self, source: Option<IpAddr>) {
+        if let Some(attempts) = &self.attempts {
+            attempts.record_failure(source);
+        }
     }
 
     /// Headers only portcullis may set: `x-auth-*` and configured claim headers.
@@ -421,6 +451,167 @@ routes:
                     .await
             ),
             DenyReason::CredentialInQuery
+        );
+    }
+
+    fn from(source: &str, mut input: CheckInput) -> CheckInput {
+        input.source = Some(source.parse().expect("test socket address"));
+        input
+    }
+
+    #[tokio::test]
+    async fn a_source_that_keeps_failing_gets_429_before_any_verification() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(
+            dir.path(),
+            "limits: {failed_attempts: {per_source: 3, per: 1m}}",
+        )
+        .await;
+        let attacker = "198.51.100.7:40000";
+        let forged = bearer(&format!("{}x", token("read:documents")));
+        for _ in 0..2 {
+            assert!(matches!(
+                reason(
+                    engine
+                        .check(&from(
+                            attacker,
+                            request("GET", "/documents/7", &[("authorization", &forged)])
+                        ))
+                        .await
+                ),
+                DenyReason::InvalidToken(_)
+            ));
+        }
+        // A malformed credential counts too.
+        assert_eq!(
+            reason(
+                engine
+                    .check(&from(
+                        attacker,
+                        request("GET", "/documents/7", &[("authorization", "Basic eDp5")])
+                    ))
+                    .await
+            ),
+            DenyReason::InvalidToken(TokenProblem::Malformed)
+        );
+
+        let lookups = |engine: &Engine| {
+            let stats = engine.authenticator().cache_stats();
+            stats.hits + stats.misses
+        };
+        let before = lookups(&engine);
+        let valid = bearer(&token("read:documents"));
+        let DenyReason::TooManyAttempts { retry_after } = reason(
+            engine
+                .check(&from(
+                    attacker,
+                    request("GET", "/documents/7", &[("authorization", &valid)]),
+                ))
+                .await,
+        ) else {
+            panic!("a valid token from a source over quota must get 429");
+        };
+        // 3 a minute: one failure is forgiven every 20 s.
+        assert!(
+            (Duration::from_secs(1)..=Duration::from_secs(20)).contains(&retry_after),
+            "{retry_after:?}"
+        );
+        assert_eq!(lookups(&engine), before, "the token reached authentication");
+
+        // Another source with a valid token is allowed; a missing credential stays 401.
+        permit(
+            engine
+                .check(&from(
+                    "198.51.100.8:40000",
+                    request("GET", "/documents/7", &[("authorization", &valid)]),
+                ))
+                .await,
+        );
+        assert_eq!(
+            reason(
+                engine
+                    .check(&from(attacker, request("GET", "/documents/7", &[])))
+                    .await
+            ),
+            DenyReason::MissingCredential
+        );
+    }
+
+    #[tokio::test]
+    async fn only_invalid_credentials_are_charged_to_a_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(
+            dir.path(),
+            "limits: {failed_attempts: {per_source: 1, per: 1m}}",
+        )
+        .await;
+        let client = "198.51.100.9:40000";
+        let lacks_scope = bearer(&token("write:documents"));
+        for input in [
+            request("GET", "/documents/7", &[]),
+            request("GET", "/documents/7", &[("authorization", &lacks_scope)]),
+            request("GET", "/other", &[("authorization", &lacks_scope)]),
+            request("GET", "/documents/../7", &[("authorization", &lacks_scope)]),
+        ] {
+            for _ in 0..3 {
+                assert_ne!(
+                    reason(engine.check(&from(client, input.clone())).await).http_status(),
+                    429
+                );
+            }
+        }
+        let valid = bearer(&token("read:documents"));
+        permit(
+            engine
+                .check(&from(
+                    client,
+                    request("GET", "/documents/7", &[("authorization", &valid)]),
+                ))
+                .await,
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_attempts_off_never_limits_and_unknown_sources_are_never_limited() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let off = engine_with(dir.path(), "limits: {failed_attempts: off}").await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let on = engine_with(
+            dir.path(),
+            "limits: {failed_attempts: {per_source: 1, per: 1m}}",
+        )
+        .await;
+        let forged = bearer(&format!("{}x", token("read:documents")));
+        let valid = bearer(&token("read:documents"));
+        let attacker = "198.51.100.7:40000";
+        for _ in 0..5 {
+            off.check(&from(
+                attacker,
+                request("GET", "/documents/7", &[("authorization", &forged)]),
+            ))
+            .await;
+            // No source address (no one to charge): never limited.
+            on.check(&request(
+                "GET",
+                "/documents/7",
+                &[("authorization", &forged)],
+            ))
+            .await;
+        }
+        permit(
+            off.check(&from(
+                attacker,
+                request("GET", "/documents/7", &[("authorization", &valid)]),
+            ))
+            .await,
+        );
+        permit(
+            on.check(&request(
+                "GET",
+                "/documents/7",
+                &[("authorization", &valid)],
+            ))
+            .await,
         );
     }
 

@@ -2,9 +2,11 @@
 //!
 //! `credentials` finds the credential in the request (header, never the URL); `cache` keeps
 //! verified tokens by hash; `jwt` verifies a JWT against an issuer's policy and keys; `jwks`
-//! owns each issuer's key set (fetch, refresh, kid-miss refetch, stale-if-error).
+//! owns each issuer's key set (fetch, refresh, kid-miss refetch, stale-if-error); `attempts`
+//! limits failed authentications per source address.
 //! This module must never log a token, and never import tonic or the generated protos.
 
+pub mod attempts;
 pub mod cache;
 pub mod credentials;
 pub mod jwks;
@@ -128,6 +130,8 @@ pub struct AuthnSettings {
     pub max_token_bytes: usize,
     /// Verified-token cache capacity (entries).
     pub token_cache_entries: u64,
+    /// Failed authentications allowed per source before it gets 429; `None` turns it off.
+    pub failed_attempts: Option<attempts::AttemptQuota>,
 }
 
 impl Default for AuthnSettings {
@@ -135,6 +139,7 @@ impl Default for AuthnSettings {
         Self {
             max_token_bytes: 8 * 1024,
             token_cache_entries: 100_000,
+            failed_attempts: Some(attempts::AttemptQuota::default()),
         }
     }
 }

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use super::raw::{
 };
 use super::source::YamlPath;
 use super::{Config, Problem, Readiness, ResponseSettings, ServerConfig, TlsConfig};
+use crate::authn::attempts::AttemptQuota;
 use crate::authn::{Algorithm, AuthnSettings, ClaimPaths, IssuerConfig, KeySource, RefreshPolicy};
 use crate::authz::routes::{PathMatch, RouteMatch};
 use crate::authz::{OnDeny, Policy, Requirements, Route};
@@ -38,6 +40,9 @@ pub const MAX_DOCUMENT_BYTES: u64 = 16 * 1024 * 1024;
 pub const MIN_TOKEN_BYTES: u64 = 512;
 pub const MAX_TOKEN_BYTES: u64 = 64 * 1024;
 pub const MAX_TOKEN_CACHE_ENTRIES: u64 = 10_000_000;
+pub const MAX_FAILED_ATTEMPTS_PER_SOURCE: u64 = 10_000;
+pub const MIN_FAILED_ATTEMPTS_PERIOD: Duration = Duration::from_secs(1);
+pub const MAX_FAILED_ATTEMPTS_PERIOD: Duration = Duration::from_secs(24 * 3600);
 
 /// Compiles `raw`; `None` when anything was wrong (all of it recorded in `problems`).
 /// Relative file paths resolve against `base_dir`.
@@ -612,7 +617,52 @@ impl Ctx<'_> {
         AuthnSettings {
             max_token_bytes: usize::try_from(max_token_bytes).unwrap_or(usize::MAX),
             token_cache_entries,
+            failed_attempts: self.failed_attempts(raw.failed_attempts.as_ref()),
         }
+    }
+
+    fn failed_attempts(&mut self, raw: Option<&raw::RawFailedAttempts>) -> Option<AttemptQuota> {
+        let defaults = AttemptQuota::default();
+        let limit = match raw {
+            None => return Some(defaults),
+            Some(raw::RawFailedAttempts::Off) => return None,
+            Some(raw::RawFailedAttempts::Limit(limit)) => limit,
+        };
+        let path = root().key("limits").key("failed_attempts");
+        let per_source = limit
+            .per_source
+            .unwrap_or(u64::from(defaults.per_source.get()));
+        let per_source = match u32::try_from(per_source).ok().and_then(NonZeroU32::new) {
+            Some(n) if u64::from(n.get()) <= MAX_FAILED_ATTEMPTS_PER_SOURCE => n,
+            _ => {
+                self.value(
+                    path.key("per_source"),
+                    format!(
+                        "must be between 1 and {MAX_FAILED_ATTEMPTS_PER_SOURCE} (or write \
+                         `failed_attempts: off`)"
+                    ),
+                );
+                defaults.per_source
+            }
+        };
+        let per = match &limit.per {
+            None => defaults.per,
+            Some(per) => match self.get(path.key("per"), per) {
+                Some(per) => per.0,
+                None => defaults.per,
+            },
+        };
+        if !(MIN_FAILED_ATTEMPTS_PERIOD..=MAX_FAILED_ATTEMPTS_PERIOD).contains(&per) {
+            self.value(
+                path.key("per"),
+                format!(
+                    "must be between {} and {}",
+                    format_duration(MIN_FAILED_ATTEMPTS_PERIOD),
+                    format_duration(MAX_FAILED_ATTEMPTS_PERIOD)
+                ),
+            );
+        }
+        Some(AttemptQuota { per_source, per })
     }
 
     fn route(&mut self, path: &YamlPath, raw: &RawRoute, have_issuers: bool) -> Option<Route> {

@@ -932,6 +932,56 @@ routes:
     }
 
     #[test]
+    fn failed_attempts_default_on_and_can_be_set_or_turned_off() {
+        use crate::authn::attempts::AttemptQuota;
+
+        let config = load_text(&with_issuer("limits: {max_token_bytes: 8192}\n")).expect("valid");
+        assert_eq!(config.authn.failed_attempts, Some(AttemptQuota::default()));
+        let config = load_text(&with_issuer("limits: {failed_attempts: off}\n")).expect("valid");
+        assert_eq!(config.authn.failed_attempts, None);
+        let config = load_text(&with_issuer(
+            "limits:\n  failed_attempts: {per_source: 5, per: 10m}\n",
+        ))
+        .expect("valid");
+        let quota = config.authn.failed_attempts.expect("on");
+        assert_eq!(quota.per_source.get(), 5);
+        assert_eq!(quota.per, Duration::from_secs(600));
+        let config =
+            load_text(&with_issuer("limits: {failed_attempts: {per: 30s}}\n")).expect("valid");
+        let quota = config.authn.failed_attempts.expect("on");
+        assert_eq!(quota.per_source, AttemptQuota::default().per_source);
+        assert_eq!(quota.per, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn failed_attempts_mistakes_are_located() {
+        let errors = located(&with_issuer(
+            "limits:\n  failed_attempts: {per_source: 0, per: 2d}\n",
+        ));
+        let places: Vec<(usize, &str)> = errors.iter().map(|e| (e.0, e.2.as_str())).collect();
+        assert_eq!(
+            places,
+            [
+                (8, "limits.failed_attempts.per_source"),
+                (8, "limits.failed_attempts.per")
+            ]
+        );
+        let errors = located(&with_issuer(
+            "limits:\n  failed_attempts: {per_source: 5, burst: 9, per: soon}\n",
+        ));
+        let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["limits.failed_attempts.burst", "limits.failed_attempts.per"]
+        );
+        let errors = located(&with_issuer("limits: {failed_attempts: false}\n"));
+        assert_eq!(errors[0].2, "limits.failed_attempts");
+        assert!(errors[0].3.contains("`off`"), "{}", errors[0].3);
+        let errors = located(&with_issuer("limits: {failed_attempts: none}\n"));
+        assert_eq!(errors[0].2, "limits.failed_attempts");
+    }
+
+    #[test]
     fn listeners_need_distinct_addresses() {
         let errors =
             located("server: {grpc_listen: 127.0.0.1:9000, admin_listen: 127.0.0.1:9000}\n");

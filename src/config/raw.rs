@@ -380,6 +380,53 @@ pub struct RawLimits {
     pub max_token_bytes: Option<u64>,
     #[serde(default)]
     pub token_cache_entries: Option<u64>,
+    #[serde(default)]
+    pub failed_attempts: Option<RawFailedAttempts>,
+}
+
+/// `limits.failed_attempts`: `off`, or `{per_source, per}` (either may be left to its default;
+/// `null` means all defaults).
+#[derive(Debug, Clone)]
+pub enum RawFailedAttempts {
+    Off,
+    Limit(RawAttemptLimit),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttemptLimit {
+    #[serde(default)]
+    pub per_source: Option<u64>,
+    #[serde(default)]
+    pub per: Option<Checked<HumanDuration>>,
+}
+
+impl<'de> Deserialize<'de> for RawFailedAttempts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FailedAttemptsVisitor;
+        impl<'de> Visitor<'de> for FailedAttemptsVisitor {
+            type Value = RawFailedAttempts;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`off` or a mapping such as `{per_source: 20, per: 1m}`")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                if value == "off" {
+                    Ok(RawFailedAttempts::Off)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(value), &self))
+                }
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(RawFailedAttempts::Limit(RawAttemptLimit::default()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                // Straight on the caller's map, so errors inside keep their path.
+                RawAttemptLimit::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawFailedAttempts::Limit)
+            }
+        }
+        deserializer.deserialize_any(FailedAttemptsVisitor)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
