@@ -28,6 +28,10 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Fast key lifecycle: refetch at most once a second, refresh every two, give up after one.
 const FAST_REFRESH: &str = "{min_interval: 1s, max_interval: 2s, timeout: 1s}";
 
+/// For tests that send many bad tokens from one source on purpose: without it, the per-source
+/// failed-attempt limit (on by default) would answer 429 part-way through.
+const NO_ATTEMPT_LIMIT: &str = "limits: {failed_attempts: off}";
+
 /// Key ids of the keys the test IdP serves.
 const RSA_KID: &str = "rsa-2048-a";
 const EC_KID: &str = "ec-p256";
@@ -37,6 +41,7 @@ const OK: i32 = 0;
 const INVALID_ARGUMENT: i32 = 3;
 const NOT_FOUND: i32 = 5;
 const PERMISSION_DENIED: i32 = 7;
+const RESOURCE_EXHAUSTED: i32 = 8;
 const UNAVAILABLE: i32 = 14;
 const UNAUTHENTICATED: i32 = 16;
 
@@ -964,7 +969,11 @@ async fn rotated_keys_are_picked_up_without_a_restart_and_retired_keys_refused()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unknown_kids_is_refused_with_at_most_a_couple_of_fetches() {
     // A long refresh period, so any fetch during the flood is one the flood caused.
-    let mut stack = Stack::start("{min_interval: 5s, max_interval: 60s, timeout: 2s}", "").await;
+    let mut stack = Stack::start(
+        "{min_interval: 5s, max_interval: 60s, timeout: 2s}",
+        NO_ATTEMPT_LIMIT,
+    )
+    .await;
     stack.idp.reset_counts();
     let unique = now();
     let floods: Vec<_> = (0..200)
@@ -1389,7 +1398,7 @@ async fn evil_idp() -> JwksServer {
 #[tokio::test]
 async fn bad_tokens_are_refused_and_the_in_process_agent_keeps_serving() {
     let evil = evil_idp().await;
-    let mut stack = Stack::start(FAST_REFRESH, "").await;
+    let mut stack = Stack::start(FAST_REFRESH, NO_ATTEMPT_LIMIT).await;
     assert_refuses_bad_tokens(&mut stack.client, &evil.jwks_url()).await;
     assert_eq!(evil.jwks_requests(), 0, "a token's jku was fetched");
     assert_eq!(
@@ -1408,7 +1417,7 @@ async fn bad_tokens_are_refused_and_the_binary_keeps_serving() {
     let config = write_config(
         dir.path(),
         "portcullis.yaml",
-        &config_yaml(&idp.jwks_url(), FAST_REFRESH, ""),
+        &config_yaml(&idp.jwks_url(), FAST_REFRESH, NO_ATTEMPT_LIMIT),
     );
     let agent = tokio::task::spawn_blocking(move || BinaryAgent::start(&config))
         .await
@@ -1433,4 +1442,61 @@ async fn bad_tokens_are_refused_and_the_binary_keeps_serving() {
             "a token's signature is in the logs"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Too many failed attempts from one source
+
+#[tokio::test]
+async fn a_source_that_keeps_failing_gets_429_with_retry_after_even_for_a_valid_token() {
+    let mut stack = Stack::start(
+        FAST_REFRESH,
+        "limits: {failed_attempts: {per_source: 3, per: 1m}}",
+    )
+    .await;
+    let attacker: std::net::SocketAddr = "198.51.100.7:40000".parse().expect("addr");
+    for i in 0..3 {
+        let rid = request_id("failing");
+        let forged = token(&TestKey::rsa_b().with_kid(RSA_KID), "read:documents");
+        let outcome = stack
+            .check(&get("/documents", &forged).source(attacker).request_id(&rid))
+            .await;
+        assert_eq!(outcome.status, 401, "failure {i}: {outcome:#?}");
+    }
+
+    let rid = request_id("limited");
+    let valid = token(&rsa(), "read:documents");
+    let outcome = stack
+        .check(&get("/documents", &valid).source(attacker).request_id(&rid))
+        .await;
+    let too_many = Expected {
+        rpc_code: RESOURCE_EXHAUSTED,
+        http_status: 429,
+        error: "too_many_requests",
+        challenge: None,
+    };
+    assert_denied(&outcome, &too_many, &rid);
+    // 3 a minute: one failure is forgiven every 20 s.
+    let retry_after: u64 = outcome
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric Retry-After: {outcome:#?}"));
+    assert!((1..=20).contains(&retry_after), "Retry-After {retry_after}");
+
+    // Another client is unaffected, and the 429s are counted under their own reason.
+    assert_allowed(
+        &stack
+            .check(&get("/documents", &valid).source("198.51.100.8:40000".parse().expect("addr")))
+            .await,
+        "another source",
+    );
+    let metrics = admin_get(&stack.addrs(), "/metrics").await.2;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"portcullis_decisions_total{outcome="deny",reason="too_many_attempts",route="list-documents"}"#
+        ),
+        Some(1.0)
+    );
+    stack.stop().await;
 }
