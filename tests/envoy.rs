@@ -1055,3 +1055,54 @@ fn example_and_demo_configs_pass_check_config() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Too many failed attempts from one client
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_keeps_failing_gets_429_with_retry_after_through_envoy() {
+    // The text goes in at the top level just before `routes:`, so it can hold `limits` too.
+    let Some(stack) = Stack::start(SidecarMode::Grpc, |_| {
+        "limits: {failed_attempts: {per_source: 3, per: 1m}}\n".to_owned()
+    })
+    .await
+    else {
+        return;
+    };
+    let valid = stack.idp.token(&["read:documents"], AUDIENCE).await;
+    let (signed, _) = valid.rsplit_once('.').expect("JWT");
+    let forged = format!("{signed}.{}", "A".repeat(342));
+    let hits_before = stack.upstream.hits();
+
+    // Envoy reports the client as 127.0.0.1: three failures use up its quota.
+    for i in 0..3 {
+        let reply = get_with_token(&stack.client, &stack.envoy, "/documents", &forged).await;
+        assert_eq!(reply.status, 401, "failure {i}: {reply:?}");
+    }
+    for (label, token) in [("forged", &forged), ("valid", &valid)] {
+        let rid = format!("e2e-429-{label}");
+        let bearer = format!("Bearer {token}");
+        let reply = send(
+            &stack.client,
+            &stack.envoy,
+            "GET",
+            "/documents",
+            &[("authorization", &bearer), ("x-request-id", &rid)],
+        )
+        .await;
+        assert_denial_body(&reply, 429, &rid);
+        assert_eq!(reply.json()["error"], "too_many_requests", "{reply:?}");
+        assert_eq!(reply.header("www-authenticate"), None, "{reply:?}");
+        // 3 a minute: one failure is forgiven every 20 s.
+        let retry_after: u64 = reply
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{label}: no numeric Retry-After: {reply:?}"));
+        assert!((1..=20).contains(&retry_after), "{label}: {reply:?}");
+    }
+    assert_eq!(
+        stack.upstream.hits(),
+        hits_before,
+        "a refused request reached the app"
+    );
+}
