@@ -1,7 +1,8 @@
 //! The agent's decisions over gRPC, exactly as Envoy's `ext_authz` filter asks for them: every
 //! row of design.md's response table, the hostile-token list (in-process and as the built
 //! binary), key rotation, an IdP that goes down after the first fetch or is down from the
-//! start, hot reload of the policy, and a flood of unknown key ids.
+//! start, hot reload of the policy, a flood of unknown key ids, and the per-source limit on
+//! failed attempts (429).
 //!
 //! Each test runs portcullis against a JWKS server under its control, with refresh intervals
 //! of a second or two so that key-lifecycle tests finish within seconds. Process concerns (CLI,
