@@ -83,7 +83,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // Logging may not be up (or may be filtered): the reason goes to stderr as well.
@@ -91,5 +91,8 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             eprintln!("portcullis: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Log lines are buffered (the audit events above all): none may be lost at exit.
+    telemetry::flush_logs();
+    code
 }
