@@ -9,6 +9,12 @@ use clap::{Args, Parser, Subcommand};
 
 use portcullis::{app, config, telemetry};
 
+// glibc's malloc was ~13% of the CPU of a check (perf, cache-hit checks pinned to one core):
+// each check allocates and frees a few dozen small buffers (headers, protobuf strings, the
+// response); mimalloc's thread-local free lists make those far cheaper.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `--version`: the crate version and the git commit it was built from.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
