@@ -43,8 +43,9 @@ pub fn extract(headers: &Headers) -> Extraction<'_> {
         return Extraction::Malformed;
     }
     let token = token.trim_start();
-    let b64token = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
-    if token.is_empty() || !token.chars().all(b64token) {
+    // Bytes, not chars: a non-ASCII character's bytes are all ≥ 0x80 and fail the same test.
+    let b64token = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
+    if token.is_empty() || !token.bytes().all(b64token) {
         return Extraction::Malformed;
     }
     Extraction::Found(Presented::Bearer(token))
@@ -93,6 +94,8 @@ mod tests {
             "Bearer",
             "Bearer a b",
             "Bearer a,b",
+            "Bearer abc.déf.ghi",
+            "Bearer abc.d\u{2024}f.ghi",
             "token",
         ] {
             assert_eq!(

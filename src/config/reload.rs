@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -88,6 +88,12 @@ impl Shared {
             self.notify();
             return;
         }
+        // Writes to other files of the directory (a log file next to the configuration gets one
+        // per line) cannot move the file: skip them before the `canonicalize` syscalls, which
+        // would otherwise run once per log line.
+        if is_content_change(&event.kind) && !event.need_rescan() && !self.names_the_file(&event) {
+            return;
+        }
         let now = std::fs::canonicalize(&self.path).ok();
         let mut canonical = self
             .canonical
@@ -104,6 +110,18 @@ impl Shared {
         }
     }
 
+    /// The event names the file or its last known target.
+    fn names_the_file(&self, event: &Event) -> bool {
+        let canonical = self
+            .canonical
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        event
+            .paths
+            .iter()
+            .any(|p| *p == self.path || canonical.as_deref() == Some(p))
+    }
+
     fn notify(&self) {
         self.events
             .send_modify(|count| *count = count.wrapping_add(1));
@@ -115,6 +133,16 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
+}
+
+/// A change to the content or metadata of an existing name: it never moves a symlink (a
+/// ConfigMap swap or a rename shows up as create, rename or remove events).
+fn is_content_change(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_))
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
 }
 
 /// Watches one configuration file; see the module docs for what counts as a change.

@@ -54,7 +54,10 @@ impl TryFrom<CheckRequest> for CheckInput {
                     let value = if h.raw_value.is_empty() {
                         h.value
                     } else {
-                        String::from_utf8_lossy(&h.raw_value).into_owned()
+                        // Valid UTF-8 (every header we read) is taken over without a copy.
+                        String::from_utf8(h.raw_value).unwrap_or_else(|invalid| {
+                            String::from_utf8_lossy(invalid.as_bytes()).into_owned()
+                        })
                     };
                     (h.key, value)
                 }))
@@ -68,8 +71,10 @@ impl TryFrom<CheckRequest> for CheckInput {
             ),
             None => (None, None),
         };
+        let mut method = method;
+        method.make_ascii_uppercase();
         Ok(CheckInput {
-            method: method.to_ascii_uppercase(),
+            method,
             host,
             path,
             headers,

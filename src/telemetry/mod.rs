@@ -4,7 +4,9 @@
 
 pub mod audit;
 pub mod metrics;
+pub mod writer;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -97,6 +99,8 @@ pub enum LoggingError {
     Filter(#[source] tracing_subscriber::filter::ParseError),
     #[error("{LOG_FORMAT_ENV} must be `json` or `text`, not `{0}`")]
     Format(String),
+    #[error("cannot start the log flushing thread")]
+    Flusher(#[source] std::io::Error),
     #[error("a global logger is already installed")]
     AlreadyInstalled(#[source] tracing_subscriber::util::TryInitError),
 }
@@ -129,8 +133,19 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global logger.
+/// The global logger's output, for [`flush_logs`].
+static LOG_OUTPUT: OnceLock<writer::BufferedStdout> = OnceLock::new();
+
+/// Writes out log lines still buffered; call it before the process exits.
+pub fn flush_logs() {
+    if let Some(output) = LOG_OUTPUT.get() {
+        output.flush();
+    }
+}
+
+/// Installs the global logger, writing to standard output through a buffer ([`writer`]).
 pub fn init_logging(settings: &LogSettings) -> Result<(), LoggingError> {
+    let output = LOG_OUTPUT.get_or_init(writer::BufferedStdout::new).clone();
     let filter = EnvFilter::builder()
         .parse(&settings.filter)
         .map_err(LoggingError::Filter)?;
@@ -140,16 +155,22 @@ pub fn init_logging(settings: &LogSettings) -> Result<(), LoggingError> {
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
+            .with_writer(output.clone())
             .boxed()
     });
-    let text =
-        (settings.format == LogFormat::Text).then(|| tracing_subscriber::fmt::layer().boxed());
+    let text = (settings.format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(output.clone())
+            .boxed()
+    });
     tracing_subscriber::registry()
         .with(filter)
         .with(json)
         .with(text)
         .try_init()
-        .map_err(LoggingError::AlreadyInstalled)
+        .map_err(LoggingError::AlreadyInstalled)?;
+    // Without the flusher, lines would wait for the next full buffer: start it, or say why not.
+    output.spawn_flusher().map_err(LoggingError::Flusher)
 }
 
 #[cfg(test)]
