@@ -386,16 +386,7 @@ impl Scanner {
             let total = parent.expanded_mut();
             *total = total.saturating_add(size);
         }
-        self.total = self.total.saturating_add(size);
-        if self.total > MAX_EXPANDED_NODES {
-            self.problems.push(SourceProblem {
-                path: self.current_path(),
-                mark,
-                message: too_many_nodes(),
-            });
-            return Step::Stop;
-        }
-        Step::Continue
+        self.count_nodes(size, mark)
     }
 
     fn check_depth(&mut self, mark: Mark) -> Step {
@@ -416,7 +407,12 @@ impl Scanner {
     }
 
     fn add_collection_node(&mut self, mark: Mark) -> Step {
-        self.total = self.total.saturating_add(1);
+        self.count_nodes(1, mark)
+    }
+
+    /// Adds `size` to the document's expanded-node total; stops the scan past the cap.
+    fn count_nodes(&mut self, size: u64, mark: Mark) -> Step {
+        self.total = self.total.saturating_add(size);
         if self.total > MAX_EXPANDED_NODES {
             self.problems.push(SourceProblem {
                 path: self.current_path(),
