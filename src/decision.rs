@@ -73,6 +73,8 @@ pub struct Permit {
     pub set_headers: Vec<(String, String)>,
     /// Headers to remove: every client-sent `x-auth-*`, and the credential when stripping.
     pub remove_headers: Vec<String>,
+    /// Whether the answer carries dynamic metadata (`response.dynamic_metadata`).
+    pub dynamic_metadata: bool,
 }
 
 /// Why a request was refused. The client only ever sees the status, the generic code and

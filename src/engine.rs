@@ -162,6 +162,7 @@ impl Engine {
             identity,
             set_headers,
             remove_headers,
+            dynamic_metadata: self.response.dynamic_metadata,
         })
     }
 }

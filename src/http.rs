@@ -463,6 +463,7 @@ mod tests {
             identity: Arc::new(crate::decision::Identity::anonymous()),
             set_headers: vec![("x-auth-subject".into(), "line\nbreak".into())],
             remove_headers: Vec::new(),
+            dynamic_metadata: true,
         });
         let response = to_response(&decision, None);
         assert!(response.status().is_server_error());

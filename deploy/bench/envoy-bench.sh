@@ -19,7 +19,8 @@
 #      CONNECTIONS (64), TOKENS (10000), OUT (target/bench-envoy),
 #      ONLY (an extended regex on case names, e.g. 'rs256-many'; default: every case),
 #      PORTCULLIS_LOG (portcullis's log filter; default `info`, as shipped: one JSON audit
-#      event per decision, written to a file here; `warn` turns the audit log off).
+#      event per decision, written to a file here; `warn` turns the audit log off),
+#      DYNAMIC_METADATA (portcullis's `response.dynamic_metadata`; default true, as shipped).
 # jwt_authn does not check scopes; portcullis does (route requires read:documents), so (c)
 # does slightly more work per request than (b).
 set -euo pipefail
@@ -214,6 +215,8 @@ issuers:
     jwks_file: $JWKS
     algorithms: [RS256, ES256]
     types: [at+jwt]
+response:
+  dynamic_metadata: ${DYNAMIC_METADATA:-true}
 routes:
   - name: documents
     match: {methods: [GET], path: /documents}

@@ -71,6 +71,7 @@ pub(crate) fn compile(
     ctx.reachable(&routes);
     let response = ResponseSettings {
         strip_credentials: raw.response.strip_credentials.unwrap_or(true),
+        dynamic_metadata: raw.response.dynamic_metadata.unwrap_or(true),
         no_route_status: raw
             .response
             .no_route_status

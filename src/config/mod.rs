@@ -54,6 +54,9 @@ pub struct TlsConfig {
 pub struct ResponseSettings {
     /// Remove the credential header before the request goes upstream (default on).
     pub strip_credentials: bool,
+    /// Return dynamic metadata `portcullis: {subject, method, route}` with allowed checks
+    /// (default on). Building and merging it costs Envoy and portcullis a few µs per check.
+    pub dynamic_metadata: bool,
     /// 404 (default) or 403 when no route matches.
     pub no_route_status: u16,
 }
@@ -62,6 +65,7 @@ impl Default for ResponseSettings {
     fn default() -> Self {
         Self {
             strip_credentials: true,
+            dynamic_metadata: true,
             no_route_status: 404,
         }
     }
@@ -345,6 +349,16 @@ issuers:
 
     fn with_issuer(rest: &str) -> String {
         format!("{ISSUER}{rest}")
+    }
+
+    #[test]
+    fn dynamic_metadata_is_on_unless_turned_off() {
+        let routes = "routes:\n  - {name: all, match: {}, allow: anonymous}\n";
+        let on = load_text(routes).unwrap_or_else(|e| panic!("{e}"));
+        assert!(on.response.dynamic_metadata);
+        let off = load_text(&format!("response: {{dynamic_metadata: false}}\n{routes}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!off.response.dynamic_metadata);
     }
 
     #[test]

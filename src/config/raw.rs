@@ -435,6 +435,8 @@ pub struct RawResponse {
     #[serde(default)]
     pub strip_credentials: Option<bool>,
     #[serde(default)]
+    pub dynamic_metadata: Option<bool>,
+    #[serde(default)]
     pub no_route_status: Option<Checked<NoRouteStatus>>,
 }
 

@@ -65,30 +65,13 @@ fn string_value(s: &str) -> Value {
 }
 
 fn allowed(permit: &Permit) -> CheckResponse {
-    let identity = &permit.identity;
-    let metadata = Struct {
-        fields: [
-            ("subject".to_owned(), string_value(&identity.subject)),
-            ("method".to_owned(), string_value(identity.method.as_str())),
-            ("route".to_owned(), string_value(&permit.route)),
-        ]
-        .into(),
-    };
     CheckResponse {
         status: Some(Status {
             code: code::OK,
             message: String::new(),
             details: Vec::new(),
         }),
-        dynamic_metadata: Some(Struct {
-            fields: [(
-                "portcullis".to_owned(),
-                Value {
-                    kind: Some(Kind::StructValue(metadata)),
-                },
-            )]
-            .into(),
-        }),
+        dynamic_metadata: permit.dynamic_metadata.then(|| metadata(permit)),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers: permit
                 .set_headers
@@ -98,6 +81,29 @@ fn allowed(permit: &Permit) -> CheckResponse {
             headers_to_remove: permit.remove_headers.clone(),
             ..Default::default()
         })),
+    }
+}
+
+/// `{"portcullis": {"subject", "method", "route"}}`, which Envoy files under the filter's
+/// namespace for access logs and rate-limit keys.
+fn metadata(permit: &Permit) -> Struct {
+    let identity = &permit.identity;
+    let fields = Struct {
+        fields: [
+            ("subject".to_owned(), string_value(&identity.subject)),
+            ("method".to_owned(), string_value(identity.method.as_str())),
+            ("route".to_owned(), string_value(&permit.route)),
+        ]
+        .into(),
+    };
+    Struct {
+        fields: [(
+            "portcullis".to_owned(),
+            Value {
+                kind: Some(Kind::StructValue(fields)),
+            },
+        )]
+        .into(),
     }
 }
 
@@ -191,6 +197,43 @@ mod tests {
         for (reason, expected) in cases {
             assert_eq!(denied_parts(reason.clone()).0, expected, "{reason:?}");
         }
+    }
+
+    fn permit(dynamic_metadata: bool) -> Permit {
+        let mut identity = crate::decision::Identity::anonymous();
+        identity.subject = "alice".into();
+        Permit {
+            route: "documents".into(),
+            identity: std::sync::Arc::new(identity),
+            set_headers: vec![("x-auth-subject".into(), "alice".into())],
+            remove_headers: vec!["authorization".into()],
+            dynamic_metadata,
+        }
+    }
+
+    #[test]
+    fn allowed_answer_carries_portcullis_metadata_unless_turned_off() {
+        let response = check_response(&Decision::Allow(permit(true)), None);
+        assert_eq!(response.status.map(|s| s.code), Some(code::OK));
+        let metadata = response.dynamic_metadata.expect("metadata on by default");
+        let Some(Kind::StructValue(fields)) = metadata.fields["portcullis"].kind.clone() else {
+            panic!("`portcullis` must be a struct: {metadata:?}");
+        };
+        assert_eq!(
+            fields.fields["subject"].kind,
+            Some(Kind::StringValue("alice".into()))
+        );
+        assert_eq!(
+            fields.fields["route"].kind,
+            Some(Kind::StringValue("documents".into()))
+        );
+
+        let response = check_response(&Decision::Allow(permit(false)), None);
+        assert_eq!(response.dynamic_metadata, None);
+        let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
+            panic!("expected an OK response");
+        };
+        assert_eq!(ok.headers_to_remove, ["authorization"]);
     }
 
     #[test]

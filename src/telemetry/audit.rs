@@ -183,6 +183,7 @@ mod tests {
             identity: Arc::new(identity),
             set_headers: Vec::new(),
             remove_headers: Vec::new(),
+            dynamic_metadata: true,
         });
         let event = AuditEvent::new(&input, &decision, Duration::ZERO);
         assert_eq!(

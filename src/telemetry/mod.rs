@@ -264,6 +264,7 @@ mod tests {
             identity: Arc::new(crate::decision::Identity::anonymous()),
             set_headers: Vec::new(),
             remove_headers: Vec::new(),
+            dynamic_metadata: true,
         });
         let logs =
             capture_json(|| telemetry.decision(&input_with_secrets(), &decision, Duration::ZERO));
