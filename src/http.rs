@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{HeaderName, HeaderValue};
@@ -249,16 +248,8 @@ fn unavailable() -> Response {
         route: None,
         reason: DenyReason::Unavailable(crate::decision::Unavailable::NoKeys),
     };
-    let mut response = (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Body::from(denial.body(None)),
-    )
-        .into_response();
-    for (name, value) in denial.headers() {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            response.headers_mut().insert(name, value);
-        }
-    }
+    let mut response = denied(&denial, None);
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     response
 }
 
@@ -300,7 +291,7 @@ mod tests {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        builder.body(Body::empty()).expect("request")
+        builder.body(axum::body::Body::empty()).expect("request")
     }
 
     async fn call(app: Router, request: Request) -> (StatusCode, http::HeaderMap, String) {
