@@ -26,6 +26,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=../lib/processes.sh
+source "$ROOT/deploy/lib/processes.sh"
 ENVOY="${PORTCULLIS_ENVOY:?set PORTCULLIS_ENVOY (make bench-envoy does)}"
 PORTCULLIS="${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}"
 DURATION="${DURATION:-10}"
@@ -60,17 +62,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 stop_all() {
-  if ((${#PIDS[@]})); then
-    kill -TERM "${PIDS[@]}" 2>/dev/null || true
-    for _ in $(seq 1 30); do
-      alive=0
-      for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-      ((alive)) || break
-      sleep 0.1
-    done
-    kill -KILL "${PIDS[@]}" 2>/dev/null || true
-    wait "${PIDS[@]}" 2>/dev/null || true
-  fi
+  stop_pids 3 "${PIDS[@]}"
   PIDS=()
 }
 trap cleanup EXIT

@@ -12,6 +12,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=../lib/processes.sh
+source "$ROOT/deploy/lib/processes.sh"
 ENVOY="${PORTCULLIS_ENVOY:?set PORTCULLIS_ENVOY to the Envoy binary (make demo does)}"
 PORTCULLIS="${PORTCULLIS_BIN:-$ROOT/target/debug/portcullis}"
 IDP_PORT=9400
@@ -50,15 +52,7 @@ cleanup() {
   if ((${#PIDS[@]})); then
     echo
     echo "demo: stopping ${NAMES[*]}"
-    kill -TERM "${PIDS[@]}" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      alive=0
-      for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-      ((alive)) || break
-      sleep 0.1
-    done
-    kill -KILL "${PIDS[@]}" 2>/dev/null || true
-    wait "${PIDS[@]}" 2>/dev/null || true
+    stop_pids 5 "${PIDS[@]}"
   fi
   rm -rf "$WORK"
 }
