@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
@@ -26,6 +27,7 @@ use crate::config::reload::ConfigWatcher;
 use crate::config::{self, Config, ConfigError, ServerConfig, TlsConfig};
 use crate::engine::{Engine, SharedEngine};
 use crate::grpc::CheckService;
+use crate::grpc::io::Coalescing;
 use crate::http::HttpAuthzOptions;
 use crate::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use crate::telemetry::metrics::{CacheCounts, ReloadResult};
@@ -518,9 +520,11 @@ pub async fn start_with(
     if let Some(tls) = tls {
         grpc_server = grpc_server.tls_config(tls).map_err(AppError::Tls)?;
     }
+    // Coalescing: the answers to the checks read in one go leave in one write (grpc::io).
     let incoming = TcpIncoming::from(grpc_listener)
         .with_nodelay(Some(true))
-        .with_keepalive(Some(TCP_KEEPALIVE));
+        .with_keepalive(Some(TCP_KEEPALIVE))
+        .map(|conn| conn.map(Coalescing));
     let grpc_task = tokio::spawn({
         let router = grpc_server
             .add_service(health_service)

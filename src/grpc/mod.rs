@@ -1,6 +1,7 @@
 //! The tonic `Authorization` service: translate the `CheckRequest`, ask the engine, map the
 //! decision back, record telemetry. It holds no policy of its own.
 
+pub mod io;
 pub mod request;
 pub mod response;
 
