@@ -13,6 +13,20 @@ const QUERY_CREDENTIAL_NAMES: &[&str] = &[
     "key",
 ];
 
+/// The bytes of an RFC 6750 b64token (`ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/"`, then
+/// `"="` padding), as a table: every request's token is checked byte by byte.
+static B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
+        b += 1;
+    }
+    table
+};
+
 /// A credential as presented, not yet verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presented<'a> {
@@ -44,8 +58,7 @@ pub fn extract(headers: &Headers) -> Extraction<'_> {
     }
     let token = token.trim_start();
     // Bytes, not chars: a non-ASCII character's bytes are all ≥ 0x80 and fail the same test.
-    let b64token = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
-    if token.is_empty() || !token.bytes().all(b64token) {
+    if token.is_empty() || !token.bytes().all(|b| B64TOKEN[usize::from(b)]) {
         return Extraction::Malformed;
     }
     Extraction::Found(Presented::Bearer(token))
@@ -85,6 +98,27 @@ mod tests {
     #[test]
     fn missing_header_is_missing_credential() {
         assert_eq!(extract(&headers(&[])), Extraction::Missing);
+    }
+
+    #[test]
+    fn a_token_may_use_exactly_the_b64token_alphabet() {
+        const ALPHABET: &str =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=";
+        for byte in 0u8..=127 {
+            let c = char::from(byte);
+            let value = format!("Bearer ab{c}cd");
+            let request = headers(&[("authorization", &value)]);
+            let found = extract(&request);
+            if ALPHABET.contains(c) {
+                assert_eq!(
+                    found,
+                    Extraction::Found(Presented::Bearer(&value[7..])),
+                    "{byte}"
+                );
+            } else {
+                assert_eq!(found, Extraction::Malformed, "byte {byte}");
+            }
+        }
     }
 
     #[test]
