@@ -5,7 +5,8 @@
 # cost blurs the comparison), measured in one run, alternating (b) and (c):
 #   (a) no auth
 #   (b) Envoy's own jwt_authn filter (local JWKS file, jwt_cache_size 100 = its default size)
-#   (c) ext_authz over gRPC to portcullis (release build, the same JWKS as a jwks_file)
+#   (c) ext_authz over gRPC to portcullis (release build, the same JWKS as a jwks_file), and
+#       c-floor: the same call for an anonymous route (no token work: the cost of the hop)
 # for one repeated token and for N distinct tokens (default 10,000), RS256 and ES256.
 #
 # Fairness: Envoy (--concurrency 1) and portcullis share CPU 0 (taskset), the load generator
@@ -16,6 +17,8 @@
 # p99 of (b) and (c) at half of (b)'s peak rate (paced load).
 #
 # Env: PORTCULLIS_ENVOY, PORTCULLIS_BIN (set by make), DURATION (10), WARMUP (2),
+#      REPEAT (1; rounds of the throughput cases, alternating; ratios use medians: one run on a
+#      shared VM can be 15 % off),
 #      CONNECTIONS (64), TOKENS (10000), OUT (target/bench-envoy),
 #      ONLY (an extended regex on case names, e.g. 'rs256-many'; default: every case),
 #      PORTCULLIS_LOG (portcullis's log filter; default `info`, as shipped: one JSON audit
@@ -31,6 +34,7 @@ source "$ROOT/deploy/lib/processes.sh"
 ENVOY="${PORTCULLIS_ENVOY:?set PORTCULLIS_ENVOY (make bench-envoy does)}"
 PORTCULLIS="${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}"
 DURATION="${DURATION:-10}"
+REPEAT="${REPEAT:-1}"
 WARMUP="${WARMUP:-2}"
 CONNECTIONS="${CONNECTIONS:-64}"
 TOKENS="${TOKENS:-10000}"
@@ -83,13 +87,15 @@ cat >"$WORK/load.lua" <<'EOF'
 local requests = {}
 local n = 0
 local pace_ms = 0
+local path = "/documents"
 function init(args)
   pace_ms = tonumber(args[2]) or 0
+  path = args[3] or "/documents"
   math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16))
   for line in io.lines(args[1]) do
     if #line > 0 then
       n = n + 1
-      requests[n] = wrk.format("GET", "/documents", { ["Authorization"] = "Bearer " .. line })
+      requests[n] = wrk.format("GET", path, { ["Authorization"] = "Bearer " .. line })
     end
   end
 end
@@ -213,6 +219,10 @@ routes:
   - name: documents
     match: {methods: [GET], path: /documents}
     require: {scopes: ["read:documents"]}
+  # The floor case: an anonymous route, so the answer costs no token work at all.
+  - name: floor
+    match: {methods: [GET], path: /floor}
+    allow: anonymous
 EOF
 
 for mode in none jwt_authn ext_authz; do
@@ -236,8 +246,8 @@ wait_http() { # url pid name
 RESULTS="$OUT/results.tsv"
 printf 'case\tmode\talg\ttokens\tpace_ms\trps\tp50_ms\tp99_ms\tp999_ms\tenvoy_cpu_s_per_1k\tportcullis_cpu_s_per_1k\tportcullis_rss_mib\tnon2xx\terrors\n' >"$RESULTS"
 
-run() { # label mode alg tokens(1|many) pace_ms [connections]
-  local label="$1" mode="$2" alg="$3" set="$4" pace="$5" conns="${6:-$CONNECTIONS}"
+run() { # label mode alg tokens(1|many) pace_ms [connections] [path]
+  local label="$1" mode="$2" alg="$3" set="$4" pace="$5" conns="${6:-$CONNECTIONS}" path="${7:-/documents}"
   [[ -z "${ONLY:-}" || "$label" =~ $ONLY ]] || return 0
   local token_file="$WORK/tokens/$alg-$set.txt"
   local agent_pid="" envoy_pid
@@ -256,13 +266,13 @@ run() { # label mode alg tokens(1|many) pace_ms [connections]
 
   local url="http://127.0.0.1:$LISTEN_PORT"
   taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${WARMUP}s" -s "$WORK/load.lua" "$url" \
-    -- "$token_file" "$pace" >/dev/null
+    -- "$token_file" "$pace" "$path" >/dev/null
   local e0 a0=0 e1 a1=0
   e0=$(cpu_ticks "$envoy_pid")
   [[ -n "$agent_pid" ]] && a0=$(cpu_ticks "$agent_pid")
   local line
   line=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 5s \
-    -s "$WORK/load.lua" "$url" -- "$token_file" "$pace" | grep '^RESULT')
+    -s "$WORK/load.lua" "$url" -- "$token_file" "$pace" "$path" | grep '^RESULT')
   e1=$(cpu_ticks "$envoy_pid")
   local rss="-"
   if [[ -n "$agent_pid" ]]; then
@@ -291,14 +301,35 @@ run() { # label mode alg tokens(1|many) pace_ms [connections]
   fi
 }
 
-rps_of() { awk -F'\t' -v c="$1" '$1 == c {print $6}' "$RESULTS"; }
+# (c)/(b) of each round, b and c measured back to back (a slow spell of a shared machine hits
+# both); empty for a single round.
+round_ratios() {
+  ((REPEAT > 1)) || return 0
+  awk -F'\t' -v b="$1" -v c="$2" '
+    $1 == b {bv[++nb] = $6}
+    $1 == c {cv[++nc] = $6}
+    END { for (i = 1; i <= nb && i <= nc; i++) printf "%s%.2f", (i > 1 ? ", " : ""), cv[i] / bv[i] }' "$RESULTS"
+}
+
+# The median requests/s of a case over its rounds (the lower middle value for an even count).
+rps_of() {
+  awk -F'\t' -v c="$1" '$1 == c {print $6}' "$RESULTS" | sort -n |
+    awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]}'
+}
 
 echo "bench: $DURATION s per run after a $WARMUP s warm-up, $CONNECTIONS connections, Envoy+portcullis on CPU $SUT_CPU, wrk on CPU $LOAD_CPU"
-run a-none none rs256 1 0
-for alg in rs256 es256; do
-  for set in 1 many; do
-    run "b-$alg-$set" jwt_authn "$alg" "$set" 0
-    run "c-$alg-$set" ext_authz "$alg" "$set" 0
+# REPEAT rounds of every case, alternating; ratios use each case's median.
+for round in $(seq 1 "$REPEAT"); do
+  ((REPEAT == 1)) || echo "bench: round $round of $REPEAT"
+  run a-none none rs256 1 0
+  # The floor of (c): the same gRPC hop answered for an anonymous route (no token work). What
+  # Envoy and portcullis spend here is the cost of the call itself.
+  run c-floor ext_authz rs256 many 0 "$CONNECTIONS" /floor
+  for alg in rs256 es256; do
+    for set in 1 many; do
+      run "b-$alg-$set" jwt_authn "$alg" "$set" 0
+      run "c-$alg-$set" ext_authz "$alg" "$set" 0
+    done
   done
 done
 # Latency at half of (b)'s peak rate (paced load): every connection waits a random 0..2*PACE_MS
@@ -329,17 +360,22 @@ REPORT="$OUT/results.md"
     if ($5 != 0) t = t " (paced)"
     printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", $1, $2, toupper($3), t, $6, $7, $8, $9, $10, $11, $12, $13 + $14 }'
   echo
-  echo "Ratios of throughput:"
+  echo "Ratios of throughput$( ((REPEAT == 1)) || echo " (medians of $REPEAT rounds)"):"
   echo
   a=$(rps_of a-none)
   for alg in rs256 es256; do
     for set in 1 many; do
       b=$(rps_of "b-$alg-$set"); c=$(rps_of "c-$alg-$set")
       [[ -n "$a" && -n "$b" && -n "$c" ]] || continue
-      awk -v alg="${alg^^}" -v set="$set" -v a="$a" -v b="$b" -v c="$c" -v many="$TOKENS" 'BEGIN {
-        printf "- %s, %s token%s: (c)/(b) = %.2f, (c)/(a) = %.2f\n", alg, set == "many" ? many : "1", set == "many" ? "s" : "", c / b, c / a }'
+      awk -v alg="${alg^^}" -v set="$set" -v a="$a" -v b="$b" -v c="$c" -v many="$TOKENS" \
+        -v rounds="$(round_ratios "b-$alg-$set" "c-$alg-$set")" 'BEGIN {
+        printf "- %s, %s token%s: (c)/(b) = %.2f, (c)/(a) = %.2f%s\n", alg, set == "many" ? many : "1", set == "many" ? "s" : "", c / b, c / a,
+          rounds == "" ? "" : "; (c)/(b) per round: " rounds }'
     done
   done
+  floor=$(rps_of c-floor)
+  [[ -n "$a" && -n "$floor" ]] && awk -v a="$a" -v f="$floor" 'BEGIN {
+    printf "- floor (anonymous route, no token work): %s req/s, (floor)/(a) = %.2f\n", f, f / a }'
   for alg in rs256 es256; do
     awk -F'\t' -v alg="$alg" '
       $1 == "b-" alg "-many-half" {b = $8; br = $6}
@@ -347,7 +383,7 @@ REPORT="$OUT/results.md"
       END { if (b == "" || c == "") exit; printf "- %s at half of (b)'"'"'s peak (%s vs %s req/s): p99 (b) %.2f ms, (c) %.2f ms, difference %+.2f ms\n", toupper(alg), br, cr, b, c, c - b }' "$RESULTS"
   done
   echo
-  echo "Reproduce: \`make bench-envoy\` (env DURATION, CONNECTIONS, TOKENS)."
+  echo "Reproduce: \`make bench-envoy\` (env DURATION, REPEAT, CONNECTIONS, TOKENS, ONLY)."
 } >"$REPORT"
 echo
 cat "$REPORT"
