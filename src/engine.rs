@@ -55,20 +55,12 @@ impl Engine {
         &self.authn
     }
 
-    pub fn routes(&self) -> &RouteTable {
-        &self.routes
-    }
-
     /// Decides one request.
     pub async fn check(&self, input: &CheckInput) -> Decision {
         let Ok(target) = routes::normalize(&input.path) else {
             return Decision::deny(None, DenyReason::BadPath);
         };
-        if target
-            .query
-            .as_deref()
-            .is_some_and(credentials::query_has_credential)
-        {
+        if target.query.is_some_and(credentials::query_has_credential) {
             return Decision::deny(None, DenyReason::CredentialInQuery);
         }
         let Some((route, _params)) = self.routes.find(&input.method, &input.host, &target.path)

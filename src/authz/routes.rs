@@ -27,7 +27,7 @@ pub struct RouteMatch {
 impl RouteMatch {
     /// Whether this matcher accepts the request; the bound template parameters if so.
     /// `path` must be the output of [`normalize`].
-    pub fn matches(&self, method: &str, host: &str, path: &str) -> Option<Params> {
+    pub fn matches<'a>(&'a self, method: &str, host: &str, path: &'a str) -> Option<Params<'a>> {
         let method_ok = self
             .methods
             .as_ref()
@@ -57,7 +57,7 @@ pub enum PathMatch {
 
 impl PathMatch {
     /// The bound parameters when `path` (normalized) matches.
-    pub fn matches(&self, path: &str) -> Option<Params> {
+    pub fn matches<'a>(&'a self, path: &'a str) -> Option<Params<'a>> {
         match self {
             Self::Any => Some(Params::default()),
             Self::Exact(exact) => (exact == path).then(Params::default),
@@ -67,7 +67,7 @@ impl PathMatch {
     }
 }
 
-fn prefix_matches(prefix: &str, path: &str) -> bool {
+pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
         None => false,
         Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
@@ -169,7 +169,7 @@ impl PathTemplate {
 
     /// The bound parameters when `path` (normalized) matches. Values are in normalized form
     /// (reserved characters stay percent-encoded).
-    pub fn matches(&self, path: &str) -> Option<Params> {
+    pub fn matches<'a>(&'a self, path: &'a str) -> Option<Params<'a>> {
         let mut rest = path.strip_prefix('/')?;
         let mut params = Vec::new();
         let last = self.segments.len().checked_sub(1)?;
@@ -185,7 +185,7 @@ impl PathTemplate {
                     if head.is_empty() {
                         return None;
                     }
-                    params.push((name.clone(), rest.to_owned()));
+                    params.push((name.as_str(), rest));
                     return Some(Params(params));
                 }
                 TemplateSegment::Literal(literal) => {
@@ -197,7 +197,7 @@ impl PathTemplate {
                     if head.is_empty() {
                         return None;
                     }
-                    params.push((name.clone(), head.to_owned()));
+                    params.push((name.as_str(), head));
                 }
             }
             if index == last {
@@ -278,22 +278,20 @@ pub enum PathError {
 
 /// A request target split and normalized.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NormalizedPath {
+pub struct NormalizedPath<'a> {
     pub path: String,
     /// The raw query string (without `?`), never used for matching.
-    pub query: Option<String>,
+    pub query: Option<&'a str>,
 }
 
-/// Path parameters bound by a template (`doc_id` -> `42`).
+/// Path parameters bound by a template (`doc_id` -> `42`), borrowed from the template and
+/// the normalized path: matching allocates nothing per request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Params(pub Vec<(String, String)>);
+pub struct Params<'a>(pub Vec<(&'a str, &'a str)>);
 
-impl Params {
+impl Params<'_> {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
     }
 }
 
@@ -310,14 +308,14 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 ///   encoded), malformed escapes, and paths over [`MAX_PATH_BYTES`].
 ///
 /// A single trailing `/` is kept: `/a/` and `/a` are different paths.
-pub fn normalize(target: &str) -> Result<NormalizedPath, PathError> {
+pub fn normalize(target: &str) -> Result<NormalizedPath<'_>, PathError> {
     // A fragment never belongs in a request target (RFC 9112 §3.2); a client that sends one is
     // either broken or probing how the parts are split.
     if target.contains('#') {
         return Err(PathError::Fragment);
     }
     let (raw_path, query) = match target.split_once('?') {
-        Some((path, query)) => (path, Some(query.to_owned())),
+        Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
     if raw_path.len() > MAX_PATH_BYTES {
@@ -461,13 +459,14 @@ impl RouteTable {
         Self { routes }
     }
 
-    pub fn routes(&self) -> &[Route] {
-        &self.routes
-    }
-
     /// The first route matching, with its path parameters. `path` must be the output of
     /// [`normalize`]; `host` is the `:authority` as sent (its port is ignored).
-    pub fn find(&self, method: &str, host: &str, path: &str) -> Option<(&Route, Params)> {
+    pub fn find<'t: 'p, 'p>(
+        &'t self,
+        method: &str,
+        host: &str,
+        path: &'p str,
+    ) -> Option<(&'t Route, Params<'p>)> {
         self.routes.iter().find_map(|route| {
             route
                 .matcher
@@ -524,9 +523,9 @@ mod tests {
     fn splits_off_the_query_string_untouched() {
         let n = normalize("/search?q=%2F..%2F&x").expect("valid");
         assert_eq!(n.path, "/search");
-        assert_eq!(n.query.as_deref(), Some("q=%2F..%2F&x"));
+        assert_eq!(n.query, Some("q=%2F..%2F&x"));
         assert_eq!(normalize("/a").expect("valid").query, None);
-        assert_eq!(normalize("/a?").expect("valid").query.as_deref(), Some(""));
+        assert_eq!(normalize("/a?").expect("valid").query, Some(""));
     }
 
     #[test]

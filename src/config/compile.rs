@@ -26,7 +26,7 @@ use super::source::YamlPath;
 use super::{Config, Problem, Readiness, ResponseSettings, ServerConfig, TlsConfig};
 use crate::authn::attempts::AttemptQuota;
 use crate::authn::{Algorithm, AuthnSettings, ClaimPaths, IssuerConfig, KeySource, RefreshPolicy};
-use crate::authz::routes::{PathMatch, RouteMatch};
+use crate::authz::routes::{PathMatch, RouteMatch, prefix_matches};
 use crate::authz::{OnDeny, Policy, Requirements, Route};
 
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
@@ -854,7 +854,7 @@ fn covers(earlier: &RouteMatch, later: &RouteMatch) -> bool {
     let path = match (&earlier.path, &later.path) {
         (PathMatch::Any, _) => true,
         (PathMatch::Prefix(prefix), PathMatch::Exact(path) | PathMatch::Prefix(path)) => {
-            PathMatch::Prefix(prefix.clone()).matches(path).is_some()
+            prefix_matches(prefix, path)
         }
         (PathMatch::Prefix(prefix), PathMatch::Any) => prefix == "/",
         (PathMatch::Prefix(prefix), PathMatch::Template(_)) => prefix == "/",
