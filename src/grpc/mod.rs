@@ -61,7 +61,7 @@ impl Authorization for CheckService {
         );
         let decision = self.decide(&input).instrument(span).await;
         Ok(Response::new(response::check_response(
-            &decision,
+            decision,
             input.request_id(),
         )))
     }

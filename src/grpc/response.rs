@@ -13,15 +13,17 @@ use crate::proto::envoy::service::auth::v3::{
 use crate::proto::envoy::r#type::v3::HttpStatus;
 use crate::proto::google::rpc::Status;
 
-/// google.rpc.Code values (google/rpc/code.proto).
+/// google.rpc.Code values, as `CheckResponse.status.code` carries them.
 mod code {
-    pub const OK: i32 = 0;
-    pub const INVALID_ARGUMENT: i32 = 3;
-    pub const NOT_FOUND: i32 = 5;
-    pub const PERMISSION_DENIED: i32 = 7;
-    pub const RESOURCE_EXHAUSTED: i32 = 8;
-    pub const UNAVAILABLE: i32 = 14;
-    pub const UNAUTHENTICATED: i32 = 16;
+    use tonic::Code;
+
+    pub const OK: i32 = Code::Ok as i32;
+    pub const INVALID_ARGUMENT: i32 = Code::InvalidArgument as i32;
+    pub const NOT_FOUND: i32 = Code::NotFound as i32;
+    pub const PERMISSION_DENIED: i32 = Code::PermissionDenied as i32;
+    pub const RESOURCE_EXHAUSTED: i32 = Code::ResourceExhausted as i32;
+    pub const UNAVAILABLE: i32 = Code::Unavailable as i32;
+    pub const UNAUTHENTICATED: i32 = Code::Unauthenticated as i32;
 }
 
 /// The canonical gRPC code matching an HTTP denial status (design.md).
@@ -36,20 +38,21 @@ pub fn rpc_code(http_status: u16) -> i32 {
     }
 }
 
-pub fn check_response(decision: &Decision, request_id: Option<&str>) -> CheckResponse {
+/// Consumes the decision: the allowed answer's header names and values move into the message.
+pub fn check_response(decision: Decision, request_id: Option<&str>) -> CheckResponse {
     match decision {
         Decision::Allow(permit) => allowed(permit),
-        Decision::Deny(denial) => denied(denial, request_id),
+        Decision::Deny(denial) => denied(&denial, request_id),
     }
 }
 
-fn header(name: &str, value: &str) -> HeaderValueOption {
+fn header(name: impl Into<String>, value: String) -> HeaderValueOption {
     // `append` is deprecated in favour of `append_action`; we never set it.
     #[allow(deprecated)]
     HeaderValueOption {
         header: Some(HeaderValue {
-            key: name.to_owned(),
-            value: value.to_owned(),
+            key: name.into(),
+            value,
             raw_value: Vec::new(),
         }),
         append: None,
@@ -64,21 +67,21 @@ fn string_value(s: &str) -> Value {
     }
 }
 
-fn allowed(permit: &Permit) -> CheckResponse {
+fn allowed(permit: Permit) -> CheckResponse {
     CheckResponse {
         status: Some(Status {
             code: code::OK,
             message: String::new(),
             details: Vec::new(),
         }),
-        dynamic_metadata: permit.dynamic_metadata.then(|| metadata(permit)),
+        dynamic_metadata: permit.dynamic_metadata.then(|| metadata(&permit)),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers: permit
                 .set_headers
-                .iter()
+                .into_iter()
                 .map(|(name, value)| header(name, value))
                 .collect(),
-            headers_to_remove: permit.remove_headers.clone(),
+            headers_to_remove: permit.remove_headers,
             ..Default::default()
         })),
     }
@@ -122,7 +125,7 @@ fn denied(denial: &Denial, request_id: Option<&str>) -> CheckResponse {
             }),
             headers: denial
                 .headers()
-                .iter()
+                .into_iter()
                 .map(|(name, value)| header(name, value))
                 .collect(),
             body: denial.body(request_id),
@@ -136,7 +139,7 @@ mod tests {
     use crate::decision::{DenyReason, TokenProblem};
 
     fn denied_parts(reason: DenyReason) -> (i32, DeniedHttpResponse) {
-        let response = check_response(&Decision::deny(None, reason), Some("req-1"));
+        let response = check_response(Decision::deny(None, reason), Some("req-1"));
         let code = response.status.map(|s| s.code).unwrap_or(-1);
         match response.http_response {
             Some(HttpResponse::DeniedResponse(denied)) => (code, denied),
@@ -213,7 +216,7 @@ mod tests {
 
     #[test]
     fn allowed_answer_carries_portcullis_metadata_unless_turned_off() {
-        let response = check_response(&Decision::Allow(permit(true)), None);
+        let response = check_response(Decision::Allow(permit(true)), None);
         assert_eq!(response.status.map(|s| s.code), Some(code::OK));
         let metadata = response.dynamic_metadata.expect("metadata on by default");
         let Some(Kind::StructValue(fields)) = metadata.fields["portcullis"].kind.clone() else {
@@ -228,7 +231,7 @@ mod tests {
             Some(Kind::StringValue("documents".into()))
         );
 
-        let response = check_response(&Decision::Allow(permit(false)), None);
+        let response = check_response(Decision::Allow(permit(false)), None);
         assert_eq!(response.dynamic_metadata, None);
         let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
             panic!("expected an OK response");
