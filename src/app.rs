@@ -144,7 +144,8 @@ pub struct AppState {
     engine: SharedEngine,
     registry: Arc<KeyRegistry>,
     telemetry: Arc<Telemetry>,
-    config: ArcSwap<Config>,
+    /// `readiness.require_keys` of the configuration in use (the rest lives in the engine).
+    require_keys: AtomicBool,
     config_path: Option<PathBuf>,
     /// Listeners and TLS as bound at start: they are not hot-reloadable.
     bound_server: ServerConfig,
@@ -164,21 +165,12 @@ pub enum Readiness {
 }
 
 impl AppState {
-    pub fn engine(&self) -> &SharedEngine {
-        &self.engine
-    }
-
     pub fn registry(&self) -> &Arc<KeyRegistry> {
         &self.registry
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
-    }
-
-    /// The configuration in use.
-    pub fn config(&self) -> Arc<Config> {
-        self.config.load_full()
     }
 
     pub fn config_path(&self) -> Option<&Path> {
@@ -209,7 +201,7 @@ impl AppState {
         if self.is_shutting_down() {
             return Readiness::NotReady("shutting down".to_owned());
         }
-        if self.config.load().readiness.require_keys && !self.registry.ready() {
+        if self.require_keys.load(Ordering::SeqCst) && !self.registry.ready() {
             let waiting: Vec<String> = self
                 .registry
                 .status()
@@ -277,7 +269,8 @@ impl AppState {
         if let Ok(mut slot) = self.restart_required.lock() {
             *slot = restart;
         }
-        self.config.store(Arc::new(config));
+        self.require_keys
+            .store(config.readiness.require_keys, Ordering::SeqCst);
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.telemetry.metrics().set_generation(generation);
         self.telemetry.metrics().reload(ReloadResult::Success);
@@ -321,16 +314,6 @@ fn server_changes(bound: &ServerConfig, new: &ServerConfig) -> Vec<&'static str>
     changed
 }
 
-/// Asks a running agent to stop (idempotent, cloneable).
-#[derive(Debug, Clone)]
-pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
-
-impl ShutdownHandle {
-    pub fn shutdown(&self) {
-        self.0.send_replace(true);
-    }
-}
-
 /// A started agent. Dropping it asks it to stop; [`RunningApp::shutdown`] also waits.
 #[derive(Debug)]
 pub struct RunningApp {
@@ -338,7 +321,8 @@ pub struct RunningApp {
     admin_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     state: Arc<AppState>,
-    shutdown: ShutdownHandle,
+    /// Set to `true` to ask the agent to stop (idempotent).
+    shutdown: watch::Sender<bool>,
     supervisor: Option<JoinHandle<Result<(), AppError>>>,
 }
 
@@ -358,10 +342,6 @@ impl RunningApp {
 
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
-    }
-
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.shutdown.clone()
     }
 
     /// Reloads the configuration file now (as a file change or SIGHUP does).
@@ -384,14 +364,14 @@ impl RunningApp {
 
     /// Stops accepting, drains in-flight checks (bounded), stops the admin server.
     pub async fn shutdown(mut self) -> Result<(), AppError> {
-        self.shutdown.shutdown();
+        self.shutdown.send_replace(true);
         self.wait().await
     }
 }
 
 impl Drop for RunningApp {
     fn drop(&mut self) {
-        self.shutdown.shutdown();
+        self.shutdown.send_replace(true);
     }
 }
 
@@ -411,7 +391,6 @@ pub fn install_crypto_providers() -> Result<(), AppError> {
 pub async fn run(config_path: PathBuf) -> Result<(), AppError> {
     use tokio::signal::unix::{SignalKind, signal};
 
-    install_crypto_providers()?;
     let config = config::load(&config_path)?;
     let signal_error = |signal| move |source| AppError::Signal { signal, source };
     let mut terminate = signal(SignalKind::terminate()).map_err(signal_error("SIGTERM"))?;
@@ -493,7 +472,7 @@ pub async fn start_with(
         registry,
         telemetry: telemetry.clone(),
         bound_server: config.server.clone(),
-        config: ArcSwap::from_pointee(config),
+        require_keys: AtomicBool::new(config.readiness.require_keys),
         config_path,
         generation: AtomicU64::new(1),
         last_reload: Mutex::new(None),
@@ -615,18 +594,18 @@ pub async fn start_with(
         admin_addr,
         http_addr,
         state,
-        shutdown: ShutdownHandle(Arc::new(shutdown_tx)),
+        shutdown: shutdown_tx,
         supervisor: Some(supervisor),
     })
 }
 
 /// Token-cache counters of an engine's authenticator, for `portcullis_token_cache_*_total`.
-fn token_cache_counts(engine: &Engine) -> Option<CacheCounts> {
+fn token_cache_counts(engine: &Engine) -> CacheCounts {
     let stats = engine.authenticator().cache_stats();
-    Some(CacheCounts {
+    CacheCounts {
         hits: stats.hits,
         misses: stats.misses,
-    })
+    }
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {

@@ -81,7 +81,7 @@ macro_rules! audit_event {
     ($level:ident, $event:expr) => {{
         let event = $event;
         tracing::$level!(
-            target: "portcullis::audit",
+            target: $crate::telemetry::audit::TARGET,
             request_id = event.request_id,
             route = event.route,
             outcome = event.outcome,

@@ -74,8 +74,8 @@ pub struct CacheCounts {
     pub misses: u64,
 }
 
-/// Reads the token-cache counters of an engine. `None` when the engine does not report them.
-pub type CacheCountsFn = fn(&Engine) -> Option<CacheCounts>;
+/// Reads the token-cache counters of an engine.
+pub type CacheCountsFn = fn(&Engine) -> CacheCounts;
 
 /// The metrics of one process.
 #[derive(Debug)]
@@ -203,9 +203,9 @@ impl Metrics {
     /// own cache. A scrape between the swap and this call is clamped to the last exported value.
     pub fn retire_engine(&self, engine: &Engine) {
         if let Some(source) = self.scraped.token_cache.get()
-            && let Some(counts) = (source.read)(engine)
             && let Ok(mut retired) = source.retired.lock()
         {
+            let counts = (source.read)(engine);
             retired.hits = retired.hits.saturating_add(counts.hits);
             retired.misses = retired.misses.saturating_add(counts.misses);
         }
@@ -240,7 +240,7 @@ struct TokenCacheSource {
 
 impl TokenCacheSource {
     fn counts(&self) -> Option<CacheCounts> {
-        let current = (self.read)(&self.engine.load())?;
+        let current = (self.read)(&self.engine.load());
         let retired = self.retired.lock().map(|r| *r).unwrap_or_default();
         let mut reported = self.reported.lock().ok()?;
         reported.hits = reported.hits.max(retired.hits.saturating_add(current.hits));
@@ -414,11 +414,11 @@ mod tests {
 
         // The reader stands in for the authenticator's cache statistics.
         static HITS: AtomicU64 = AtomicU64::new(0);
-        fn read(_: &Engine) -> Option<CacheCounts> {
-            Some(CacheCounts {
+        fn read(_: &Engine) -> CacheCounts {
+            CacheCounts {
                 hits: HITS.load(Ordering::SeqCst),
                 misses: 0,
-            })
+            }
         }
         let registry = KeyRegistry::new();
         let config = crate::app::tests_support::minimal_config();
