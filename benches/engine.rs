@@ -145,7 +145,7 @@ fn key_set(keys: &[&TestKey]) -> KeySet {
                 Arc::new(VerificationKey {
                     kid: Some(key.kid.clone()),
                     family,
-                    alg: jwt::algorithm_from_name(&key.alg_name()),
+                    alg: Algorithm::from_name(&key.alg_name()),
                     decoding: DecodingKey::from_jwk(&jwk).expect("decoding key"),
                 })
             })

@@ -54,48 +54,6 @@ pub fn install_crypto_provider() -> Result<(), CryptoProviderConflict> {
     }
 }
 
-/// The JWS `alg` name of `alg` (RFC 7518 §3.1).
-pub fn algorithm_name(alg: Algorithm) -> &'static str {
-    match alg {
-        Algorithm::HS256 => "HS256",
-        Algorithm::HS384 => "HS384",
-        Algorithm::HS512 => "HS512",
-        Algorithm::RS256 => "RS256",
-        Algorithm::RS384 => "RS384",
-        Algorithm::RS512 => "RS512",
-        Algorithm::PS256 => "PS256",
-        Algorithm::PS384 => "PS384",
-        Algorithm::PS512 => "PS512",
-        Algorithm::ES256 => "ES256",
-        Algorithm::ES384 => "ES384",
-        Algorithm::EdDSA => "EdDSA",
-    }
-}
-
-/// Parses a JWS `alg` name. Case-sensitive, as RFC 7515 §4.1.1 says; `none` (in any case) does
-/// not parse, so it can never be allowed.
-pub fn algorithm_from_name(name: &str) -> Option<Algorithm> {
-    Some(match name {
-        "HS256" => Algorithm::HS256,
-        "HS384" => Algorithm::HS384,
-        "HS512" => Algorithm::HS512,
-        "RS256" => Algorithm::RS256,
-        "RS384" => Algorithm::RS384,
-        "RS512" => Algorithm::RS512,
-        "PS256" => Algorithm::PS256,
-        "PS384" => Algorithm::PS384,
-        "PS512" => Algorithm::PS512,
-        "ES256" => Algorithm::ES256,
-        "ES384" => Algorithm::ES384,
-        "EdDSA" => Algorithm::EdDSA,
-        _ => return None,
-    })
-}
-
-fn is_hmac(alg: Algorithm) -> bool {
-    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
-}
-
 fn jsonwebtoken_algorithm(alg: Algorithm) -> jsonwebtoken::Algorithm {
     use jsonwebtoken::Algorithm as J;
     match alg {
@@ -218,7 +176,7 @@ pub fn parse(token: &str, max_token_bytes: usize) -> Result<Unverified<'_>, Toke
     let Some(alg_name) = header.alg.as_deref() else {
         return Err(TokenProblem::Malformed);
     };
-    let alg = algorithm_from_name(alg_name).ok_or(TokenProblem::UnsupportedAlgorithm)?;
+    let alg = Algorithm::from_name(alg_name).ok_or(TokenProblem::UnsupportedAlgorithm)?;
 
     let payload_json = b64(payload_b64)?;
     if !starts_object(&payload_json) {
@@ -280,7 +238,7 @@ fn check_algorithm(alg: Algorithm, issuer: &IssuerConfig) -> Result<(), TokenPro
     }
     // HS* with a key published in a JWKS is the classic key-confusion attack (the public key
     // used as an HMAC secret): only a configured shared secret may verify HMAC tokens.
-    if is_hmac(alg) && !matches!(issuer.source, KeySource::SharedSecretFile(_)) {
+    if alg.is_hmac() && !matches!(issuer.source, KeySource::SharedSecretFile(_)) {
         return Err(TokenProblem::UnsupportedAlgorithm);
     }
     Ok(())

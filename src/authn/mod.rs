@@ -43,6 +43,53 @@ pub enum Algorithm {
     EdDSA,
 }
 
+impl Algorithm {
+    /// Every algorithm, in the order error messages list them.
+    pub const ALL: [Self; 12] = [
+        Self::HS256,
+        Self::HS384,
+        Self::HS512,
+        Self::RS256,
+        Self::RS384,
+        Self::RS512,
+        Self::PS256,
+        Self::PS384,
+        Self::PS512,
+        Self::ES256,
+        Self::ES384,
+        Self::EdDSA,
+    ];
+
+    /// The JWS `alg` name (RFC 7518 §3.1, RFC 8037 §3.1).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HS256 => "HS256",
+            Self::HS384 => "HS384",
+            Self::HS512 => "HS512",
+            Self::RS256 => "RS256",
+            Self::RS384 => "RS384",
+            Self::RS512 => "RS512",
+            Self::PS256 => "PS256",
+            Self::PS384 => "PS384",
+            Self::PS512 => "PS512",
+            Self::ES256 => "ES256",
+            Self::ES384 => "ES384",
+            Self::EdDSA => "EdDSA",
+        }
+    }
+
+    /// Parses a JWS `alg` name. Case-sensitive, as RFC 7515 §4.1.1 says; `none` (in any case)
+    /// does not parse, so it can never be allowed.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|alg| alg.name() == name)
+    }
+
+    /// HS256/384/512: verified with a shared secret, never with a published key.
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
+    }
+}
+
 /// Where an issuer's verification keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use super::raw::{
     self, AllowKind, Checked, ClaimPath, FilePath, HumanDuration, OnDenyName, RawConfig, RawIssuer,
-    RawRoute, RawServer, algorithm_name,
+    RawRoute, RawServer,
 };
 use super::source::YamlPath;
 use super::{Config, Problem, Readiness, ResponseSettings, ServerConfig, TlsConfig};
@@ -399,14 +399,14 @@ impl Ctx<'_> {
                 valid = false;
                 continue;
             };
-            let name = algorithm_name(algorithm);
+            let name = algorithm.name();
             if seen.contains(&algorithm) {
                 self.value(item, format!("`{name}` is listed twice"));
                 valid = false;
                 continue;
             }
             seen.push(algorithm);
-            let hmac = is_hmac(algorithm);
+            let hmac = algorithm.is_hmac();
             if hmac && !shared_secret {
                 self.value(
                     item,
@@ -829,13 +829,6 @@ impl Ctx<'_> {
             }
         }
     }
-}
-
-fn is_hmac(algorithm: Algorithm) -> bool {
-    matches!(
-        algorithm,
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-    )
 }
 
 /// Whether every request `later` matches is matched by `earlier` (conservative: `false` when

@@ -723,53 +723,30 @@ fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
-const ALGORITHMS: &[(&str, Algorithm)] = &[
-    ("HS256", Algorithm::HS256),
-    ("HS384", Algorithm::HS384),
-    ("HS512", Algorithm::HS512),
-    ("RS256", Algorithm::RS256),
-    ("RS384", Algorithm::RS384),
-    ("RS512", Algorithm::RS512),
-    ("PS256", Algorithm::PS256),
-    ("PS384", Algorithm::PS384),
-    ("PS512", Algorithm::PS512),
-    ("ES256", Algorithm::ES256),
-    ("ES384", Algorithm::ES384),
-    ("EdDSA", Algorithm::EdDSA),
-];
-
-/// The JOSE name of `algorithm`.
-pub fn algorithm_name(algorithm: Algorithm) -> &'static str {
-    ALGORITHMS
-        .iter()
-        .find(|(_, known)| *known == algorithm)
-        .map_or("?", |(name, _)| name)
-}
-
 fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
-    if let Some((_, algorithm)) = ALGORITHMS.iter().find(|(name, _)| *name == text) {
-        return Ok(*algorithm);
+    if let Some(algorithm) = Algorithm::from_name(text) {
+        return Ok(algorithm);
     }
     if text.eq_ignore_ascii_case("none") {
         return Err(
             "`none` is never accepted: it marks an unsigned token that anyone can forge".to_owned(),
         );
     }
-    let known = ALGORITHMS
+    match Algorithm::ALL
         .iter()
-        .map(|(name, _)| *name)
-        .collect::<Vec<_>>()
-        .join(", ");
-    match ALGORITHMS
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        .find(|known| known.name().eq_ignore_ascii_case(text))
     {
-        Some((name, _)) => Err(format!(
-            "unknown algorithm `{text}`: names are case-sensitive, write `{name}`"
+        Some(known) => Err(format!(
+            "unknown algorithm `{text}`: names are case-sensitive, write `{}`",
+            known.name()
         )),
-        None => Err(format!(
-            "unknown algorithm `{text}`, expected one of {known}"
-        )),
+        None => {
+            let known: Vec<&str> = Algorithm::ALL.iter().map(|alg| alg.name()).collect();
+            Err(format!(
+                "unknown algorithm `{text}`, expected one of {}",
+                known.join(", ")
+            ))
+        }
     }
 }
 
