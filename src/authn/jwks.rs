@@ -513,7 +513,8 @@ fn redact(url: &Url) -> String {
     }
 }
 
-fn is_loopback_host(host: &str) -> bool {
+/// `localhost`, or a loopback address (IPv4, IPv6, or IPv4-mapped IPv6), brackets allowed.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     if host.eq_ignore_ascii_case("localhost") {
         return true;
     }
@@ -747,11 +748,6 @@ impl KeyStore {
             }
         }
         Self { inner, stop }
-    }
-
-    /// The issuer (`iss`) this store holds keys for.
-    pub fn issuer(&self) -> &str {
-        &self.inner.issuer
     }
 
     /// True when the key set in use right now publishes `kid`. Never fetches: the token cache
@@ -1265,16 +1261,6 @@ impl KeyRegistry {
         };
         Self {
             client,
-            stores: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// A registry fetching with `client`. Configure it without redirects (or with a policy
-    /// that never leaves HTTPS): the stores check the URLs they are given, not redirect
-    /// targets.
-    pub fn with_client(client: reqwest::Client) -> Self {
-        Self {
-            client: HttpClient::Ready(client),
             stores: Mutex::new(Vec::new()),
         }
     }

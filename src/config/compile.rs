@@ -25,6 +25,7 @@ use super::raw::{
 use super::source::YamlPath;
 use super::{Config, Problem, Readiness, ResponseSettings, ServerConfig, TlsConfig};
 use crate::authn::attempts::AttemptQuota;
+use crate::authn::jwks::is_loopback_host;
 use crate::authn::{Algorithm, AuthnSettings, ClaimPaths, IssuerConfig, KeySource, RefreshPolicy};
 use crate::authz::routes::{PathMatch, RouteMatch, prefix_matches};
 use crate::authz::{OnDeny, Policy, Requirements, Route};
@@ -873,22 +874,14 @@ fn check_fetch_url(text: &str, allow_insecure_http: bool) -> Result<(), String> 
     let Some(host) = url.host_str() else {
         return Err(format!("`{text}`: the URL has no host"));
     };
-    let host = host.to_owned();
     match url.scheme() {
         "https" => Ok(()),
-        "http" if allow_insecure_http || is_loopback(&host) => Ok(()),
+        // The fetcher's own rule, so a configuration is refused exactly when its fetch would be.
+        "http" if allow_insecure_http || is_loopback_host(host) => Ok(()),
         "http" => Err(format!(
             "`{text}` uses plain http to a non-loopback host: anyone on the path could swap \
              the keys; use https, or set `allow_insecure_http: true`"
         )),
         other => Err(format!("`{text}`: unsupported scheme `{other}`, use https")),
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
