@@ -104,16 +104,7 @@ async fn authorize(State(authz): State<Arc<HttpAuthz>>, request: Request) -> Res
         }
         Err(InvalidAuthzRequest::MissingPathPrefix) => {
             let started = Instant::now();
-            let input = CheckInput {
-                method: parts.method.as_str().to_ascii_uppercase(),
-                path: parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned(),
-                headers: request_headers(&parts),
-                ..CheckInput::default()
-            };
+            let input = base_input(&parts);
             let decision = Decision::deny(None, DenyReason::BadPath);
             authz
                 .telemetry
@@ -128,31 +119,40 @@ pub fn to_input(
     parts: &Parts,
     options: &HttpAuthzOptions,
 ) -> Result<CheckInput, InvalidAuthzRequest> {
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let path = match options.path_prefix.as_deref().filter(|p| !p.is_empty()) {
-        None => target,
-        Some(prefix) => target
+    let mut input = base_input(parts);
+    if let Some(prefix) = options.path_prefix.as_deref().filter(|p| !p.is_empty()) {
+        let path = input
+            .path
             .strip_prefix(prefix)
             .filter(|rest| rest.starts_with('/'))
-            .ok_or(InvalidAuthzRequest::MissingPathPrefix)?,
-    };
-    let headers = request_headers(parts);
+            .ok_or(InvalidAuthzRequest::MissingPathPrefix)?;
+        input.path = path.to_owned();
+    }
     // HTTP/1.1 carries the original authority in `Host`; over HTTP/2 it is `:authority`, which
     // hyper exposes as the URI's authority.
-    let host = headers
+    input.host = input
+        .headers
         .get("host")
         .map(str::to_owned)
         .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
         .unwrap_or_default();
-    let source = client_address(&parts.headers, &options.client_address);
-    Ok(CheckInput {
+    input.source = client_address(&parts.headers, &options.client_address);
+    Ok(input)
+}
+
+/// What every answer, even a refusal of the request itself, knows: method, full target and
+/// headers.
+fn base_input(parts: &Parts) -> CheckInput {
+    CheckInput {
         method: parts.method.as_str().to_ascii_uppercase(),
-        host,
-        path: path.to_owned(),
-        headers,
-        source,
-        peer_certificate: None,
-    })
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned(),
+        headers: request_headers(parts),
+        ..CheckInput::default()
+    }
 }
 
 fn request_headers(parts: &Parts) -> Headers {
