@@ -234,10 +234,6 @@ impl<C: Clock> AttemptLimiter<C> {
         self.sources.0.len()
     }
 
-    pub fn quota(&self) -> AttemptQuota {
-        self.quota
-    }
-
     fn housekeeping(&self) {
         let calls = self.calls.fetch_add(1, Ordering::Relaxed);
         if calls % self.housekeeping_every != self.housekeeping_every - 1 {

@@ -81,12 +81,6 @@ impl std::fmt::Debug for TokenCache {
     }
 }
 
-impl Default for TokenCache {
-    fn default() -> Self {
-        Self::new(crate::authn::AuthnSettings::default().token_cache_entries)
-    }
-}
-
 impl TokenCache {
     /// A cache holding at most `capacity` identities (0 disables caching).
     pub fn new(capacity: u64) -> Self {
@@ -100,13 +94,20 @@ impl TokenCache {
         }
     }
 
-    /// The identity verified for this token hash, if it is cached and its token has not
-    /// expired at `now` (Unix seconds). Counts a hit or a miss.
-    pub fn get(&self, hash: &TokenHash, now: u64) -> Option<Arc<Identity>> {
+    /// The identity verified for this token hash, if it is cached, its token has not expired
+    /// at `now` (Unix seconds) and `usable` accepts it (the signing key is still published).
+    /// Counts a hit only for an identity it returns, a miss otherwise.
+    pub fn get(
+        &self,
+        hash: &TokenHash,
+        now: u64,
+        usable: impl FnOnce(&Identity) -> bool,
+    ) -> Option<Arc<Identity>> {
         let found = self
             .entries
             .get(hash)
-            .filter(|identity| identity.expires_at.is_some_and(|exp| now < exp));
+            .filter(|identity| identity.expires_at.is_some_and(|exp| now < exp))
+            .filter(|identity| usable(identity));
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -151,9 +152,9 @@ mod tests {
         let now = unix_now();
         let stored = identity(Some(now + 1_000));
         cache.insert(hash, stored.clone(), now);
-        let hit = cache.get(&hash, now).expect("cached identity");
+        let hit = cache.get(&hash, now, |_| true).expect("cached identity");
         assert!(Arc::ptr_eq(&hit, &stored));
-        assert!(cache.get(&token_hash("a.b.d"), now).is_none());
+        assert!(cache.get(&token_hash("a.b.d"), now, |_| true).is_none());
         let stats = cache.stats();
         assert_eq!((stats.hits, stats.misses), (1, 1));
     }
@@ -164,9 +165,9 @@ mod tests {
         let hash = token_hash("a.b.c");
         let now = unix_now();
         cache.insert(hash, identity(Some(now + 1_000)), now);
-        assert!(cache.get(&hash, now + 999).is_some());
-        assert!(cache.get(&hash, now + 1_000).is_none());
-        assert!(cache.get(&hash, now + 5_000).is_none());
+        assert!(cache.get(&hash, now + 999, |_| true).is_some());
+        assert!(cache.get(&hash, now + 1_000, |_| true).is_none());
+        assert!(cache.get(&hash, now + 5_000, |_| true).is_none());
     }
 
     #[test]
@@ -175,8 +176,16 @@ mod tests {
         let now = unix_now();
         cache.insert(token_hash("expired"), identity(Some(now - 1)), now);
         cache.insert(token_hash("no-exp"), identity(None), now);
-        assert!(cache.get(&token_hash("expired"), now - 100).is_none());
-        assert!(cache.get(&token_hash("no-exp"), now - 100).is_none());
+        assert!(
+            cache
+                .get(&token_hash("expired"), now - 100, |_| true)
+                .is_none()
+        );
+        assert!(
+            cache
+                .get(&token_hash("no-exp"), now - 100, |_| true)
+                .is_none()
+        );
     }
 
     #[test]

@@ -209,11 +209,6 @@ impl<'t> Unverified<'t> {
         self.kid.as_deref()
     }
 
-    /// The header's `alg` (already known to be one portcullis implements).
-    pub fn algorithm(&self) -> Algorithm {
-        self.alg
-    }
-
     /// Applies `issuer`'s policy at `now` (Unix seconds): algorithm and `typ` allow-lists, then
     /// the registered claims. A rejection here trusts nothing; an acceptance still needs
     /// [`Checked::verify`].

@@ -279,8 +279,9 @@ impl Authenticator {
         }
         let now = cache::unix_now();
         let hash = cache::token_hash(token);
-        if let Some(identity) = self.cache.get(&hash, now)
-            && self.key_still_published(&identity)
+        if let Some(identity) = self
+            .cache
+            .get(&hash, now, |identity| self.key_still_published(identity))
         {
             return Ok(identity);
         }
@@ -307,7 +308,11 @@ impl Authenticator {
                 KeyError::UnknownKey => AuthnError::Invalid(TokenProblem::UnknownKey),
             })?;
         let identity = Arc::new(checked.verify(&keys).map_err(AuthnError::Invalid)?);
-        self.cache.insert(hash, identity.clone(), now);
+        // Only an identity traceable to a published key can ever be served from the cache
+        // (`key_still_published`); caching the others would only cost memory.
+        if identity.key_id.is_some() {
+            self.cache.insert(hash, identity.clone(), now);
+        }
         Ok(identity)
     }
 
@@ -333,10 +338,6 @@ impl Authenticator {
     /// The issuers of this generation, in configuration order.
     pub fn issuers(&self) -> impl Iterator<Item = &IssuerConfig> {
         self.issuers.iter().map(|entry| &entry.config)
-    }
-
-    pub fn settings(&self) -> &AuthnSettings {
-        &self.settings
     }
 
     /// True when every issuer has at least one usable key (vacuously true with no issuers).
