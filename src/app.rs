@@ -31,7 +31,7 @@ use crate::grpc::io::Coalescing;
 use crate::http::HttpAuthzOptions;
 use crate::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use crate::telemetry::metrics::{CacheCounts, ReloadResult};
-use crate::telemetry::{Telemetry, TelemetryOptions};
+use crate::telemetry::{ErrorChain, Telemetry, TelemetryOptions};
 
 /// Quiet time after the last change to the configuration file before it is reloaded, so an
 /// editor's or `kubectl`'s series of writes becomes one reload.
@@ -162,6 +162,16 @@ pub struct AppState {
 pub enum Readiness {
     Ready,
     NotReady(String),
+}
+
+impl Readiness {
+    /// Why the agent is not ready; `None` when it is.
+    pub fn not_ready_reason(self) -> Option<String> {
+        match self {
+            Self::Ready => None,
+            Self::NotReady(reason) => Some(reason),
+        }
+    }
 }
 
 impl AppState {
@@ -797,21 +807,6 @@ async fn supervise(
     state.registry.retain(&[]);
     tracing::info!("portcullis stopped");
     failure.map_or(Ok(()), Err)
-}
-
-/// Displays an error with its sources, `outer: inner: innermost`, for log lines.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(error) = source {
-            write!(f, ": {error}")?;
-            source = error.source();
-        }
-        Ok(())
-    }
 }
 
 fn server_failure(

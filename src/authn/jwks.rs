@@ -34,7 +34,6 @@
 //! query string or credentials, never take a symmetric key from a JWKS document, and never
 //! answer with keys it could not parse (fail closed).
 
-use std::error::Error as _;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::path::Path;
@@ -51,6 +50,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Algorithm, IssuerConfig, IssuerKeyStatus, KeySource, RefreshPolicy};
+use crate::telemetry::ErrorChain;
 
 /// RSA keys below this are refused: NIST SP 800-131A disallows them for signatures.
 const MIN_RSA_BITS: usize = 2048;
@@ -490,18 +490,6 @@ enum FetchError {
     NoRuntime,
     #[error("fetch task ended before finishing")]
     Aborted,
-}
-
-/// The error and its sources on one line, for `last_error` and logs.
-fn error_chain(error: &FetchError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// scheme://host[:port]/path: a URL as logs may show it (no credentials, query or fragment).
@@ -947,7 +935,7 @@ impl Inner {
                 state.next_delay = refresh_delay(loaded.max_age, &self.policy, jitter_unit());
             }
             Err(error) => {
-                let text = error_chain(&error);
+                let text = ErrorChain(&error).to_string();
                 state.fetches_failed += 1;
                 state.consecutive_failures = state.consecutive_failures.saturating_add(1);
                 state.next_delay =
