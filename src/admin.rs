@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use crate::app::{AppState, Readiness};
+use crate::app::AppState;
 use crate::telemetry::metrics;
 
 /// The admin application.
@@ -46,21 +46,14 @@ struct ReadyBody {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let (status, body) = match state.readiness() {
-        Readiness::Ready => (
-            StatusCode::OK,
-            ReadyBody {
-                ready: true,
-                reason: None,
-            },
-        ),
-        Readiness::NotReady(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ReadyBody {
-                ready: false,
-                reason: Some(reason),
-            },
-        ),
+    let reason = state.readiness().not_ready_reason();
+    let status = match reason {
+        None => StatusCode::OK,
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let body = ReadyBody {
+        ready: reason.is_none(),
+        reason,
     };
     (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
@@ -111,10 +104,8 @@ pub struct IssuerStatus {
 
 impl StatusReport {
     pub fn collect(state: &AppState) -> Self {
-        let (ready, not_ready_reason) = match state.readiness() {
-            Readiness::Ready => (true, None),
-            Readiness::NotReady(reason) => (false, Some(reason)),
-        };
+        let not_ready_reason = state.readiness().not_ready_reason();
+        let ready = not_ready_reason.is_none();
         let last_reload = state.last_reload().map(|record| ReloadStatus {
             at: humantime::format_rfc3339_seconds(record.at).to_string(),
             at_unix: record

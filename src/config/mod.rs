@@ -102,6 +102,19 @@ pub struct LocatedError {
     pub message: String,
 }
 
+impl LocatedError {
+    /// A problem of the whole file (no position, no path).
+    fn whole_file(file: &Path, message: String) -> Self {
+        Self {
+            file: file.to_owned(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message,
+        }
+    }
+}
+
 impl std::fmt::Display for LocatedError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.file.display())?;
@@ -160,13 +173,7 @@ impl Problem {
 /// ConfigMap mount behaves like a plain directory).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = read_capped(path).map_err(|message| ConfigError {
-        errors: vec![LocatedError {
-            file: path.to_owned(),
-            line: None,
-            column: None,
-            path: String::new(),
-            message,
-        }],
+        errors: vec![LocatedError::whole_file(path, message)],
     })?;
     load_str(&text, path)
 }
@@ -174,13 +181,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates `text` as if read from `path` (used in messages and to resolve
 /// relative file paths; the file itself is not read).
 pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let whole = |message: String| LocatedError {
-        file: path.to_owned(),
-        line: None,
-        column: None,
-        path: String::new(),
-        message,
-    };
+    let whole = |message: String| LocatedError::whole_file(path, message);
     if text.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError {
             errors: vec![whole(too_large_message())],
