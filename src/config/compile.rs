@@ -565,32 +565,28 @@ impl Ctx<'_> {
         let mut iss: HashMap<&str, usize> = HashMap::new();
         for (index, issuer) in issuers {
             let path = issuer_path(*index);
-            if let Ok(name) = &issuer.name.0 {
-                if let Some(&first) = names.get(name.0.as_str()) {
-                    self.value(
-                        path.key("name"),
-                        format!(
-                            "issuer name `{}` is already used by issuers[{first}]",
-                            name.0
-                        ),
-                    );
-                } else {
-                    names.insert(&name.0, *index);
-                }
+            if let Ok(name) = &issuer.name.0
+                && let Some(first) = earlier_use(&mut names, &name.0, *index)
+            {
+                self.value(
+                    path.key("name"),
+                    format!(
+                        "issuer name `{}` is already used by issuers[{first}]",
+                        name.0
+                    ),
+                );
             }
-            if let Ok(value) = &issuer.issuer.0 {
-                if let Some(&first) = iss.get(value.0.as_str()) {
-                    self.value(
-                        path.key("issuer"),
-                        format!(
-                            "`{}` is already configured by issuers[{first}]: a token's `iss` \
-                             must pick exactly one issuer",
-                            value.0
-                        ),
-                    );
-                } else {
-                    iss.insert(&value.0, *index);
-                }
+            if let Ok(value) = &issuer.issuer.0
+                && let Some(first) = earlier_use(&mut iss, &value.0, *index)
+            {
+                self.value(
+                    path.key("issuer"),
+                    format!(
+                        "`{}` is already configured by issuers[{first}]: a token's `iss` \
+                         must pick exactly one issuer",
+                        value.0
+                    ),
+                );
             }
         }
     }
@@ -795,13 +791,11 @@ impl Ctx<'_> {
         let mut names: HashMap<&str, usize> = HashMap::new();
         for (index, route) in routes {
             let Ok(name) = &route.name.0 else { continue };
-            if let Some(&first) = names.get(name.0.as_str()) {
+            if let Some(first) = earlier_use(&mut names, &name.0, *index) {
                 self.value(
                     route_path(*index).key("name"),
                     format!("route name `{}` is already used by routes[{first}]", name.0),
                 );
-            } else {
-                names.insert(&name.0, *index);
             }
         }
     }
@@ -828,6 +822,22 @@ impl Ctx<'_> {
                     ),
                 );
             }
+        }
+    }
+}
+
+/// The index that first used `key`, when `key` was seen before; otherwise records `index` as
+/// its first use.
+fn earlier_use<'a>(
+    seen: &mut HashMap<&'a str, usize>,
+    key: &'a str,
+    index: usize,
+) -> Option<usize> {
+    match seen.entry(key) {
+        std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(index);
+            None
         }
     }
 }
