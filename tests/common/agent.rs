@@ -333,11 +333,6 @@ impl EnvoyRequest {
         Self::new("GET", path)
     }
 
-    pub fn host(mut self, host: &str) -> Self {
-        self.host = host.to_owned();
-        self
-    }
-
     /// Adds (or replaces) a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         let name = name.to_ascii_lowercase();
