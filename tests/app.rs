@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use common::agent::{
     Addrs, BinaryAgent, CheckClient, EnvoyRequest, HEALTH_SERVING, InProcessAgent, admin_get,
-    eventually, http_check, replace_config, run_binary, status, write_config,
+    eventually, http_check, replace_config, run_binary, status, wait_generation, wait_ready,
+    wait_serving, write_config,
 };
+use common::envoy::missing_tool;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -22,6 +24,14 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/app")
         .join(name)
+}
+
+/// `yaml` written to `portcullis.yaml` in a fresh temporary directory, which is deleted when
+/// the returned guard drops: bind it for the whole test (`let (_dir, config)`), never to `_`.
+fn config_file(yaml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "portcullis.yaml", yaml);
+    (dir, config)
 }
 
 /// A configuration on loopback port 0 with anonymous routes `routes` (name, exact path), no
@@ -105,14 +115,13 @@ fn serve_without_a_configuration_file_fails_with_a_hint() {
 
 #[test]
 fn serve_reports_a_busy_port_by_address() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");
     let yaml = anonymous_config(&[("health", "/healthz")], "").replace(
         &format!("grpc_listen: {GRPC_ANY}"),
         &format!("grpc_listen: {addr}"),
     );
-    let config = write_config(dir.path(), "portcullis.yaml", &yaml);
+    let (_dir, config) = config_file(&yaml);
     let (status, _, stderr) = run_binary(&["serve", "--config", config.to_str().expect("utf-8")]);
     assert_eq!(status.code(), Some(1));
     assert!(stderr.contains(&addr.to_string()), "{stderr}");
@@ -123,21 +132,11 @@ fn serve_reports_a_busy_port_by_address() {
 
 #[tokio::test]
 async fn grpc_health_is_serving_and_checks_are_answered() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        "portcullis.yaml",
-        &anonymous_config(&[("public", "/public")], ""),
-    );
+    let (_dir, config) = config_file(&anonymous_config(&[("public", "/public")], ""));
     let agent = InProcessAgent::start_file(&config).await;
     let mut client = agent.client().await;
 
-    let serving = eventually(WAIT, || {
-        let client = client.clone();
-        async move { client.health("").await.ok() == Some(HEALTH_SERVING) }
-    })
-    .await;
-    assert!(serving, "grpc.health.v1 never said SERVING");
+    wait_serving(&client, WAIT).await;
     assert_eq!(
         client
             .health("envoy.service.auth.v3.Authorization")
@@ -163,12 +162,7 @@ async fn grpc_health_is_serving_and_checks_are_answered() {
 
 #[tokio::test]
 async fn admin_endpoints_report_health_status_and_metrics() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        "portcullis.yaml",
-        &anonymous_config(&[("public", "/public")], ""),
-    );
+    let (_dir, config) = config_file(&anonymous_config(&[("public", "/public")], ""));
     let agent = BinaryAgent::start(&config);
     let mut client = agent.client().await;
     client.check(&EnvoyRequest::get("/public")).await;
@@ -219,11 +213,10 @@ fn promtool_accepts(metrics: &str) {
         .spawn()
     else {
         // `make test` installs it; only a bare `cargo test` outside CI may go without.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is required under CI (Debian package prometheus; `make test` installs it)"
+        let _: Option<()> = missing_tool(
+            "promtool (the exposition is not linted)",
+            "`make deps` (Debian package prometheus)",
         );
-        eprintln!("promtool not installed: exposition not linted");
         return;
     };
     child
@@ -251,17 +244,12 @@ async fn readyz_is_503_until_every_issuer_has_keys() {
 
     let jwks = JwksServer::start(&tokens::jwks(&[&TestKey::ec_p256()])).await;
     jwks.fail();
-    let dir = tempfile::tempdir().expect("tempdir");
     let issuers = format!(
         "issuers:\n  - name: corp\n    issuer: https://idp.example.com\n    audiences: [orders-api]\n    \
          jwks_uri: {}\n    algorithms: [ES256]\n    refresh: {{min_interval: 1s}}\n",
         jwks.jwks_url()
     );
-    let config = write_config(
-        dir.path(),
-        "portcullis.yaml",
-        &anonymous_config(&[("public", "/public")], &issuers),
-    );
+    let (_dir, config) = config_file(&anonymous_config(&[("public", "/public")], &issuers));
     let agent = InProcessAgent::start_file(&config).await;
     let addrs = agent.addrs;
 
@@ -283,24 +271,11 @@ async fn readyz_is_503_until_every_issuer_has_keys() {
     );
 
     jwks.recover();
-    let ready = eventually(WAIT, || async {
-        admin_get(&addrs, "/readyz").await.0 == 200
-    })
-    .await;
-    assert!(
-        ready,
-        "never ready after keys appeared: {}",
-        status(&addrs).await
-    );
+    wait_ready(&addrs, WAIT).await;
     let report = status(&addrs).await;
     assert_eq!(report["issuers"][0]["name"], "corp");
     assert_eq!(report["issuers"][0]["keys"], 1);
-    let serving = eventually(WAIT, || {
-        let client = client.clone();
-        async move { client.health("").await.ok() == Some(HEALTH_SERVING) }
-    })
-    .await;
-    assert!(serving);
+    wait_serving(&client, WAIT).await;
 
     let (_, _, metrics) = admin_get(&addrs, "/metrics").await;
     assert!(
@@ -462,12 +437,7 @@ async fn mtls_refuses_clients_without_a_certificate_from_the_ca() {
 
 #[tokio::test]
 async fn sigterm_stops_the_binary_with_status_zero() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        "portcullis.yaml",
-        &anonymous_config(&[("public", "/public")], ""),
-    );
+    let (_dir, config) = config_file(&anonymous_config(&[("public", "/public")], ""));
     let mut agent = BinaryAgent::start(&config);
     // Like Envoy, the client keeps its HTTP/2 connection open (and its runtime running, so it
     // answers the server's GOAWAY) while the agent drains.
@@ -508,7 +478,6 @@ async fn shutdown_finishes_an_in_flight_check_before_stopping() {
     let old_key = TestKey::ec_p256().with_kid("old");
     let new_key = TestKey::ec_p256().with_kid("new");
     let idp = JwksServer::start(&tokens::jwks(&[&old_key])).await;
-    let dir = tempfile::tempdir().expect("tempdir");
     let yaml = format!(
         "server:\n  grpc_listen: {GRPC_ANY}\n  admin_listen: {ADMIN_ANY}\n\
          issuers:\n  - name: corp\n    issuer: {}\n    audiences: [{}]\n    jwks_uri: {}\n    \
@@ -518,7 +487,7 @@ async fn shutdown_finishes_an_in_flight_check_before_stopping() {
         tokens::AUDIENCE,
         idp.jwks_url()
     );
-    let config = write_config(dir.path(), "portcullis.yaml", &yaml);
+    let (_dir, config) = config_file(&yaml);
     let options = portcullis::app::StartOptions {
         drain_timeout: Duration::from_secs(20),
         ..Default::default()
@@ -526,12 +495,7 @@ async fn shutdown_finishes_an_in_flight_check_before_stopping() {
     let cfg = portcullis::config::load(&config).expect("valid config");
     let agent = InProcessAgent::start_with(cfg, Some(config.clone()), options).await;
     let addrs = agent.addrs;
-    assert!(
-        eventually(WAIT, || async {
-            admin_get(&addrs, "/readyz").await.0 == 200
-        })
-        .await
-    );
+    wait_ready(&addrs, WAIT).await;
 
     // Warm-up: the same token twice is one verification and one cache hit.
     let known = old_key.token(&tokens::default_claims("alice", "read"));
@@ -591,12 +555,7 @@ async fn shutdown_finishes_an_in_flight_check_before_stopping() {
 
 #[tokio::test]
 async fn reload_of_a_good_file_serves_its_new_routes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        "portcullis.yaml",
-        &anonymous_config(&[("a", "/a")], ""),
-    );
+    let (_dir, config) = config_file(&anonymous_config(&[("a", "/a")], ""));
     let agent = InProcessAgent::start_file(&config).await;
     let mut client = agent.client().await;
     assert_eq!(client.check(&EnvoyRequest::get("/b")).await.status, 404);
@@ -619,12 +578,7 @@ async fn reload_of_a_good_file_serves_its_new_routes() {
 
 #[tokio::test]
 async fn reload_of_a_broken_file_keeps_serving_the_old_configuration() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        "portcullis.yaml",
-        &anonymous_config(&[("a", "/a")], ""),
-    );
+    let (_dir, config) = config_file(&anonymous_config(&[("a", "/a")], ""));
     let agent = InProcessAgent::start_file(&config).await;
     let mut client = agent.client().await;
 
@@ -650,12 +604,7 @@ async fn reload_of_a_broken_file_keeps_serving_the_old_configuration() {
 
 #[tokio::test]
 async fn reload_that_moves_a_listener_keeps_the_old_one_and_says_so() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        "portcullis.yaml",
-        &anonymous_config(&[("a", "/a")], ""),
-    );
+    let (_dir, config) = config_file(&anonymous_config(&[("a", "/a")], ""));
     let agent = InProcessAgent::start_file(&config).await;
     let generation = agent.app.reload().await.expect("same file reloads");
     assert_eq!(generation, 2);
@@ -680,19 +629,10 @@ async fn reload_that_moves_a_listener_keeps_the_old_one_and_says_so() {
 
 #[tokio::test]
 async fn sighup_reloads_the_binary() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        "portcullis.yaml",
-        &anonymous_config(&[("a", "/a")], ""),
-    );
+    let (_dir, config) = config_file(&anonymous_config(&[("a", "/a")], ""));
     let agent = BinaryAgent::start(&config);
     agent.signal("HUP");
-    let reloaded = eventually(WAIT, || async {
-        status(&agent.addrs).await["config"]["generation"] == 2
-    })
-    .await;
-    assert!(reloaded);
+    wait_generation(&agent.addrs, 2, WAIT).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -700,12 +640,7 @@ async fn sighup_reloads_the_binary() {
 
 #[tokio::test]
 async fn http_mode_gives_the_same_decisions_as_grpc() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        "portcullis.yaml",
-        &anonymous_config(&[("public", "/public")], ""),
-    );
+    let (_dir, config) = config_file(&anonymous_config(&[("public", "/public")], ""));
     let agent = BinaryAgent::start(&config);
     let http = agent.addrs.http.expect("http_listen is set");
 
@@ -733,12 +668,7 @@ async fn http_mode_gives_the_same_decisions_as_grpc() {
 
 #[tokio::test]
 async fn audit_events_name_the_decision_and_never_the_credentials() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        "portcullis.yaml",
-        &anonymous_config(&[("public", "/public")], ""),
-    );
+    let (_dir, config) = config_file(&anonymous_config(&[("public", "/public")], ""));
     let agent = BinaryAgent::start(&config);
     let mut client = agent.client().await;
     let token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtc3ViamVjdCJ9.c2lnbmF0dXJlLXNlY3JldA";
@@ -789,12 +719,7 @@ async fn audit_events_name_the_decision_and_never_the_credentials() {
 /// The harness itself: the ready line gives every bound address.
 #[tokio::test]
 async fn binary_ready_line_reports_every_bound_address() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        "portcullis.yaml",
-        &anonymous_config(&[("public", "/public")], ""),
-    );
+    let (_dir, config) = config_file(&anonymous_config(&[("public", "/public")], ""));
     let agent = BinaryAgent::start(&config);
     let Addrs { grpc, admin, http } = agent.addrs;
     assert!(grpc.port() != 0 && admin.port() != 0 && http.is_some_and(|h| h.port() != 0));

@@ -11,15 +11,14 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::agent::{BinaryAgent, ready_within, run_binary, write_config};
 use common::envoy::{
-    Envoy, ManagedChild, START_TIMEOUT, SidecarMode, SidecarPorts, committed_config, free_port,
-    render_sidecar,
+    Envoy, START_TIMEOUT, SidecarMode, SidecarPorts, committed_config, free_port, render_sidecar,
 };
 use common::idp::{CLIENT_ID, Idp};
 use common::upstream::{Echo, Upstream};
@@ -48,25 +47,23 @@ impl AgentPorts {
     }
 }
 
-/// portcullis started as `portcullis serve --config FILE`; restartable on the same ports.
+/// portcullis started as `portcullis serve --config FILE` (the shared [`BinaryAgent`]);
+/// restartable on the same ports, which the configuration fixes.
 struct Agent {
-    process: Option<ManagedChild>,
+    process: Option<BinaryAgent>,
     config: PathBuf,
-    ports: AgentPorts,
     _dir: tempfile::TempDir,
 }
 
 impl Agent {
-    /// Starts portcullis and waits until `/healthz` answers (and `/readyz` too when
+    /// Starts portcullis and waits for its ready line (listeners bound; and `/readyz` too when
     /// `wait_ready`: every issuer has keys).
-    async fn start(config_yaml: &str, ports: AgentPorts, wait_ready: bool) -> Self {
+    async fn start(config_yaml: &str, wait_ready: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("portcullis.yaml");
-        std::fs::write(&config, config_yaml).expect("write portcullis config");
+        let config = write_config(dir.path(), "portcullis.yaml", config_yaml);
         let mut agent = Self {
             process: None,
             config,
-            ports,
             _dir: dir,
         };
         agent.spawn(wait_ready).await;
@@ -74,47 +71,26 @@ impl Agent {
     }
 
     async fn spawn(&mut self, wait_ready: bool) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        command.arg("serve").arg("--config").arg(&self.config);
-        self.process = Some(ManagedChild::spawn("portcullis", command));
-        let client = http_client();
-        let deadline = Instant::now() + START_TIMEOUT;
-        let paths: &[&str] = if wait_ready {
-            &["/healthz", "/readyz"]
-        } else {
-            &["/healthz"]
-        };
-        for path in paths {
-            let url = format!("http://127.0.0.1:{}{path}", self.ports.admin);
-            loop {
-                if let Some(status) = self.process.as_mut().and_then(ManagedChild::exited) {
-                    panic!(
-                        "portcullis exited ({status}) during start-up; output:\n{}",
-                        self.logs()
-                    );
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "portcullis {path} not OK within {START_TIMEOUT:?}; output:\n{}",
-                    self.logs()
-                );
-                let ok = client
-                    .get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                if ok {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let config = self.config.clone();
+        // `BinaryAgent::start` waits by sleeping: off the runtime, so the test's other tasks
+        // (the load loops) keep running meanwhile.
+        let process = tokio::task::spawn_blocking(move || BinaryAgent::start(&config))
+            .await
+            .expect("portcullis start-up task");
+        let addrs = process.addrs;
+        self.process = Some(process);
+        if wait_ready {
+            assert!(
+                ready_within(&addrs, START_TIMEOUT).await,
+                "portcullis /readyz not OK within {START_TIMEOUT:?}; output:\n{}",
+                self.logs()
+            );
         }
     }
 
+    /// Kills portcullis (SIGKILL) and reaps it.
     fn kill(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.kill();
-        }
+        self.process = None;
     }
 
     async fn restart(&mut self) {
@@ -129,7 +105,7 @@ impl Agent {
     fn logs(&self) -> String {
         self.process
             .as_ref()
-            .map(ManagedChild::output)
+            .map(|p| [p.stdout(), p.stderr()].concat().join("\n"))
             .unwrap_or_default()
     }
 }
@@ -259,21 +235,14 @@ async fn wait_until_allowed(client: &reqwest::Client, envoy: &Envoy, token: &str
     }
 }
 
-/// The JOSE header of a JWT (no verification: for asserting which key signed it).
-fn jwt_header(token: &str) -> serde_json::Value {
-    let first = token.split('.').next().expect("JWT header segment");
+/// Part `index` of a JWT as JSON, unverified: 0 the JOSE header (for asserting which key
+/// signed it), 1 the claims.
+fn jwt_part(token: &str, index: usize) -> serde_json::Value {
+    let part = token.split('.').nth(index).expect("JWT segment");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(first)
-        .expect("base64url JWT header");
-    serde_json::from_slice(&bytes).expect("JSON JWT header")
-}
-
-fn jwt_claims(token: &str) -> serde_json::Value {
-    let second = token.split('.').nth(1).expect("JWT payload segment");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(second)
-        .expect("base64url JWT payload");
-    serde_json::from_slice(&bytes).expect("JSON JWT payload")
+        .decode(part)
+        .expect("base64url JWT segment");
+    serde_json::from_slice(&bytes).expect("JSON JWT segment")
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -444,8 +413,8 @@ async fn idp_issues_rfc9068_jwt_access_tokens_and_rotates_keys() {
     };
 
     let token = idp.token(&["read:documents"], AUDIENCE).await;
-    let header = jwt_header(&token);
-    let claims = jwt_claims(&token);
+    let header = jwt_part(&token, 0);
+    let claims = jwt_part(&token, 1);
     assert_eq!(header["typ"], "at+jwt");
     assert_eq!(header["alg"], "RS256");
     assert_eq!(claims["iss"], idp.issuer());
@@ -458,7 +427,7 @@ async fn idp_issues_rfc9068_jwt_access_tokens_and_rotates_keys() {
     let new_kid = idp.rotate_key().await;
     assert_ne!(new_kid, old_kid);
     let rotated = idp.token(&["read:documents"], AUDIENCE).await;
-    assert_eq!(jwt_header(&rotated)["kid"], new_kid.as_str());
+    assert_eq!(jwt_part(&rotated, 0)["kid"], new_kid.as_str());
     let published = kids().await;
     assert!(published.contains(&old_kid) && published.contains(&new_kid));
 
@@ -470,7 +439,7 @@ async fn idp_issues_rfc9068_jwt_access_tokens_and_rotates_keys() {
 
     idp.set_signing_alg("ES256").await;
     let es = idp.token(&["read:documents"], AUDIENCE).await;
-    assert_eq!(jwt_header(&es)["alg"], "ES256");
+    assert_eq!(jwt_part(&es, 0)["alg"], "ES256");
 
     let refused = idp
         .token_for(
@@ -507,7 +476,7 @@ impl Stack {
         let extra = extra_issuers(&idp);
         // An extra issuer may be deliberately keyless (the 503 case): then /readyz never
         // turns ready, and the warm-up request below is the readiness signal.
-        let agent = Agent::start(&agent_config(ports, &idp, &extra), ports, extra.is_empty()).await;
+        let agent = Agent::start(&agent_config(ports, &idp, &extra), extra.is_empty()).await;
         let envoy = Envoy::start(&render_sidecar(
             mode,
             SidecarPorts {
@@ -919,7 +888,7 @@ async fn idp_key_rotation_under_load_drops_no_request_and_retired_key_is_refused
         return;
     };
     let old_token = stack.idp.token(&["read:documents"], AUDIENCE).await;
-    let old_kid = jwt_header(&old_token)["kid"]
+    let old_kid = jwt_part(&old_token, 0)["kid"]
         .as_str()
         .expect("kid")
         .to_owned();
@@ -952,7 +921,7 @@ async fn idp_key_rotation_under_load_drops_no_request_and_retired_key_is_refused
                             let status = r.status();
                             let challenge = r.headers().get("www-authenticate").cloned();
                             let body = r.text().await.unwrap_or_default();
-                            let kid = jwt_header(&token)["kid"].clone();
+                            let kid = jwt_part(&token, 0)["kid"].clone();
                             Some(format!("{status} kid={kid} {challenge:?} {body}"))
                         }
                         Err(e) => Some(format!("transport error: {e}")),
@@ -985,7 +954,7 @@ async fn idp_key_rotation_under_load_drops_no_request_and_retired_key_is_refused
     }
     let new_kid = stack.idp.rotate_key().await;
     let new_token = stack.idp.token(&["read:documents"], AUDIENCE).await;
-    assert_eq!(jwt_header(&new_token)["kid"], new_kid.as_str());
+    assert_eq!(jwt_part(&new_token, 0)["kid"], new_kid.as_str());
     *current.write().expect("token") = new_token.clone();
 
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1042,16 +1011,11 @@ fn example_and_demo_configs_pass_check_config() {
         "deploy/demo/portcullis.yaml",
     ] {
         let path = common::envoy::repo_root().join(file);
-        let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .arg("check-config")
-            .arg(&path)
-            .output()
-            .expect("run portcullis check-config");
+        let (status, stdout, stderr) =
+            run_binary(&["check-config", path.to_str().expect("utf-8 path")]);
         assert!(
-            output.status.success(),
-            "{file} fails check-config:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            status.success(),
+            "{file} fails check-config:\n{stdout}{stderr}"
         );
     }
 }

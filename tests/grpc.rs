@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::agent::{
     Addrs, BinaryAgent, CheckClient, CheckOutcome, EnvoyRequest, InProcessAgent, admin_get,
-    eventually, replace_config, status, write_config,
+    eventually, replace_config, status, wait_generation, wait_ready, write_config,
 };
 use common::jwks_server::JwksServer;
 use common::tokens::{self, AUDIENCE, ISSUER, TestKey, claims, now, raw, with};
@@ -147,7 +147,7 @@ impl Stack {
     async fn start_serving(jwks: &Value, refresh: &str, extra: &str) -> Self {
         let idp = JwksServer::start(jwks).await;
         let stack = Self::start_with_idp(idp, refresh, extra).await;
-        wait_ready(&stack.agent.addrs).await;
+        wait_ready(&stack.agent.addrs, WAIT).await;
         stack
     }
 
@@ -181,14 +181,6 @@ impl Stack {
     async fn stop(self) {
         self.agent.shutdown().await;
     }
-}
-
-async fn wait_ready(addrs: &Addrs) {
-    let ready = eventually(WAIT, || async {
-        admin_get(addrs, "/readyz").await.0 == 200
-    })
-    .await;
-    assert!(ready, "never ready: {}", status(addrs).await);
 }
 
 /// A fresh token (its own `jti`, so never a token-cache hit) for `alice` with `scope`.
@@ -231,6 +223,20 @@ const UNAUTHORIZED: Expected<'static> = Expected {
     http_status: 401,
     error: "unauthorized",
     challenge: Some(INVALID_TOKEN),
+};
+
+/// No credential at all: 401 with the bare challenge (no `error`).
+const NO_CREDENTIAL: Expected<'static> = Expected {
+    challenge: Some(CHALLENGE),
+    ..UNAUTHORIZED
+};
+
+/// No route (or a hidden one, `on_deny: not_found`).
+const NOT_FOUND_ANSWER: Expected<'static> = Expected {
+    rpc_code: NOT_FOUND,
+    http_status: 404,
+    error: "not_found",
+    challenge: None,
 };
 
 /// Checks a denial: the RPC succeeded and carries the matching code, the HTTP status, the
@@ -320,6 +326,23 @@ fn assert_denied(outcome: &CheckOutcome, expected: &Expected<'_>, rid: &str) {
         problems.is_empty(),
         "{}\noutcome: {outcome:#?}",
         problems.join("; ")
+    );
+}
+
+/// A 403 `insufficient_scope` denial whose challenge names exactly `scope` (space separated).
+#[track_caller]
+fn assert_insufficient_scope(outcome: &CheckOutcome, scope: &str, rid: &str) {
+    let challenge =
+        format!(r#"Bearer realm="portcullis", error="insufficient_scope", scope="{scope}""#);
+    assert_denied(
+        outcome,
+        &Expected {
+            rpc_code: PERMISSION_DENIED,
+            http_status: 403,
+            error: "forbidden",
+            challenge: Some(&challenge),
+        },
+        rid,
     );
 }
 
@@ -475,14 +498,7 @@ async fn missing_credential_is_401_with_a_challenge_without_error() {
     for path in ["/documents", "/documents/7", "/api/me"] {
         let rid = request_id("missing");
         let outcome = stack.check(&EnvoyRequest::get(path).request_id(&rid)).await;
-        assert_denied(
-            &outcome,
-            &Expected {
-                challenge: Some(CHALLENGE),
-                ..UNAUTHORIZED
-            },
-            &rid,
-        );
+        assert_denied(&outcome, &NO_CREDENTIAL, &rid);
     }
     stack.stop().await;
 }
@@ -556,18 +572,7 @@ async fn lacking_a_scope_is_403_insufficient_scope_naming_every_needed_scope() {
     let outcome = stack
         .check(&get("/documents", &token(&rsa(), "write:documents openid")).request_id(&rid))
         .await;
-    assert_denied(
-        &outcome,
-        &Expected {
-            rpc_code: PERMISSION_DENIED,
-            http_status: 403,
-            error: "forbidden",
-            challenge: Some(
-                r#"Bearer realm="portcullis", error="insufficient_scope", scope="read:documents""#,
-            ),
-        },
-        &rid,
-    );
+    assert_insufficient_scope(&outcome, "read:documents", &rid);
 
     // All required scopes are named, even when some are granted.
     let rid = request_id("scope");
@@ -578,18 +583,7 @@ async fn lacking_a_scope_is_403_insufficient_scope_naming_every_needed_scope() {
                 .request_id(&rid),
         )
         .await;
-    assert_denied(
-        &outcome,
-        &Expected {
-            rpc_code: PERMISSION_DENIED,
-            http_status: 403,
-            error: "forbidden",
-            challenge: Some(
-                r#"Bearer realm="portcullis", error="insufficient_scope", scope="read:documents write:documents""#,
-            ),
-        },
-        &rid,
-    );
+    assert_insufficient_scope(&outcome, "read:documents write:documents", &rid);
     stack.stop().await;
 }
 
@@ -603,14 +597,7 @@ async fn not_found_route_still_asks_unauthenticated_callers_to_authenticate() {
     let outcome = stack
         .check(&EnvoyRequest::get("/documents/7").request_id(&rid))
         .await;
-    assert_denied(
-        &outcome,
-        &Expected {
-            challenge: Some(CHALLENGE),
-            ..UNAUTHORIZED
-        },
-        &rid,
-    );
+    assert_denied(&outcome, &NO_CREDENTIAL, &rid);
     let rid = request_id("hidden");
     let expired = rsa().token(&claims(ISSUER, AUDIENCE, "alice", "read:documents", -600));
     let outcome = stack
@@ -638,13 +625,7 @@ async fn not_found_route_answers_an_authenticated_caller_without_the_scope_like_
     let hidden = stack
         .check(&get("/documents/7", &caller).request_id(&rid))
         .await;
-    let not_found = Expected {
-        rpc_code: NOT_FOUND,
-        http_status: 404,
-        error: "not_found",
-        challenge: None,
-    };
-    assert_denied(&hidden, &not_found, &rid);
+    assert_denied(&hidden, &NOT_FOUND_ANSWER, &rid);
     let absent = stack
         .check(&get("/nothing-here", &caller).request_id(&rid))
         .await;
@@ -714,12 +695,6 @@ async fn paths_that_cannot_be_normalized_are_400_and_never_reach_a_route() {
 async fn no_matching_route_is_404_or_the_configured_403() {
     let mut stack = Stack::start(FAST_REFRESH, "").await;
     let valid = token(&rsa(), "read:documents");
-    let not_found = Expected {
-        rpc_code: NOT_FOUND,
-        http_status: 404,
-        error: "not_found",
-        challenge: None,
-    };
     for request in [
         EnvoyRequest::get("/nowhere"),
         get("/nowhere", &valid),
@@ -730,7 +705,7 @@ async fn no_matching_route_is_404_or_the_configured_403() {
     ] {
         let rid = request_id("noroute");
         let outcome = stack.check(&request.clone().request_id(&rid)).await;
-        let problems = denial_problems(&outcome, &not_found, &rid);
+        let problems = denial_problems(&outcome, &NOT_FOUND_ANSWER, &rid);
         assert!(
             problems.is_empty(),
             "{} {}: {}",
@@ -810,11 +785,8 @@ async fn idp_down_from_the_start_fails_closed_and_recovers_within_seconds() {
         "tokens still refused 5 s after the IdP came back: {}",
         status(&addrs).await
     );
-    let ready = eventually(Duration::from_secs(2), || async {
-        admin_get(&addrs, "/readyz").await.0 == 200
-    })
-    .await;
-    assert!(ready, "allowing, but /readyz still 503");
+    // Allowing, so /readyz must say ready (almost) at once.
+    wait_ready(&addrs, Duration::from_secs(2)).await;
     assert_allowed(
         &client
             .check(&get("/documents", &token(&ed(), "read:documents")))
@@ -1017,19 +989,6 @@ async fn a_flood_of_unknown_kids_is_refused_with_at_most_a_couple_of_fetches() {
 // ---------------------------------------------------------------------------------------------
 // Hot reload: decisions follow the file (reload mechanics are in tests/app.rs)
 
-/// Waits until `/status` shows configuration generation `generation`.
-async fn wait_generation(addrs: &Addrs, generation: u64) {
-    let reloaded = eventually(WAIT, || async {
-        status(addrs).await["config"]["generation"] == generation
-    })
-    .await;
-    assert!(
-        reloaded,
-        "never reached generation {generation}: {}",
-        status(addrs).await
-    );
-}
-
 #[tokio::test]
 async fn reload_that_adds_a_scope_requirement_is_enforced_on_the_next_check() {
     // Background refreshes far apart, so the reload is the only thing that could fetch.
@@ -1052,25 +1011,14 @@ async fn reload_that_adds_a_scope_requirement_is_enforced_on_the_next_check() {
     );
     assert!(yaml.contains("scopes: [admin]"), "fixture edit applies");
     replace_config(&stack.config, &yaml);
-    wait_generation(&addrs, 2).await;
+    wait_generation(&addrs, 2, WAIT).await;
 
     // The same token, verified and cached under the old policy, meets the new one.
     let rid = request_id("reload");
     let outcome = stack
         .check(&get("/api/orders", &reader).request_id(&rid))
         .await;
-    assert_denied(
-        &outcome,
-        &Expected {
-            rpc_code: PERMISSION_DENIED,
-            http_status: 403,
-            error: "forbidden",
-            challenge: Some(
-                r#"Bearer realm="portcullis", error="insufficient_scope", scope="admin""#,
-            ),
-        },
-        &rid,
-    );
+    assert_insufficient_scope(&outcome, "admin", &rid);
     let outcome = stack.check(&get("/api/orders", &admin)).await;
     assert_allowed(
         &outcome,
@@ -1093,7 +1041,7 @@ async fn reload_that_drops_an_audience_refuses_tokens_verified_before() {
         "audiences: [billing-api]",
     );
     replace_config(&stack.config, &yaml);
-    wait_generation(&addrs, 2).await;
+    wait_generation(&addrs, 2, WAIT).await;
     let rid = request_id("audience");
     let outcome = stack
         .check(&get("/documents", &cached).request_id(&rid))
@@ -1113,7 +1061,7 @@ async fn reload_of_a_broken_file_keeps_enforcing_the_old_policy() {
         &stack.config,
         &(config_yaml(&url, FAST_REFRESH, "") + extra_route),
     );
-    wait_generation(&addrs, 2).await;
+    wait_generation(&addrs, 2, WAIT).await;
     let reader = token(&ec(), "read:documents");
     let rid = request_id("broken");
     let outcome = stack
@@ -1146,18 +1094,7 @@ async fn reload_of_a_broken_file_keeps_enforcing_the_old_policy() {
     let outcome = stack
         .check(&get("/reports", &reader).request_id(&rid))
         .await;
-    assert_denied(
-        &outcome,
-        &Expected {
-            rpc_code: PERMISSION_DENIED,
-            http_status: 403,
-            error: "forbidden",
-            challenge: Some(
-                r#"Bearer realm="portcullis", error="insufficient_scope", scope="reports""#,
-            ),
-        },
-        &rid,
-    );
+    assert_insufficient_scope(&outcome, "reports", &rid);
     let rid = request_id("broken");
     let outcome = stack
         .check(&get("/documents", &token(&ec(), "openid")).request_id(&rid))
@@ -1423,7 +1360,7 @@ async fn bad_tokens_are_refused_and_the_binary_keeps_serving() {
     let agent = tokio::task::spawn_blocking(move || BinaryAgent::start(&config))
         .await
         .expect("binary start");
-    wait_ready(&agent.addrs).await;
+    wait_ready(&agent.addrs, WAIT).await;
     let mut client = agent.client().await;
     let tokens = assert_refuses_bad_tokens(&mut client, &evil.jwks_url()).await;
     assert_eq!(evil.jwks_requests(), 0, "a token's jku was fetched");

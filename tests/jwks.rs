@@ -64,6 +64,33 @@ fn uri_issuer(server: &JwksServer, refresh: RefreshPolicy) -> IssuerConfig {
     )
 }
 
+/// `corp` at `issuer_url`, keys found by OIDC discovery, the usual test refresh.
+fn discovery_issuer(issuer_url: &str) -> IssuerConfig {
+    issuer(
+        "corp",
+        issuer_url,
+        KeySource::Discovery,
+        policy(ms(200), ms(5000)),
+    )
+}
+
+/// `hmac`, its shared secret read from a temporary file holding exactly `contents`. The file
+/// is deleted when the returned guard drops: bind it (`let (_file, config)`), never to `_`.
+fn secret_file_issuer(
+    contents: &str,
+    refresh: RefreshPolicy,
+) -> (tempfile::NamedTempFile, IssuerConfig) {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(contents.as_bytes()).expect("written");
+    let config = issuer(
+        "hmac",
+        "https://idp.example.com",
+        KeySource::SharedSecretFile(file.path().to_owned()),
+        refresh,
+    );
+    (file, config)
+}
+
 /// Polls `condition` every 20 ms until it holds or `within` passes.
 async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
@@ -122,12 +149,7 @@ async fn fetches_keys_from_a_jwks_uri() {
 #[tokio::test]
 async fn discovers_the_jwks_uri_from_the_issuer() {
     let server = JwksServer::start(&jwks(&[key("k1")])).await;
-    let config = issuer(
-        "corp",
-        &server.base_url(),
-        KeySource::Discovery,
-        policy(ms(200), ms(5000)),
-    );
+    let config = discovery_issuer(&server.base_url());
     let (_registry, store) = loaded(&config).await;
 
     assert!(store.resolve(Some("k1")).await.is_ok());
@@ -140,12 +162,7 @@ async fn discovery_drops_a_trailing_slash_of_the_issuer_but_compares_it_exactly(
     let server = JwksServer::start(&jwks(&[key("k1")])).await;
     let with_slash = format!("{}/", server.base_url());
     server.set_discovery_issuer(Some(&with_slash));
-    let config = issuer(
-        "corp",
-        &with_slash,
-        KeySource::Discovery,
-        policy(ms(200), ms(5000)),
-    );
+    let config = discovery_issuer(&with_slash);
     let (_registry, store) = loaded(&config).await;
 
     assert!(store.resolve(Some("k1")).await.is_ok());
@@ -156,12 +173,7 @@ async fn discovery_drops_a_trailing_slash_of_the_issuer_but_compares_it_exactly(
 async fn refuses_a_discovery_document_for_another_issuer() {
     let server = JwksServer::start(&jwks(&[key("k1")])).await;
     server.set_discovery_issuer(Some("https://evil.example.com"));
-    let config = issuer(
-        "corp",
-        &server.base_url(),
-        KeySource::Discovery,
-        policy(ms(200), ms(5000)),
-    );
+    let config = discovery_issuer(&server.base_url());
     let (registry, store) = loaded(&config).await;
 
     assert_eq!(store.resolve(None).await.err(), Some(KeyError::NoKeys));
@@ -209,12 +221,7 @@ async fn refuses_discovery_pointing_to_plain_http_elsewhere() {
         "issuer": server.base_url(),
         "jwks_uri": "http://keys.example.com/jwks",
     })));
-    let config = issuer(
-        "corp",
-        &server.base_url(),
-        KeySource::Discovery,
-        policy(ms(200), ms(5000)),
-    );
+    let config = discovery_issuer(&server.base_url());
     let (_registry, store) = loaded(&config).await;
 
     let error = store.status().last_error.expect("an error is reported");
@@ -661,12 +668,8 @@ async fn reads_keys_from_a_file_and_rereads_it_on_a_kid_miss() {
 #[tokio::test]
 async fn loads_a_shared_secret_and_refuses_a_short_one() {
     let secret = "0123456789abcdef0123456789abcdef-long-enough";
-    let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    writeln!(file, "{secret}").expect("written");
-    let config = issuer(
-        "hmac",
-        "https://idp.example.com",
-        KeySource::SharedSecretFile(file.path().to_owned()),
+    let (_file, config) = secret_file_issuer(
+        &format!("{secret}\n"),
         policy(ms(200), Duration::from_secs(60)),
     );
     let (_registry, store) = loaded(&config).await;
@@ -693,12 +696,8 @@ async fn loads_a_shared_secret_and_refuses_a_short_one() {
     assert!(jsonwebtoken::decode::<Value>(&token, &only[0].decoding, &validation).is_ok());
 
     let short = "too-short-secret";
-    let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    writeln!(file, "{short}").expect("written");
-    let config = issuer(
-        "hmac",
-        "https://idp.example.com",
-        KeySource::SharedSecretFile(file.path().to_owned()),
+    let (_file, config) = secret_file_issuer(
+        &format!("{short}\n"),
         policy(ms(200), Duration::from_secs(60)),
     );
     let (_registry, store) = loaded(&config).await;
@@ -760,14 +759,8 @@ async fn logs_never_show_key_material_secrets_or_query_strings() {
     );
 
     let secret = "0123456789abcdef0123456789abcdef-shared";
-    let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    write!(file, "{secret}").expect("written");
-    let hmac_issuer = issuer(
-        "hmac",
-        "https://idp.example.com",
-        KeySource::SharedSecretFile(file.path().to_owned()),
-        policy(ms(200), ms(400)),
-    );
+    // No trailing newline this time.
+    let (_file, hmac_issuer) = secret_file_issuer(secret, policy(ms(200), ms(400)));
     let (_hmac_registry, hmac_store) = loaded(&hmac_issuer).await;
     assert_eq!(hmac_store.status().keys, 1);
     let status_text = format!("{:?} {:?}", store.status(), hmac_store.status());

@@ -50,9 +50,7 @@ AGENT_LOG="${PORTCULLIS_LOG:-info}"
 LOAD_CPU=1
 CLK_TCK="$(getconf CLK_TCK)"
 
-for tool in wrk taskset curl node; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is required (make bench-envoy installs it)" >&2; exit 1; }
-done
+require_tools bench "make bench-envoy installs it" wrk taskset curl node
 [[ -x "$ENVOY" ]] || { echo "bench: no Envoy at $ENVOY" >&2; exit 1; }
 [[ -x "$PORTCULLIS" ]] || { echo "bench: no portcullis at $PORTCULLIS (cargo build --release)" >&2; exit 1; }
 (($(nproc) >= 2)) || { echo "bench: needs 2 CPUs (system under test and load generator apart)" >&2; exit 1; }
@@ -234,13 +232,8 @@ done
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-wait_http() { # url pid name
-  for _ in $(seq 1 200); do
-    kill -0 "$2" 2>/dev/null || { echo "bench: $3 exited; log:" >&2; cat "$WORK/$3.log" >&2; exit 1; }
-    curl -sf "$1" >/dev/null 2>&1 && return 0
-    sleep 0.05
-  done
-  echo "bench: $3 not ready; log:" >&2; cat "$WORK/$3.log" >&2; exit 1
+wait_http() { # url pid name: up to 10 s
+  wait_until_up bench "$3" "$WORK/$3.log" "$2" 200 0.05 curl -sf "$1"
 }
 
 RESULTS="$OUT/results.tsv"

@@ -26,9 +26,7 @@ AGENT_HTTP_PORT=9192
 AGENT_ADMIN_PORT=9901
 AUDIENCE=https://documents.example
 
-for tool in curl node python3; do
-  command -v "$tool" >/dev/null || { echo "demo: $tool is required" >&2; exit 1; }
-done
+require_tools demo "" curl node python3
 [[ -x "$ENVOY" ]] || { echo "demo: no Envoy at $ENVOY (run make demo)" >&2; exit 1; }
 [[ -x "$PORTCULLIS" ]] || { echo "demo: no portcullis at $PORTCULLIS (cargo build)" >&2; exit 1; }
 
@@ -68,21 +66,8 @@ start() { # name logfile command...
   NAMES+=("$name")
 }
 
-fail() {
-  echo "demo: $1 did not start; its log:" >&2
-  sed 's/^/  /' "$2" >&2 || true
-  exit 1
-}
-
-wait_for() { # name logfile pid check-command...
-  local name="$1" log="$2" pid="$3"
-  shift 3
-  for _ in $(seq 1 300); do
-    kill -0 "$pid" 2>/dev/null || fail "$name" "$log"
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  fail "$name" "$log"
+wait_for() { # name logfile pid check-command...: up to 30 s
+  wait_until_up demo "$1" "$2" "$3" 300 0.1 "${@:4}"
 }
 
 echo "demo: starting the OpenID Provider, the application, portcullis and Envoy (logs in $WORK)"

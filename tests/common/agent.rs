@@ -243,6 +243,11 @@ impl BinaryAgent {
         })
     }
 
+    /// `Some(status)` once the process has exited (does not wait).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
@@ -326,11 +331,6 @@ impl EnvoyRequest {
 
     pub fn get(path: &str) -> Self {
         Self::new("GET", path)
-    }
-
-    pub fn host(mut self, host: &str) -> Self {
-        self.host = host.to_owned();
-        self
     }
 
     /// Adds (or replaces) a header.
@@ -740,6 +740,49 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls `/readyz` until it answers 200 or `timeout` passes; returns whether it did.
+pub async fn ready_within(addrs: &Addrs, timeout: Duration) -> bool {
+    eventually(timeout, || async {
+        admin_get(addrs, "/readyz").await.0 == 200
+    })
+    .await
+}
+
+/// Waits (bounded) until `/readyz` answers 200; fails the test with `/status` otherwise.
+pub async fn wait_ready(addrs: &Addrs, timeout: Duration) {
+    assert!(
+        ready_within(addrs, timeout).await,
+        "never ready within {timeout:?}: {}",
+        status(addrs).await
+    );
+}
+
+/// Waits (bounded) until `/status` shows configuration generation `generation`.
+pub async fn wait_generation(addrs: &Addrs, generation: u64, timeout: Duration) {
+    let reloaded = eventually(timeout, || async {
+        status(addrs).await["config"]["generation"] == generation
+    })
+    .await;
+    assert!(
+        reloaded,
+        "never reached generation {generation} within {timeout:?}: {}",
+        status(addrs).await
+    );
+}
+
+/// Waits (bounded) until `grpc.health.v1` says SERVING for the whole server.
+pub async fn wait_serving(client: &CheckClient, timeout: Duration) {
+    let serving = eventually(timeout, || {
+        let client = client.clone();
+        async move { client.health("").await.ok() == Some(HEALTH_SERVING) }
+    })
+    .await;
+    assert!(
+        serving,
+        "grpc.health.v1 never said SERVING within {timeout:?}"
+    );
 }
 
 /// Writes `yaml` to `dir/name` and returns the path.

@@ -134,10 +134,6 @@ impl ManagedChild {
         self.child.try_wait().ok().flatten()
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Kills the process (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -473,9 +469,5 @@ impl Envoy {
     pub fn logs(&self) -> String {
         let file = std::fs::read_to_string(self._dir.path().join("envoy.log")).unwrap_or_default();
         format!("{}{}", self.process.output(), file)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
     }
 }

@@ -15,7 +15,7 @@
 //! header when it is one the key can sign, else with the key's default algorithm, so an
 //! `alg` override like `"none"` or `"rs256"` still yields a token (which must be refused).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -106,19 +106,6 @@ impl TestKey {
         )
     }
 
-    /// RSA 1024, kid `rsa-1024`: must be skipped from a JWKS. Only [`TestKey::jwk`] works:
-    /// aws-lc-rs refuses to sign with it (see `tests/fixtures/keys/rsa-1024.rs256.jwt` for a
-    /// token OpenSSL signed with it).
-    pub fn rsa_1024() -> Self {
-        Self::new(
-            "rsa-1024",
-            KeyKind::Rsa,
-            Algorithm::RS256,
-            fixture!("rsa-1024.pem"),
-            fixture!("rsa-1024.pub.pem"),
-        )
-    }
-
     /// EC P-256, kid `ec-p256`, ES256.
     pub fn ec_p256() -> Self {
         Self::new(
@@ -127,17 +114,6 @@ impl TestKey {
             Algorithm::ES256,
             fixture!("ec-p256.pem"),
             fixture!("ec-p256.pub.pem"),
-        )
-    }
-
-    /// EC P-384, kid `ec-p384`, ES384.
-    pub fn ec_p384() -> Self {
-        Self::new(
-            "ec-p384",
-            KeyKind::EcP384,
-            Algorithm::ES384,
-            fixture!("ec-p384.pem"),
-            fixture!("ec-p384.pub.pem"),
         )
     }
 
@@ -155,12 +131,6 @@ impl TestKey {
     /// The same key under another `kid`.
     pub fn with_kid(mut self, kid: &str) -> Self {
         self.kid = kid.to_owned();
-        self
-    }
-
-    /// The same key signing with another default algorithm (e.g. PS256 for an RSA key).
-    pub fn with_alg(mut self, alg: Algorithm) -> Self {
-        self.alg = alg;
         self
     }
 
@@ -218,13 +188,6 @@ impl TestKey {
         jwk["kid"] = json!(self.kid);
         jwk["use"] = json!("sig");
         jwk["alg"] = json!(self.alg_name());
-        jwk
-    }
-
-    /// The public JWK without `alg` (many IdPs omit it).
-    pub fn jwk_without_alg(&self) -> Value {
-        let mut jwk = self.jwk();
-        jwk.as_object_mut().expect("object").remove("alg");
         jwk
     }
 
@@ -315,11 +278,6 @@ pub fn with(claims: &Value, changes: &Value) -> Value {
     claims
 }
 
-/// A lifetime as seconds, for readability: `ttl(Duration::from_secs(60))`.
-pub fn ttl(duration: Duration) -> i64 {
-    i64::try_from(duration.as_secs()).expect("sane ttl")
-}
-
 fn merge(target: &mut Value, overrides: &Value) {
     let (Some(target), Some(overrides)) = (target.as_object_mut(), overrides.as_object()) else {
         return;
@@ -389,11 +347,6 @@ pub mod raw {
         )
     }
 
-    /// Joins already-encoded segments with dots (for two, four, or garbage segments).
-    pub fn segments(parts: &[&str]) -> String {
-        parts.join(".")
-    }
-
     /// `header.payload.` with an empty signature (`alg: none` style).
     pub fn unsigned(header: &Value, payload: &Value) -> String {
         token(header, payload, b"")
@@ -448,15 +401,5 @@ pub mod raw {
             "[".repeat(depth),
             "]".repeat(depth)
         )
-    }
-
-    /// The RS256 token OpenSSL signed with the 1024-bit fixture key (see the fixtures README;
-    /// its claims are fixed in 2023, so it is also expired).
-    pub fn rsa_1024_token() -> &'static str {
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/keys/rsa-1024.rs256.jwt"
-        ))
-        .trim()
     }
 }

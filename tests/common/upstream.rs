@@ -37,18 +37,6 @@ impl Echo {
             .map(|(_, v)| v.as_str())
             .collect()
     }
-
-    /// Names of every header starting with `prefix` (case-insensitive).
-    pub fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| {
-                k.to_ascii_lowercase()
-                    .starts_with(&prefix.to_ascii_lowercase())
-            })
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
 }
 
 /// A running echo server on `127.0.0.1:0`, stopped on drop.
