@@ -139,7 +139,6 @@ fn key_set(keys: &[&TestKey]) -> KeySet {
                 let family = match key.kind {
                     tokens::KeyKind::Rsa => KeyFamily::Rsa,
                     tokens::KeyKind::EcP256 => KeyFamily::EcP256,
-                    tokens::KeyKind::EcP384 => KeyFamily::EcP384,
                     tokens::KeyKind::Ed25519 => KeyFamily::Ed25519,
                 };
                 Arc::new(VerificationKey {

@@ -41,7 +41,6 @@ pub const AUDIENCE: &str = "orders-api";
 pub enum KeyKind {
     Rsa,
     EcP256,
-    EcP384,
     Ed25519,
 }
 
@@ -147,7 +146,7 @@ impl TestKey {
         let pem = self.private_pem.as_bytes();
         match self.kind {
             KeyKind::Rsa => EncodingKey::from_rsa_pem(pem),
-            KeyKind::EcP256 | KeyKind::EcP384 => EncodingKey::from_ec_pem(pem),
+            KeyKind::EcP256 => EncodingKey::from_ec_pem(pem),
             KeyKind::Ed25519 => EncodingKey::from_ed_pem(pem),
         }
         .expect("committed fixture key parses")
@@ -157,7 +156,7 @@ impl TestKey {
         let pem = self.public_pem.as_bytes();
         match self.kind {
             KeyKind::Rsa => DecodingKey::from_rsa_pem(pem),
-            KeyKind::EcP256 | KeyKind::EcP384 => DecodingKey::from_ec_pem(pem),
+            KeyKind::EcP256 => DecodingKey::from_ec_pem(pem),
             KeyKind::Ed25519 => DecodingKey::from_ed_pem(pem),
         }
         .expect("committed fixture key parses")
@@ -172,13 +171,9 @@ impl TestKey {
                 let (n, e) = rsa_public_components(der);
                 json!({"kty": "RSA", "n": b64url(n), "e": b64url(e)})
             }
-            KeyKind::EcP256 | KeyKind::EcP384 => {
+            KeyKind::EcP256 => {
                 // SEC1 uncompressed point: 0x04 || x || y.
-                let (crv, size) = if self.kind == KeyKind::EcP256 {
-                    ("P-256", 32)
-                } else {
-                    ("P-384", 48)
-                };
+                let (crv, size) = ("P-256", 32);
                 assert_eq!(der.len(), 1 + 2 * size, "uncompressed EC point");
                 json!({"kty": "EC", "crv": crv,
                        "x": b64url(&der[1..=size]), "y": b64url(&der[1 + size..])})
@@ -221,7 +216,6 @@ impl TestKey {
         match self.kind {
             KeyKind::Rsa => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
             KeyKind::EcP256 => alg == ES256,
-            KeyKind::EcP384 => alg == ES384,
             KeyKind::Ed25519 => alg == EdDSA,
         }
     }
