@@ -1,5 +1,6 @@
-//! The engine: route → (failed-attempt limit) → authenticate → (revocation) → authorize →
-//! `Decision`.
+//! The engine: route → (failed-attempt limit) → authenticate → authorize → `Decision`.
+//! Revocation (not implemented yet) belongs between authenticate and authorize, on every
+//! request, cache hits included.
 //!
 //! An `Engine` is immutable and built whole from one validated `Config`; a reload builds a new
 //! one and swaps it in, so every request sees exactly one configuration. It knows nothing of

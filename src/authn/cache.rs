@@ -4,8 +4,9 @@
 //! against the wall clock, so even a late eviction never serves an expired token). One cache
 //! per `Authenticator`, i.e. per configuration generation.
 //!
-//! The cache must never hold or print a token (only its hash), and it is not the last word:
-//! revocation is consulted after it on every request, cache hits included.
+//! The cache must never hold or print a token (only its hash). It is not meant to be the last
+//! word: revocation (not implemented yet) must be consulted after it on every request.
+//! Only identities traceable to a published key (with a key id) are cached.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -221,9 +221,9 @@ pub struct IssuerKeyStatus {
 /// a reload (new issuers, audiences, algorithms) can never serve an identity verified under
 /// the old rules.
 ///
-/// Revocation is deliberately not consulted here: the engine checks it after `authenticate`
-/// on every request, cache hits included, using the identity's `token_id`, `subject`,
-/// `issued_at` and `key_id`.
+/// Revocation (not implemented yet) is deliberately not consulted here: it belongs in the
+/// engine after `authenticate`, on every request, cache hits included, using the identity's
+/// `token_id`, `subject`, `issued_at` and `key_id`.
 #[derive(Debug)]
 pub struct Authenticator {
     settings: AuthnSettings,
