@@ -3,6 +3,7 @@
 //! keys are never recorded, in metrics, audit events or log lines.
 
 pub mod audit;
+pub mod json;
 pub mod metrics;
 pub mod writer;
 
@@ -164,15 +165,8 @@ pub fn init_logging(settings: &LogSettings) -> Result<(), LoggingError> {
     let filter = EnvFilter::builder()
         .parse(&settings.filter)
         .map_err(LoggingError::Filter)?;
-    let json = (settings.format == LogFormat::Json).then(|| {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_writer(output.clone())
-            .boxed()
-    });
+    let json =
+        (settings.format == LogFormat::Json).then(|| json::JsonLines::new(output.clone()).boxed());
     let text = (settings.format == LogFormat::Text).then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(output.clone())
@@ -214,10 +208,7 @@ mod tests {
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_writer(move || writer.clone())
+            json::JsonLines::new(move || writer.clone())
                 .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
         );
         tracing::subscriber::with_default(subscriber, f);
