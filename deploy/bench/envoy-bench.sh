@@ -119,10 +119,18 @@ end
 EOF
 
 # ---- configurations ---------------------------------------------------------------------------
-envoy_config() { # mode: none | jwt_authn | ext_authz
-  local filters=""
+envoy_config() { # mode: none | jwt_authn | jwt_authn_same_job | ext_authz
+  local filters="" same_job=""
+  # The same job as portcullis's allowed answer: the identity as request headers (subject,
+  # issuer, scopes) and in dynamic metadata, the token stripped (forward: false).
+  [[ "$1" == jwt_authn_same_job ]] && same_job="
+                          claim_to_headers:
+                            - {header_name: x-auth-subject, claim_name: sub}
+                            - {header_name: x-auth-issuer, claim_name: iss}
+                            - {header_name: x-auth-scopes, claim_name: scope}
+                          payload_in_metadata: portcullis"
   case "$1" in
-    jwt_authn)
+    jwt_authn | jwt_authn_same_job)
       filters="
                   - name: envoy.filters.http.jwt_authn
                     typed_config:
@@ -133,7 +141,7 @@ envoy_config() { # mode: none | jwt_authn | ext_authz
                           audiences: [$AUDIENCE]
                           local_jwks: {filename: $JWKS}
                           forward: false
-                          jwt_cache_config: {jwt_cache_size: 100}
+                          jwt_cache_config: {jwt_cache_size: 100}$same_job
                       rules:
                         - match: {prefix: /}
                           requires: {provider_name: bench}" ;;
@@ -223,7 +231,7 @@ routes:
     allow: anonymous
 EOF
 
-for mode in none jwt_authn ext_authz; do
+for mode in none jwt_authn jwt_authn_same_job ext_authz; do
   envoy_config "$mode" >"$WORK/envoy-$mode.yaml"
   "$ENVOY" --mode validate -c "$WORK/envoy-$mode.yaml" --log-level error >/dev/null
 done
@@ -323,6 +331,8 @@ for round in $(seq 1 "$REPEAT"); do
       run "b-$alg-$set" jwt_authn "$alg" "$set" 0
       run "c-$alg-$set" ext_authz "$alg" "$set" 0
     done
+    # jwt_authn doing the same job as portcullis's answer (identity headers, metadata).
+    run "bsame-$alg-many" jwt_authn_same_job "$alg" many 0
   done
 done
 # Latency at half of (b)'s peak rate (paced load): every connection waits a random 0..2*PACE_MS
@@ -365,6 +375,14 @@ REPORT="$OUT/results.md"
         printf "- %s, %s token%s: (c)/(b) = %.2f, (c)/(a) = %.2f%s\n", alg, set == "many" ? many : "1", set == "many" ? "s" : "", c / b, c / a,
           rounds == "" ? "" : "; (c)/(b) per round: " rounds }'
     done
+  done
+  for alg in rs256 es256; do
+    bs=$(rps_of "bsame-$alg-many"); c=$(rps_of "c-$alg-many")
+    [[ -n "$bs" && -n "$c" ]] || continue
+    awk -v alg="${alg^^}" -v bs="$bs" -v c="$c" -v many="$TOKENS" \
+      -v rounds="$(round_ratios "bsame-$alg-many" "c-$alg-many")" 'BEGIN {
+      printf "- %s, %s tokens, jwt_authn doing the same job (identity headers, metadata): (c)/(b same job) = %.2f%s\n", alg, many, c / bs,
+        rounds == "" ? "" : "; per round: " rounds }'
   done
   floor=$(rps_of c-floor)
   [[ -n "$a" && -n "$floor" ]] && awk -v a="$a" -v f="$floor" 'BEGIN {

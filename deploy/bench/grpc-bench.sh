@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# portcullis alone on its gRPC port (`make bench-grpc`; a benchmark, not a test).
+#
+# The Envoy benchmark (envoy-bench.sh) measures the whole sidecar, and on a shared machine one
+# run moves 15-25 %: too much to see a change of 1 µs in portcullis. This one takes Envoy out:
+# h2load (one HTTP/2 connection, 64 streams in flight, like Envoy's one connection) sends the
+# same Check request over and over to portcullis pinned to CPU 0, from CPU 1, and reports
+# portcullis's CPU time per check (from /proc/PID/stat), which is stable to a few percent.
+#
+# Cases: an allowed check with a cached RS256 token, as shipped (audit event per decision), the
+# same with the audit log off, an anonymous route (no token work), and a request without a token
+# (401). One repeated token: the cached path, which is what 10,000 distinct cached tokens cost
+# too, minus CPU-cache misses.
+#
+# Env: PORTCULLIS_BIN (set by make), REQUESTS (300000 per run), REPEAT (3; median reported),
+#      OUT (target/bench-grpc), PROTOC (default: protoc on PATH, else the vendored one).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=../lib/processes.sh
+source "$ROOT/deploy/lib/processes.sh"
+PORTCULLIS="${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}"
+REQUESTS="${REQUESTS:-300000}"
+REPEAT="${REPEAT:-3}"
+OUT="${OUT:-$ROOT/target/bench-grpc}"
+ISSUER=https://bench.portcullis.test
+AUDIENCE=bench
+GRPC_PORT=9391
+ADMIN_PORT=9392
+SUT_CPU=0
+LOAD_CPU=1
+CLK_TCK="$(getconf CLK_TCK)"
+
+require_tools bench-grpc "make bench-grpc installs it" h2load taskset curl node python3
+[[ -x "$PORTCULLIS" ]] || { echo "bench-grpc: no portcullis at $PORTCULLIS (cargo build --release)" >&2; exit 1; }
+(($(nproc) >= 2)) || { echo "bench-grpc: needs 2 CPUs (portcullis and h2load apart)" >&2; exit 1; }
+
+# protoc turns a text-format CheckRequest into the wire bytes h2load sends.
+find_protoc() {
+  if [[ -n "${PROTOC:-}" ]]; then echo "$PROTOC"; return; fi
+  if command -v protoc >/dev/null; then command -v protoc; return; fi
+  local arch
+  case "$(uname -m)" in
+    x86_64) arch=x86_64 ;;
+    aarch64) arch=aarch_64 ;;
+    *) arch="$(uname -m)" ;;
+  esac
+  local found
+  found=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/protoc-bin-vendored-linux-"$arch"-*/bin/protoc 2>/dev/null | tail -n 1)
+  [[ -n "$found" ]] || { echo "bench-grpc: no protoc (set PROTOC, or build once so cargo fetches the vendored one)" >&2; exit 1; }
+  echo "$found"
+}
+PROTOC_BIN="$(find_protoc)"
+PROTOC_INCLUDE="$(dirname "$(dirname "$PROTOC_BIN")")/include"
+
+mkdir -p "$OUT"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench-grpc.XXXXXX")"
+PIDS=()
+cleanup() {
+  trap - EXIT INT TERM
+  stop_pids 3 "${PIDS[@]}"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+node "$ROOT/deploy/bench/mint-tokens.mjs" "$WORK/tokens" 1 "$ISSUER" "$AUDIENCE" >/dev/null
+TOKEN="$(head -n 1 "$WORK/tokens/rs256.txt")"
+
+# body <name> <path> [authorization]: a gRPC-framed CheckRequest as Envoy sends it
+# (encode_raw_headers), written to $WORK/<name>.bin.
+body() {
+  local name="$1" path="$2" authorization="${3:-}"
+  {
+    echo 'attributes {'
+    echo '  source { address { socket_address { address: "127.0.0.1" port_value: 40000 } } }'
+    echo '  request { http {'
+    echo "    id: \"1\" method: \"GET\" path: \"$path\" host: \"127.0.0.1:10100\" scheme: \"http\" protocol: \"HTTP/1.1\""
+    echo '    header_map {'
+    echo '      headers { key: ":authority" raw_value: "127.0.0.1:10100" }'
+    echo "      headers { key: \":path\" raw_value: \"$path\" }"
+    echo '      headers { key: ":method" raw_value: "GET" }'
+    [[ -z "$authorization" ]] || echo "      headers { key: \"authorization\" raw_value: \"$authorization\" }"
+    echo '      headers { key: "x-request-id" raw_value: "9f0c3a52-6c0e-4e0b-8a55-1d2f4e5a6b7c" }'
+    echo '    }'
+    echo '  } }'
+    echo '}'
+  } | "$PROTOC_BIN" -I "$ROOT/proto" -I "$PROTOC_INCLUDE" --encode=envoy.service.auth.v3.CheckRequest \
+    "$ROOT/proto/envoy/service/auth/v3/external_auth.proto" >"$WORK/$name.msg"
+  # gRPC framing: uncompressed flag, 4-byte big-endian length, message.
+  python3 -c 'import struct, sys; m = open(sys.argv[1], "rb").read(); open(sys.argv[2], "wb").write(b"\0" + struct.pack(">I", len(m)) + m)' \
+    "$WORK/$name.msg" "$WORK/$name.bin"
+}
+body allowed /documents "Bearer $TOKEN"
+body anonymous /floor
+body no-token /documents
+
+cat >"$WORK/portcullis.yaml" <<EOF
+server:
+  grpc_listen: 127.0.0.1:$GRPC_PORT
+  admin_listen: 127.0.0.1:$ADMIN_PORT
+issuers:
+  - name: bench
+    issuer: $ISSUER
+    audiences: [$AUDIENCE]
+    jwks_file: $WORK/tokens/jwks.json
+    algorithms: [RS256]
+    types: [at+jwt]
+routes:
+  - name: documents
+    match: {methods: [GET], path: /documents}
+    require: {scopes: ["read:documents"]}
+  - name: floor
+    match: {methods: [GET], path: /floor}
+    allow: anonymous
+EOF
+
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+RESULTS="$OUT/results.tsv"
+printf 'case\tround\trps\tcpu_us_per_check\n' >"$RESULTS"
+
+run() { # case body log_filter expected_status(2xx, from h2load: gRPC answers are HTTP 200)
+  local name="$1" body="$2" filter="$3" round="$4"
+  PORTCULLIS_LOG="$filter" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$WORK/portcullis.yaml" \
+    >"$WORK/portcullis.log" 2>&1 &
+  local pid=$!
+  PIDS=("$pid")
+  wait_until_up bench-grpc portcullis "$WORK/portcullis.log" "$pid" 200 0.05 \
+    curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz"
+  local load=(taskset -c "$LOAD_CPU" h2load -c 1 -m 64 -d "$WORK/$body.bin"
+    -H content-type:application/grpc -H te:trailers
+    "http://127.0.0.1:$GRPC_PORT/envoy.service.auth.v3.Authorization/Check")
+  "${load[@]}" -n 50000 >/dev/null # warm-up
+  local t0 t1 out
+  t0=$(cpu_ticks "$pid")
+  out=$("${load[@]}" -n "$REQUESTS")
+  t1=$(cpu_ticks "$pid")
+  stop_pids 3 "$pid"
+  PIDS=()
+  grep -q "status codes: $REQUESTS 2xx" <<<"$out" || { echo "bench-grpc: $name: not every request answered:" >&2; echo "$out" >&2; exit 1; }
+  local rps
+  rps=$(sed -n 's/^finished in [0-9.]*s, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
+  awk -v n="$name" -v r="$round" -v rps="$rps" -v d="$((t1 - t0))" -v tck="$CLK_TCK" -v req="$REQUESTS" \
+    'BEGIN {printf "%s\t%s\t%.0f\t%.2f\n", n, r, rps, d / tck * 1e6 / req}' >>"$RESULTS"
+  tail -n 1 "$RESULTS" | awk -F'\t' '{printf "  %-26s %8s checks/s  %6s µs CPU per check\n", $1, $3, $4}'
+}
+
+echo "bench-grpc: $REQUESTS checks per run, $REPEAT rounds; portcullis on CPU $SUT_CPU, h2load on CPU $LOAD_CPU (1 connection, 64 streams)"
+for round in $(seq 1 "$REPEAT"); do
+  run allowed-cached-rs256 allowed info "$round"
+  run allowed-audit-off allowed warn "$round"
+  run anonymous-route anonymous info "$round"
+  run denied-no-token no-token info "$round"
+done
+
+median() { # case column
+  awk -F'\t' -v c="$1" -v col="$2" '$1 == c {print $col}' "$RESULTS" | sort -n |
+    awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]}'
+}
+REPORT="$OUT/results.md"
+{
+  echo "## portcullis alone: CPU per check (h2load, one connection, 64 streams)"
+  echo
+  echo "$(date -u +%Y-%m-%d), $REQUESTS checks per run, median of $REPEAT rounds; portcullis pinned to one CPU."
+  echo
+  echo "| case | checks/s | µs CPU per check |"
+  echo "|---|---:|---:|"
+  for c in allowed-cached-rs256 allowed-audit-off anonymous-route denied-no-token; do
+    echo "| $c | $(median "$c" 3) | $(median "$c" 4) |"
+  done
+  echo
+  echo "Reproduce: \`make bench-grpc\` (env REQUESTS, REPEAT)."
+} >"$REPORT"
+echo
+cat "$REPORT"
