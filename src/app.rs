@@ -513,7 +513,7 @@ pub async fn start_with(
     let incoming = TcpIncoming::from(grpc_listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(TCP_KEEPALIVE))
-        .map(|conn| conn.map(Coalescing));
+        .map(|conn| conn.map(Coalescing::new));
     let grpc_task = tokio::spawn({
         let router = grpc_server
             .add_service(health_service)

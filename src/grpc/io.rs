@@ -10,19 +10,31 @@
 //! per check, ~22 % of portcullis's CPU in the kernel's send path).
 //!
 //! [`Coalescing`] reports no vectored writes, so h2 copies such answers into its buffer and
-//! writes everything the connection has ready at once. Reads and writes are passed through
-//! untouched.
+//! writes everything the connection has ready at once.
+//!
+//! The same goes for reads: h2 reads into a buffer of about 8 KiB, so the dozens of checks Envoy
+//! sends in one go (~1 KiB each) took one `recvfrom` per 7.5 KiB, 4-9 per wake-up. A 64 KiB read
+//! buffer in front of the socket takes them in one, at the price of one memory copy.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tonic::transport::server::Connected;
 
-/// A connection whose writes h2 batches (see the module documentation).
+/// Read buffer in front of each connection: a whole burst of checks in one read.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// A connection whose reads and writes h2 batches (see the module documentation).
 #[derive(Debug)]
-pub struct Coalescing<T>(pub T);
+pub struct Coalescing<T>(BufReader<T>);
+
+impl<T: AsyncRead> Coalescing<T> {
+    pub fn new(io: T) -> Self {
+        Self(BufReader::with_capacity(READ_BUFFER_BYTES, io))
+    }
+}
 
 impl<T: AsyncRead + Unpin> AsyncRead for Coalescing<T> {
     fn poll_read(
@@ -34,7 +46,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Coalescing<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Coalescing<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Coalescing<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -57,11 +69,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalescing<T> {
     }
 }
 
-impl<T: Connected> Connected for Coalescing<T> {
+impl<T: AsyncRead + Connected> Connected for Coalescing<T> {
     type ConnectInfo = T::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.connect_info()
+        self.0.get_ref().connect_info()
     }
 }
 
@@ -73,7 +85,7 @@ mod tests {
     #[tokio::test]
     async fn passes_bytes_both_ways_and_reports_no_vectored_writes() {
         let (near, mut far) = tokio::io::duplex(1024);
-        let mut wrapped = Coalescing(near);
+        let mut wrapped = Coalescing::new(near);
         assert!(!wrapped.is_write_vectored());
 
         wrapped.write_all(b"answer").await.expect("write");
