@@ -208,7 +208,11 @@ static_resources:
 EOF
 }
 
-cat >"$WORK/portcullis.yaml" <<EOF
+# The configuration has a directory of its own: portcullis watches the configuration's directory,
+# and a log file written there would wake the watcher at every flush (a ConfigMap mount never
+# holds logs).
+mkdir -p "$WORK/config"
+cat >"$WORK/config/portcullis.yaml" <<EOF
 server:
   grpc_listen: 127.0.0.1:$AGENT_GRPC_PORT
   admin_listen: 127.0.0.1:$AGENT_ADMIN_PORT
@@ -253,7 +257,7 @@ run() { # label mode alg tokens(1|many) pace_ms [connections] [path]
   local token_file="$WORK/tokens/$alg-$set.txt"
   local agent_pid="" envoy_pid
   if [[ "$mode" == ext_authz ]]; then
-    PORTCULLIS_LOG="$AGENT_LOG" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$WORK/portcullis.yaml" \
+    PORTCULLIS_LOG="$AGENT_LOG" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$WORK/config/portcullis.yaml" \
       >"$WORK/portcullis.log" 2>&1 &
     agent_pid=$!
     PIDS+=("$agent_pid")

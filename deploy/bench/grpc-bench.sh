@@ -96,7 +96,11 @@ body allowed /documents "Bearer $TOKEN"
 body anonymous /floor
 body no-token /documents
 
-cat >"$WORK/portcullis.yaml" <<EOF
+# The configuration has a directory of its own: portcullis watches the configuration's directory,
+# and a log file written there would wake the watcher at every flush (a ConfigMap mount never
+# holds logs).
+mkdir -p "$WORK/config"
+cat >"$WORK/config/portcullis.yaml" <<EOF
 server:
   grpc_listen: 127.0.0.1:$GRPC_PORT
   admin_listen: 127.0.0.1:$ADMIN_PORT
@@ -123,7 +127,7 @@ printf 'case\tround\trps\tcpu_us_per_check\n' >"$RESULTS"
 
 run() { # case body log_filter expected_status(2xx, from h2load: gRPC answers are HTTP 200)
   local name="$1" body="$2" filter="$3" round="$4"
-  PORTCULLIS_LOG="$filter" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$WORK/portcullis.yaml" \
+  PORTCULLIS_LOG="$filter" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$WORK/config/portcullis.yaml" \
     >"$WORK/portcullis.log" 2>&1 &
   local pid=$!
   PIDS=("$pid")
@@ -141,7 +145,7 @@ run() { # case body log_filter expected_status(2xx, from h2load: gRPC answers ar
   PIDS=()
   grep -q "status codes: $REQUESTS 2xx" <<<"$out" || { echo "bench-grpc: $name: not every request answered:" >&2; echo "$out" >&2; exit 1; }
   local rps
-  rps=$(sed -n 's/^finished in [0-9.]*s, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
+  rps=$(sed -n 's/^finished in [0-9.]*m\?s, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
   awk -v n="$name" -v r="$round" -v rps="$rps" -v d="$((t1 - t0))" -v tck="$CLK_TCK" -v req="$REQUESTS" \
     'BEGIN {printf "%s\t%s\t%.0f\t%.2f\n", n, r, rps, d / tck * 1e6 / req}' >>"$RESULTS"
   tail -n 1 "$RESULTS" | awk -F'\t' '{printf "  %-26s %8s checks/s  %6s µs CPU per check\n", $1, $3, $4}'
