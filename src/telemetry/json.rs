@@ -101,31 +101,37 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
-    fn key(&mut self, field: &Field) {
+    /// Writes `,"name":` and says whether to write the value: the `log.*` fields that carry a
+    /// `log`-crate record's metadata are already in `target` (as tracing-subscriber does).
+    fn key(&mut self, field: &Field) -> bool {
+        if field.name().starts_with("log.") {
+            return false;
+        }
         self.out.push(b',');
         string(self.out, field.name());
         self.out.push(b':');
+        true
     }
 
     fn number(&mut self, field: &Field, value: impl fmt::Display) {
-        self.key(field);
-        let _ = write!(self.out, "{value}");
+        if self.key(field) {
+            let _ = write!(self.out, "{value}");
+        }
     }
 }
 
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name().starts_with("log.") {
-            return;
+        if self.key(field) {
+            string(self.out, value);
         }
-        self.key(field);
-        string(self.out, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.key(field);
-        self.out
-            .extend_from_slice(if value { b"true" } else { b"false" });
+        if self.key(field) {
+            self.out
+                .extend_from_slice(if value { b"true" } else { b"false" });
+        }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
@@ -145,9 +151,10 @@ impl Visit for Fields<'_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.key(field);
-        // serde_json writes non-finite numbers as null, as JSON requires.
-        let _ = serde_json::to_writer(&mut *self.out, &value);
+        if self.key(field) {
+            // serde_json writes non-finite numbers as null, as JSON requires.
+            let _ = serde_json::to_writer(&mut *self.out, &value);
+        }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -155,13 +162,11 @@ impl Visit for Fields<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name().starts_with("log.") {
-            return;
+        if self.key(field) {
+            self.scratch.clear();
+            let _ = write!(self.scratch, "{value:?}");
+            string(self.out, &self.scratch);
         }
-        self.scratch.clear();
-        let _ = write!(self.scratch, "{value:?}");
-        self.key(field);
-        string(self.out, &self.scratch);
     }
 }
 
@@ -249,6 +254,28 @@ mod tests {
         .map(|key| text.find(key).expect("key present"))
         .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
+
+    #[test]
+    fn log_crate_records_keep_their_target_and_lose_the_log_fields() {
+        let logged = lines(|| {
+            tracing_log::format_trace(
+                &log::Record::builder()
+                    .target("some_dependency::pool")
+                    .level(log::Level::Warn)
+                    .module_path(Some("some_dependency::pool"))
+                    .file(Some("pool.rs"))
+                    .line(Some(7))
+                    .args(format_args!("connection reset"))
+                    .build(),
+            )
+            .expect("bridged");
+        });
+        let line = logged[0].as_object().expect("object");
+        assert_eq!(line["target"], "some_dependency::pool");
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["message"], "connection reset");
+        assert!(line.keys().all(|key| !key.starts_with("log.")), "{line:?}");
     }
 
     #[test]
