@@ -64,7 +64,7 @@ where
 }
 
 /// `{"timestamp":…,"level":…,<fields>,"target":…}\n` into `out`.
-pub fn format_event(event: &Event<'_>, out: &mut Vec<u8>) {
+fn format_event(event: &Event<'_>, out: &mut Vec<u8>) {
     // Events bridged from the `log` crate carry their real target in `log.*` fields.
     let normalized = event.normalized_metadata();
     let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
@@ -171,11 +171,12 @@ impl Visit for Fields<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt;
 
+    /// Collects formatted log output in memory.
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -189,14 +190,21 @@ mod tests {
         }
     }
 
-    fn lines(f: impl FnOnce()) -> Vec<serde_json::Value> {
+    /// What `f` logs at debug level and above, as this layer writes it.
+    pub(in crate::telemetry) fn capture(f: impl FnOnce()) -> String {
         let captured = Captured::default();
         let writer = captured.clone();
-        let subscriber =
-            tracing_subscriber::registry().with(JsonLines::new(move || writer.clone()));
+        let subscriber = tracing_subscriber::registry().with(
+            JsonLines::new(move || writer.clone())
+                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+        );
         tracing::subscriber::with_default(subscriber, f);
         let bytes = captured.0.lock().expect("lock").clone();
-        let text = String::from_utf8(bytes).expect("utf-8");
+        String::from_utf8(bytes).expect("utf-8 logs")
+    }
+
+    fn lines(f: impl FnOnce()) -> Vec<serde_json::Value> {
+        let text = capture(f);
         assert!(text.ends_with('\n'), "every line ends: {text:?}");
         text.lines()
             .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
@@ -234,14 +242,9 @@ mod tests {
 
     #[test]
     fn fields_keep_their_order_with_the_message_first() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber =
-            tracing_subscriber::registry().with(JsonLines::new(move || writer.clone()));
-        tracing::subscriber::with_default(subscriber, || {
+        let text = capture(|| {
             tracing::warn!(first = 1u64, second = "two", "hello");
         });
-        let text = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
         let order: Vec<usize> = [
             "\"timestamp\"",
             "\"level\"",

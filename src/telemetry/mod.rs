@@ -187,34 +187,7 @@ mod tests {
     use super::*;
     use crate::decision::{DenyReason, TokenProblem};
     use crate::input::Headers;
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    /// Collects formatted log output in memory.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn capture_json(f: impl FnOnce()) -> String {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::registry().with(
-            json::JsonLines::new(move || writer.clone())
-                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
-        );
-        tracing::subscriber::with_default(subscriber, f);
-        let bytes = captured.0.lock().expect("lock").clone();
-        String::from_utf8(bytes).expect("utf-8 logs")
-    }
+    use std::sync::Arc;
 
     fn input_with_secrets() -> CheckInput {
         CheckInput {
@@ -242,7 +215,9 @@ mod tests {
             Some(Arc::from("orders")),
             DenyReason::InvalidToken(TokenProblem::Expired),
         );
-        let logs = capture_json(|| telemetry.decision(&input, &decision, Duration::from_micros(9)));
+        let logs = json::tests::capture(|| {
+            telemetry.decision(&input, &decision, Duration::from_micros(9))
+        });
         let lines: Vec<&str> = logs.lines().collect();
         assert_eq!(lines.len(), 1, "{logs}");
         let event: serde_json::Value = serde_json::from_str(lines[0]).expect("json line");
@@ -272,8 +247,9 @@ mod tests {
             remove_headers: Vec::new(),
             dynamic_metadata: true,
         });
-        let logs =
-            capture_json(|| telemetry.decision(&input_with_secrets(), &decision, Duration::ZERO));
+        let logs = json::tests::capture(|| {
+            telemetry.decision(&input_with_secrets(), &decision, Duration::ZERO)
+        });
         let event: serde_json::Value =
             serde_json::from_str(logs.lines().next().expect("one event")).expect("json");
         assert_eq!(event["level"], "DEBUG");
@@ -284,7 +260,9 @@ mod tests {
     fn decisions_are_counted() {
         let telemetry = Telemetry::new();
         let decision = Decision::deny(None, DenyReason::MissingCredential);
-        capture_json(|| telemetry.decision(&input_with_secrets(), &decision, Duration::ZERO));
+        json::tests::capture(|| {
+            telemetry.decision(&input_with_secrets(), &decision, Duration::ZERO)
+        });
         let text = telemetry.metrics().encode().expect("encodes");
         assert!(text.contains(
             r#"portcullis_decisions_total{outcome="deny",reason="missing_credential",route="none"} 1"#
