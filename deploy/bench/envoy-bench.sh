@@ -28,27 +28,20 @@
 # does slightly more work per request than (b).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# shellcheck source=../lib/processes.sh
-source "$ROOT/deploy/lib/processes.sh"
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ENVOY="${PORTCULLIS_ENVOY:?set PORTCULLIS_ENVOY (make bench-envoy does)}"
-PORTCULLIS="${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}"
 DURATION="${DURATION:-10}"
 REPEAT="${REPEAT:-1}"
 WARMUP="${WARMUP:-2}"
 CONNECTIONS="${CONNECTIONS:-64}"
 TOKENS="${TOKENS:-10000}"
 OUT="${OUT:-$ROOT/target/bench-envoy}"
-ISSUER=https://bench.portcullis.test
-AUDIENCE=bench
 LISTEN_PORT=10100
 ADMIN_PORT=15100
 AGENT_GRPC_PORT=9291
 AGENT_ADMIN_PORT=9991
-SUT_CPU=0
 AGENT_LOG="${PORTCULLIS_LOG:-info}"
-LOAD_CPU=1
-CLK_TCK="$(getconf CLK_TCK)"
 
 require_tools bench "make bench-envoy installs it" wrk taskset curl node
 [[ -x "$ENVOY" ]] || { echo "bench: no Envoy at $ENVOY" >&2; exit 1; }
@@ -241,7 +234,6 @@ for mode in none jwt_authn jwt_authn_same_job ext_authz; do
 done
 
 # ---- one measured run -----------------------------------------------------------------------
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 wait_http() { # url pid name: up to 10 s
@@ -316,11 +308,8 @@ round_ratios() {
     END { for (i = 1; i <= nb && i <= nc; i++) printf "%s%.2f", (i > 1 ? ", " : ""), cv[i] / bv[i] }' "$RESULTS"
 }
 
-# The median requests/s of a case over its rounds (the lower middle value for an even count).
-rps_of() {
-  awk -F'\t' -v c="$1" '$1 == c {print $6}' "$RESULTS" | sort -n |
-    awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]}'
-}
+# The median requests/s of a case over its rounds.
+rps_of() { median "$RESULTS" "$1" 6; }
 
 echo "bench: $DURATION s per run after a $WARMUP s warm-up, $CONNECTIONS connections, Envoy+portcullis on CPU $SUT_CPU, wrk on CPU $LOAD_CPU"
 # REPEAT rounds of every case, alternating; ratios use each case's median.

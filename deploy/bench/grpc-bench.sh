@@ -16,20 +16,13 @@
 #      OUT (target/bench-grpc), PROTOC (default: protoc on PATH, else the vendored one).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# shellcheck source=../lib/processes.sh
-source "$ROOT/deploy/lib/processes.sh"
-PORTCULLIS="${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}"
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 REQUESTS="${REQUESTS:-300000}"
 REPEAT="${REPEAT:-3}"
 OUT="${OUT:-$ROOT/target/bench-grpc}"
-ISSUER=https://bench.portcullis.test
-AUDIENCE=bench
 GRPC_PORT=9391
 ADMIN_PORT=9392
-SUT_CPU=0
-LOAD_CPU=1
-CLK_TCK="$(getconf CLK_TCK)"
 
 require_tools bench-grpc "make bench-grpc installs it" h2load taskset curl node python3
 [[ -x "$PORTCULLIS" ]] || { echo "bench-grpc: no portcullis at $PORTCULLIS (cargo build --release)" >&2; exit 1; }
@@ -120,12 +113,10 @@ routes:
     allow: anonymous
 EOF
 
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-
 RESULTS="$OUT/results.tsv"
 printf 'case\tround\trps\tcpu_us_per_check\n' >"$RESULTS"
 
-run() { # case body log_filter expected_status(2xx, from h2load: gRPC answers are HTTP 200)
+run() { # case body log_filter round
   local name="$1" body="$2" filter="$3" round="$4"
   PORTCULLIS_LOG="$filter" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$WORK/config/portcullis.yaml" \
     >"$WORK/portcullis.log" 2>&1 &
@@ -159,10 +150,6 @@ for round in $(seq 1 "$REPEAT"); do
   run denied-no-token no-token info "$round"
 done
 
-median() { # case column
-  awk -F'\t' -v c="$1" -v col="$2" '$1 == c {print $col}' "$RESULTS" | sort -n |
-    awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]}'
-}
 REPORT="$OUT/results.md"
 {
   echo "## portcullis alone: CPU per check (h2load, one connection, 64 streams)"
@@ -172,7 +159,7 @@ REPORT="$OUT/results.md"
   echo "| case | checks/s | µs CPU per check |"
   echo "|---|---:|---:|"
   for c in allowed-cached-rs256 allowed-audit-off anonymous-route denied-no-token; do
-    echo "| $c | $(median "$c" 3) | $(median "$c" 4) |"
+    echo "| $c | $(median "$RESULTS" "$c" 3) | $(median "$RESULTS" "$c" 4) |"
   done
   echo
   echo "Reproduce: \`make bench-grpc\` (env REQUESTS, REPEAT)."
