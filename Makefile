@@ -34,6 +34,13 @@ define apt_install
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1)
 endef
 
+# Installs the Debian packages of the commands that are missing; $(1): command:package pairs.
+define install_missing
+	missing=""; \
+		for pair in $(1); do command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+		if [ -n "$$missing" ]; then echo ">> installing$$missing"; $(call apt_install,$$missing); fi
+endef
+
 .PHONY: test build lint demo bench-envoy bench-grpc deps envoy idp promtool print-envoy clean-deps
 
 deps: envoy idp promtool
@@ -91,20 +98,14 @@ demo: deps
 
 # A benchmark, not a test: a few minutes, release build, wrk from Debian when missing.
 bench-envoy: deps
-	@missing=""; \
-		command -v wrk >/dev/null || missing="$$missing wrk"; \
-		command -v taskset >/dev/null || missing="$$missing util-linux"; \
-		if [ -n "$$missing" ]; then echo ">> installing$$missing"; $(call apt_install,$$missing); fi
+	@$(call install_missing,wrk:wrk taskset:util-linux)
 	$(CARGO) build --release --bin portcullis
 	PORTCULLIS_ENVOY=$(ENVOY_BIN) PORTCULLIS_BIN=$(CURDIR)/target/release/portcullis \
 		deploy/bench/envoy-bench.sh
 
 # portcullis alone behind h2load: CPU per check, stable enough to see a 1 µs change.
 bench-grpc: idp
-	@missing=""; \
-		command -v h2load >/dev/null || missing="$$missing nghttp2-client"; \
-		command -v taskset >/dev/null || missing="$$missing util-linux"; \
-		if [ -n "$$missing" ]; then echo ">> installing$$missing"; $(call apt_install,$$missing); fi
+	@$(call install_missing,h2load:nghttp2-client taskset:util-linux)
 	$(CARGO) build --release --bin portcullis
 	PORTCULLIS_BIN=$(CURDIR)/target/release/portcullis deploy/bench/grpc-bench.sh
 
