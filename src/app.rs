@@ -28,6 +28,7 @@ use crate::config::{self, Config, ConfigError, ServerConfig, TlsConfig};
 use crate::engine::{Engine, SharedEngine};
 use crate::grpc::CheckService;
 use crate::grpc::io::Coalescing;
+use crate::grpc::routes::Routes;
 use crate::http::HttpAuthzOptions;
 use crate::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use crate::telemetry::metrics::{CacheCounts, ReloadResult};
@@ -515,13 +516,11 @@ pub async fn start_with(
         .with_keepalive(Some(TCP_KEEPALIVE))
         .map(|conn| conn.map(Coalescing::new));
     let grpc_task = tokio::spawn({
-        let router = grpc_server
-            .add_service(health_service)
-            .add_service(check_service.clone().into_server());
+        let routes = Routes::new(health_service, check_service.clone().into_server());
         let stop = stopped(serving_rx.clone());
         async move {
-            router
-                .serve_with_incoming_shutdown(incoming, stop)
+            grpc_server
+                .serve_with_incoming_shutdown(routes, incoming, stop)
                 .await
                 .map_err(AppError::Grpc)
         }

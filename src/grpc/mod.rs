@@ -4,6 +4,7 @@
 pub mod io;
 pub mod request;
 pub mod response;
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::Instant;
