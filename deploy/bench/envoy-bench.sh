@@ -331,13 +331,18 @@ done
 # Latency at half of (b)'s peak rate (paced load): every connection waits a random 0..2*PACE_MS
 # (mean PACE_MS) between a response and its next request, so C connections offer about C * 1000 / (PACE_MS + latency)
 # requests/s; C is chosen for half of (b)'s peak, and (b) and (c) get the same C and pace.
+# Tail latency moves by milliseconds between runs on a shared machine, so the pair is measured
+# REPEAT times, back to back like the peak rounds.
 PACE_MS=20
-for alg in rs256 es256; do
-  peak=$(rps_of "b-$alg-many")
-  [[ -n "$peak" ]] || continue
-  conns=$(awk -v p="$peak" -v d="$PACE_MS" 'BEGIN {c = p / 2 * (d + 1) / 1000; printf "%d", c < 1 ? 1 : c + 0.5}')
-  run "b-$alg-many-half" jwt_authn "$alg" many "$PACE_MS" "$conns"
-  run "c-$alg-many-half" ext_authz "$alg" many "$PACE_MS" "$conns"
+for round in $(seq 1 "$REPEAT"); do
+  ((REPEAT == 1)) || echo "bench: paced round $round of $REPEAT"
+  for alg in rs256 es256; do
+    peak=$(rps_of "b-$alg-many")
+    [[ -n "$peak" ]] || continue
+    conns=$(awk -v p="$peak" -v d="$PACE_MS" 'BEGIN {c = p / 2 * (d + 1) / 1000; printf "%d", c < 1 ? 1 : c + 0.5}')
+    run "b-$alg-many-half" jwt_authn "$alg" many "$PACE_MS" "$conns"
+    run "c-$alg-many-half" ext_authz "$alg" many "$PACE_MS" "$conns"
+  done
 done
 
 # ---- report -----------------------------------------------------------------------------------
@@ -381,10 +386,15 @@ REPORT="$OUT/results.md"
   [[ -n "$a" && -n "$floor" ]] && awk -v a="$a" -v f="$floor" 'BEGIN {
     printf "- floor (anonymous route, no token work): %s req/s, (floor)/(a) = %.2f\n", f, f / a }'
   for alg in rs256 es256; do
-    awk -F'\t' -v alg="$alg" '
-      $1 == "b-" alg "-many-half" {b = $8; br = $6}
-      $1 == "c-" alg "-many-half" {c = $8; cr = $6}
-      END { if (b == "" || c == "") exit; printf "- %s at half of (b)'"'"'s peak (%s vs %s req/s): p99 (b) %.2f ms, (c) %.2f ms, difference %+.2f ms\n", toupper(alg), br, cr, b, c, c - b }' "$RESULTS"
+    b=$(median "$RESULTS" "b-$alg-many-half" 8); c=$(median "$RESULTS" "c-$alg-many-half" 8)
+    [[ -n "$b" && -n "$c" ]] || continue
+    awk -F'\t' -v alg="$alg" -v b="$b" -v c="$c" -v br="$(rps_of "b-$alg-many-half")" -v cr="$(rps_of "c-$alg-many-half")" '
+      $1 == "b-" alg "-many-half" {bv[++nb] = $8}
+      $1 == "c-" alg "-many-half" {cv[++nc] = $8}
+      END {
+        for (i = 1; i <= nb && i <= nc; i++) rounds = rounds sprintf("%s%+.2f", (i > 1 ? ", " : ""), cv[i] - bv[i])
+        printf "- %s at half of (b)'"'"'s peak (%s vs %s req/s): p99 (b) %.2f ms, (c) %.2f ms, difference %+.2f ms%s\n", toupper(alg), br, cr, b, c, c - b,
+          (nb > 1 ? "; (c) - (b) per round: " rounds " ms" : "") }' "$RESULTS"
   done
   echo
   echo "Reproduce: \`make bench-envoy\` (env DURATION, REPEAT, CONNECTIONS, TOKENS, ONLY)."
