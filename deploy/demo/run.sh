@@ -105,9 +105,10 @@ Paste these into another terminal:
     -d grant_type=client_credentials -d scope=read:documents -d resource=$AUDIENCE \\
     http://127.0.0.1:$IDP_PORT/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
 
-  # 2. Allowed: the application sees x-auth-subject/-issuer/-method/-scopes, no Authorization,
+  # 2. Allowed: the application sees x-auth-subject/-issuer/-method/-scopes/-roles (the roles
+  #    claim the provider puts in this client's tokens), no Authorization,
   #    and not the x-auth-subject the client tried to forge:
-  curl -s -H "Authorization: Bearer \$TOKEN" -H 'x-auth-subject: admin' \\
+  curl -s -H "Authorization: Bearer \$TOKEN" -H 'x-auth-subject: forged' \\
     http://127.0.0.1:$ENVOY_PORT/documents
 
   # 3. No token: 401 with WWW-Authenticate and a JSON body:
