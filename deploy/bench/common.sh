@@ -23,3 +23,36 @@ median() {
   awk -F'\t' -v c="$2" -v col="$3" '$1 == c {print $col}' "$1" | sort -n |
     awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]}'
 }
+
+# write_portcullis_config WORK GRPC_PORT ADMIN_PORT JWKS ALGORITHMS: portcullis's benchmark
+# configuration, written to WORK/config/portcullis.yaml (its path printed). `/documents` needs a
+# token with `read:documents`; `/floor` is anonymous (no token work at all). The configuration
+# has a directory of its own: portcullis watches the configuration's directory, and a log file
+# written there would wake the watcher at every flush (a ConfigMap mount never holds logs).
+# DYNAMIC_METADATA sets `response.dynamic_metadata` (default true, as shipped).
+write_portcullis_config() {
+  local work="$1" grpc_port="$2" admin_port="$3" jwks="$4" algorithms="$5"
+  mkdir -p "$work/config"
+  cat >"$work/config/portcullis.yaml" <<EOF
+server:
+  grpc_listen: 127.0.0.1:$grpc_port
+  admin_listen: 127.0.0.1:$admin_port
+issuers:
+  - name: bench
+    issuer: $ISSUER
+    audiences: [$AUDIENCE]
+    jwks_file: $jwks
+    algorithms: [$algorithms]
+    types: [at+jwt]
+response:
+  dynamic_metadata: ${DYNAMIC_METADATA:-true}
+routes:
+  - name: documents
+    match: {methods: [GET], path: /documents}
+    require: {scopes: ["read:documents"]}
+  - name: floor
+    match: {methods: [GET], path: /floor}
+    allow: anonymous
+EOF
+  echo "$work/config/portcullis.yaml"
+}

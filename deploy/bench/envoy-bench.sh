@@ -17,8 +17,8 @@
 # p99 of (b) and (c) at half of (b)'s peak rate (paced load).
 #
 # Env: PORTCULLIS_ENVOY, PORTCULLIS_BIN (set by make), DURATION (10), WARMUP (2),
-#      REPEAT (1; rounds of the throughput cases, alternating; ratios use medians: one run on a
-#      shared VM can be 15 % off),
+#      REPEAT (1; rounds of the throughput cases, then of the paced pair, alternating; ratios
+#      and p99s use medians: one run on a shared VM can be 15 % off),
 #      CONNECTIONS (64), TOKENS (10000), OUT (target/bench-envoy),
 #      ONLY (an extended regex on case names, e.g. 'rs256-many'; default: every case),
 #      PORTCULLIS_LOG (portcullis's log filter; default `info`, as shipped: one JSON audit
@@ -201,32 +201,7 @@ static_resources:
 EOF
 }
 
-# The configuration has a directory of its own: portcullis watches the configuration's directory,
-# and a log file written there would wake the watcher at every flush (a ConfigMap mount never
-# holds logs).
-mkdir -p "$WORK/config"
-cat >"$WORK/config/portcullis.yaml" <<EOF
-server:
-  grpc_listen: 127.0.0.1:$AGENT_GRPC_PORT
-  admin_listen: 127.0.0.1:$AGENT_ADMIN_PORT
-issuers:
-  - name: bench
-    issuer: $ISSUER
-    audiences: [$AUDIENCE]
-    jwks_file: $JWKS
-    algorithms: [RS256, ES256]
-    types: [at+jwt]
-response:
-  dynamic_metadata: ${DYNAMIC_METADATA:-true}
-routes:
-  - name: documents
-    match: {methods: [GET], path: /documents}
-    require: {scopes: ["read:documents"]}
-  # The floor case: an anonymous route, so the answer costs no token work at all.
-  - name: floor
-    match: {methods: [GET], path: /floor}
-    allow: anonymous
-EOF
+CONFIG="$(write_portcullis_config "$WORK" "$AGENT_GRPC_PORT" "$AGENT_ADMIN_PORT" "$JWKS" "RS256, ES256")"
 
 for mode in none jwt_authn jwt_authn_same_job ext_authz; do
   envoy_config "$mode" >"$WORK/envoy-$mode.yaml"
@@ -249,7 +224,7 @@ run() { # label mode alg tokens(1|many) pace_ms [connections] [path]
   local token_file="$WORK/tokens/$alg-$set.txt"
   local agent_pid="" envoy_pid
   if [[ "$mode" == ext_authz ]]; then
-    PORTCULLIS_LOG="$AGENT_LOG" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$WORK/config/portcullis.yaml" \
+    PORTCULLIS_LOG="$AGENT_LOG" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$CONFIG" \
       >"$WORK/portcullis.log" 2>&1 &
     agent_pid=$!
     PIDS+=("$agent_pid")

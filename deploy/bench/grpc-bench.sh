@@ -15,7 +15,8 @@
 # too, minus CPU-cache misses.
 #
 # Env: PORTCULLIS_BIN (set by make), REQUESTS (300000 per run), REPEAT (3; median reported),
-#      OUT (target/bench-grpc), PROTOC (default: protoc on PATH, else the vendored one).
+#      OUT (target/bench-grpc), PROTOC (default: protoc on PATH, else the vendored one),
+#      DYNAMIC_METADATA (portcullis's `response.dynamic_metadata`; default true, as shipped).
 set -euo pipefail
 
 # shellcheck source=common.sh
@@ -91,36 +92,14 @@ body allowed /documents "Bearer $TOKEN"
 body anonymous /floor
 body no-token /documents
 
-# The configuration has a directory of its own: portcullis watches the configuration's directory,
-# and a log file written there would wake the watcher at every flush (a ConfigMap mount never
-# holds logs).
-mkdir -p "$WORK/config"
-cat >"$WORK/config/portcullis.yaml" <<EOF
-server:
-  grpc_listen: 127.0.0.1:$GRPC_PORT
-  admin_listen: 127.0.0.1:$ADMIN_PORT
-issuers:
-  - name: bench
-    issuer: $ISSUER
-    audiences: [$AUDIENCE]
-    jwks_file: $WORK/tokens/jwks.json
-    algorithms: [RS256]
-    types: [at+jwt]
-routes:
-  - name: documents
-    match: {methods: [GET], path: /documents}
-    require: {scopes: ["read:documents"]}
-  - name: floor
-    match: {methods: [GET], path: /floor}
-    allow: anonymous
-EOF
+CONFIG="$(write_portcullis_config "$WORK" "$GRPC_PORT" "$ADMIN_PORT" "$WORK/tokens/jwks.json" RS256)"
 
 RESULTS="$OUT/results.tsv"
 printf 'case\tround\trps\tcpu_us_per_check\n' >"$RESULTS"
 
 run() { # case body log_filter round
   local name="$1" body="$2" filter="$3" round="$4"
-  PORTCULLIS_LOG="$filter" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$WORK/config/portcullis.yaml" \
+  PORTCULLIS_LOG="$filter" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$CONFIG" \
     >"$WORK/portcullis.log" 2>&1 &
   local pid=$!
   PIDS=("$pid")
