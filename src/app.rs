@@ -868,6 +868,17 @@ pub(crate) mod tests_support {
     pub(crate) fn minimal_config() -> Config {
         config_with_routes(vec![route("health", "/healthz", Policy::Anonymous)])
     }
+
+    /// The `ext_authz` service over an engine built from `config` (no issuers, so no key
+    /// fetches), recording into `telemetry`.
+    pub(crate) fn check_service(
+        config: &Config,
+        telemetry: Arc<crate::telemetry::Telemetry>,
+    ) -> crate::grpc::CheckService {
+        let registry = crate::authn::KeyRegistry::new();
+        let engine = crate::engine::Engine::new(config, &registry);
+        crate::grpc::CheckService::new(Arc::new(arc_swap::ArcSwap::from_pointee(engine)), telemetry)
+    }
 }
 
 #[cfg(test)]

@@ -256,10 +256,8 @@ fn unavailable() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::tests_support::{config_with_routes, route};
-    use crate::authn::KeyRegistry;
+    use crate::app::tests_support::{check_service, config_with_routes, route};
     use crate::authz::{Policy, Requirements};
-    use crate::engine::{Engine, SharedEngine};
     use http::Method;
     use tower::ServiceExt;
 
@@ -274,13 +272,9 @@ mod tests {
                 }),
             ),
         ]);
-        let registry = KeyRegistry::new();
-        let engine: SharedEngine = Arc::new(arc_swap::ArcSwap::from_pointee(Engine::new(
-            &config, &registry,
-        )));
         let telemetry = Arc::new(Telemetry::new());
         router(
-            CheckService::new(engine, telemetry.clone()),
+            check_service(&config, telemetry.clone()),
             telemetry,
             options,
         )

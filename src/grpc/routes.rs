@@ -70,7 +70,7 @@ impl<H: Health> Service<Request<Body>> for Routes<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Engine;
+    use crate::app::tests_support::{check_service, config_with_routes};
     use crate::telemetry::Telemetry;
     use std::sync::Arc;
     use tower::ServiceExt;
@@ -91,12 +91,8 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_services_get_grpc_unimplemented() {
-        let config = crate::app::tests_support::config_with_routes(Vec::new());
-        let registry = crate::authn::KeyRegistry::new();
-        let engine = Arc::new(arc_swap::ArcSwap::from_pointee(Engine::new(
-            &config, &registry,
-        )));
-        let check = CheckService::new(engine, Arc::new(Telemetry::new())).into_server();
+        let config = config_with_routes(Vec::new());
+        let check = check_service(&config, Arc::new(Telemetry::new())).into_server();
         let (_, health) = tonic_health::server::health_reporter();
         let routes = Routes::new(health, check);
 
