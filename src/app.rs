@@ -1016,6 +1016,7 @@ mod tests {
                     time: None,
                     http: Some(attribute_context::HttpRequest {
                         method: "GET".into(),
+                        host: "api.test".into(),
                         path: "/healthz".into(),
                         ..Default::default()
                     }),

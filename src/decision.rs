@@ -83,6 +83,8 @@ pub struct Permit {
 pub enum DenyReason {
     /// The path cannot be normalized (`..`, encoded slash, bad escape).
     BadPath,
+    /// The `:authority` / `Host` is not a valid host with an optional valid port.
+    BadAuthority,
     /// A credential was sent in the URL query string.
     CredentialInQuery,
     /// No route matches; `status` is 404 by default or 403 when configured.
@@ -156,7 +158,7 @@ pub enum Unavailable {
 impl DenyReason {
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::BadPath | Self::CredentialInQuery => 400,
+            Self::BadPath | Self::BadAuthority | Self::CredentialInQuery => 400,
             Self::NoRoute { status } => *status,
             Self::MissingCredential | Self::InvalidToken(_) | Self::StepUpRequired => 401,
             Self::InsufficientScope { .. } => 403,
@@ -212,6 +214,7 @@ impl DenyReason {
     pub fn label(&self) -> &'static str {
         match self {
             Self::BadPath => "bad_path",
+            Self::BadAuthority => "bad_authority",
             Self::CredentialInQuery => "credential_in_query",
             Self::NoRoute { .. } => "no_route",
             Self::MissingCredential => "missing_credential",

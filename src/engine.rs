@@ -61,11 +61,17 @@ impl Engine {
         let Ok(target) = routes::normalize(&input.path) else {
             return Decision::deny(None, DenyReason::BadPath);
         };
-        if target.query.is_some_and(credentials::query_has_credential) {
+        if target.query.is_some_and(credentials::query_has_credential)
+            || credentials::path_has_credential(&target.path)
+        {
             return Decision::deny(None, DenyReason::CredentialInQuery);
         }
-        let Some((route, _params)) = self.routes.find(&input.method, &input.host, &target.path)
-        else {
+        // Before any route is matched: an authority that is not a host would miss a host-scoped
+        // route and fall through to a later one, while the upstream still reads it as that host.
+        let Ok(host) = routes::normalize_authority(&input.host) else {
+            return Decision::deny(None, DenyReason::BadAuthority);
+        };
+        let Some((route, _params)) = self.routes.find(&input.method, &host, &target.path) else {
             let status = self.response.no_route_status;
             return Decision::deny(None, DenyReason::NoRoute { status });
         };
@@ -446,6 +452,71 @@ routes:
             ),
             DenyReason::CredentialInQuery
         );
+    }
+
+    #[tokio::test]
+    async fn dot_segments_behind_path_parameters_and_credentials_in_them_are_400() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "").await;
+        for path in ["/healthz/%2e%2e;/documents/7", "/documents/..;/healthz"] {
+            assert_eq!(
+                reason(engine.check(&request("GET", path, &[])).await),
+                DenyReason::BadPath,
+                "{path}"
+            );
+        }
+        for path in [
+            "/healthz;access_token=abc",
+            "/healthz?access%5Ftoken=abc",
+            "/healthz?access_token[]=abc",
+        ] {
+            assert_eq!(
+                reason(engine.check(&request("GET", path, &[])).await),
+                DenyReason::CredentialInQuery,
+                "{path}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_authority_is_400_before_any_route_is_matched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(
+            dir.path(),
+            "  - {name: internal, match: {host: internal.example}, require: {scopes: [admin]}}\n  - {name: open, match: {path_prefix: /}, allow: anonymous}",
+        )
+        .await;
+        let on_host = |host: &str| {
+            let mut input = request("GET", "/anything", &[]);
+            input.host = host.to_owned();
+            input
+        };
+        for host in [
+            "internal.example:abc",
+            "internal.example:80:80",
+            "internal.example:80x",
+            "internal.example:+80",
+            "",
+        ] {
+            assert_eq!(
+                reason(engine.check(&on_host(host)).await),
+                DenyReason::BadAuthority,
+                "{host:?}"
+            );
+        }
+        // Every valid spelling of the protected host reaches its route, not the open one.
+        for host in [
+            "internal.example",
+            "INTERNAL.example.:8443",
+            "internal.example:80",
+        ] {
+            assert_eq!(
+                reason(engine.check(&on_host(host)).await),
+                DenyReason::MissingCredential,
+                "{host:?}"
+            );
+        }
+        assert!(engine.check(&on_host("public.example")).await.is_allow());
     }
 
     fn from(source: &str, mut input: CheckInput) -> CheckInput {

@@ -280,8 +280,15 @@ mod tests {
         )
     }
 
+    /// A request as Envoy sends it: with a `Host` (a request without one is refused with 400).
     fn request(method: Method, path: &str, headers: &[(&str, &str)]) -> Request {
         let mut builder = http::Request::builder().method(method).uri(path);
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            builder = builder.header("host", "api.test");
+        }
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }

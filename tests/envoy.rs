@@ -1070,3 +1070,160 @@ async fn a_client_that_keeps_failing_gets_429_with_retry_after_through_envoy() {
         "a refused request reached the app"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 8: authorities and paths an upstream reads differently from a naive route match
+
+/// One request sent by curl exactly as written: the `Host` (HTTP/1.1) or `:authority` (HTTP/2,
+/// prior knowledge) and the path are not normalized on the way. Returns the status. Async, so
+/// the echo application on the test's runtime keeps answering meanwhile.
+async fn curl_status(envoy: &Envoy, http2: bool, host: &str, path: &str) -> u16 {
+    let mut command = tokio::process::Command::new("curl");
+    command.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+    ]);
+    command.args(["--path-as-is", "-H", &format!("Host: {host}")]);
+    if http2 {
+        command.arg("--http2-prior-knowledge");
+    }
+    let output = command
+        .arg(envoy.url(path))
+        .output()
+        .await
+        .expect("curl (Debian's curl package) runs");
+    let code = String::from_utf8_lossy(&output.stdout);
+    code.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("curl printed no status for {host} {path}: {output:?}"))
+}
+
+async fn authority_and_path_tricks_are_400_before_routing(mode: SidecarMode) {
+    let upstream = Upstream::start().await;
+    let ports = AgentPorts::pick();
+    let jwks = common::envoy::repo_root().join("tests/fixtures/config/jwks.json");
+    // The probe's layout: a host-scoped protected route first, an anonymous catch-all later.
+    let config = format!(
+        r#"server:
+  grpc_listen: 127.0.0.1:{grpc}
+  http_listen: 127.0.0.1:{http}
+  admin_listen: 127.0.0.1:{admin}
+issuers:
+  - name: corp
+    issuer: https://idp.example.com
+    audiences: [api]
+    jwks_file: {jwks}
+    algorithms: [ES256]
+routes:
+  - name: internal
+    match: {{host: internal.example}}
+    require: {{scopes: [admin]}}
+  - name: admin
+    match: {{path_prefix: /admin}}
+    require: {{scopes: [admin]}}
+  - name: public
+    match: {{path_prefix: /public}}
+    allow: anonymous
+"#,
+        grpc = ports.grpc,
+        http = ports.http,
+        admin = ports.admin,
+        jwks = jwks.display(),
+    );
+    let agent = Agent::start(&config, true).await;
+    let Some(envoy) = Envoy::start(&render_sidecar(
+        mode,
+        SidecarPorts {
+            app: upstream.port(),
+            portcullis_grpc: ports.grpc,
+            portcullis_http: ports.http,
+        },
+    ))
+    .await
+    else {
+        return;
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    while curl_status(&envoy, false, "public.example", "/public/up").await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the anonymous route never answered 200\nportcullis:\n{}\nenvoy:\n{}",
+            tail(&agent.logs(), 40),
+            tail(&envoy.logs(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for http2 in [false, true] {
+        let hits = upstream.hits();
+        for host in [
+            "internal.example:abc",
+            "internal.example:80:80",
+            "internal.example:80x",
+            "internal.example:+80",
+            "internal.example:99999",
+        ] {
+            let status = curl_status(&envoy, http2, host, "/public/x").await;
+            assert_eq!(status, 400, "{mode:?} http2={http2} Host: {host}");
+        }
+        // A servlet container reads `/public/..;/admin` as `/admin`. Envoy's normalize_path
+        // (on in the shipped configs) already resolves some spellings to `/admin` before the
+        // check, which portcullis then protects (401); portcullis refuses the rest (400).
+        // Either way the application never sees a dot segment behind a path parameter.
+        for path in [
+            "/public/..;/admin",
+            "/public/%2e%2e;/admin",
+            "/public/%2E%2E;jsessionid=1/admin",
+            "/public/%2e%2e%3B/admin",
+        ] {
+            let status = curl_status(&envoy, http2, "public.example", path).await;
+            assert!(
+                matches!(status, 400 | 401),
+                "{mode:?} http2={http2} {path}: {status}"
+            );
+        }
+        for path in [
+            "/public/x;access_token=abc",
+            "/public/x?access%5Ftoken=abc",
+            "/public/x?access_token[]=abc",
+            "/public/x?access_token%5B%5D=abc",
+        ] {
+            let status = curl_status(&envoy, http2, "public.example", path).await;
+            assert_eq!(status, 400, "{mode:?} http2={http2} {path}");
+        }
+        assert_eq!(
+            upstream.hits(),
+            hits,
+            "{mode:?} http2={http2}: a refused request reached the application"
+        );
+        // Every valid spelling of the protected host reaches its own route.
+        for host in [
+            "internal.example",
+            "INTERNAL.Example",
+            "internal.example.",
+            "internal.example:10000",
+        ] {
+            let status = curl_status(&envoy, http2, host, "/public/x").await;
+            assert_eq!(status, 401, "{mode:?} http2={http2} Host: {host}");
+        }
+        assert_eq!(
+            curl_status(&envoy, http2, "public.example", "/public/x").await,
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn grpc_mode_refuses_malformed_authorities_and_dot_segments_in_path_parameters() {
+    authority_and_path_tricks_are_400_before_routing(SidecarMode::Grpc).await;
+}
+
+#[tokio::test]
+async fn http_mode_refuses_malformed_authorities_and_dot_segments_in_path_parameters() {
+    authority_and_path_tricks_are_400_before_routing(SidecarMode::Http).await;
+}

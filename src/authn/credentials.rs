@@ -65,13 +65,54 @@ pub fn extract(headers: &Headers) -> Extraction<'_> {
 }
 
 /// True when the query string carries something that looks like a credential.
+///
+/// Names are compared the way applications read them, not as sent: percent-decoded
+/// (`access%5Ftoken`), with `+` as a space, an array or map suffix dropped (`access_token[]`,
+/// `token[0]`), and `.`, space and an unmatched `[` read as `_` (PHP's rule for parameter
+/// names), case-insensitively.
 pub fn query_has_credential(query: &str) -> bool {
-    query.split('&').any(|pair| {
-        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-        QUERY_CREDENTIAL_NAMES
-            .iter()
-            .any(|c| name.eq_ignore_ascii_case(c))
-    })
+    query
+        .split(['&', ';'])
+        .any(|pair| is_credential_name(pair.split_once('=').map_or(pair, |(n, _)| n)))
+}
+
+/// True when a path segment carries a credential as a `;name=value` path parameter
+/// (`/documents;access_token=...`): servlet containers hand those to the application too.
+/// `path` is the normalized path.
+pub fn path_has_credential(path: &str) -> bool {
+    path.contains(';')
+        && path.split('/').any(|segment| {
+            segment
+                .split(';')
+                .skip(1)
+                .any(|param| is_credential_name(param.split_once('=').map_or(param, |(n, _)| n)))
+        })
+}
+
+fn is_credential_name(raw: &str) -> bool {
+    // The longest credential name is short: anything much longer is not one, whatever it
+    // decodes to, and need not be decoded.
+    if raw.is_empty() || raw.len() > 64 {
+        return false;
+    }
+    let decoded = percent_encoding::percent_decode(raw.as_bytes()).collect::<Vec<u8>>();
+    let mut name: Vec<u8> = decoded
+        .iter()
+        .map(|&b| match b {
+            b'+' | b' ' | b'.' => b'_',
+            other => other.to_ascii_lowercase(),
+        })
+        .collect();
+    if let Some(open) = name.iter().position(|&b| b == b'[') {
+        if name[open..].contains(&b']') {
+            name.truncate(open);
+        } else {
+            name[open] = b'_';
+        }
+    }
+    QUERY_CREDENTIAL_NAMES
+        .iter()
+        .any(|candidate| candidate.as_bytes() == name.as_slice())
 }
 
 #[cfg(test)]
@@ -145,5 +186,42 @@ mod tests {
         assert!(query_has_credential("page=2&access_token=abc"));
         assert!(query_has_credential("API_KEY=x"));
         assert!(!query_has_credential("page=2&sort=name"));
+    }
+
+    #[test]
+    fn detects_encoded_and_bracketed_credential_names_in_query() {
+        for query in [
+            "access%5Ftoken=abc",
+            "access%5ftoken=abc",
+            "%61ccess_token=abc",
+            "access_token[]=abc",
+            "access_token[0]=abc",
+            "token[x]=abc",
+            "access%5Btoken=abc",
+            "access.token=abc",
+            "access+token=abc",
+            "x=1;access_token=abc",
+            "ACCESS_TOKEN=abc",
+            "api_key",
+        ] {
+            assert!(query_has_credential(query), "{query}");
+        }
+        for query in [
+            "access_tokens=1",
+            "tokenize=1",
+            "page[token]=1",
+            "a=access_token",
+        ] {
+            assert!(!query_has_credential(query), "{query}");
+        }
+    }
+
+    #[test]
+    fn detects_credentials_in_path_parameters() {
+        assert!(path_has_credential("/documents;access_token=abc"));
+        assert!(path_has_credential("/a;x=1;API_KEY=abc/b"));
+        assert!(path_has_credential("/a/b;token"));
+        assert!(!path_has_credential("/a;jsessionid=1/b"));
+        assert!(!path_has_credential("/access_token/b"));
     }
 }

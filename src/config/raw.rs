@@ -27,7 +27,7 @@ use serde_yaml_ng::Value;
 use super::Problem;
 use super::source::{Anchor, Segment, YamlPath};
 use crate::authn::Algorithm;
-use crate::authz::routes::{PathMatch, PathTemplate, normalize};
+use crate::authz::routes::{PathMatch, PathTemplate, normalize, normalize_authority};
 
 /// Message of every key this version refuses on purpose.
 pub const UNSUPPORTED: &str = "not supported in this version";
@@ -871,34 +871,22 @@ fn parse_method(text: &str) -> Result<String, String> {
 }
 
 fn parse_host(text: &str) -> Result<String, String> {
-    let host = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
-    if host.contains('*') {
+    if text.contains('*') {
         return Err(format!("`{text}`: wildcard hosts are not supported"));
     }
-    let valid = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        inner.parse::<std::net::Ipv6Addr>().is_ok()
-    } else {
-        if host.contains(':') {
-            return Err(format!(
-                "`{text}`: write the host without a port (the port is ignored when matching)"
-            ));
-        }
-        !host.is_empty()
-            && host.len() <= 253
-            && host.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            })
-    };
-    if valid {
-        Ok(host)
-    } else {
-        Err(format!(
+    let bracketed = text.starts_with('[') && text.ends_with(']');
+    if !bracketed && text.contains(':') {
+        return Err(format!(
+            "`{text}`: write the host without a port (the port is ignored when matching)"
+        ));
+    }
+    // The same canonical form requests are matched in (lower case, no trailing dot, IPv6 in
+    // RFC 5952 form), so a configured host can only ever match its own spellings.
+    match normalize_authority(text) {
+        Ok(host) if host.len() <= 253 => Ok(host.into_owned()),
+        _ => Err(format!(
             "invalid host `{text}`: expected a DNS name, an IPv4 address or `[IPv6]`"
-        ))
+        )),
     }
 }
 

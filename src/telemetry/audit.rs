@@ -4,9 +4,10 @@
 //! info when `audit_allows` is on, else at debug.
 //!
 //! An event must never carry a token, a header value or a key: it is built from the decision and
-//! a fixed list of request facts, and the path is logged without its query string (where
-//! credentials and personal data travel).
+//! a fixed list of request facts, and the path is logged without its query string and without
+//! the values of `;` path parameters (where credentials and personal data travel).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::decision::Decision;
@@ -30,7 +31,7 @@ pub struct AuditEvent<'a> {
     pub issuer: &'a str,
     pub auth_method: &'static str,
     pub method: &'a str,
-    pub path: &'a str,
+    pub path: Cow<'a, str>,
     pub source_ip: Option<std::net::IpAddr>,
     pub status: u16,
     pub duration_us: u64,
@@ -64,17 +65,38 @@ impl<'a> AuditEvent<'a> {
     }
 }
 
-/// The path without query string or fragment, cut to [`MAX_LOGGED_PATH`].
-pub fn loggable_path(target: &str) -> &str {
+/// The path without query string, fragment or `;` parameter values (`/a;access_token=x/b` is
+/// logged as `/a;access_token=/b`, a bare `;x` as `;`), cut to [`MAX_LOGGED_PATH`].
+pub fn loggable_path(target: &str) -> Cow<'_, str> {
     let path = target.split(['?', '#']).next().unwrap_or("");
-    if path.len() <= MAX_LOGGED_PATH {
-        return path;
+    let path = if path.len() <= MAX_LOGGED_PATH {
+        path
+    } else {
+        let mut end = MAX_LOGGED_PATH;
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        &path[..end]
+    };
+    if !path.contains(';') {
+        return Cow::Borrowed(path);
     }
-    let mut end = MAX_LOGGED_PATH;
-    while !path.is_char_boundary(end) {
-        end -= 1;
+    let mut logged = String::with_capacity(path.len());
+    for (index, segment) in path.split('/').enumerate() {
+        if index > 0 {
+            logged.push('/');
+        }
+        let mut params = segment.split(';');
+        logged.push_str(params.next().unwrap_or(""));
+        for param in params {
+            logged.push(';');
+            if let Some((name, _value)) = param.split_once('=') {
+                logged.push_str(name);
+                logged.push('=');
+            }
+        }
     }
-    &path[..end]
+    Cow::Owned(logged)
 }
 
 macro_rules! audit_event {
@@ -90,7 +112,7 @@ macro_rules! audit_event {
             issuer = event.issuer,
             auth_method = event.auth_method,
             method = event.method,
-            path = event.path,
+            path = &*event.path,
             source_ip = event.source_ip.map(tracing::field::display),
             status = event.status,
             duration_us = event.duration_us,
@@ -140,6 +162,16 @@ mod tests {
             "/documents/1"
         );
         assert_eq!(loggable_path("/a#frag"), "/a");
+    }
+
+    #[test]
+    fn logged_path_drops_path_parameter_values() {
+        assert_eq!(
+            loggable_path("/documents;access_token=eyJhbGciOi.x.y/1?q=2"),
+            "/documents;access_token=/1"
+        );
+        assert_eq!(loggable_path("/a;eyJhbGciOi.x.y;v=2/b"), "/a;;v=/b");
+        assert_eq!(loggable_path("/plain/path"), "/plain/path");
     }
 
     #[test]
