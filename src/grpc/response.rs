@@ -180,6 +180,7 @@ mod tests {
     fn each_status_maps_to_its_canonical_code() {
         let cases = [
             (DenyReason::BadPath, code::INVALID_ARGUMENT),
+            (DenyReason::BadAuthority, code::INVALID_ARGUMENT),
             (DenyReason::NoRoute { status: 404 }, code::NOT_FOUND),
             (DenyReason::NoRoute { status: 403 }, code::PERMISSION_DENIED),
             (
