@@ -318,6 +318,28 @@ fn sidecar_config_keeps_its_security_settings() {
     ] {
         assert!(grpc.contains(needed), "envoy.yaml lost {needed:?}");
     }
+    // Issue 8: underscore spellings refused, rewrite headers dropped, no query in the log.
+    for (mode, text) in [
+        (SidecarMode::Grpc, &grpc),
+        (SidecarMode::Http, &committed_config(SidecarMode::Http)),
+    ] {
+        for needed in [
+            "headers_with_underscores_action: REJECT_REQUEST",
+            "request_headers_to_remove: [x-original-url, x-rewrite-url]",
+            "path: \"%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%\"",
+        ] {
+            assert!(
+                text.contains(needed),
+                "{} lost {needed:?}",
+                mode.path().display()
+            );
+        }
+        assert!(
+            !text.contains("%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%") && !text.contains("%REQ(:PATH)%"),
+            "{} logs the query string",
+            mode.path().display()
+        );
+    }
     assert!(
         !grpc.contains("with_request_body"),
         "portcullis decides on headers only; no request body buffering"
