@@ -116,9 +116,11 @@ pub fn render(config: &Config, mode: Mode) -> Result<String, FilterError> {
          `portcullis envoy-filter`\n\
          # from portcullis's configuration. Put the http_filters item before\n\
          # envoy.filters.http.router in the HttpConnectionManager, and the cluster under\n\
-         # static_resources.clusters. Also set in the HttpConnectionManager:\n\
+         # static_resources.clusters. Also set in the HttpConnectionManager (see the shipped\n\
+         # deploy/envoy/*.yaml for why):\n\
          #   common_http_protocol_options: {{headers_with_underscores_action: REJECT_REQUEST}}\n\
-         # (a client's x_auth_subject must not reach applications that read it as x-auth-subject)."
+         #   route_config: {{request_headers_to_remove: [x-original-url, x-rewrite-url], ...}}\n\
+         #   access log path: %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)% (no query tokens)"
     );
     if tls {
         let _ = writeln!(
@@ -186,11 +188,11 @@ fn http_filter(out: &mut String, config: &Config, target: SocketAddr) {
          # headers), so it can name a client's forged value for removal.\n      \
          allowed_headers:\n        patterns:\n",
     );
-    for name in HTTP_REQUEST_HEADERS
+    let extra = claims
         .iter()
-        .copied()
-        .chain(claims.iter().map(String::as_str))
-    {
+        .map(String::as_str)
+        .filter(|name| !HTTP_REQUEST_HEADERS.contains(name));
+    for name in HTTP_REQUEST_HEADERS.iter().copied().chain(extra) {
         let _ = writeln!(out, "          - {{exact: {}}}", scalar(name));
     }
     let _ = writeln!(out, "          - {{prefix: {IDENTITY_HEADER_PREFIX}}}");
