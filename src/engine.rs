@@ -30,8 +30,9 @@ pub struct Engine {
     authn: Authenticator,
     response: ResponseSettings,
     anonymous: Arc<Identity>,
-    /// Every header name any issuer's claim mapping may set: a client-sent value for one of
-    /// them is removed whenever we do not set it ourselves, like `x-auth-*`.
+    /// Every header name any issuer's claim mapping may set, folded ([`fold_header_byte`]): a
+    /// client-sent value for one of them is removed whenever we do not set it ourselves, like
+    /// `x-auth-*`.
     claim_header_names: Vec<String>,
     /// Failed authentications per source (`limits.failed_attempts`); `None` when off. Its counts
     /// belong to this generation: a reload starts them afresh.
@@ -47,7 +48,14 @@ impl Engine {
             authn: Authenticator::new(&config.issuers, registry, config.authn.clone()),
             response: config.response.clone(),
             anonymous: Arc::new(Identity::anonymous()),
-            claim_header_names: claim_header_names(config),
+            claim_header_names: claim_header_names(config)
+                .into_iter()
+                .map(|name| {
+                    name.bytes()
+                        .map(|b| char::from(fold_header_byte(b)))
+                        .collect()
+                })
+                .collect(),
             attempts: config.authn.failed_attempts.map(AttemptLimiter::new),
         }
     }
@@ -130,10 +138,20 @@ impl Engine {
         }
     }
 
-    /// Headers only portcullis may set: `x-auth-*` and configured claim headers.
+    /// Headers only portcullis may set: `x-auth-*` and configured claim headers, in any
+    /// spelling that reads as one of them once `_` is taken for `-` (`x_auth_subject`,
+    /// `X_AUTH_ROLES`, `x-auth_subject`): WSGI, CGI and some proxies map both spellings onto
+    /// the same variable, so the application would read a client's underscore header as ours.
+    /// Byte by byte, no allocation: it runs for every header of every allowed request.
     fn is_identity_header(&self, name: &str) -> bool {
-        name.starts_with(IDENTITY_HEADER_PREFIX)
-            || self.claim_header_names.iter().any(|h| h == name)
+        let name = name.as_bytes();
+        let prefix = IDENTITY_HEADER_PREFIX.as_bytes();
+        name.get(..prefix.len())
+            .is_some_and(|start| folded_eq(start, prefix))
+            || self
+                .claim_header_names
+                .iter()
+                .any(|claim| folded_eq(name, claim.as_bytes()))
     }
 
     fn permit(&self, route: &Route, identity: Arc<Identity>, input: &CheckInput) -> Decision {
@@ -166,7 +184,26 @@ impl Engine {
     }
 }
 
-fn claim_header_names(config: &Config) -> Vec<String> {
+/// A header-name byte as identity headers are compared: ASCII lower case, `_` read as `-`.
+fn fold_header_byte(byte: u8) -> u8 {
+    match byte {
+        b'_' => b'-',
+        other => other.to_ascii_lowercase(),
+    }
+}
+
+/// True when `name` equals `folded` (already folded) once `name` is folded too.
+fn folded_eq(name: &[u8], folded: &[u8]) -> bool {
+    name.len() == folded.len()
+        && name
+            .iter()
+            .zip(folded)
+            .all(|(&byte, &want)| fold_header_byte(byte) == want)
+}
+
+/// Every header name a claim mapping of any issuer may set, sorted, without repeats. The
+/// Envoy filter (`envoy_filter`) lists the same names, so both sides agree on them.
+pub fn claim_header_names(config: &Config) -> Vec<String> {
     let mut names: Vec<String> = config
         .issuers
         .iter()
@@ -362,6 +399,60 @@ routes:
         assert_eq!(
             permit.remove_headers,
             vec!["x-auth-subject".to_owned(), "x-user-email".to_owned()]
+        );
+    }
+
+    #[tokio::test]
+    async fn underscore_spellings_of_identity_headers_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "").await;
+        let forged = [
+            ("x_auth_subject", "mallory"),
+            ("X_AUTH_ROLES", "admin"),
+            ("x-auth_subject", "mallory"),
+            ("x_auth-method", "jwt"),
+            ("x_user_email", "boss@example.com"),
+            ("X-User_Email", "boss@example.com"),
+        ];
+        let folded = |name: &str| name.to_ascii_lowercase();
+        let auth = bearer(&token("read:documents"));
+        let mut authenticated = vec![("authorization", auth.as_str())];
+        authenticated.extend(forged);
+        for (path, headers) in [
+            ("/documents/7", &authenticated[..]),
+            ("/healthz", &forged[..]),
+        ] {
+            let permit = permit(engine.check(&request("GET", path, headers)).await);
+            for (name, _) in forged {
+                assert!(
+                    permit.remove_headers.contains(&folded(name)),
+                    "{path}: {name} not removed: {:?}",
+                    permit.remove_headers
+                );
+            }
+            // What portcullis sets is never also removed (Envoy removes after it sets).
+            for (name, _) in &permit.set_headers {
+                assert!(!permit.remove_headers.contains(name), "{path}: {name}");
+            }
+        }
+        // Lookalikes that are not identity headers stay.
+        let permit = permit(
+            engine
+                .check(&request(
+                    "GET",
+                    "/healthz",
+                    &[
+                        ("x_auth", "1"),
+                        ("x-user-emails", "1"),
+                        ("x.auth-subject", "1"),
+                    ],
+                ))
+                .await,
+        );
+        assert!(
+            permit.remove_headers.is_empty(),
+            "{:?}",
+            permit.remove_headers
         );
     }
 

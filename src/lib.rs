@@ -12,6 +12,7 @@
 //! | [`authn`] | credentials, JWT verification, JWKS key sets, verified-token cache |
 //! | [`authz`] | routes and path normalization, scopes |
 //! | [`config`] | YAML → validated `Config` with located errors; hot reload |
+//! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
 //! | [`telemetry`] | metrics, audit events, logging setup |
 //! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` |
 //! | [`app`] | wiring: shared caches, servers, reload task, graceful shutdown |
@@ -24,6 +25,7 @@ pub mod authz;
 pub mod config;
 pub mod decision;
 pub mod engine;
+pub mod envoy_filter;
 pub mod grpc;
 pub mod http;
 pub mod input;

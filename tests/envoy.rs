@@ -318,6 +318,28 @@ fn sidecar_config_keeps_its_security_settings() {
     ] {
         assert!(grpc.contains(needed), "envoy.yaml lost {needed:?}");
     }
+    // Issue 8: underscore spellings refused, rewrite headers dropped, no query in the log.
+    for (mode, text) in [
+        (SidecarMode::Grpc, &grpc),
+        (SidecarMode::Http, &committed_config(SidecarMode::Http)),
+    ] {
+        for needed in [
+            "headers_with_underscores_action: REJECT_REQUEST",
+            "request_headers_to_remove: [x-original-url, x-rewrite-url]",
+            "path: \"%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%\"",
+        ] {
+            assert!(
+                text.contains(needed),
+                "{} lost {needed:?}",
+                mode.path().display()
+            );
+        }
+        assert!(
+            !text.contains("%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%") && !text.contains("%REQ(:PATH)%"),
+            "{} logs the query string",
+            mode.path().display()
+        );
+    }
     assert!(
         !grpc.contains("with_request_body"),
         "portcullis decides on headers only; no request body buffering"
@@ -1069,6 +1091,390 @@ async fn a_client_that_keeps_failing_gets_429_with_retry_after_through_envoy() {
         hits_before,
         "a refused request reached the app"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headers a client may not choose: claim headers, underscore spellings, rewrite headers
+
+/// `portcullis envoy-filter --config FILE --mode MODE`, as printed.
+fn envoy_filter(config: &std::path::Path, mode: SidecarMode) -> String {
+    let mode = match mode {
+        SidecarMode::Grpc => "grpc",
+        SidecarMode::Http => "http",
+    };
+    let (status, stdout, stderr) = run_binary(&[
+        "envoy-filter",
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--mode",
+        mode,
+    ]);
+    assert!(
+        status.success(),
+        "envoy-filter --mode {mode} failed:\n{stderr}"
+    );
+    stdout
+}
+
+fn cluster_of(mode: SidecarMode) -> &'static str {
+    match mode {
+        SidecarMode::Grpc => "portcullis",
+        SidecarMode::Http => "portcullis_http",
+    }
+}
+
+#[test]
+fn envoy_filter_output_is_what_the_committed_sidecar_configs_hold() {
+    let example = common::envoy::repo_root().join("deploy/examples/portcullis.yaml");
+    for mode in [SidecarMode::Grpc, SidecarMode::Http] {
+        let generated: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&envoy_filter(&example, mode)).expect("YAML");
+        let committed = committed_config(mode);
+        assert_eq!(
+            generated["http_filters"][0],
+            common::envoy::ext_authz_filter(&committed),
+            "{}: the ext_authz filter drifted from `portcullis envoy-filter`",
+            mode.path().display()
+        );
+        assert_eq!(
+            generated["clusters"][0],
+            common::envoy::cluster(&committed, cluster_of(mode)),
+            "{}: the portcullis cluster drifted from `portcullis envoy-filter`",
+            mode.path().display()
+        );
+    }
+}
+
+#[test]
+fn envoy_filter_output_passes_envoy_validate_in_a_full_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        "server: {grpc_listen: 127.0.0.1:7191, http_listen: 127.0.0.1:7192}\n\
+         issuers:\n  - name: corp\n    issuer: https://idp.example.com\n    audiences: [api]\n    \
+         jwks_uri: https://idp.example.com/jwks\n    algorithms: [RS256]\n    \
+         claim_headers: {email: x-user-email, tenant: x-auth-tenant, odd: \"!odd*name\"}\n\
+         routes:\n  - {name: all, match: {}, allow: anonymous}\n",
+    );
+    for mode in [SidecarMode::Grpc, SidecarMode::Http] {
+        let generated = envoy_filter(&config, mode);
+        let ports = SidecarPorts {
+            app: 18080,
+            portcullis_grpc: 19191,
+            portcullis_http: 19192,
+        };
+        let full = common::envoy::splice_filter(&render_sidecar(mode, ports), &generated);
+        if mode == SidecarMode::Http {
+            assert_eq!(full.matches("x-user-email").count(), 2, "{full}");
+            assert_eq!(full.matches("odd*name").count(), 2, "{full}");
+        }
+        let Some(result) = Envoy::validate(&full) else {
+            return;
+        };
+        if let Err(e) = result {
+            panic!("{mode:?}: generated filter in a full config:\n{full}\n{e}");
+        }
+    }
+}
+
+#[test]
+fn check_config_warns_about_claim_headers_the_http_mode_cannot_see() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        "server: {http_listen: 127.0.0.1:7192}\n\
+         issuers:\n  - name: corp\n    issuer: https://idp.example.com\n    audiences: [api]\n    \
+         jwks_uri: https://idp.example.com/jwks\n    algorithms: [RS256]\n    \
+         claim_headers: {email: x-user-email}\n\
+         routes:\n  - {name: all, match: {}, allow: anonymous}\n",
+    );
+    let (status, stdout, stderr) =
+        run_binary(&["check-config", config.to_str().expect("utf-8 path")]);
+    assert!(
+        status.success(),
+        "a warning is not an error: {stdout}{stderr}"
+    );
+    assert_eq!(stdout.trim(), "ok");
+    assert!(
+        stderr.contains("warning")
+            && stderr.contains("x-user-email")
+            && stderr.contains("portcullis envoy-filter --mode http"),
+        "{stderr}"
+    );
+}
+
+/// The claim headers the smuggling tests configure: `client_id` is in every RFC 9068 token the
+/// provider issues; `email` in none of them, so its header is never set by portcullis.
+const CLAIM_HEADERS: &str = "    claim_headers: {client_id: x-client-id, email: x-user-email}\n";
+
+impl Stack {
+    /// Like [`Stack::start`], but the test-idp issuer maps [`CLAIM_HEADERS`] and Envoy's
+    /// ext_authz filter and portcullis cluster are what `portcullis envoy-filter` prints for
+    /// portcullis's configuration. `tweak` edits the rendered Envoy configuration first.
+    async fn start_with_claim_headers(
+        mode: SidecarMode,
+        tweak: impl Fn(String) -> String,
+    ) -> Option<Self> {
+        let idp = Idp::start().await?;
+        let upstream = Upstream::start().await;
+        let ports = AgentPorts::pick();
+        let agent = Agent::start(&agent_config(ports, &idp, CLAIM_HEADERS), true).await;
+        let generated = envoy_filter(&agent.config, mode);
+        let rendered = render_sidecar(
+            mode,
+            SidecarPorts {
+                app: upstream.port(),
+                portcullis_grpc: ports.grpc,
+                portcullis_http: ports.http,
+            },
+        );
+        let envoy =
+            Envoy::start(&common::envoy::splice_filter(&tweak(rendered), &generated)).await?;
+        let stack = Self {
+            idp,
+            upstream,
+            agent,
+            envoy,
+            client: http_client(),
+        };
+        let warm = stack.idp.token(&["read:documents"], AUDIENCE).await;
+        wait_until_allowed(&stack.client, &stack.envoy, &warm, &stack.agent).await;
+        Some(stack)
+    }
+}
+
+async fn forged_claim_and_rewrite_headers_never_reach_the_app(mode: SidecarMode) {
+    let Some(stack) = Stack::start_with_claim_headers(mode, |config| config).await else {
+        return;
+    };
+    let token = stack.idp.token(&["read:documents"], AUDIENCE).await;
+    let bearer = format!("Bearer {token}");
+    let forged = [
+        ("x-client-id", "forged-client"),
+        ("x-user-email", "boss@example.com"),
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+    ];
+    let mut authenticated = vec![("authorization", bearer.as_str())];
+    authenticated.extend(forged);
+    for (path, headers) in [
+        ("/documents", &authenticated[..]),
+        ("/healthz", &forged[..]),
+    ] {
+        let reply = send(&stack.client, &stack.envoy, "GET", path, headers).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "{mode:?} {path}: {reply:?}\n{}",
+            stack.diagnostics()
+        );
+        let echo = reply.echo();
+        let client_id: &[&str] = if path == "/documents" {
+            &[CLIENT_ID]
+        } else {
+            &[]
+        };
+        assert_eq!(
+            echo.header_all("x-client-id"),
+            client_id,
+            "{mode:?} {path}: only the token's client_id may arrive: {echo:?}"
+        );
+        for name in ["x-user-email", "x-original-url", "x-rewrite-url"] {
+            assert_eq!(
+                echo.header(name),
+                None,
+                "{mode:?} {path}: {name} arrived: {echo:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_mode_forged_claim_and_rewrite_headers_never_reach_the_app() {
+    forged_claim_and_rewrite_headers_never_reach_the_app(SidecarMode::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_mode_forged_claim_and_rewrite_headers_never_reach_the_app() {
+    forged_claim_and_rewrite_headers_never_reach_the_app(SidecarMode::Http).await;
+}
+
+/// Identity and claim headers spelled with underscores, as an attacker sends them.
+const UNDERSCORE_SPELLINGS: &[&str] = &[
+    "x_auth_subject",
+    "X_AUTH_ROLES",
+    "x-auth_subject",
+    "x_user_email",
+];
+
+/// Sends one HTTP/1.1 request with `header: forged` over a raw connection (the header name
+/// exactly as written) and returns the status code.
+async fn raw_status(envoy: &Envoy, path: &str, header: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(envoy.listener)
+        .await
+        .expect("connect to envoy");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: app.test\r\n{header}: forged\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .expect("envoy answers within 5 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"))
+}
+
+async fn underscore_headers_are_refused_at_the_edge(mode: SidecarMode) {
+    let upstream = Upstream::start().await;
+    // No portcullis at all: a request Envoy lets through answers 503, one it refuses 400.
+    let ports = SidecarPorts {
+        app: upstream.port(),
+        portcullis_grpc: free_port(),
+        portcullis_http: free_port(),
+    };
+    let Some(envoy) = Envoy::start(&render_sidecar(mode, ports)).await else {
+        return;
+    };
+    assert_eq!(raw_status(&envoy, "/healthz", "x-auth-subject").await, 503);
+    for header in UNDERSCORE_SPELLINGS {
+        assert_eq!(
+            raw_status(&envoy, "/healthz", header).await,
+            400,
+            "{mode:?}: {header} was not refused"
+        );
+    }
+    assert_eq!(upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_mode_underscore_identity_headers_are_refused_with_400() {
+    underscore_headers_are_refused_at_the_edge(SidecarMode::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_mode_underscore_identity_headers_are_refused_with_400() {
+    underscore_headers_are_refused_at_the_edge(SidecarMode::Http).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_mode_portcullis_removes_underscore_identity_headers_envoy_lets_through() {
+    // An Envoy without the edge guard (its default is ALLOW): portcullis sees every header in
+    // the gRPC mode and must name each underscore spelling for removal itself.
+    let Some(stack) = Stack::start_with_claim_headers(SidecarMode::Grpc, |config| {
+        assert_eq!(
+            config
+                .matches("headers_with_underscores_action: REJECT_REQUEST")
+                .count(),
+            1
+        );
+        config.replace(
+            "headers_with_underscores_action: REJECT_REQUEST",
+            "headers_with_underscores_action: ALLOW",
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    let token = stack.idp.token(&["read:documents"], AUDIENCE).await;
+    let bearer = format!("Bearer {token}");
+    let mut forged: Vec<(&str, &str)> = UNDERSCORE_SPELLINGS
+        .iter()
+        .map(|h| (*h, "forged"))
+        .collect();
+    forged.push(("x_client_id", "forged"));
+    let mut authenticated = vec![("authorization", bearer.as_str())];
+    authenticated.extend(forged.iter().copied());
+    for (path, headers) in [
+        ("/documents", &authenticated[..]),
+        ("/healthz", &forged[..]),
+    ] {
+        let reply = send(&stack.client, &stack.envoy, "GET", path, headers).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "{path}: {reply:?}\n{}",
+            stack.diagnostics()
+        );
+        let echo = reply.echo();
+        let smuggled: Vec<_> = echo
+            .headers
+            .iter()
+            .filter(|(name, value)| name.contains('_') || value == "forged")
+            .collect();
+        assert!(
+            smuggled.is_empty(),
+            "{path}: reached the app: {smuggled:?}\n{echo:?}"
+        );
+        if path == "/documents" {
+            assert_eq!(
+                echo.header_all("x-auth-subject"),
+                vec![CLIENT_ID],
+                "{echo:?}"
+            );
+        }
+    }
+}
+
+async fn access_log_never_shows_a_query_token(mode: SidecarMode) {
+    let upstream = Upstream::start().await;
+    let ports = SidecarPorts {
+        app: upstream.port(),
+        portcullis_grpc: free_port(),
+        portcullis_http: free_port(),
+    };
+    let Some(envoy) = Envoy::start(&render_sidecar(mode, ports)).await else {
+        return;
+    };
+    let secret = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJsZWFrZWQifQ.c2lnbmF0dXJlLWluLXRoZS1sb2c";
+    let request_id = format!("e2e-log-{mode:?}");
+    let client = http_client();
+    send(
+        &client,
+        &envoy,
+        "GET",
+        &format!("/documents?page=2&access_token={secret}"),
+        &[("x-request-id", &request_id)],
+    )
+    .await;
+    // Envoy flushes its access log about once a second: wait for this request's line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        if let Some(line) = envoy.logs().lines().find(|l| l.contains(&request_id)) {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access log line:\n{}",
+            envoy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("a JSON access log line");
+    assert_eq!(entry["path"], "/documents", "{line}");
+    assert!(
+        !envoy.logs().contains(secret) && !envoy.logs().contains("access_token"),
+        "{mode:?}: the query token reached Envoy's output:\n{}",
+        envoy.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_mode_access_log_never_shows_a_query_token() {
+    access_log_never_shows_a_query_token(SidecarMode::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_mode_access_log_never_shows_a_query_token() {
+    access_log_never_shows_a_query_token(SidecarMode::Http).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -489,6 +489,51 @@ async fn client_sent_identity_headers_never_reach_the_upstream() {
     stack.stop().await;
 }
 
+#[tokio::test]
+async fn underscore_spellings_of_identity_headers_are_named_for_removal() {
+    // Envoy's default lets `x_auth_subject` through, and WSGI/CGI applications read it as
+    // `x-auth-subject`: portcullis must remove every such spelling itself.
+    let mut stack = Stack::start(FAST_REFRESH, "").await;
+    let spellings = [
+        "x_auth_subject",
+        "X_AUTH_ROLES",
+        "x-auth_subject",
+        "x_auth_email",
+        "x_tenant",
+        "X-Tenant",
+    ];
+    let forged = |mut request: EnvoyRequest| {
+        for name in spellings {
+            request = request.header(name, "forged");
+        }
+        request
+    };
+    for (label, request) in [
+        (
+            "protected",
+            get("/documents", &token(&rsa(), "read:documents")),
+        ),
+        ("anonymous", EnvoyRequest::get("/healthz")),
+    ] {
+        let outcome = stack.check(&forged(request)).await;
+        assert_allowed(&outcome, label);
+        for name in spellings {
+            assert!(
+                outcome.removes(&name.to_ascii_lowercase()),
+                "{label}: {name} kept: {outcome:#?}"
+            );
+        }
+        for set in &outcome.upstream_set {
+            assert!(
+                !outcome.removes(&set.0),
+                "{label}: {} set and removed",
+                set.0
+            );
+        }
+    }
+    stack.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Response table: 401
 

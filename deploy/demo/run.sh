@@ -22,7 +22,6 @@ APP_PORT=8080
 ENVOY_PORT=10000
 ENVOY_ADMIN_PORT=15000
 AGENT_GRPC_PORT=9191
-AGENT_HTTP_PORT=9192
 AGENT_ADMIN_PORT=9901
 AUDIENCE=https://documents.example
 
@@ -32,7 +31,7 @@ require_tools demo "" curl node python3
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for port in $IDP_PORT $IDP_ADMIN_PORT $APP_PORT $ENVOY_PORT $ENVOY_ADMIN_PORT \
-            $AGENT_GRPC_PORT $AGENT_HTTP_PORT $AGENT_ADMIN_PORT; do
+            $AGENT_GRPC_PORT $AGENT_ADMIN_PORT; do
   if port_in_use "$port"; then
     echo "demo: 127.0.0.1:$port is already in use; stop whatever listens there first" >&2
     exit 1
@@ -106,15 +105,20 @@ Paste these into another terminal:
     http://127.0.0.1:$IDP_PORT/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
 
   # 2. Allowed: the application sees x-auth-subject/-issuer/-method/-scopes/-roles (the roles
-  #    claim the provider puts in this client's tokens), no Authorization,
-  #    and not the x-auth-subject the client tried to forge:
+  #    claim the provider puts in this client's tokens) and x-client-id (the token's client_id
+  #    claim, deploy/demo/portcullis.yaml), no Authorization, and neither the x-auth-subject
+  #    nor the x-client-id the client tried to forge:
   curl -s -H "Authorization: Bearer \$TOKEN" -H 'x-auth-subject: forged' \\
-    http://127.0.0.1:$ENVOY_PORT/documents
+    -H 'x-client-id: forged' http://127.0.0.1:$ENVOY_PORT/documents
 
-  # 3. No token: 401 with WWW-Authenticate and a JSON body:
+  # 3. Identity headers spelled with underscores are refused by Envoy (400): applications
+  #    built on WSGI or CGI would read x_auth_subject as x-auth-subject:
+  curl -si -H 'x_auth_subject: forged' http://127.0.0.1:$ENVOY_PORT/healthz
+
+  # 4. No token: 401 with WWW-Authenticate and a JSON body:
   curl -si http://127.0.0.1:$ENVOY_PORT/documents
 
-  # 4. The token lacks write:documents: 403 insufficient_scope:
+  # 5. The token lacks write:documents: 403 insufficient_scope:
   curl -si -X POST -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:$ENVOY_PORT/documents
 
 Envoy's access log (with portcullis's decision metadata): $WORK/envoy.log

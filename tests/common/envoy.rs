@@ -471,3 +471,63 @@ impl Envoy {
         format!("{}{}", self.process.output(), file)
     }
 }
+
+/// The `envoy.filters.http.ext_authz` item of the first listener's `http_filters` in an Envoy
+/// configuration (YAML text).
+pub fn ext_authz_filter(envoy_yaml: &str) -> serde_yaml_ng::Value {
+    let config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(envoy_yaml).expect("Envoy configuration is YAML");
+    http_filters(&config)
+        .iter()
+        .find(|f| f["name"] == "envoy.filters.http.ext_authz")
+        .cloned()
+        .expect("an ext_authz filter")
+}
+
+/// The cluster called `name` in an Envoy configuration (YAML text).
+pub fn cluster(envoy_yaml: &str, name: &str) -> serde_yaml_ng::Value {
+    let config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(envoy_yaml).expect("Envoy configuration is YAML");
+    config["static_resources"]["clusters"]
+        .as_sequence()
+        .and_then(|clusters| clusters.iter().find(|c| c["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no cluster {name}"))
+}
+
+fn http_filters(config: &serde_yaml_ng::Value) -> &Vec<serde_yaml_ng::Value> {
+    config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"]
+        .as_sequence()
+        .expect("the listener's http_filters")
+}
+
+/// `envoy_yaml` (a rendered sidecar configuration) with its `ext_authz` filter and the cluster
+/// of the same name replaced by what `portcullis envoy-filter` printed (`generated`): the
+/// header lists and portcullis's address then come from portcullis's own configuration.
+pub fn splice_filter(envoy_yaml: &str, generated: &str) -> String {
+    let mut config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(envoy_yaml).expect("Envoy configuration is YAML");
+    let generated: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(generated).expect("envoy-filter prints YAML");
+    let filter = generated["http_filters"][0].clone();
+    let new_cluster = generated["clusters"][0].clone();
+    let filters = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"]
+        .as_sequence_mut()
+        .expect("the listener's http_filters");
+    let slot = filters
+        .iter_mut()
+        .find(|f| f["name"] == "envoy.filters.http.ext_authz")
+        .expect("an ext_authz filter to replace");
+    *slot = filter;
+    let clusters = config["static_resources"]["clusters"]
+        .as_sequence_mut()
+        .expect("clusters");
+    let slot = clusters
+        .iter_mut()
+        .find(|c| c["name"] == new_cluster["name"])
+        .expect("the portcullis cluster to replace");
+    *slot = new_cluster;
+    serde_yaml_ng::to_string(&config).expect("YAML out")
+}

@@ -1,0 +1,451 @@
+//! `portcullis envoy-filter`: the Envoy `ext_authz` filter and the cluster that reaches
+//! portcullis, derived from a validated [`Config`], so Envoy and portcullis cannot disagree on
+//! which headers travel between them.
+//!
+//! This matters in the HTTP mode above all: Envoy sends portcullis only the request headers its
+//! `allowed_headers` admits, and sets on the upstream request only the answer's headers that
+//! `allowed_upstream_headers` admits. A claim header missing from the first list is invisible
+//! to portcullis, which therefore cannot name a client-forged value of it for removal; missing
+//! from the second, portcullis's own value never replaces the forged one. Either way the
+//! application reads what the client sent. In the gRPC mode Envoy sends every header and
+//! applies every header portcullis sets or removes, so the stanza carries no header lists.
+//!
+//! Underscore spellings (`x_auth_subject`) are a separate guard: the HttpConnectionManager's
+//! `headers_with_underscores_action: REJECT_REQUEST` refuses them at the edge (the HTTP mode's
+//! only guard, since its lists match exact names); in the gRPC mode portcullis sees them and
+//! removes them itself (`engine`).
+//!
+//! This module only renders text; it never reads files or talks to Envoy.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::config::Config;
+use crate::engine::{IDENTITY_HEADER_PREFIX, claim_header_names};
+
+/// Which `ext_authz` transport Envoy uses to reach portcullis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `grpc_service` to `server.grpc_listen` (the default; carries every header).
+    Grpc,
+    /// `http_service` to `server.http_listen` (passes only the headers it lists).
+    Http,
+}
+
+/// Why no stanza can be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("the HTTP mode needs `server.http_listen` in the configuration")]
+    NoHttpListener,
+}
+
+/// Name of the Envoy cluster that reaches portcullis in each mode (as the shipped configs).
+pub fn cluster_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Grpc => "portcullis",
+        Mode::Http => "portcullis_http",
+    }
+}
+
+/// Request headers Envoy must send portcullis in the HTTP mode besides the claim headers:
+/// the credential, correlation and trace ids, cookies (for policies that read them) and the
+/// client address Envoy established. `x-auth-*` is added as a prefix: portcullis must see a
+/// client's forged identity headers to name them for removal.
+const HTTP_REQUEST_HEADERS: &[&str] = &[
+    "authorization",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "cookie",
+    "x-forwarded-for",
+    "x-envoy-external-address",
+];
+
+/// Headers of a denial that reach the client (Envoy always passes `www-authenticate`,
+/// `content-length` and `location`).
+const HTTP_CLIENT_HEADERS: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "retry-after",
+    "x-request-id",
+];
+
+/// The claim headers the `x-auth-` prefix pattern does not already cover, sorted.
+pub fn unprefixed_claim_headers(config: &Config) -> Vec<String> {
+    claim_header_names(config)
+        .into_iter()
+        .filter(|name| !name.starts_with(IDENTITY_HEADER_PREFIX))
+        .collect()
+}
+
+/// Warnings for `check-config`: with the HTTP ext_authz listener on, a claim header outside
+/// `x-auth-*` is only safe when Envoy's filter lists it, which the shipped HTTP-mode config
+/// does not.
+pub fn http_mode_warnings(config: &Config) -> Vec<String> {
+    if config.server.http_listen.is_none() {
+        return Vec::new();
+    }
+    unprefixed_claim_headers(config)
+        .into_iter()
+        .map(|name| {
+            format!(
+                "claim header `{name}` is not an `x-auth-*` header: in Envoy's HTTP ext_authz mode \
+                 a client can forge it unless the filter lists it in allowed_headers and \
+                 allowed_upstream_headers; generate the filter with \
+                 `portcullis envoy-filter --mode http --config FILE`"
+            )
+        })
+        .collect()
+}
+
+/// The YAML to paste into an Envoy configuration: an `http_filters` list holding the
+/// `ext_authz` filter (put it before `envoy.filters.http.router`) and a `clusters` list holding
+/// the cluster that reaches portcullis (under `static_resources`).
+pub fn render(config: &Config, mode: Mode) -> Result<String, FilterError> {
+    // `server.tls` covers the gRPC listener only; the HTTP listener is always plain text.
+    let tls = mode == Mode::Grpc && config.server.tls.is_some();
+    let mut out = String::new();
+    let how = match mode {
+        Mode::Grpc => "gRPC",
+        Mode::Http => "HTTP",
+    };
+    // `writeln!` into a String cannot fail; the results are ignored on purpose.
+    let _ = writeln!(
+        out,
+        "# Envoy's ext_authz filter for portcullis ({how} mode), generated by \
+         `portcullis envoy-filter`\n\
+         # from portcullis's configuration. Put the http_filters item before\n\
+         # envoy.filters.http.router in the HttpConnectionManager, and the cluster under\n\
+         # static_resources.clusters. Also set in the HttpConnectionManager (see the shipped\n\
+         # deploy/envoy/*.yaml for why):\n\
+         #   common_http_protocol_options: {{headers_with_underscores_action: REJECT_REQUEST}}\n\
+         #   route_config: {{request_headers_to_remove: [x-original-url, x-rewrite-url], ...}}\n\
+         #   access log path: %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)% (no query tokens)"
+    );
+    if tls {
+        let _ = writeln!(
+            out,
+            "# server.tls is set: portcullis answers only TLS. Give the cluster a transport_socket\n\
+             # (envoy.transport_sockets.tls, UpstreamTlsContext) that trusts the CA of its \
+             certificate{}.",
+            if config
+                .server
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_ca_file.is_some())
+            {
+                " and presents\n# Envoy's client certificate (server.tls.client_ca_file requires one)"
+            } else {
+                ""
+            }
+        );
+    }
+    out.push_str("http_filters:\n");
+    out.push_str(
+        "  - name: envoy.filters.http.ext_authz\n    typed_config:\n      \
+         \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz\n      \
+         transport_api_version: V3\n      \
+         # Fail closed: when portcullis cannot be reached, times out or fails, the client gets\n      \
+         # 503 and the request never reaches the application.\n      \
+         failure_mode_allow: false\n      \
+         status_on_error: {code: ServiceUnavailable}\n",
+    );
+    let target = match mode {
+        Mode::Grpc => config.server.grpc_listen,
+        Mode::Http => config
+            .server
+            .http_listen
+            .ok_or(FilterError::NoHttpListener)?,
+    };
+    let target = connect_address(target);
+    match mode {
+        Mode::Grpc => grpc_filter(&mut out),
+        Mode::Http => http_filter(&mut out, config, target),
+    }
+    out.push_str("clusters:\n");
+    cluster(&mut out, mode, target);
+    Ok(out)
+}
+
+fn grpc_filter(out: &mut String) {
+    out.push_str(
+        "      grpc_service:\n        \
+         envoy_grpc: {cluster_name: portcullis}\n        \
+         timeout: 0.5s\n      \
+         # No request body: portcullis decides on method, path and headers only. Every header\n      \
+         # goes to portcullis; repeated names are sent apart (header_map), not merged.\n      \
+         encode_raw_headers: true\n      \
+         # The client certificate (when the listener terminates mTLS) reaches portcullis.\n      \
+         include_peer_certificate: true\n",
+    );
+}
+
+fn http_filter(out: &mut String, config: &Config, target: SocketAddr) {
+    let claims = unprefixed_claim_headers(config);
+    out.push_str(
+        "      # What portcullis needs to decide (authorization, :method, :path and host are\n      \
+         # always sent), plus every header only portcullis may set (x-auth-* and the claim\n      \
+         # headers), so it can name a client's forged value for removal.\n      \
+         allowed_headers:\n        patterns:\n",
+    );
+    let extra = claims
+        .iter()
+        .map(String::as_str)
+        .filter(|name| !HTTP_REQUEST_HEADERS.contains(name));
+    for name in HTTP_REQUEST_HEADERS.iter().copied().chain(extra) {
+        let _ = writeln!(out, "          - {{exact: {}}}", scalar(name));
+    }
+    let _ = writeln!(out, "          - {{prefix: {IDENTITY_HEADER_PREFIX}}}");
+    let _ = write!(
+        out,
+        "      http_service:\n        \
+         server_uri:\n          \
+         uri: http://{target}\n          \
+         cluster: portcullis_http\n          \
+         timeout: 0.5s\n        \
+         authorization_response:\n          \
+         # Only identity headers may be set on the upstream request: x-auth-* and the claim\n          \
+         # headers (each overwrites a client's value of the same name).\n          \
+         allowed_upstream_headers:\n            patterns:\n              \
+         - {{prefix: {IDENTITY_HEADER_PREFIX}}}\n"
+    );
+    for name in &claims {
+        let _ = writeln!(out, "              - {{exact: {}}}", scalar(name));
+    }
+    out.push_str(
+        "          # Denials reach the client with portcullis's body and these headers\n          \
+         # (www-authenticate, content-length and location always pass).\n          \
+         allowed_client_headers:\n            patterns:\n",
+    );
+    for name in HTTP_CLIENT_HEADERS {
+        let _ = writeln!(out, "              - {{exact: {name}}}");
+    }
+}
+
+fn cluster(out: &mut String, mode: Mode, target: SocketAddr) {
+    let name = cluster_name(mode);
+    let address = scalar(&target.ip().to_string());
+    let port = target.port();
+    let _ = write!(
+        out,
+        "  - name: {name}\n    \
+         type: STATIC\n    \
+         connect_timeout: 0.25s\n    \
+         typed_extension_protocol_options:\n      \
+         envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \
+         \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        \
+         common_http_protocol_options:\n          \
+         idle_timeout: 3600s\n        \
+         explicit_http_config:\n"
+    );
+    let max_connections = match mode {
+        // One long-lived HTTP/2 connection multiplexes every Check; keepalive pings find a
+        // dead peer quickly.
+        Mode::Grpc => {
+            out.push_str(
+                "          http2_protocol_options:\n            \
+                 max_concurrent_streams: 1024\n            \
+                 connection_keepalive:\n              \
+                 interval: 30s\n              \
+                 timeout: 5s\n",
+            );
+            16
+        }
+        // HTTP/1.1 keep-alive: one connection per check in flight.
+        Mode::Http => {
+            out.push_str("          http_protocol_options: {}\n");
+            1024
+        }
+    };
+    let _ = write!(
+        out,
+        "    circuit_breakers:\n      \
+         thresholds:\n        \
+         - priority: DEFAULT\n          \
+         max_connections: {max_connections}\n          \
+         max_pending_requests: 4096\n          \
+         max_requests: 4096\n          \
+         max_retries: 3\n    \
+         load_assignment:\n      \
+         cluster_name: {name}\n      \
+         endpoints:\n        \
+         - lb_endpoints:\n            \
+         - endpoint:\n                \
+         address:\n                  \
+         socket_address: {{address: {address}, port_value: {port}}}\n"
+    );
+}
+
+/// Where Envoy connects for a listen address: a wildcard (`0.0.0.0`, `::`) listens on every
+/// interface, and the sidecar reaches it over loopback.
+fn connect_address(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+/// `text` as a YAML scalar: plain when it is a simple lower-case token, else double-quoted
+/// (JSON escaping is valid YAML). Header names may hold `!`, `&`, `*`, `|` and other
+/// characters that mean something to YAML at the start of a plain scalar.
+fn scalar(text: &str) -> String {
+    let plain = text
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && text.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
+    if plain {
+        text.to_owned()
+    } else {
+        serde_json::Value::String(text.to_owned()).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_yaml_ng::Value;
+
+    use super::*;
+
+    const ISSUER: &str = "issuers:\n  - name: corp\n    issuer: https://idp.example.com\n    \
+                          audiences: [api]\n    jwks_uri: https://idp.example.com/jwks\n    \
+                          algorithms: [RS256]\n";
+
+    fn config(server: &str, claim_headers: &str) -> Config {
+        let text = format!(
+            "server: {server}\n{ISSUER}    claim_headers: {claim_headers}\n\
+             routes:\n  - {{name: all, match: {{}}, allow: anonymous}}\n"
+        );
+        crate::config::load_str(&text, Path::new("/etc/portcullis/portcullis.yaml"))
+            .unwrap_or_else(|e| panic!("test config must load: {e}"))
+    }
+
+    fn parsed(yaml: &str) -> Value {
+        serde_yaml_ng::from_str(yaml).unwrap_or_else(|e| panic!("not YAML ({e}):\n{yaml}"))
+    }
+
+    fn filter(doc: &Value) -> &Value {
+        &doc["http_filters"][0]["typed_config"]
+    }
+
+    /// The `exact` names and `prefix` values of a pattern list.
+    fn patterns(list: &Value) -> Vec<String> {
+        list["patterns"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("no patterns in {list:?}"))
+            .iter()
+            .map(|p| match (p["exact"].as_str(), p["prefix"].as_str()) {
+                (Some(exact), None) => exact.to_owned(),
+                (None, Some(prefix)) => format!("{prefix}*"),
+                _ => panic!("unexpected pattern {p:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn http_mode_lists_every_claim_header_both_ways() {
+        let config = config(
+            "{http_listen: 127.0.0.1:9192}",
+            "{email: x-user-email, tenant: x-auth-tenant, odd: \"!odd&name\"}",
+        );
+        let doc = parsed(&render(&config, Mode::Http).expect("renders"));
+        let filter = filter(&doc);
+        let sent = patterns(&filter["allowed_headers"]);
+        for needed in [
+            "authorization",
+            "x-user-email",
+            "!odd&name",
+            "x-auth-*",
+            "x-request-id",
+        ] {
+            assert!(
+                sent.iter().any(|p| p == needed),
+                "{needed} not sent: {sent:?}"
+            );
+        }
+        // x-auth-tenant is covered by the prefix, and listed once.
+        assert!(!sent.iter().any(|p| p == "x-auth-tenant"), "{sent:?}");
+        let upstream =
+            patterns(&filter["http_service"]["authorization_response"]["allowed_upstream_headers"]);
+        assert_eq!(upstream, ["x-auth-*", "!odd&name", "x-user-email"]);
+        assert_eq!(
+            filter["http_service"]["server_uri"]["uri"],
+            Value::from("http://127.0.0.1:9192")
+        );
+        assert_eq!(filter["failure_mode_allow"], Value::from(false));
+        let cluster = &doc["clusters"][0];
+        assert_eq!(cluster["name"], Value::from("portcullis_http"));
+        let socket = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"];
+        assert_eq!(socket["address"], Value::from("127.0.0.1"));
+        assert_eq!(socket["port_value"], Value::from(9192));
+    }
+
+    #[test]
+    fn grpc_mode_points_at_the_grpc_listener_and_carries_no_header_lists() {
+        let config = config("{grpc_listen: \"[::]:7000\"}", "{email: x-user-email}");
+        let doc = parsed(&render(&config, Mode::Grpc).expect("renders"));
+        let filter = filter(&doc);
+        assert_eq!(
+            filter["grpc_service"]["envoy_grpc"]["cluster_name"],
+            Value::from("portcullis")
+        );
+        assert_eq!(filter["encode_raw_headers"], Value::from(true));
+        assert!(filter.get("allowed_headers").is_none());
+        let socket = &doc["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            ["address"]["socket_address"];
+        // A wildcard listener is reached over loopback.
+        assert_eq!(socket["address"], Value::from("::1"));
+        assert_eq!(socket["port_value"], Value::from(7000));
+    }
+
+    #[test]
+    fn tls_is_noted_for_the_grpc_cluster_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for file in ["c.pem", "k.pem"] {
+            std::fs::write(dir.path().join(file), "unused").expect("write");
+        }
+        let text = format!(
+            "server: {{http_listen: 127.0.0.1:9192, tls: {{cert_file: c.pem, key_file: k.pem}}}}\n\
+             {ISSUER}routes:\n  - {{name: all, match: {{}}, allow: anonymous}}\n"
+        );
+        let config = crate::config::load_str(&text, &dir.path().join("portcullis.yaml"))
+            .unwrap_or_else(|e| panic!("test config must load: {e}"));
+        let grpc = render(&config, Mode::Grpc).expect("renders");
+        assert!(grpc.contains("transport_socket"), "{grpc}");
+        let http = render(&config, Mode::Http).expect("renders");
+        assert!(!http.contains("transport_socket"), "{http}");
+        assert!(http.contains("uri: http://127.0.0.1:9192"), "{http}");
+    }
+
+    #[test]
+    fn http_mode_needs_the_http_listener() {
+        let config = config("{}", "{}");
+        assert_eq!(
+            render(&config, Mode::Http),
+            Err(FilterError::NoHttpListener)
+        );
+    }
+
+    #[test]
+    fn check_config_warns_only_for_unprefixed_claim_headers_with_http_mode_on() {
+        let on = config(
+            "{http_listen: 127.0.0.1:9192}",
+            "{email: x-user-email, tenant: x-auth-tenant}",
+        );
+        let warnings = http_mode_warnings(&on);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("`x-user-email`"));
+        assert!(warnings[0].contains("portcullis envoy-filter --mode http"));
+        let off = config("{}", "{email: x-user-email}");
+        assert!(http_mode_warnings(&off).is_empty());
+        let prefixed = config("{http_listen: 127.0.0.1:9192}", "{tenant: x-auth-tenant}");
+        assert!(http_mode_warnings(&prefixed).is_empty());
+    }
+}
