@@ -243,7 +243,6 @@ struct IssuerEntry {
 }
 
 /// What the verified-token cache knows of a presented token ([`Authenticator::lookup`]).
-#[derive(Debug)]
 pub enum Lookup<'a> {
     /// Verified before, and still good (not expired, its key still published): no work left.
     Cached(Arc<Identity>),
@@ -259,6 +258,16 @@ pub struct Pending<'a> {
     /// `None` for a token over the size cap, which is refused without being hashed.
     hash: Option<cache::TokenHash>,
     now: u64,
+}
+
+impl std::fmt::Debug for Lookup<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a cached identity's claims, as `TokenCache` does not.
+        f.write_str(match self {
+            Self::Cached(_) => "Lookup::Cached",
+            Self::Unverified(_) => "Lookup::Unverified",
+        })
+    }
 }
 
 impl std::fmt::Debug for Pending<'_> {
@@ -529,6 +538,41 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &second));
         let stats = authn.cache_stats();
         assert_eq!((stats.hits, stats.misses), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn lookup_serves_a_verified_token_from_the_cache_and_defers_the_rest() {
+        let authn = authenticator();
+        let token = rs256(&live_claims());
+        // Not verified yet: a pending verification, after exactly one cache look-up.
+        let Lookup::Unverified(pending) = authn.lookup(&token) else {
+            panic!("a token never verified cannot be cached");
+        };
+        assert_eq!(authn.cache_stats().misses, 1);
+        // Dropping it unverified (a limited source) verifies and caches nothing.
+        drop(pending);
+        let Lookup::Unverified(pending) = authn.lookup(&token) else {
+            panic!("an unverified token was cached");
+        };
+        let verified = pending.verify().await.expect("valid token");
+        let Lookup::Cached(cached) = authn.lookup(&token) else {
+            panic!("a verified token is served from the cache");
+        };
+        assert!(Arc::ptr_eq(&verified, &cached));
+        let stats = authn.cache_stats();
+        assert_eq!((stats.hits, stats.misses), (1, 2));
+
+        // An oversized token is refused by its verification without touching the cache.
+        let huge = "a".repeat(64 * 1024);
+        let Lookup::Unverified(pending) = authn.lookup(&huge) else {
+            panic!("oversized");
+        };
+        assert_eq!(
+            pending.verify().await.expect_err("size"),
+            AuthnError::Invalid(TokenProblem::TooLarge)
+        );
+        let after = authn.cache_stats();
+        assert_eq!((after.hits, after.misses), (stats.hits, stats.misses));
     }
 
     #[tokio::test]
