@@ -1,4 +1,5 @@
-//! The engine: route → (failed-attempt limit) → authenticate → authorize → `Decision`.
+//! The engine: route → authenticate (token cache, then, for a token it does not vouch for, the
+//! failed-attempt limit and verification) → authorize → `Decision`.
 //! Revocation (not implemented yet) belongs between authenticate and authorize, on every
 //! request, cache hits included.
 //!
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use crate::authn::attempts::AttemptLimiter;
 use crate::authn::credentials::{self, Extraction, Presented};
-use crate::authn::{Authenticator, AuthnError, KeyRegistry};
+use crate::authn::{Authenticator, AuthnError, KeyRegistry, Lookup};
 use crate::authz::routes::{self, RouteTable};
 use crate::authz::{OnDeny, Policy, Route, scopes};
 use crate::config::{Config, ResponseSettings};
@@ -56,7 +57,7 @@ impl Engine {
                         .collect()
                 })
                 .collect(),
-            attempts: config.authn.failed_attempts.map(AttemptLimiter::new),
+            attempts: attempt_limiter(config),
         }
     }
 
@@ -95,27 +96,37 @@ impl Engine {
             Extraction::Missing => return deny(DenyReason::MissingCredential),
             Extraction::Malformed => None,
         };
-        // Before any parsing or signature work, so a source that keeps failing cannot make us
-        // spend CPU on its tokens either.
-        let source = input.source.map(|addr| addr.ip());
-        if let Some(attempts) = &self.attempts
-            && let Err(limited) = attempts.check(source)
-        {
-            return deny(DenyReason::TooManyAttempts {
-                retry_after: limited.retry_after,
-            });
-        }
-        let Some(token) = token else {
-            self.failed_attempt(source);
-            return deny(DenyReason::InvalidToken(TokenProblem::Malformed));
-        };
-        let identity = match self.authn.authenticate(token).await {
-            Ok(identity) => identity,
-            Err(AuthnError::Invalid(problem)) => {
-                self.failed_attempt(source);
-                return deny(DenyReason::InvalidToken(problem));
+        // A token the cache already vouches for is served without asking the limiter: a
+        // credential proven valid is never refused because its address is shared with
+        // someone who keeps failing (design.md, "Safety of defaults"). One cache look-up.
+        let identity = match token.map(|token| self.authn.lookup(token)) {
+            Some(Lookup::Cached(identity)) => identity,
+            unverified => {
+                // New, unverified work: refused before any parsing or signature work when the
+                // source keeps failing, so it cannot make us spend CPU on its tokens either.
+                let source = self.attempt_source(input);
+                if let Some(attempts) = &self.attempts
+                    && let Err(limited) = attempts.check(source)
+                {
+                    return deny(DenyReason::TooManyAttempts {
+                        retry_after: limited.retry_after,
+                    });
+                }
+                let Some(Lookup::Unverified(pending)) = unverified else {
+                    self.failed_attempt(source);
+                    return deny(DenyReason::InvalidToken(TokenProblem::Malformed));
+                };
+                match pending.verify().await {
+                    Ok(identity) => identity,
+                    Err(AuthnError::Invalid(problem)) => {
+                        self.failed_attempt(source);
+                        return deny(DenyReason::InvalidToken(problem));
+                    }
+                    Err(AuthnError::Unavailable(why)) => {
+                        return deny(DenyReason::Unavailable(why));
+                    }
+                }
             }
-            Err(AuthnError::Unavailable(why)) => return deny(DenyReason::Unavailable(why)),
         };
 
         if !scopes::missing(&requirements.scopes, &identity.scopes).is_empty() {
@@ -128,6 +139,15 @@ impl Engine {
             });
         }
         self.permit(route, identity, input)
+    }
+
+    /// The source the failed-attempt limiter charges: the client address Envoy established,
+    /// or the configured header's trusted entry; `None` when the limiter is off.
+    fn attempt_source(&self, input: &CheckInput) -> Option<IpAddr> {
+        let peer = input.source.map(|addr| addr.ip());
+        self.attempts
+            .as_ref()
+            .and_then(|attempts| attempts.source(&input.headers, peer))
     }
 
     /// Charges a failed authentication (401 for an invalid or malformed credential) to the
@@ -182,6 +202,21 @@ impl Engine {
             dynamic_metadata: self.response.dynamic_metadata,
         })
     }
+}
+
+fn attempt_limiter(config: &Config) -> Option<AttemptLimiter> {
+    let settings = config.authn.failed_attempts.as_ref()?;
+    if config.server.http_listen.is_some() && settings.client_address.is_none() {
+        // Envoy's HTTP authorization request comes from Envoy itself and names no client
+        // address portcullis may trust by default: those requests have no source to charge.
+        tracing::warn!(
+            "limits.failed_attempts is on but has no client_address: requests on the HTTP \
+             ext_authz listener carry no client address and are never limited; name the header \
+             Envoy appends the client to (x-forwarded-for, trusted_hops: 1 for the shipped \
+             envoy-http-mode.yaml)"
+        );
+    }
+    Some(AttemptLimiter::new(settings))
 }
 
 /// A header-name byte as identity headers are compared: ASCII lower case, `_` read as `-`.
@@ -651,11 +686,9 @@ routes:
             DenyReason::InvalidToken(TokenProblem::Malformed)
         );
 
-        let lookups = |engine: &Engine| {
-            let stats = engine.authenticator().cache_stats();
-            stats.hits + stats.misses
-        };
-        let before = lookups(&engine);
+        let stats = |engine: &Engine| engine.authenticator().cache_stats();
+        let before = stats(&engine);
+        // Valid, but never seen before: it would need verifying, which the limit refuses.
         let valid = bearer(&token("read:documents"));
         let DenyReason::TooManyAttempts { retry_after } = reason(
             engine
@@ -672,7 +705,10 @@ routes:
             (Duration::from_secs(1)..=Duration::from_secs(20)).contains(&retry_after),
             "{retry_after:?}"
         );
-        assert_eq!(lookups(&engine), before, "the token reached authentication");
+        // One cache look-up (a miss), and no verification: had the token been verified it
+        // would be cached now, and the next check of it would be a hit.
+        let after = stats(&engine);
+        assert_eq!((after.hits, after.misses), (before.hits, before.misses + 1));
 
         // Another source with a valid token is allowed; a missing credential stays 401.
         permit(
@@ -684,6 +720,11 @@ routes:
                 .await,
         );
         assert_eq!(
+            stats(&engine).hits,
+            before.hits,
+            "the 429 verified the token"
+        );
+        assert_eq!(
             reason(
                 engine
                     .check(&from(attacker, request("GET", "/documents/7", &[])))
@@ -691,6 +732,155 @@ routes:
             ),
             DenyReason::MissingCredential
         );
+    }
+
+    /// Sends `authorization` from `peer` with `headers` and returns the decision.
+    async fn attempt(
+        engine: &Engine,
+        peer: &str,
+        authorization: &str,
+        headers: &[(&str, &str)],
+    ) -> Decision {
+        let mut all = vec![("authorization", authorization)];
+        all.extend_from_slice(headers);
+        engine
+            .check(&from(peer, request("GET", "/documents/7", &all)))
+            .await
+    }
+
+    fn is_429(decision: Decision) -> bool {
+        matches!(
+            decision,
+            Decision::Deny(ref denial) if matches!(denial.reason, DenyReason::TooManyAttempts { .. })
+        )
+    }
+
+    #[tokio::test]
+    async fn the_limiter_is_off_by_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "").await;
+        let forged = bearer(&format!("{}x", token("read:documents")));
+        let attacker = "198.51.100.7:40000";
+        for _ in 0..50 {
+            assert!(matches!(
+                reason(attempt(&engine, attacker, &forged, &[]).await),
+                DenyReason::InvalidToken(_)
+            ));
+        }
+        permit(attempt(&engine, attacker, &bearer(&token("read:documents")), &[]).await);
+    }
+
+    #[tokio::test]
+    async fn a_token_the_cache_vouches_for_is_never_refused_by_the_limiter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(
+            dir.path(),
+            "limits: {failed_attempts: {per_source: 2, per: 1m}}",
+        )
+        .await;
+        // A valid client and an attacker behind one address (a gateway, a NAT).
+        let shared = "198.51.100.7:40000";
+        let valid = bearer(&token("read:documents"));
+        permit(attempt(&engine, shared, &valid, &[]).await);
+
+        let forged = bearer(&format!("{}x", token("read:documents")));
+        let mut limited = 0;
+        for _ in 0..10 {
+            limited += usize::from(is_429(attempt(&engine, shared, &forged, &[]).await));
+            // The client's verified token keeps working, at one cache look-up a request.
+            let before = engine.authenticator().cache_stats();
+            let permit = permit(attempt(&engine, shared, &valid, &[]).await);
+            assert_eq!(permit.identity.subject, "alice");
+            let after = engine.authenticator().cache_stats();
+            assert_eq!((after.hits, after.misses), (before.hits + 1, before.misses));
+        }
+        assert_eq!(limited, 8, "the attacker is limited after its 2 failures");
+        // New, unverified work from the limited address is still refused, valid or not.
+        let unseen = bearer(&token("read:documents openid"));
+        assert!(is_429(attempt(&engine, shared, &unseen, &[]).await));
+        assert!(is_429(attempt(&engine, shared, "Basic eDp5", &[]).await));
+    }
+
+    #[tokio::test]
+    async fn forged_forwarding_headers_do_not_move_a_request_to_another_bucket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(
+            dir.path(),
+            "limits: {failed_attempts: {per_source: 2, per: 1m}}",
+        )
+        .await;
+        let forged = bearer(&format!("{}x", token("read:documents")));
+        let attacker = "198.51.100.7:40000";
+        let victim = "198.51.100.8";
+        for n in 0..10 {
+            // Rotating forwarding headers, some naming the victim's address.
+            let rotated = format!("203.0.113.{n}");
+            let spoofed = if n % 2 == 0 { victim } else { rotated.as_str() };
+            let decision = attempt(
+                &engine,
+                attacker,
+                &forged,
+                &[
+                    ("x-forwarded-for", spoofed),
+                    ("x-envoy-external-address", spoofed),
+                    ("x-real-ip", spoofed),
+                ],
+            )
+            .await;
+            assert_eq!(is_429(decision), n >= 2, "attempt {n}");
+        }
+        // The victim's own bucket was never charged: its new token is verified and allowed.
+        permit(
+            attempt(
+                &engine,
+                &format!("{victim}:40000"),
+                &bearer(&token("read:documents")),
+                &[],
+            )
+            .await,
+        );
+    }
+
+    #[tokio::test]
+    async fn a_configured_header_is_read_at_its_trusted_hop_and_falls_back_to_the_peer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(
+            dir.path(),
+            "limits:\n  failed_attempts:\n    per_source: 2\n    client_address: {header: x-forwarded-for, trusted_hops: 2}",
+        )
+        .await;
+        let forged = bearer(&format!("{}x", token("read:documents")));
+        // Behind a gateway: every request arrives from the gateway's address, which appended
+        // the real client's address; the sidecar Envoy appended the gateway's.
+        let gateway = "10.0.0.5:40000";
+        for n in 0..4u8 {
+            let chain = format!("203.0.113.{n}, 198.51.100.7, 10.0.0.5");
+            let decision = attempt(&engine, gateway, &forged, &[("x-forwarded-for", &chain)]).await;
+            assert_eq!(is_429(decision), n >= 2, "attempt {n}");
+        }
+        // Another client behind the same gateway is unaffected.
+        let other = "198.51.100.8, 10.0.0.5";
+        permit(
+            attempt(
+                &engine,
+                gateway,
+                &bearer(&token("read:documents")),
+                &[("x-forwarded-for", other)],
+            )
+            .await,
+        );
+        // A request that skipped the gateway (a short header) is charged to its peer.
+        let direct = "198.51.100.7:40000";
+        let unseen = bearer(&token("read:documents openid"));
+        assert!(is_429(
+            attempt(
+                &engine,
+                direct,
+                &unseen,
+                &[("x-forwarded-for", "198.51.100.7")]
+            )
+            .await
+        ));
     }
 
     #[tokio::test]

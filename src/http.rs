@@ -39,12 +39,13 @@ pub const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 
 /// Where the downstream client's address is read from. The TCP peer of an authorization request
 /// is Envoy itself, so the address can only come from a header Envoy sends; a header a client
-/// can forge must not be trusted by default.
+/// can forge must not be trusted by default. Nothing is read unless the embedder chooses a
+/// source: the default is [`ClientAddress::Ignore`]. The failed-attempt limiter reads a header
+/// only when `limits.failed_attempts.client_address` names it with its trusted hops.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ClientAddress {
-    /// `x-envoy-external-address`: set by Envoy (with `use_remote_address`) and stripped from
-    /// external requests; it reaches us only when listed in `allowed_headers`.
-    #[default]
+    /// `x-envoy-external-address`: set by Envoy (with `use_remote_address`) for peers it deems
+    /// external; a peer inside `internal_address_config` keeps the value it sent itself.
     EnvoyExternalAddress,
     /// The last `x-forwarded-for` entry, the one the nearest Envoy appended. Only correct when
     /// that Envoy has `use_remote_address: true`; otherwise clients choose it.
@@ -53,7 +54,9 @@ pub enum ClientAddress {
     /// headers_to_add: [{key: x-portcullis-client, value: "%DOWNSTREAM_REMOTE_ADDRESS%"}]`
     /// (Envoy overwrites a client-sent header of the same name).
     Header(HeaderName),
-    /// No client address (audit and per-source limits then see none).
+    /// No client address (audit then shows none, and the failed-attempt limiter sees none
+    /// unless its own `client_address` is configured): the default.
+    #[default]
     Ignore,
 }
 
@@ -431,8 +434,10 @@ mod tests {
             .expect("translates")
             .source
         };
+        // A client-sendable header is never trusted by default.
+        assert_eq!(source(ClientAddress::default()), None);
         assert_eq!(
-            source(ClientAddress::default()),
+            source(ClientAddress::EnvoyExternalAddress),
             Some("203.0.113.7:0".parse().expect("addr"))
         );
         assert_eq!(

@@ -1633,3 +1633,174 @@ async fn grpc_mode_refuses_malformed_authorities_and_dot_segments_in_path_parame
 async fn http_mode_refuses_malformed_authorities_and_dot_segments_in_path_parameters() {
     authority_and_path_tricks_are_400_before_routing(SidecarMode::Http).await;
 }
+
+/// A client whose connections come from `local` (any 127.0.0.0/8 address works on Linux), so
+/// Envoy sees a second, distinct client address.
+fn http_client_from(local: std::net::IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(local)
+        .build()
+        .expect("reqwest client")
+}
+
+/// The `Retry-After` of a 429, which must be a whole number of seconds within the quota's
+/// forgiveness period (3 a minute: one failure is forgiven every 20 s).
+fn retry_after_of_429(reply: &Reply) -> u64 {
+    assert_eq!(reply.status, 429, "{reply:?}");
+    let seconds: u64 = reply
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric Retry-After: {reply:?}"));
+    assert!((1..=20).contains(&seconds), "{reply:?}");
+    seconds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_client_keeps_getting_200_while_an_attacker_on_its_address_floods_bad_tokens() {
+    let Some(stack) = Stack::start(SidecarMode::Grpc, |_| {
+        "limits: {failed_attempts: {per_source: 3, per: 1m}}\n".to_owned()
+    })
+    .await
+    else {
+        return;
+    };
+    // Client and attacker both reach Envoy from 127.0.0.1, as clients behind one gateway do.
+    let valid = stack.idp.token(&["read:documents"], AUDIENCE).await;
+    let first = get_with_token(&stack.client, &stack.envoy, "/documents", &valid).await;
+    assert_eq!(first.status, 200, "{first:?}\n{}", stack.diagnostics());
+    let (signed, _) = valid.rsplit_once('.').expect("JWT");
+    let forged = format!("Bearer {signed}.{}", "A".repeat(342));
+
+    let flood = Duration::from_secs(3);
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = tokio::spawn({
+        let (client, url, stop) = (
+            http_client(),
+            stack.envoy.url("/documents"),
+            Arc::clone(&stop),
+        );
+        async move {
+            let (mut refused, mut limited) = (0u32, 0u32);
+            while !stop.load(Ordering::Relaxed) {
+                let response = client
+                    .get(&url)
+                    .header("authorization", &forged)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("request through envoy failed: {e}"));
+                let reply = Reply {
+                    status: response.status().as_u16(),
+                    headers: response.headers().clone(),
+                    body: response.text().await.unwrap_or_default(),
+                };
+                match reply.status {
+                    401 => refused += 1,
+                    429 => {
+                        retry_after_of_429(&reply);
+                        limited += 1;
+                    }
+                    _ => panic!("forged token answered {reply:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (refused, limited)
+        }
+    });
+
+    let started = Instant::now();
+    let mut served = 0u32;
+    while started.elapsed() < flood {
+        let reply = get_with_token(&stack.client, &stack.envoy, "/documents", &valid).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "the valid client was refused after {served} successes: {reply:?}\n{}",
+            stack.diagnostics()
+        );
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A token never seen before still needs verifying: that is the work the limit refuses.
+    let unseen = stack.idp.token(&["read:documents"], AUDIENCE).await;
+    let reply = get_with_token(&stack.client, &stack.envoy, "/documents", &unseen).await;
+    retry_after_of_429(&reply);
+
+    stop.store(true, Ordering::Relaxed);
+    let (refused, limited) = attacker.await.expect("attacker task");
+    assert!(served >= 10, "only {served} requests in {flood:?}");
+    assert_eq!(refused, 3, "the quota is 3 failures");
+    assert!(
+        limited >= 10,
+        "the attacker was limited only {limited} times"
+    );
+}
+
+/// A client sending `x-forwarded-for` and `x-envoy-external-address` of its choosing cannot
+/// escape the limit by rotating them, nor have another client's address limited: without a
+/// configured header (gRPC mode) the limiter keys on the address Envoy reports for the
+/// connection; with `client_address: {header: x-forwarded-for, trusted_hops: 1}` (HTTP mode,
+/// whose authorization request carries no address of its own) on the entry Envoy appended.
+async fn forged_forwarding_headers_do_not_change_the_limited_address(
+    mode: SidecarMode,
+    limits: &'static str,
+) {
+    let Some(stack) = Stack::start(mode, |_| limits.to_owned()).await else {
+        return;
+    };
+    let victim_ip: std::net::IpAddr = "127.0.0.2".parse().expect("ip");
+    let valid = stack.idp.token(&["read:documents"], AUDIENCE).await;
+    let (signed, _) = valid.rsplit_once('.').expect("JWT");
+    let forged = format!("Bearer {signed}.{}", "A".repeat(342));
+
+    for n in 0..8 {
+        // Rotating addresses, half of them the victim's.
+        let spoofed = if n % 2 == 0 {
+            victim_ip.to_string()
+        } else {
+            format!("203.0.113.{n}")
+        };
+        let reply = send(
+            &stack.client,
+            &stack.envoy,
+            "GET",
+            "/documents",
+            &[
+                ("authorization", &forged),
+                ("x-forwarded-for", &spoofed),
+                ("x-envoy-external-address", &spoofed),
+            ],
+        )
+        .await;
+        if n < 3 {
+            assert_eq!(reply.status, 401, "failure {n}: {reply:?}");
+        } else {
+            retry_after_of_429(&reply);
+        }
+    }
+    // The victim, at the address the attacker named, was never charged: its new token is
+    // verified and allowed.
+    let victim = http_client_from(victim_ip);
+    let reply = get_with_token(&victim, &stack.envoy, "/documents", &valid).await;
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", stack.diagnostics());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_mode_forged_forwarding_headers_do_not_change_the_limited_address() {
+    forged_forwarding_headers_do_not_change_the_limited_address(
+        SidecarMode::Grpc,
+        "limits: {failed_attempts: {per_source: 3, per: 1m}}\n",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_mode_forged_forwarding_headers_do_not_change_the_limited_address() {
+    forged_forwarding_headers_do_not_change_the_limited_address(
+        SidecarMode::Http,
+        "limits:\n  failed_attempts:\n    per_source: 3\n    per: 1m\n    \
+         client_address: {header: x-forwarded-for, trusted_hops: 1}\n",
+    )
+    .await;
+}

@@ -29,8 +29,8 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Fast key lifecycle: refetch at most once a second, refresh every two, give up after one.
 const FAST_REFRESH: &str = "{min_interval: 1s, max_interval: 2s, timeout: 1s}";
 
-/// For tests that send many bad tokens from one source on purpose: without it, the per-source
-/// failed-attempt limit (on by default) would answer 429 part-way through.
+/// For tests that send many bad tokens from one source on purpose. The failed-attempt limit is
+/// off by default; saying so here keeps these tests independent of that default.
 const NO_ATTEMPT_LIMIT: &str = "limits: {failed_attempts: off}";
 
 /// Key ids of the keys the test IdP serves.

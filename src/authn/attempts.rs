@@ -1,13 +1,24 @@
 //! Per-source limit on failed authentications (design.md: "too many failed attempts from one
-//! source" → 429 with `Retry-After`).
+//! source" → 429 with `Retry-After`). Opt-in (`limits.failed_attempts`): it is only safe where
+//! the address it keys on is the real client's, and off by default, because behind a gateway,
+//! a NAT or a mesh every client shares one address and one stranger's failures would refuse
+//! everyone's new logins.
 //!
-//! Every failed authentication (an invalid or malformed credential) from a source address uses
-//! one cell of that source's quota. Once the quota is used up, every request from that source
-//! that presents a credential is refused with 429 *before* the token is parsed or its signature
-//! checked, which also caps the CPU one source can make us spend on forged tokens. A missing
+//! Every failed authentication (an invalid or malformed credential) from a source uses one cell
+//! of that source's quota. Once the quota is used up, a request from that source whose
+//! credential still needs verifying is refused with 429 *before* the token is parsed or its
+//! signature checked, which also caps the CPU one source can make us spend on forged tokens.
+//! The limiter only refuses new, unverified work: a credential already proven valid (a
+//! verified-token cache hit) is served without consulting it, so an attacker sharing a
+//! client's address cannot lock that client out (design.md, "Safety of defaults"). A missing
 //! credential costs nothing (it is what every browser's first request looks like and costs us
 //! no work), nor do 400/403/404/503 outcomes. A successful authentication does not give cells
 //! back: a client that keeps failing while also succeeding is still failing.
+//!
+//! The source is the client address Envoy established ([`ClientAddressHeader::source`]): the
+//! transport's own address (`CheckRequest.attributes.source.address` in gRPC mode), or, only
+//! when the configuration names a header and how many proxies appended to it, the address
+//! that many hops from its right. A header the client can write is never read otherwise.
 //!
 //! The rate limiting itself is `governor`'s GCRA, keyed by source. governor has no read-only
 //! check, so the state store is wrapped ([`Sources`]) to offer one: a *probe* runs the same
@@ -27,8 +38,8 @@
 //! This module must never see or keep a token: it knows source addresses only.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
-use std::num::NonZeroU32;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::{NonZeroU8, NonZeroU32};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -39,6 +50,8 @@ use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::{Quota, RateLimiter};
+
+use crate::input::Headers;
 
 /// How many failed authentications one source may make, and how fast they are forgiven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +78,63 @@ impl AttemptQuota {
             .unwrap_or_else(|| Quota::per_second(self.per_source))
             .allow_burst(self.per_source)
     }
+}
+
+/// `limits.failed_attempts` when it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptSettings {
+    pub quota: AttemptQuota,
+    /// Where the client address is read when the transport's own address is not the client's;
+    /// `None`: the address Envoy reports for the connection.
+    pub client_address: Option<ClientAddressHeader>,
+}
+
+/// Most proxies `trusted_hops` may name.
+pub const MAX_TRUSTED_HOPS: u8 = 16;
+
+/// A header listing client addresses, each proxy appending the address it received the request
+/// from (`x-forwarded-for`), and how many of those proxies are trusted, counting the Envoy
+/// beside portcullis: the client is the `trusted_hops`-th address from the right. Everything
+/// left of it was written by someone we do not trust, the client included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddressHeader {
+    /// Lower-case header name.
+    pub name: String,
+    pub trusted_hops: NonZeroU8,
+}
+
+impl ClientAddressHeader {
+    /// The source to charge: the `trusted_hops`-th address from the right of this header (all
+    /// its lines read as one list, RFC 9110 §5.3); `peer` (the address Envoy established for
+    /// the connection) when the header is missing, has fewer entries, or that entry is not an
+    /// address. Falling back to the peer rather than to any other entry is what keeps a client
+    /// from choosing its own bucket: every entry left of the trusted ones is the client's to
+    /// write, and a short header means the request did not come through the trusted proxies.
+    pub fn source(&self, headers: &Headers, peer: Option<IpAddr>) -> Option<IpAddr> {
+        let mut hops = usize::from(self.trusted_hops.get());
+        let lines: Vec<&str> = headers
+            .iter()
+            .filter(|(name, _)| *name == self.name)
+            .map(|(_, value)| value)
+            .collect();
+        for line in lines.iter().rev() {
+            for entry in line.rsplit(',') {
+                hops -= 1;
+                if hops == 0 {
+                    return parse_address(entry.trim()).or(peer);
+                }
+            }
+        }
+        peer
+    }
+}
+
+/// `192.0.2.1`, `192.0.2.1:443`, `2001:db8::1` or `[2001:db8::1]:443`, as proxies write them.
+fn parse_address(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
 }
 
 /// Housekeeping (dropping fresh states, enforcing the source cap) runs once per this many calls.
@@ -152,6 +222,7 @@ pub struct AttemptLimiter<C: Clock = DefaultClock> {
     limiter: RateLimiter<Probe, Sources, C, NoOpMiddleware<C::Instant>>,
     sources: Sources,
     quota: AttemptQuota,
+    client_address: Option<ClientAddressHeader>,
     calls: AtomicU64,
     housekeeping_every: u64,
     max_sources: usize,
@@ -161,19 +232,22 @@ impl<C: Clock> fmt::Debug for AttemptLimiter<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AttemptLimiter")
             .field("quota", &self.quota)
+            .field("client_address", &self.client_address)
             .field("tracked_sources", &self.tracked_sources())
             .finish_non_exhaustive()
     }
 }
 
 impl AttemptLimiter {
-    pub fn new(quota: AttemptQuota) -> Self {
-        Self::with_clock(
-            quota,
+    pub fn new(settings: &AttemptSettings) -> Self {
+        let mut limiter = Self::with_clock(
+            settings.quota,
             DefaultClock::default(),
             HOUSEKEEPING_EVERY,
             MAX_TRACKED_SOURCES,
-        )
+        );
+        limiter.client_address = settings.client_address.clone();
+        limiter
     }
 }
 
@@ -189,13 +263,25 @@ impl<C: Clock> AttemptLimiter<C> {
             limiter: RateLimiter::new(quota.governor_quota(), sources.clone(), clock),
             sources,
             quota,
+            client_address: None,
             calls: AtomicU64::new(0),
             housekeeping_every: housekeeping_every.max(1),
             max_sources,
         }
     }
 
-    /// Whether `source` may present a credential now. Spends nothing.
+    /// The source a request is charged to: `peer` (the client address Envoy established for
+    /// the connection), or the configured header's trusted entry ([`ClientAddressHeader`]).
+    /// No other header is ever read: a client-sent `x-forwarded-for` or
+    /// `x-envoy-external-address` cannot move a request to another bucket.
+    pub fn source(&self, headers: &Headers, peer: Option<IpAddr>) -> Option<IpAddr> {
+        match &self.client_address {
+            None => peer,
+            Some(header) => header.source(headers, peer),
+        }
+    }
+
+    /// Whether `source` may have a credential verified now. Spends nothing.
     pub fn check(&self, source: Option<IpAddr>) -> Result<(), Limited> {
         self.housekeeping();
         let Some(source) = source else {
@@ -404,5 +490,126 @@ mod tests {
         let quota = AttemptQuota::default();
         assert_eq!(quota.per_source.get(), 20);
         assert_eq!(quota.per, Duration::from_secs(60));
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Headers {
+        Headers::new(
+            pairs
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+        )
+    }
+
+    fn xff(trusted_hops: u8) -> ClientAddressHeader {
+        ClientAddressHeader {
+            name: "x-forwarded-for".to_owned(),
+            trusted_hops: NonZeroU8::new(trusted_hops).expect("non-zero"),
+        }
+    }
+
+    fn ip_addr(text: &str) -> IpAddr {
+        text.parse().expect("test address")
+    }
+
+    #[test]
+    fn without_a_configured_header_the_source_is_the_peer_whatever_the_client_sends() {
+        let limiter = AttemptLimiter::new(&AttemptSettings {
+            quota: AttemptQuota::default(),
+            client_address: None,
+        });
+        let peer = ip("192.0.2.10");
+        let forged = headers(&[
+            ("x-forwarded-for", "203.0.113.1"),
+            ("x-envoy-external-address", "203.0.113.2"),
+            ("x-real-ip", "203.0.113.3"),
+            ("forwarded", "for=203.0.113.4"),
+        ]);
+        assert_eq!(limiter.source(&forged, peer), peer);
+        assert_eq!(limiter.source(&forged, None), None);
+    }
+
+    #[test]
+    fn the_client_is_the_trusted_hops_th_address_from_the_right() {
+        // client-written, gateway-appended, sidecar-appended.
+        let chain = headers(&[("x-forwarded-for", "203.0.113.66, 198.51.100.7,10.0.0.5")]);
+        let peer = ip("10.0.0.9");
+        assert_eq!(xff(1).source(&chain, peer), ip("10.0.0.5"));
+        assert_eq!(xff(2).source(&chain, peer), ip("198.51.100.7"));
+        assert_eq!(xff(3).source(&chain, peer), ip("203.0.113.66"));
+    }
+
+    #[test]
+    fn rotating_the_client_written_part_does_not_change_the_source() {
+        let trusted = xff(2);
+        let peer = ip("10.0.0.9");
+        for forged in ["203.0.113.1", "203.0.113.2, 203.0.113.3", "garbage", ""] {
+            let chain = format!("{forged}, 198.51.100.7, 10.0.0.5");
+            assert_eq!(
+                trusted.source(&headers(&[("x-forwarded-for", &chain)]), peer),
+                ip("198.51.100.7"),
+                "{chain}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_or_short_header_or_a_bad_entry_falls_back_to_the_peer() {
+        let trusted = xff(2);
+        let peer = ip("10.0.0.9");
+        assert_eq!(trusted.source(&headers(&[]), peer), peer);
+        assert_eq!(
+            trusted.source(&headers(&[("x-forwarded-for", "10.0.0.5")]), peer),
+            peer,
+            "one entry: the request did not come through the gateway"
+        );
+        for chain in [
+            "unknown, 10.0.0.5",
+            "203.0.113.1,, 10.0.0.5",
+            "_hidden, 10.0.0.5",
+        ] {
+            assert_eq!(
+                trusted.source(&headers(&[("x-forwarded-for", chain)]), peer),
+                peer,
+                "{chain}"
+            );
+        }
+        assert_eq!(trusted.source(&headers(&[]), None), None);
+    }
+
+    #[test]
+    fn header_lines_are_one_list_and_ports_and_ipv6_are_understood() {
+        let lines = headers(&[
+            ("x-forwarded-for", "203.0.113.1, 198.51.100.7:4711"),
+            ("x-forwarded-for", "[2001:db8::5]:443"),
+        ]);
+        let peer = ip("10.0.0.9");
+        assert_eq!(xff(1).source(&lines, peer), ip("2001:db8::5"));
+        assert_eq!(xff(2).source(&lines, peer), ip("198.51.100.7"));
+        assert_eq!(xff(3).source(&lines, peer), ip("203.0.113.1"));
+        assert_eq!(
+            xff(1).source(&headers(&[("x-forwarded-for", "2001:db8::7")]), peer),
+            Some(ip_addr("2001:db8::7"))
+        );
+    }
+
+    #[test]
+    fn only_the_configured_header_is_read() {
+        let limiter = AttemptLimiter::new(&AttemptSettings {
+            quota: AttemptQuota::default(),
+            client_address: Some(ClientAddressHeader {
+                name: "x-envoy-external-address".to_owned(),
+                trusted_hops: NonZeroU8::MIN,
+            }),
+        });
+        let peer = ip("10.0.0.9");
+        let sent = headers(&[
+            ("x-forwarded-for", "203.0.113.1"),
+            ("x-envoy-external-address", "198.51.100.7"),
+        ]);
+        assert_eq!(limiter.source(&sent, peer), ip("198.51.100.7"));
+        assert_eq!(
+            limiter.source(&headers(&[("x-forwarded-for", "203.0.113.1")]), peer),
+            peer
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! `credentials` finds the credential in the request (header, never the URL); `cache` keeps
 //! verified tokens by hash; `jwt` verifies a JWT against an issuer's policy and keys; `jwks`
 //! owns each issuer's key set (fetch, refresh, kid-miss refetch, stale-if-error); `attempts`
-//! limits failed authentications per source address.
+//! limits failed authentications per source address (opt-in; it gates only tokens the cache
+//! does not vouch for, see [`Authenticator::lookup`]).
 //! This module must never log a token, and never import tonic or the generated protos.
 
 pub mod attempts;
@@ -177,8 +178,9 @@ pub struct AuthnSettings {
     pub max_token_bytes: usize,
     /// Verified-token cache capacity (entries).
     pub token_cache_entries: u64,
-    /// Failed authentications allowed per source before it gets 429; `None` turns it off.
-    pub failed_attempts: Option<attempts::AttemptQuota>,
+    /// The failed-attempt limiter (429 for a source that keeps failing); `None`, the default,
+    /// turns it off (it is only safe where the source address is the real client's).
+    pub failed_attempts: Option<attempts::AttemptSettings>,
 }
 
 impl Default for AuthnSettings {
@@ -186,7 +188,7 @@ impl Default for AuthnSettings {
         Self {
             max_token_bytes: 8 * 1024,
             token_cache_entries: 100_000,
-            failed_attempts: Some(attempts::AttemptQuota::default()),
+            failed_attempts: None,
         }
     }
 }
@@ -240,6 +242,48 @@ struct IssuerEntry {
     keys: Arc<KeyStore>,
 }
 
+/// What the verified-token cache knows of a presented token ([`Authenticator::lookup`]).
+pub enum Lookup<'a> {
+    /// Verified before, and still good (not expired, its key still published): no work left.
+    Cached(Arc<Identity>),
+    /// Not proven valid yet: [`Pending::verify`] does the parsing and signature work.
+    Unverified(Pending<'a>),
+}
+
+/// A token the cache does not vouch for, waiting to be verified.
+#[must_use = "a pending token is neither accepted nor refused until it is verified"]
+pub struct Pending<'a> {
+    authn: &'a Authenticator,
+    token: &'a str,
+    /// `None` for a token over the size cap, which is refused without being hashed.
+    hash: Option<cache::TokenHash>,
+    now: u64,
+}
+
+impl std::fmt::Debug for Lookup<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a cached identity's claims, as `TokenCache` does not.
+        f.write_str(match self {
+            Self::Cached(_) => "Lookup::Cached",
+            Self::Unverified(_) => "Lookup::Unverified",
+        })
+    }
+}
+
+impl std::fmt::Debug for Pending<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("Pending").finish_non_exhaustive()
+    }
+}
+
+impl Pending<'_> {
+    /// Verifies the token (and caches the identity when it is good), or says why not.
+    pub async fn verify(self) -> Result<Arc<Identity>, AuthnError> {
+        self.authn.verify(self.token, self.hash, self.now).await
+    }
+}
+
 impl Authenticator {
     /// Builds the authenticator for one configuration generation. Key stores come from the
     /// app-lifetime `registry` (a reload keeps the keys of the issuers it keeps); the token
@@ -274,18 +318,53 @@ impl Authenticator {
     /// Verifies `token` (cache first), or says why it is not acceptable. Size cap → cache →
     /// parse → issuer by `iss` → policy and claims → key (kid-miss refetch) → signature.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, AuthnError> {
-        if token.len() > self.settings.max_token_bytes {
-            return Err(AuthnError::Invalid(TokenProblem::TooLarge));
+        match self.lookup(token) {
+            Lookup::Cached(identity) => Ok(identity),
+            Lookup::Unverified(pending) => pending.verify().await,
         }
+    }
+
+    /// The first half of [`authenticate`](Self::authenticate): the identity already verified
+    /// for `token` when the cache holds it, else the verification still to do. Callers that
+    /// gate verification work (the failed-attempt limiter) look here first, so a credential
+    /// already proven valid is served without passing the gate; the cache is looked up once.
+    /// An oversized token is never looked up: its verification refuses it at once.
+    pub fn lookup<'a>(&'a self, token: &'a str) -> Lookup<'a> {
         let now = cache::unix_now();
+        if token.len() > self.settings.max_token_bytes {
+            return Lookup::Unverified(Pending {
+                authn: self,
+                token,
+                hash: None,
+                now,
+            });
+        }
         let hash = cache::token_hash(token);
-        if let Some(identity) = self
+        match self
             .cache
             .get(&hash, now, |identity| self.key_still_published(identity))
         {
-            return Ok(identity);
+            Some(identity) => Lookup::Cached(identity),
+            None => Lookup::Unverified(Pending {
+                authn: self,
+                token,
+                hash: Some(hash),
+                now,
+            }),
         }
+    }
 
+    /// Parse → issuer by `iss` → policy and claims → key (kid-miss refetch) → signature; a
+    /// verified identity is cached under `hash`.
+    async fn verify(
+        &self,
+        token: &str,
+        hash: Option<cache::TokenHash>,
+        now: u64,
+    ) -> Result<Arc<Identity>, AuthnError> {
+        let Some(hash) = hash else {
+            return Err(AuthnError::Invalid(TokenProblem::TooLarge));
+        };
         let unverified =
             jwt::parse(token, self.settings.max_token_bytes).map_err(AuthnError::Invalid)?;
         let iss = unverified
@@ -459,6 +538,41 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &second));
         let stats = authn.cache_stats();
         assert_eq!((stats.hits, stats.misses), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn lookup_serves_a_verified_token_from_the_cache_and_defers_the_rest() {
+        let authn = authenticator();
+        let token = rs256(&live_claims());
+        // Not verified yet: a pending verification, after exactly one cache look-up.
+        let Lookup::Unverified(pending) = authn.lookup(&token) else {
+            panic!("a token never verified cannot be cached");
+        };
+        assert_eq!(authn.cache_stats().misses, 1);
+        // Dropping it unverified (a limited source) verifies and caches nothing.
+        drop(pending);
+        let Lookup::Unverified(pending) = authn.lookup(&token) else {
+            panic!("an unverified token was cached");
+        };
+        let verified = pending.verify().await.expect("valid token");
+        let Lookup::Cached(cached) = authn.lookup(&token) else {
+            panic!("a verified token is served from the cache");
+        };
+        assert!(Arc::ptr_eq(&verified, &cached));
+        let stats = authn.cache_stats();
+        assert_eq!((stats.hits, stats.misses), (1, 2));
+
+        // An oversized token is refused by its verification without touching the cache.
+        let huge = "a".repeat(64 * 1024);
+        let Lookup::Unverified(pending) = authn.lookup(&huge) else {
+            panic!("oversized");
+        };
+        assert_eq!(
+            pending.verify().await.expect_err("size"),
+            AuthnError::Invalid(TokenProblem::TooLarge)
+        );
+        let after = authn.cache_stats();
+        assert_eq!((after.hits, after.misses), (stats.hits, stats.misses));
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU8, NonZeroU32};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,9 @@ use super::raw::{
 };
 use super::source::YamlPath;
 use super::{Config, Problem, Readiness, ResponseSettings, ServerConfig, TlsConfig};
-use crate::authn::attempts::AttemptQuota;
+use crate::authn::attempts::{
+    AttemptQuota, AttemptSettings, ClientAddressHeader, MAX_TRUSTED_HOPS,
+};
 use crate::authn::jwks::is_loopback_host;
 use crate::authn::{Algorithm, AuthnSettings, ClaimPaths, IssuerConfig, KeySource, RefreshPolicy};
 use crate::authz::routes::{PathMatch, RouteMatch, prefix_matches};
@@ -619,11 +621,12 @@ impl Ctx<'_> {
         }
     }
 
-    fn failed_attempts(&mut self, raw: Option<&raw::RawFailedAttempts>) -> Option<AttemptQuota> {
+    /// Off unless written: keyed on a shared address (a gateway, a NAT, a mesh) the limiter
+    /// would let one client's failures refuse everyone's new logins.
+    fn failed_attempts(&mut self, raw: Option<&raw::RawFailedAttempts>) -> Option<AttemptSettings> {
         let defaults = AttemptQuota::default();
         let limit = match raw {
-            None => return Some(defaults),
-            Some(raw::RawFailedAttempts::Off) => return None,
+            None | Some(raw::RawFailedAttempts::Off) => return None,
             Some(raw::RawFailedAttempts::Limit(limit)) => limit,
         };
         let path = root().key("limits").key("failed_attempts");
@@ -660,7 +663,41 @@ impl Ctx<'_> {
                 ),
             );
         }
-        Some(AttemptQuota { per_source, per })
+        let client_address = limit
+            .client_address
+            .as_ref()
+            .and_then(|raw| self.client_address(&path.key("client_address"), raw));
+        Some(AttemptSettings {
+            quota: AttemptQuota { per_source, per },
+            client_address,
+        })
+    }
+
+    fn client_address(
+        &mut self,
+        path: &YamlPath,
+        raw: &raw::RawClientAddress,
+    ) -> Option<ClientAddressHeader> {
+        let name = self
+            .get(path.key("header"), &raw.header)
+            .map(|h| h.0.clone());
+        let trusted_hops = u8::try_from(raw.trusted_hops)
+            .ok()
+            .and_then(NonZeroU8::new)
+            .filter(|hops| hops.get() <= MAX_TRUSTED_HOPS);
+        if trusted_hops.is_none() {
+            self.value(
+                path.key("trusted_hops"),
+                format!(
+                    "must be between 1 and {MAX_TRUSTED_HOPS}: the proxies that append to the \
+                     header and are trusted, counting the Envoy beside portcullis"
+                ),
+            );
+        }
+        Some(ClientAddressHeader {
+            name: name?,
+            trusted_hops: trusted_hops?,
+        })
     }
 
     fn route(&mut self, path: &YamlPath, raw: &RawRoute, have_issuers: bool) -> Option<Route> {

@@ -947,25 +947,110 @@ routes:
     }
 
     #[test]
-    fn failed_attempts_default_on_and_can_be_set_or_turned_off() {
+    fn failed_attempts_are_off_unless_configured() {
         use crate::authn::attempts::AttemptQuota;
 
+        // Off by default (issue 8): keyed on a shared address, the limiter let one stranger's
+        // failures refuse every client behind the same gateway.
         let config = load_text(&with_issuer("limits: {max_token_bytes: 8192}\n")).expect("valid");
-        assert_eq!(config.authn.failed_attempts, Some(AttemptQuota::default()));
+        assert_eq!(config.authn.failed_attempts, None);
         let config = load_text(&with_issuer("limits: {failed_attempts: off}\n")).expect("valid");
         assert_eq!(config.authn.failed_attempts, None);
+        let config = load_text(&with_issuer("limits: {failed_attempts: {}}\n")).expect("valid");
+        let on = config.authn.failed_attempts.expect("on");
+        assert_eq!(on.quota, AttemptQuota::default());
+        assert_eq!(on.client_address, None, "keyed on the peer address");
         let config = load_text(&with_issuer(
             "limits:\n  failed_attempts: {per_source: 5, per: 10m}\n",
         ))
         .expect("valid");
-        let quota = config.authn.failed_attempts.expect("on");
+        let quota = config.authn.failed_attempts.expect("on").quota;
         assert_eq!(quota.per_source.get(), 5);
         assert_eq!(quota.per, Duration::from_secs(600));
         let config =
             load_text(&with_issuer("limits: {failed_attempts: {per: 30s}}\n")).expect("valid");
-        let quota = config.authn.failed_attempts.expect("on");
+        let quota = config.authn.failed_attempts.expect("on").quota;
         assert_eq!(quota.per_source, AttemptQuota::default().per_source);
         assert_eq!(quota.per, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn failed_attempts_read_a_client_address_header_only_with_its_trusted_hops() {
+        let config = load_text(&with_issuer(
+            "limits:\n  failed_attempts:\n    client_address: {header: x-forwarded-for, trusted_hops: 2}\n",
+        ))
+        .expect("valid");
+        let header = config
+            .authn
+            .failed_attempts
+            .and_then(|on| on.client_address)
+            .expect("configured");
+        assert_eq!(header.name, "x-forwarded-for");
+        assert_eq!(header.trusted_hops.get(), 2);
+
+        // Both keys are required: a header without its hops would trust what clients write.
+        let errors = located(&with_issuer(
+            "limits:\n  failed_attempts:\n    client_address: {header: x-forwarded-for}\n",
+        ));
+        assert_eq!(errors[0].2, "limits.failed_attempts.client_address");
+        assert!(errors[0].3.contains("trusted_hops"), "{}", errors[0].3);
+
+        for (client_address, path, expect) in [
+            (
+                "{header: X-Forwarded-For, trusted_hops: 1}",
+                "header",
+                "lower case",
+            ),
+            (
+                "{header: authorization, trusted_hops: 1}",
+                "header",
+                "credentials",
+            ),
+            (
+                "{header: ':authority', trusted_hops: 1}",
+                "header",
+                "pseudo-header",
+            ),
+            (
+                "{header: 'x forwarded', trusted_hops: 1}",
+                "header",
+                "invalid header name",
+            ),
+            (
+                "{header: x-forwarded-for, trusted_hops: 0}",
+                "trusted_hops",
+                "between 1 and 16",
+            ),
+            (
+                "{header: x-forwarded-for, trusted_hops: 17}",
+                "trusted_hops",
+                "between 1 and 16",
+            ),
+        ] {
+            let errors = located(&with_issuer(&format!(
+                "limits:\n  failed_attempts:\n    client_address: {client_address}\n"
+            )));
+            assert_eq!(
+                (errors[0].0, errors[0].2.as_str()),
+                (
+                    9,
+                    format!("limits.failed_attempts.client_address.{path}").as_str()
+                ),
+                "{client_address}"
+            );
+            assert!(
+                errors[0].3.contains(expect),
+                "{client_address}: {}",
+                errors[0].3
+            );
+        }
+        let errors = located(&with_issuer(
+            "limits:\n  failed_attempts:\n    client_address: {header: x-forwarded-for, trusted_hops: 1, trust_all: true}\n",
+        ));
+        assert_eq!(
+            errors[0].2,
+            "limits.failed_attempts.client_address.trust_all"
+        );
     }
 
     #[test]

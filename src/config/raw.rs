@@ -384,8 +384,8 @@ pub struct RawLimits {
     pub failed_attempts: Option<RawFailedAttempts>,
 }
 
-/// `limits.failed_attempts`: `off`, or `{per_source, per}` (either may be left to its default;
-/// `null` means all defaults).
+/// `limits.failed_attempts`: absent or `off` (the default), or `{per_source, per,
+/// client_address}` (each may be left to its default; `{}` and `null` mean the default quota).
 #[derive(Debug, Clone)]
 pub enum RawFailedAttempts {
     Off,
@@ -399,6 +399,18 @@ pub struct RawAttemptLimit {
     pub per_source: Option<u64>,
     #[serde(default)]
     pub per: Option<Checked<HumanDuration>>,
+    #[serde(default)]
+    pub client_address: Option<RawClientAddress>,
+}
+
+/// `limits.failed_attempts.client_address`: the header proxies append client addresses to, and
+/// how many of them are trusted. Both are required: naming a header without the hops would
+/// trust whatever the client wrote into it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAddress {
+    pub header: Checked<AddressHeaderName>,
+    pub trusted_hops: u64,
 }
 
 impl<'de> Deserialize<'de> for RawFailedAttempts {
@@ -652,6 +664,13 @@ string_newtype!(
 );
 
 string_newtype!(
+    /// A request header carrying client addresses, such as `x-forwarded-for`; lower case.
+    AddressHeaderName(String),
+    "a header name such as `x-forwarded-for`",
+    parse_address_header
+);
+
+string_newtype!(
     /// An accepted `typ` header value such as `at+jwt` (RFC 9068).
     TokenType(String),
     "a token type such as `at+jwt`",
@@ -846,6 +865,29 @@ fn parse_claim_header(text: &str) -> Result<String, String> {
         return Err(format!(
             "`{text}` is reserved: portcullis, Envoy or the HTTP framing own it"
         ));
+    }
+    Ok(text.to_owned())
+}
+
+fn parse_address_header(text: &str) -> Result<String, String> {
+    if text.starts_with(':') {
+        return Err(format!(
+            "`{text}` is a pseudo-header, not a header carrying addresses"
+        ));
+    }
+    if text.is_empty() || text.len() > 128 || !text.bytes().all(is_tchar) {
+        return Err(format!(
+            "invalid header name `{text}`: use a header token such as `x-forwarded-for`"
+        ));
+    }
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "header names must be lower case (HTTP/2): write `{}`",
+            text.to_ascii_lowercase()
+        ));
+    }
+    if ["authorization", "proxy-authorization", "cookie"].contains(&text) {
+        return Err(format!("`{text}` carries credentials, not addresses"));
     }
     Ok(text.to_owned())
 }
