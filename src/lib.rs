@@ -14,6 +14,7 @@
 //! | [`config`] | YAML → validated `Config` with located errors; hot reload |
 //! | [`telemetry`] | metrics, audit events, logging setup |
 //! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` |
+//! | [`listener`] | accept loops (connection limit, back-off on accept errors), HTTP connection timeouts |
 //! | [`app`] | wiring: shared caches, servers, reload task, graceful shutdown |
 #![forbid(unsafe_code)]
 
@@ -27,5 +28,6 @@ pub mod engine;
 pub mod grpc;
 pub mod http;
 pub mod input;
+pub mod listener;
 pub mod proto;
 pub mod telemetry;
