@@ -254,6 +254,7 @@ impl Acceptor {
                         tracing::error!(
                             listener = self.name,
                             kind = ?error.kind(),
+                            os_error = error.raw_os_error(),
                             %error,
                             errors,
                             retry_in = ?retry.after,
