@@ -983,3 +983,53 @@ async fn half_open_and_slow_connections_are_closed_after_the_timeouts() {
     }
     agent.shutdown().await;
 }
+
+/// A full listener leaves new clients waiting (not refused) and serves them once a connection
+/// closes.
+#[tokio::test]
+async fn a_full_listener_serves_waiting_clients_when_a_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let yaml = anonymous_config(
+        &[("public", "/public")],
+        "  connections: {max_per_listener: 2, header_read_timeout: 1m}\n",
+    );
+    let (_dir, config) = config_file(&yaml);
+    let agent = InProcessAgent::start_file(&config).await;
+    let admin = agent.addrs.admin;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(TcpStream::connect(admin).await.expect("connect"));
+    }
+    let mut waiting = TcpStream::connect(admin)
+        .await
+        .expect("queued in the backlog");
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: portcullis\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut answer = Vec::new();
+    let early =
+        tokio::time::timeout(Duration::from_millis(500), waiting.read_to_end(&mut answer)).await;
+    assert!(early.is_err(), "answered beyond the limit: {answer:?}");
+
+    drop(held.pop());
+    tokio::time::timeout(WAIT, waiting.read_to_end(&mut answer))
+        .await
+        .expect("answered once a connection closed")
+        .expect("read");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+
+    drop(held);
+    let (_, _, metrics) = admin_get(&agent.addrs, "/metrics").await;
+    let waits: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"portcullis_connection_limit_waits_total{listener="admin"} "#)
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no limit counter:\n{metrics}"));
+    assert!(waits >= 1, "{metrics}");
+    agent.shutdown().await;
+}
