@@ -94,6 +94,7 @@ fn config(jwks_file: std::path::PathBuf) -> Config {
             http_listen: None,
             admin_listen: addr(0),
             tls: None,
+            connections: Default::default(),
         },
         issuers: vec![issuer(KeySource::JwksFile(jwks_file))],
         authn: AuthnSettings {

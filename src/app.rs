@@ -17,7 +17,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -30,6 +29,7 @@ use crate::grpc::CheckService;
 use crate::grpc::io::Coalescing;
 use crate::grpc::routes::Routes;
 use crate::http::HttpAuthzOptions;
+use crate::listener::{Acceptor, grpc_incoming, serve_http};
 use crate::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use crate::telemetry::metrics::{CacheCounts, ReloadResult};
 use crate::telemetry::{ErrorChain, Telemetry, TelemetryOptions};
@@ -85,12 +85,6 @@ pub enum AppError {
     },
     #[error("gRPC server failed")]
     Grpc(#[source] tonic::transport::Error),
-    #[error("{server} server failed")]
-    Http {
-        server: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("a server task ended abnormally")]
     Task(#[source] tokio::task::JoinError),
     #[error("cannot select the JWT crypto provider")]
@@ -308,6 +302,7 @@ fn server_changes(bound: &ServerConfig, new: &ServerConfig) -> Vec<&'static str>
         http_listen,
         admin_listen,
         tls,
+        connections,
     } = new;
     let mut changed = Vec::new();
     if *grpc_listen != bound.grpc_listen {
@@ -321,6 +316,9 @@ fn server_changes(bound: &ServerConfig, new: &ServerConfig) -> Vec<&'static str>
     }
     if *tls != bound.tls {
         changed.push("server.tls");
+    }
+    if *connections != bound.connections {
+        changed.push("server.connections");
     }
     changed
 }
@@ -510,11 +508,23 @@ pub async fn start_with(
     if let Some(tls) = tls {
         grpc_server = grpc_server.tls_config(tls).map_err(AppError::Tls)?;
     }
+    // Our own accept loop (connection limit, back-off on accept errors: `listener`), and
     // Coalescing: the answers to the checks read in one go leave in one write (grpc::io).
-    let incoming = TcpIncoming::from(grpc_listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(TCP_KEEPALIVE))
-        .map(|conn| conn.map(Coalescing::new));
+    let limits = config.server.connections;
+    let acceptor = |listener, name| {
+        Acceptor::new(
+            listener,
+            name,
+            limits.max_per_listener,
+            telemetry.metrics().listener(name),
+        )
+    };
+    let incoming = grpc_incoming(
+        acceptor(grpc_listener, "grpc"),
+        limits.header_read_timeout,
+        TCP_KEEPALIVE,
+    )
+    .map(|conn| conn.map(Coalescing::new));
     let grpc_task = tokio::spawn({
         let routes = Routes::new(health_service, check_service.clone().into_server());
         let stop = stopped(serving_rx.clone());
@@ -528,29 +538,29 @@ pub async fn start_with(
 
     let http_task = http_listener.map(|listener| {
         let app = crate::http::router(check_service, telemetry.clone(), options.http.clone());
-        let stop = stopped(serving_rx.clone());
+        let serve = serve_http(
+            acceptor(listener, "http"),
+            app,
+            limits,
+            stopped(serving_rx.clone()),
+        );
         tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-                .map_err(|source| AppError::Http {
-                    server: "HTTP ext_authz",
-                    source,
-                })
+            serve.await;
+            Ok(())
         })
     });
 
     let admin_task = tokio::spawn({
         let app = crate::admin::router(state.clone());
-        let stop = stopped(admin_rx);
+        let serve = serve_http(
+            acceptor(admin_listener, "admin"),
+            app,
+            limits,
+            stopped(admin_rx),
+        );
         async move {
-            axum::serve(admin_listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-                .map_err(|source| AppError::Http {
-                    server: "admin",
-                    source,
-                })
+            serve.await;
+            Ok(())
         }
     });
 
@@ -856,6 +866,7 @@ pub(crate) mod tests_support {
                 http_listen: None,
                 admin_listen: any,
                 tls: None,
+                connections: Default::default(),
             },
             issuers: Vec::new(),
             authn: Default::default(),

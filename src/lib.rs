@@ -15,6 +15,7 @@
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
 //! | [`telemetry`] | metrics, audit events, logging setup |
 //! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` |
+//! | [`listener`] | accept loops (connection limit, back-off on accept errors), HTTP connection timeouts |
 //! | [`app`] | wiring: shared caches, servers, reload task, graceful shutdown |
 #![forbid(unsafe_code)]
 
@@ -29,5 +30,6 @@ pub mod envoy_filter;
 pub mod grpc;
 pub mod http;
 pub mod input;
+pub mod listener;
 pub mod proto;
 pub mod telemetry;

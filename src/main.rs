@@ -132,9 +132,39 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("no configuration file: pass --config FILE or set PORTCULLIS_CONFIG")?;
     let logging = telemetry::LogSettings::from_env()?;
     telemetry::init_logging(&logging)?;
+    raise_descriptor_limit();
     let runtime = runtime().context("cannot start the async runtime")?;
     runtime.block_on(app::run(config))?;
     Ok(())
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: each connection is a descriptor, and the
+/// soft limit is often 1,024 although the hard one allows far more. A failure is logged and
+/// serving goes on with the limit as it is.
+fn raise_descriptor_limit() {
+    let before = match rlimit::Resource::NOFILE.get() {
+        Ok(limits) => limits,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit (RLIMIT_NOFILE)");
+            return;
+        }
+    };
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => tracing::info!(
+            soft_before = before.0,
+            soft,
+            hard = before.1,
+            "open-file limit (RLIMIT_NOFILE): soft {} -> {soft}, hard {}",
+            before.0,
+            before.1
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            soft = before.0,
+            hard = before.1,
+            "cannot raise the open-file limit (RLIMIT_NOFILE) to the hard limit"
+        ),
+    }
 }
 
 /// The async runtime: one thread when the process may use one CPU only (e.g. pinned beside

@@ -725,3 +725,311 @@ async fn binary_ready_line_reports_every_bound_address() {
     assert!(grpc.port() != 0 && admin.port() != 0 && http.is_some_and(|h| h.port() != 0));
     assert_eq!(admin_get(&agent.addrs, "/healthz").await.0, 200);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Connection exhaustion (issue 8, item 6)
+
+/// Log lines (JSON) whose message starts with `prefix`.
+fn log_events(agent: &BinaryAgent, prefix: &str) -> Vec<serde_json::Value> {
+    agent
+        .stdout()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| {
+            event["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(prefix))
+        })
+        .collect()
+}
+
+/// CPU time (user + system) the process has used, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name (which may hold spaces) in parentheses: utime and stime are
+    // fields 14 and 15 of the line, 12 and 13 after the `)`.
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let output = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf runs");
+    let per_second: u64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("CLK_TCK");
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// The descriptor limit is reached by a flood of TCP connections to the gRPC port: accepting
+/// backs off instead of spinning, says so once per interval, the Envoy connection already open
+/// keeps getting answers, and once the flood is gone the agent accepts again and says so.
+#[tokio::test]
+async fn out_of_descriptors_the_agent_backs_off_keeps_answering_and_recovers() {
+    const NOFILE: &str = "--nofile=64:64";
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        missing_tool::<()>("prlimit", "apt-get install util-linux");
+        return;
+    }
+    // Flood connections send nothing: keep them open (not closed by the header-read timeout)
+    // for as long as the test holds them.
+    let yaml = anonymous_config(
+        &[("public", "/public")],
+        "  connections: {header_read_timeout: 5m}\n",
+    );
+    let (_dir, config) = config_file(&yaml);
+    let config = config.to_str().expect("utf-8 path");
+    let agent = BinaryAgent::spawn_under(
+        &["prlimit", NOFILE, "--"],
+        &["serve", "--config", config],
+        &[],
+    );
+    let limit = log_events(&agent, "open-file limit");
+    assert_eq!(limit.len(), 1, "{:?}", agent.stdout());
+    assert_eq!(limit[0]["soft"], 64, "{}", limit[0]);
+
+    // Envoy's connection, open before the flood.
+    let mut envoy = agent.client().await;
+    assert!(envoy.check(&EnvoyRequest::get("/public")).await.allowed());
+
+    let mut flood = Vec::new();
+    for _ in 0..150 {
+        let connect = tokio::net::TcpStream::connect(agent.addrs.grpc);
+        match tokio::time::timeout(Duration::from_secs(2), connect).await {
+            Ok(Ok(stream)) => flood.push(stream),
+            _ => break,
+        }
+    }
+    assert!(flood.len() > 64, "only {} connections", flood.len());
+    let exhausted = agent
+        .wait_for_log("cannot accept connections", WAIT)
+        .unwrap_or_else(|| panic!("no accept error logged: {:?}", agent.stdout()));
+    let event: serde_json::Value = serde_json::from_str(&exhausted).expect("JSON log line");
+    assert_eq!(event["listener"], "grpc", "{event}");
+    assert_eq!(event["level"], "ERROR", "{event}");
+    assert!(
+        event["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Too many open files")),
+        "{event}"
+    );
+    let exhausted_at = std::time::Instant::now();
+
+    // Out of descriptors, the open connection still gets answers, and the agent does not
+    // spin: well under a core over 2 s (a spinning accept loop takes a whole one).
+    let before = cpu_time(agent.pid());
+    let measured = std::time::Instant::now();
+    for _ in 0..4 {
+        assert!(envoy.check(&EnvoyRequest::get("/public")).await.allowed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let used = cpu_time(agent.pid()) - before;
+    let wall = measured.elapsed();
+    assert!(
+        used.as_secs_f64() < 0.5 * wall.as_secs_f64(),
+        "used {used:?} of CPU in {wall:?} while out of descriptors"
+    );
+    assert!(
+        envoy.health("").await.is_ok_and(|s| s == HEALTH_SERVING),
+        "gRPC health on the open connection"
+    );
+
+    drop(flood);
+    let recovered = agent
+        .wait_for_log("accepting connections again", WAIT)
+        .unwrap_or_else(|| panic!("recovery not logged: {:?}", agent.stdout()));
+    let event: serde_json::Value = serde_json::from_str(&recovered).expect("JSON log line");
+    assert_eq!(event["listener"], "grpc", "{event}");
+    assert!(event["errors"].as_u64().is_some_and(|n| n >= 1), "{event}");
+    let failing_for = exhausted_at.elapsed();
+
+    assert!(
+        eventually(WAIT, || async {
+            admin_get(&agent.addrs, "/healthz").await.0 == 200
+        })
+        .await,
+        "/healthz never answered after the flood"
+    );
+    let mut fresh = agent.client().await;
+    assert!(fresh.check(&EnvoyRequest::get("/public")).await.allowed());
+
+    // One error line per 10 s interval, not one per failed accept.
+    let lines = log_events(&agent, "cannot accept connections").len();
+    let intervals = failing_for.as_secs() / 10 + 2;
+    assert!(
+        (1..=intervals as usize).contains(&lines),
+        "{lines} error lines in {failing_for:?}"
+    );
+    let (_, _, metrics) = admin_get(&agent.addrs, "/metrics").await;
+    let errors: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"portcullis_accept_errors_total{listener="grpc"} "#))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no accept error counter:\n{metrics}"));
+    assert!(errors >= 1, "{metrics}");
+}
+
+/// Reads from `stream` until the server closes it (EOF or reset), writing one more byte of
+/// `trickle` every 200 ms (a slowloris client) if given. Returns when it closed, or `None`
+/// when it was still open after `limit`.
+async fn closed_by_server(
+    stream: &mut tokio::net::TcpStream,
+    trickle: &[u8],
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = std::time::Instant::now();
+    let mut pending = trickle.iter();
+    let mut buf = [0u8; 1024];
+    while started.elapsed() < limit {
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                if let Some(byte) = pending.next()
+                    && stream.write_all(&[*byte]).await.is_err()
+                {
+                    return Some(started.elapsed());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A client that starts a request head and never finishes it — all at once or one byte at a
+/// time — is cut off after `header_read_timeout` on the admin and HTTP ext_authz ports; on the
+/// gRPC port a connection that sends nothing is. An idle keep-alive connection may wait longer
+/// than that between requests, up to `idle_timeout`.
+#[tokio::test]
+async fn half_open_and_slow_connections_are_closed_after_the_timeouts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let yaml = anonymous_config(
+        &[("public", "/public")],
+        "  connections: {header_read_timeout: 1s, idle_timeout: 3s}\n",
+    );
+    let (_dir, config) = config_file(&yaml);
+    let agent = InProcessAgent::start_file(&config).await;
+    let http = agent.addrs.http.expect("HTTP ext_authz listener");
+    let head = b"GET /healthz HTTP/1.1\r\nHost: portcullis\r\nX-Slow: ";
+    let limit = Duration::from_secs(15);
+
+    for addr in [agent.addrs.admin, http] {
+        let mut partial = TcpStream::connect(addr).await.expect("connect");
+        partial.write_all(head).await.expect("partial head");
+        let closed = closed_by_server(&mut partial, b"", limit).await;
+        assert!(
+            closed.is_some_and(|after| after >= Duration::from_millis(800)),
+            "{addr}: partial head closed after {closed:?}"
+        );
+
+        let mut slowloris = TcpStream::connect(addr).await.expect("connect");
+        let trickle = head.repeat(10);
+        let closed = closed_by_server(&mut slowloris, &trickle, limit).await;
+        assert!(
+            closed.is_some_and(|after| after >= Duration::from_millis(800)),
+            "{addr}: byte-by-byte head closed after {closed:?}"
+        );
+    }
+
+    // gRPC: a connection that never sends the HTTP/2 preface.
+    let mut silent = TcpStream::connect(agent.addrs.grpc).await.expect("connect");
+    let closed = closed_by_server(&mut silent, b"", limit).await;
+    assert!(
+        closed.is_some_and(|after| after >= Duration::from_millis(800)),
+        "gRPC: silent connection closed after {closed:?}"
+    );
+
+    // Keep-alive: quiet for longer than the header-read timeout, then a second request on the
+    // same connection is answered; quiet for the idle timeout, it is closed.
+    let mut keep_alive = TcpStream::connect(agent.addrs.admin)
+        .await
+        .expect("connect");
+    let request = b"GET /healthz HTTP/1.1\r\nHost: portcullis\r\n\r\n";
+    let mut buf = [0u8; 4096];
+    for _ in 0..2 {
+        keep_alive.write_all(request).await.expect("request");
+        let mut answer = Vec::new();
+        while !answer.ends_with(br#"{"status":"ok"}"#) {
+            let n = tokio::time::timeout(Duration::from_secs(5), keep_alive.read(&mut buf))
+                .await
+                .expect("answered")
+                .expect("read");
+            assert_ne!(n, 0, "closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let closed = closed_by_server(&mut keep_alive, b"", limit).await;
+    assert!(closed.is_some(), "idle keep-alive connection never closed");
+
+    let (_, _, metrics) = admin_get(&agent.addrs, "/metrics").await;
+    for expected in [
+        r#"portcullis_connection_timeouts_total{listener="admin",reason="header_read"} 2"#,
+        r#"portcullis_connection_timeouts_total{listener="http",reason="header_read"} 2"#,
+        r#"portcullis_connection_timeouts_total{listener="grpc",reason="header_read"} 1"#,
+        r#"portcullis_connection_timeouts_total{listener="admin",reason="idle"} 1"#,
+    ] {
+        assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
+    }
+    agent.shutdown().await;
+}
+
+/// A full listener leaves new clients waiting (not refused) and serves them once a connection
+/// closes.
+#[tokio::test]
+async fn a_full_listener_serves_waiting_clients_when_a_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let yaml = anonymous_config(
+        &[("public", "/public")],
+        "  connections: {max_per_listener: 2, header_read_timeout: 1m}\n",
+    );
+    let (_dir, config) = config_file(&yaml);
+    let agent = InProcessAgent::start_file(&config).await;
+    let admin = agent.addrs.admin;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(TcpStream::connect(admin).await.expect("connect"));
+    }
+    let mut waiting = TcpStream::connect(admin)
+        .await
+        .expect("queued in the backlog");
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: portcullis\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut answer = Vec::new();
+    let early =
+        tokio::time::timeout(Duration::from_millis(500), waiting.read_to_end(&mut answer)).await;
+    assert!(early.is_err(), "answered beyond the limit: {answer:?}");
+
+    drop(held.pop());
+    tokio::time::timeout(WAIT, waiting.read_to_end(&mut answer))
+        .await
+        .expect("answered once a connection closed")
+        .expect("read");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+
+    drop(held);
+    let (_, _, metrics) = admin_get(&agent.addrs, "/metrics").await;
+    let waits: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"portcullis_connection_limit_waits_total{listener="admin"} "#)
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no limit counter:\n{metrics}"));
+    assert!(waits >= 1, "{metrics}");
+    agent.shutdown().await;
+}

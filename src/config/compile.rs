@@ -47,6 +47,11 @@ pub const MAX_FAILED_ATTEMPTS_PER_SOURCE: u64 = 10_000;
 pub const MIN_FAILED_ATTEMPTS_PERIOD: Duration = Duration::from_secs(1);
 pub const MAX_FAILED_ATTEMPTS_PERIOD: Duration = Duration::from_secs(24 * 3600);
 
+/// Upper bound of `server.connections.max_per_listener`.
+const MAX_CONNECTIONS_PER_LISTENER: usize = 1_000_000;
+/// Lower bound of the `server.connections` timeouts: a shorter one cuts off real clients.
+const MIN_CONNECTION_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// Compiles `raw`; `None` when anything was wrong (all of it recorded in `problems`).
 /// Relative file paths resolve against `base_dir`.
 pub(crate) fn compile(
@@ -228,11 +233,62 @@ impl Ctx<'_> {
                 }
             }
         };
+        let connections = self.connections(path.key("connections"), &raw.connections);
         Some(ServerConfig {
             grpc_listen: grpc?,
             http_listen: http.map_or(Some(None), |h| h.map(Some))?,
             admin_listen: admin?,
             tls: tls?,
+            connections: connections?,
+        })
+    }
+
+    fn connections(
+        &mut self,
+        path: YamlPath,
+        raw: &raw::RawConnections,
+    ) -> Option<super::ConnectionLimits> {
+        let defaults = super::ConnectionLimits::default();
+        let max = raw
+            .max_per_listener
+            .unwrap_or(defaults.max_per_listener as u64);
+        let max_per_listener = match usize::try_from(max) {
+            Ok(max) if (1..=MAX_CONNECTIONS_PER_LISTENER).contains(&max) => Some(max),
+            _ => {
+                self.value(
+                    path.key("max_per_listener"),
+                    format!("must be between 1 and {MAX_CONNECTIONS_PER_LISTENER}"),
+                );
+                None
+            }
+        };
+        let mut timeout = |key: &str, raw: &Option<Checked<HumanDuration>>, default| {
+            let value = match raw {
+                None => Some(default),
+                Some(raw) => self.get(path.key(key), raw).map(|d| d.0),
+            }?;
+            if value < MIN_CONNECTION_TIMEOUT {
+                self.value(
+                    path.key(key),
+                    format!(
+                        "must be at least {}",
+                        humantime::format_duration(MIN_CONNECTION_TIMEOUT)
+                    ),
+                );
+                return None;
+            }
+            Some(value)
+        };
+        let header_read_timeout = timeout(
+            "header_read_timeout",
+            &raw.header_read_timeout,
+            defaults.header_read_timeout,
+        );
+        let idle_timeout = timeout("idle_timeout", &raw.idle_timeout, defaults.idle_timeout);
+        Some(super::ConnectionLimits {
+            max_per_listener: max_per_listener?,
+            header_read_timeout: header_read_timeout?,
+            idle_timeout: idle_timeout?,
         })
     }
 

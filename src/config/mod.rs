@@ -17,6 +17,7 @@ pub(crate) mod source;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::authn::{AuthnSettings, IssuerConfig};
 use crate::authz::Route;
@@ -39,6 +40,39 @@ pub struct ServerConfig {
     pub http_listen: Option<SocketAddr>,
     pub admin_listen: SocketAddr,
     pub tls: Option<TlsConfig>,
+    pub connections: ConnectionLimits,
+}
+
+/// Bounds on the connections of every listener (`server.connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once on one listener; further clients wait in the kernel's
+    /// listen backlog until one closes.
+    pub max_per_listener: usize,
+    /// Time a client has to send a complete HTTP/1 request head once it has sent its first
+    /// byte, and to send its first bytes at all on a new connection (every listener).
+    pub header_read_timeout: Duration,
+    /// An admin or HTTP `ext_authz` connection with no request in flight for this long is
+    /// closed. Not applied to gRPC: Envoy keeps those connections open between checks.
+    pub idle_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// As many connections per listener as Envoy's default circuit breaker opens to one
+    /// cluster.
+    pub const DEFAULT_MAX_PER_LISTENER: usize = 1024;
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_per_listener: Self::DEFAULT_MAX_PER_LISTENER,
+            header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,6 +394,49 @@ issuers:
         let off = load_text(&format!("response: {{dynamic_metadata: false}}\n{routes}"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!off.response.dynamic_metadata);
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_bounds_and_no_unknown_keys() {
+        let routes = "routes:\n  - {name: all, match: {}, allow: anonymous}\n";
+        let defaults = load_text(routes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(defaults.server.connections, ConnectionLimits::default());
+        let set = load_text(&format!(
+            "server:\n  connections: {{max_per_listener: 50, header_read_timeout: 2s, \
+             idle_timeout: 5m}}\n{routes}"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            set.server.connections,
+            ConnectionLimits {
+                max_per_listener: 50,
+                header_read_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(300),
+            }
+        );
+        let bad = located(&format!(
+            "server:\n  connections: {{max_per_listener: 0, header_read_timeout: 1ms, \
+             idle_timeout: soon}}\n{routes}"
+        ));
+        let paths: Vec<&str> = bad.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "server.connections.max_per_listener",
+                "server.connections.header_read_timeout",
+                "server.connections.idle_timeout"
+            ],
+            "{bad:?}"
+        );
+        let unknown = errors(&format!(
+            "server:\n  connections: {{max_connections: 10}}\n{routes}"
+        ));
+        assert!(
+            unknown[0]
+                .message
+                .contains("unknown field `max_connections`"),
+            "{unknown:?}"
+        );
     }
 
     #[test]

@@ -288,6 +288,8 @@ pub struct RawServer {
     pub admin_listen: Checked<ListenAddr>,
     #[serde(default)]
     pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub connections: RawConnections,
 }
 
 impl Default for RawServer {
@@ -297,8 +299,21 @@ impl Default for RawServer {
             http_listen: None,
             admin_listen: default_admin_listen(),
             tls: None,
+            connections: RawConnections::default(),
         }
     }
+}
+
+/// `server.connections`: bounds on every listener's connections (each key has a default).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnections {
+    #[serde(default)]
+    pub max_per_listener: Option<u64>,
+    #[serde(default)]
+    pub header_read_timeout: Option<Checked<HumanDuration>>,
+    #[serde(default)]
+    pub idle_timeout: Option<Checked<HumanDuration>>,
 }
 
 fn default_grpc_listen() -> Checked<ListenAddr> {

@@ -51,6 +51,33 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TimeoutLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+/// The connection metrics of one listener, as handles the accept loop and its connections
+/// update without a label lookup.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerMetrics {
+    /// `portcullis_accept_errors_total{listener}`.
+    pub accept_errors: Counter,
+    /// `portcullis_connection_limit_waits_total{listener}`.
+    pub limit_waits: Counter,
+    /// `portcullis_open_connections{listener}`.
+    pub open_connections: Gauge,
+    /// `portcullis_connection_timeouts_total{listener, reason="header_read"}`.
+    pub header_read_timeouts: Counter,
+    /// `portcullis_connection_timeouts_total{listener, reason="idle"}`.
+    pub idle_timeouts: Counter,
+}
+
 /// How a configuration reload ended, for `portcullis_config_reloads_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadResult {
@@ -85,6 +112,10 @@ pub struct Metrics {
     check_duration: Histogram,
     config_reloads: Family<ReloadLabels, Counter>,
     config_generation: Gauge,
+    accept_errors: Family<ListenerLabels, Counter>,
+    limit_waits: Family<ListenerLabels, Counter>,
+    open_connections: Family<ListenerLabels, Gauge>,
+    connection_timeouts: Family<TimeoutLabels, Counter>,
     no_route: Arc<str>,
     scraped: Arc<ScrapeSources>,
 }
@@ -137,6 +168,32 @@ impl Metrics {
                 ("commit", env!("PORTCULLIS_GIT_SHA")),
             ]),
         );
+        let accept_errors = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "portcullis_accept_errors",
+            "Failed accepts by listener (e.g. out of file descriptors); accepting backs off",
+            accept_errors.clone(),
+        );
+        let limit_waits = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "portcullis_connection_limit_waits",
+            "Times a listener reached server.connections.max_per_listener and stopped accepting \
+             until a connection closed",
+            limit_waits.clone(),
+        );
+        let open_connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "portcullis_open_connections",
+            "Connections open by listener",
+            open_connections.clone(),
+        );
+        let connection_timeouts = Family::<TimeoutLabels, Counter>::default();
+        registry.register(
+            "portcullis_connection_timeouts",
+            "Connections closed by the server for a timeout, by listener and reason \
+             (header_read, idle)",
+            connection_timeouts.clone(),
+        );
         let scraped = Arc::new(ScrapeSources::default());
         registry.register_collector(Box::new(scraped.clone()));
         Self {
@@ -145,6 +202,10 @@ impl Metrics {
             check_duration,
             config_reloads,
             config_generation,
+            accept_errors,
+            limit_waits,
+            open_connections,
+            connection_timeouts,
             no_route: Arc::from(NO_ROUTE),
             scraped,
         }
@@ -180,6 +241,23 @@ impl Metrics {
     pub fn set_generation(&self, generation: u64) {
         self.config_generation
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// The handles of `listener` (`grpc`, `http`, `admin`); its series exist from this call on.
+    pub fn listener(&self, listener: &'static str) -> ListenerMetrics {
+        let labels = ListenerLabels { listener };
+        let timeouts = |reason| {
+            self.connection_timeouts
+                .get_or_create(&TimeoutLabels { listener, reason })
+                .clone()
+        };
+        ListenerMetrics {
+            accept_errors: self.accept_errors.get_or_create(&labels).clone(),
+            limit_waits: self.limit_waits.get_or_create(&labels).clone(),
+            open_connections: self.open_connections.get_or_create(&labels).clone(),
+            header_read_timeouts: timeouts("header_read"),
+            idle_timeouts: timeouts("idle"),
+        }
     }
 
     /// Reads JWKS figures from `registry` at every scrape. Only the first call takes effect.

@@ -143,7 +143,20 @@ impl BinaryAgent {
     /// Starts the binary with `args` and extra environment, and waits (bounded) for the
     /// `portcullis ready` log line, from which the bound addresses are read.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(binary());
+        Self::spawn_under(&[], args, env)
+    }
+
+    /// Like [`Self::spawn`], run through `wrapper` (a program and its arguments, e.g.
+    /// `["prlimit", "--nofile=64:64", "--"]`), which must exec the binary in its own process.
+    pub fn spawn_under(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
         command
             .args(args)
             .env_remove("PORTCULLIS_CONFIG")
