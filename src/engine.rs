@@ -616,7 +616,7 @@ routes:
         std::fs::write(dir.path().join("jwks.json"), r#"{"keys": []}"#).expect("write");
         let config = crate::config::load_str(
             &format!(
-                "issuers:\n  - {{name: t, issuer: {ISSUER}, audiences: [orders-api], jwks_file: jwks.json, algorithms: [RS256]}}\nroutes:\n  - {{name: all, match: {{}}, require: {{}}}}\n"
+                "issuers:\n  - {{name: t, issuer: {ISSUER}, audiences: [orders-api], jwks_file: jwks.json, algorithms: [RS256]}}\nroutes:\n  - {{name: all, match: {{}}, allow: authenticated}}\n"
             ),
             &dir.path().join("portcullis.yaml"),
         )

@@ -123,7 +123,7 @@ routes:
     on_deny: not_found
   - name: api
     match: {{path_prefix: /api}}
-    require: {{}}
+    allow: authenticated
 "#
     )
 }
@@ -1006,7 +1006,7 @@ async fn reload_that_adds_a_scope_requirement_is_enforced_on_the_next_check() {
     // engine would answer 503 if it started with an empty key store).
     stack.idp.go_down().await;
     let yaml = config_yaml(&stack.idp.jwks_url(), refresh, "").replace(
-        "    match: {path_prefix: /api}\n    require: {}\n",
+        "    match: {path_prefix: /api}\n    allow: authenticated\n",
         "    match: {path_prefix: /api}\n    require: {scopes: [admin]}\n",
     );
     assert!(yaml.contains("scopes: [admin]"), "fixture edit applies");
@@ -1072,8 +1072,11 @@ async fn reload_of_a_broken_file_keeps_enforcing_the_old_policy() {
     // The broken file would loosen the policy (any token on /reports, no scope for
     // /documents); a reload that half-applied it would show up as an allow.
     let loosened = (config_yaml(&url, FAST_REFRESH, "") + extra_route)
-        .replace("require: {scopes: [reports]}", "require: {}")
-        .replace("require: {scopes: [\"read:documents\"]}", "require: {}")
+        .replace("require: {scopes: [reports]}", "allow: authenticated")
+        .replace(
+            "require: {scopes: [\"read:documents\"]}",
+            "allow: authenticated",
+        )
         + "colour: blue\n";
     replace_config(&stack.config, &loosened);
     let failed = eventually(WAIT, || async {
@@ -1104,6 +1107,53 @@ async fn reload_of_a_broken_file_keeps_enforcing_the_old_policy() {
         (PERMISSION_DENIED, 403),
         "{outcome:#?}"
     );
+    assert_allowed(
+        &stack
+            .check(&get("/reports", &token(&ec(), "reports")))
+            .await,
+        "the old policy's allow",
+    );
+    stack.stop().await;
+}
+
+/// issue 8, item 7: a configuration file cut off after `scopes:` loaded as "any valid token"
+/// and a hot reload applied it. It is refused at the key, and the last good policy stays.
+#[tokio::test]
+async fn reload_of_a_file_cut_off_after_scopes_keeps_enforcing_the_old_policy() {
+    let mut stack = Stack::start(FAST_REFRESH, "").await;
+    let addrs = stack.addrs();
+    let reader = token(&ec(), "read:documents");
+    let whole = config_yaml(&stack.idp.jwks_url(), FAST_REFRESH, "")
+        + "  - name: reports\n    match: {path: /reports}\n    require:\n      scopes: [reports]\n";
+    replace_config(&stack.config, &whole);
+    wait_generation(&addrs, 2, WAIT).await;
+    let rid = request_id("truncated");
+    let outcome = stack
+        .check(&get("/reports", &reader).request_id(&rid))
+        .await;
+    assert_insufficient_scope(&outcome, "reports", &rid);
+
+    // The same file, written only up to the end of `scopes:`.
+    let cut = &whole[..whole.rfind("scopes:").expect("fixture has scopes") + "scopes:".len()];
+    replace_config(&stack.config, cut);
+    let failed = eventually(WAIT, || async {
+        status(&addrs).await["config"]["last_reload"]["result"] == "failure"
+    })
+    .await;
+    let report = status(&addrs).await;
+    assert!(failed, "the cut-off file was never refused: {report}");
+    assert_eq!(report["config"]["generation"], 2, "{report}");
+    let errors = report["config"]["last_reload"]["errors"].to_string();
+    assert!(
+        errors.contains("routes[5].require.scopes: null is not allowed"),
+        "{errors}"
+    );
+
+    let rid = request_id("truncated");
+    let outcome = stack
+        .check(&get("/reports", &reader).request_id(&rid))
+        .await;
+    assert_insufficient_scope(&outcome, "reports", &rid);
     assert_allowed(
         &stack
             .check(&get("/reports", &token(&ec(), "reports")))
