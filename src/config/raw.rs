@@ -14,6 +14,9 @@
 //! supported in this version", never silently ignored: an operator who writes
 //! `require: {mfa: true}` must not get a route that does not demand MFA.
 //!
+//! A null is never a value: [`null_values`] refuses every one, whatever the key, before the
+//! types below see it (serde would read it as absent, empty or default).
+//!
 //! This module must never accept an unknown key and never read files.
 
 use std::fmt;
@@ -211,8 +214,8 @@ fn section<T: DeserializeOwned + Default>(
     deserialize_collecting(value, path, problems).unwrap_or_default()
 }
 
-/// A list section; a `null` (refused by [`null_values`]) is left empty. Each item is deserialized on its own, so one bad item
-/// does not hide the errors of the next.
+/// A list section; a `null` (refused by [`null_values`]) is left empty. Each item is
+/// deserialized on its own, so one bad item does not hide the errors of the next.
 fn list<T: DeserializeOwned>(
     value: Value,
     path: &YamlPath,
