@@ -1,7 +1,12 @@
 //! `Decision`: the one type every stage feeds. A `DenyReason` knows its HTTP status, its error
-//! code, its `WWW-Authenticate` challenge and its metric label; `grpc/response.rs` is the only
-//! place that turns a decision into protocol messages.
+//! code, its `WWW-Authenticate` challenge and its metric label; a `Denial` says how the client
+//! is answered (a hidden route answers like no route, whatever the reason), and
+//! `grpc/response.rs` is the only place that turns a decision into protocol messages.
+//!
+//! The answer a client sees comes from [`Denial`] (`http_status`, `error_code`, `body`,
+//! `headers`), never from its `reason`, which is what the audit log and the metrics say.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,8 +100,8 @@ pub enum DenyReason {
     InvalidToken(TokenProblem),
     /// Authenticated, but a required scope is missing. `required` is the space-separated list.
     InsufficientScope { required: String },
-    /// Authenticated, but a role, permission or condition fails; 404 when the route hides it.
-    Forbidden { not_found: bool },
+    /// Authenticated, but a role, permission or condition fails.
+    Forbidden,
     /// The route needs MFA the credential does not show (RFC 9470).
     StepUpRequired,
     /// Too many failed attempts from one source.
@@ -123,6 +128,9 @@ pub enum TokenProblem {
     WrongAudience,
     WrongType,
     LifetimeTooLong,
+    /// A claim copied into a header (subject, scope, role, claim header) has control
+    /// characters or leading or trailing whitespace.
+    UnsafeClaim,
     Revoked,
 }
 
@@ -144,6 +152,7 @@ impl TokenProblem {
             Self::WrongAudience => "wrong_audience",
             Self::WrongType => "wrong_type",
             Self::LifetimeTooLong => "lifetime_too_long",
+            Self::UnsafeClaim => "unsafe_claim",
             Self::Revoked => "revoked",
         }
     }
@@ -162,8 +171,7 @@ impl DenyReason {
             Self::NoRoute { status } => *status,
             Self::MissingCredential | Self::InvalidToken(_) | Self::StepUpRequired => 401,
             Self::InsufficientScope { .. } => 403,
-            Self::Forbidden { not_found: false } => 403,
-            Self::Forbidden { not_found: true } => 404,
+            Self::Forbidden => 403,
             Self::TooManyAttempts { .. } => 429,
             Self::Unavailable(_) => 503,
         }
@@ -220,10 +228,33 @@ impl DenyReason {
             Self::MissingCredential => "missing_credential",
             Self::InvalidToken(problem) => problem.as_str(),
             Self::InsufficientScope { .. } => "insufficient_scope",
-            Self::Forbidden { .. } => "forbidden",
+            Self::Forbidden => "forbidden",
             Self::StepUpRequired => "step_up_required",
             Self::TooManyAttempts { .. } => "too_many_attempts",
             Self::Unavailable(Unavailable::NoKeys) => "no_keys",
+        }
+    }
+}
+
+impl DenyReason {
+    /// Whether a route that hides itself answers this refusal like a path with no route: every
+    /// refusal of the caller (no credential, a bad one, a missing scope or permission, too many
+    /// failures), so that no answer tells the route exists. `Unavailable` is portcullis's own
+    /// failure, not the caller's, and stays a visible 503 (Envoy's failure handling and the
+    /// operator's alerts depend on it); 400s are decided before any route is looked up.
+    pub fn hideable(&self) -> bool {
+        match self {
+            Self::MissingCredential
+            | Self::InvalidToken(_)
+            | Self::InsufficientScope { .. }
+            | Self::Forbidden
+            | Self::StepUpRequired
+            | Self::TooManyAttempts { .. } => true,
+            Self::BadPath
+            | Self::BadAuthority
+            | Self::CredentialInQuery
+            | Self::NoRoute { .. }
+            | Self::Unavailable(_) => false,
         }
     }
 }
@@ -232,7 +263,18 @@ impl DenyReason {
 #[derive(Debug, Clone)]
 pub struct Denial {
     pub route: Option<Arc<str>>,
+    /// Why, always the real reason: the audit `reason` and the metric label.
     pub reason: DenyReason,
+    /// Set when the route hides itself (`on_deny: not_found`): the client gets exactly what a
+    /// path with no route gets — status, body and headers — whatever `reason` is.
+    pub hidden: Option<Hidden>,
+}
+
+/// How a hidden route's refusals are answered: like no route, with the configured status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hidden {
+    /// `response.no_route_status`.
+    pub no_route_status: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -243,7 +285,11 @@ pub enum Decision {
 
 impl Decision {
     pub fn deny(route: Option<Arc<str>>, reason: DenyReason) -> Self {
-        Self::Deny(Denial { route, reason })
+        Self::Deny(Denial {
+            route,
+            reason,
+            hidden: None,
+        })
     }
 
     pub fn is_allow(&self) -> bool {
@@ -272,12 +318,33 @@ impl Decision {
 }
 
 impl Denial {
+    /// The reason the client is answered for: the real one, or no route when hidden.
+    fn answered(&self) -> Cow<'_, DenyReason> {
+        match self.hidden {
+            Some(Hidden { no_route_status }) => Cow::Owned(DenyReason::NoRoute {
+                status: no_route_status,
+            }),
+            None => Cow::Borrowed(&self.reason),
+        }
+    }
+
+    /// The HTTP status the client gets.
+    pub fn http_status(&self) -> u16 {
+        self.answered().http_status()
+    }
+
+    /// The generic error code the client gets (also the gRPC status message).
+    pub fn error_code(&self) -> &'static str {
+        self.answered().error_code()
+    }
+
     /// The JSON body of the denial: generic code and message, and the request id to quote to
     /// support. It never says which check failed (the audit log does).
     pub fn body(&self, request_id: Option<&str>) -> String {
+        let answered = self.answered();
         serde_json::json!({
-            "error": self.reason.error_code(),
-            "message": self.reason.message(),
+            "error": answered.error_code(),
+            "message": answered.message(),
             "request_id": request_id.unwrap_or(""),
         })
         .to_string()
@@ -285,14 +352,15 @@ impl Denial {
 
     /// Response headers of the denial, for every transport.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let answered = self.answered();
         let mut headers = vec![
             ("content-type", "application/json".to_owned()),
             ("cache-control", "no-store".to_owned()),
         ];
-        if let Some(challenge) = self.reason.www_authenticate() {
+        if let Some(challenge) = answered.www_authenticate() {
             headers.push(("www-authenticate", challenge));
         }
-        if let DenyReason::TooManyAttempts { retry_after } = &self.reason {
+        if let DenyReason::TooManyAttempts { retry_after } = answered.as_ref() {
             headers.push(("retry-after", retry_after.as_secs().max(1).to_string()));
         }
         headers
@@ -323,11 +391,49 @@ mod tests {
         );
     }
 
+    /// A hidden route's refusal is answered exactly like no route (status, code, body,
+    /// headers), while the reason the audit log and the metrics see stays the real one.
     #[test]
-    fn hidden_forbidden_is_404_without_challenge() {
-        let reason = DenyReason::Forbidden { not_found: true };
-        assert_eq!(reason.http_status(), 404);
-        assert_eq!(reason.www_authenticate(), None);
+    fn a_hidden_denial_is_answered_like_no_route_and_keeps_its_reason() {
+        for status in [404, 403] {
+            let no_route = Denial {
+                route: None,
+                reason: DenyReason::NoRoute { status },
+                hidden: None,
+            };
+            for reason in [
+                DenyReason::MissingCredential,
+                DenyReason::InvalidToken(TokenProblem::Expired),
+                DenyReason::InsufficientScope {
+                    required: "admin".into(),
+                },
+                DenyReason::Forbidden,
+                DenyReason::StepUpRequired,
+                DenyReason::TooManyAttempts {
+                    retry_after: Duration::from_secs(7),
+                },
+            ] {
+                assert!(reason.hideable(), "{reason:?}");
+                let hidden = Denial {
+                    route: Some("secret".into()),
+                    reason: reason.clone(),
+                    hidden: Some(Hidden {
+                        no_route_status: status,
+                    }),
+                };
+                assert_eq!(hidden.http_status(), status, "{reason:?}");
+                assert_eq!(hidden.error_code(), no_route.error_code(), "{reason:?}");
+                assert_eq!(
+                    hidden.body(Some("r")),
+                    no_route.body(Some("r")),
+                    "{reason:?}"
+                );
+                assert_eq!(hidden.headers(), no_route.headers(), "{reason:?}");
+                let decision = Decision::Deny(hidden);
+                assert_eq!(decision.reason(), reason.label());
+            }
+        }
+        assert!(!DenyReason::Unavailable(Unavailable::NoKeys).hideable());
     }
 
     #[test]

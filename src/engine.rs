@@ -16,7 +16,7 @@ use crate::authn::{Authenticator, AuthnError, KeyRegistry, Lookup};
 use crate::authz::routes::{self, RouteTable};
 use crate::authz::{OnDeny, Policy, Route, scopes};
 use crate::config::{Config, ResponseSettings};
-use crate::decision::{Decision, DenyReason, Identity, Permit, TokenProblem};
+use crate::decision::{Decision, Denial, DenyReason, Hidden, Identity, Permit, TokenProblem};
 use crate::input::CheckInput;
 
 /// Prefix of the identity headers portcullis owns; clients may never send them upstream.
@@ -89,7 +89,7 @@ impl Engine {
             Policy::Anonymous => return self.permit(route, self.anonymous.clone(), input),
             Policy::Require(requirements) => requirements,
         };
-        let deny = |reason| Decision::deny(Some(route.name.clone()), reason);
+        let deny = |reason| self.deny(route, reason);
 
         let token = match credentials::extract(&input.headers) {
             Extraction::Found(Presented::Bearer(token)) => Some(token),
@@ -130,12 +130,9 @@ impl Engine {
         };
 
         if !scopes::missing(&requirements.scopes, &identity.scopes).is_empty() {
-            // A route that hides itself must not confirm it exists, let alone name its scopes.
-            return deny(match route.on_deny {
-                OnDeny::NotFound => DenyReason::Forbidden { not_found: true },
-                OnDeny::Forbidden => DenyReason::InsufficientScope {
-                    required: requirements.scopes.join(" "),
-                },
+            // On a hidden route `deny` answers like no route, so the scopes are never named.
+            return deny(DenyReason::InsufficientScope {
+                required: requirements.scopes.join(" "),
             });
         }
         self.permit(route, identity, input)
@@ -148,6 +145,21 @@ impl Engine {
         self.attempts
             .as_ref()
             .and_then(|attempts| attempts.source(&input.headers, peer))
+    }
+
+    /// A refusal on `route`. A route that hides itself (`on_deny: not_found`) answers every
+    /// refusal of the caller — no credential, a bad one, a missing scope, too many failures —
+    /// exactly like a path with no route, so that no answer confirms it exists; the denial
+    /// keeps the real reason for the audit log and the metrics.
+    fn deny(&self, route: &Route, reason: DenyReason) -> Decision {
+        let hidden = (route.on_deny == OnDeny::NotFound && reason.hideable()).then_some(Hidden {
+            no_route_status: self.response.no_route_status,
+        });
+        Decision::Deny(Denial {
+            route: Some(route.name.clone()),
+            reason,
+            hidden,
+        })
     }
 
     /// Charges a failed authentication (401 for an invalid or malformed credential) to the
@@ -961,6 +973,106 @@ routes:
         );
     }
 
+    fn denial(decision: Decision) -> Denial {
+        match decision {
+            Decision::Deny(denial) => denial,
+            Decision::Allow(permit) => panic!("expected deny, got allow on {}", permit.route),
+        }
+    }
+
+    fn token_with(claims: serde_json::Value) -> String {
+        let now = crate::authn::cache::unix_now();
+        let mut all = json!({
+            "iss": ISSUER, "aud": "orders-api", "sub": "alice", "scope": "read:documents",
+            "email": "alice@example.com", "iat": now, "exp": now + 300,
+        });
+        if let (Some(all), Some(changes)) = (all.as_object_mut(), claims.as_object()) {
+            all.extend(changes.clone());
+        }
+        let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("rsa-2048".into());
+        let key = EncodingKey::from_rsa_pem(RSA_PEM.as_bytes()).expect("fixture key");
+        jsonwebtoken::encode(&header, &all, &key).expect("sign")
+    }
+
+    /// issue 8, item 9: a hidden route answered 401 to a caller without a credential while an
+    /// unknown path answered 404. Every refusal of the caller on a hidden route is now answered
+    /// exactly like no route (status, body, headers), and keeps its real reason.
+    #[tokio::test]
+    async fn a_hidden_route_answers_every_refusal_like_no_route_and_keeps_the_reason() {
+        for no_route_status in ["", "response: {no_route_status: 403}"] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let hidden_route = "  - name: secret\n    match: {path: /secret}\n    \
+                                require: {scopes: [admin]}\n    on_deny: not_found\n";
+            let engine = engine_with(dir.path(), &format!("{hidden_route}{no_route_status}")).await;
+            let absent = denial(engine.check(&request("GET", "/nothing-here", &[])).await);
+            let now = crate::authn::cache::unix_now();
+            let expired = bearer(&token_with(
+                json!({"scope": "admin", "iat": now - 900, "exp": now - 600}),
+            ));
+            let lacks_scope = bearer(&token("read:documents"));
+            let cases: [(&[(&str, &str)], &str); 4] = [
+                (&[], "missing_credential"),
+                (&[("authorization", "Basic dXNlcjpwYXNz")], "malformed"),
+                (&[("authorization", &expired)], "expired"),
+                (&[("authorization", &lacks_scope)], "insufficient_scope"),
+            ];
+            for (headers, label) in cases {
+                let hidden = denial(engine.check(&request("GET", "/secret", headers)).await);
+                assert_eq!(hidden.reason.label(), label, "{no_route_status}");
+                assert_eq!(hidden.route.as_deref(), Some("secret"));
+                assert_eq!(
+                    (hidden.http_status(), hidden.error_code()),
+                    (absent.http_status(), absent.error_code()),
+                    "{label} {no_route_status}"
+                );
+                assert_eq!(
+                    hidden.body(Some("rid")),
+                    absent.body(Some("rid")),
+                    "{label}"
+                );
+                assert_eq!(hidden.headers(), absent.headers(), "{label}");
+            }
+            permit(
+                engine
+                    .check(&request(
+                        "GET",
+                        "/secret",
+                        &[("authorization", &bearer(&token("admin")))],
+                    ))
+                    .await,
+            );
+        }
+    }
+
+    /// A token whose subject would be trimmed by the application is refused 401 every time:
+    /// the refusal happens at verification, so nothing is cached to serve it later.
+    #[tokio::test]
+    async fn a_subject_with_surrounding_whitespace_is_refused_and_never_cached() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "").await;
+        for claims in [
+            json!({"sub": " admin "}),
+            json!({"email": "alice@example.com\r\nx-auth-subject: admin"}),
+        ] {
+            let auth = bearer(&token_with(claims));
+            for _ in 0..2 {
+                let refused = denial(
+                    engine
+                        .check(&request("GET", "/documents/7", &[("authorization", &auth)]))
+                        .await,
+                );
+                assert_eq!(
+                    refused.reason,
+                    DenyReason::InvalidToken(TokenProblem::UnsafeClaim)
+                );
+                assert_eq!(refused.http_status(), 401);
+            }
+        }
+        let stats = engine.authenticator().cache_stats();
+        assert_eq!((stats.hits, stats.misses), (0, 4), "{stats:?}");
+    }
+
     #[tokio::test]
     async fn fails_closed_when_the_issuer_has_no_keys() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -968,7 +1080,7 @@ routes:
         std::fs::write(dir.path().join("jwks.json"), r#"{"keys": []}"#).expect("write");
         let config = crate::config::load_str(
             &format!(
-                "issuers:\n  - {{name: t, issuer: {ISSUER}, audiences: [orders-api], jwks_file: jwks.json, algorithms: [RS256]}}\nroutes:\n  - {{name: all, match: {{}}, require: {{}}}}\n"
+                "issuers:\n  - {{name: t, issuer: {ISSUER}, audiences: [orders-api], jwks_file: jwks.json, algorithms: [RS256]}}\nroutes:\n  - {{name: all, match: {{}}, allow: authenticated}}\n"
             ),
             &dir.path().join("portcullis.yaml"),
         )

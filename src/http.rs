@@ -233,8 +233,8 @@ fn allowed(permit: &Permit) -> Response {
 }
 
 fn denied(denial: &Denial, request_id: Option<&str>) -> Response {
-    let status = StatusCode::from_u16(denial.reason.http_status())
-        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let status =
+        StatusCode::from_u16(denial.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let mut response = (status, denial.body(request_id)).into_response();
     let headers = response.headers_mut();
     for (name, value) in denial.headers() {
@@ -250,6 +250,7 @@ fn unavailable() -> Response {
     let denial = Denial {
         route: None,
         reason: DenyReason::Unavailable(crate::decision::Unavailable::NoKeys),
+        hidden: None,
     };
     let mut response = denied(&denial, None);
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;

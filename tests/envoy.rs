@@ -111,7 +111,8 @@ impl Agent {
 }
 
 /// The test configuration: the provider found by OIDC discovery, short key refresh intervals
-/// (so a rotation is seen within seconds), and routes with anonymous and scoped access.
+/// (so a rotation is seen within seconds), and routes with anonymous and scoped access, one of
+/// them hidden (`on_deny: not_found`).
 /// `extra_issuers` is YAML for more `issuers` entries (indented as list items).
 fn agent_config(ports: AgentPorts, idp: &Idp, extra_issuers: &str) -> String {
     format!(
@@ -141,6 +142,10 @@ issuers:
   - name: get-document
     match: {{methods: [GET], path: "/documents/{{doc_id}}"}}
     require: {{scopes: ["read:documents"]}}
+  - name: internal
+    match: {{path_prefix: /internal}}
+    require: {{scopes: [admin]}}
+    on_deny: not_found
 "#,
         grpc = ports.grpc,
         http = ports.http,
@@ -1040,6 +1045,79 @@ fn example_and_demo_configs_pass_check_config() {
             "{file} fails check-config:\n{stdout}{stderr}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hidden routes
+
+/// issue 8, item 9: a route with `on_deny: not_found` answered 401 to a request without a
+/// credential while an unknown path answered 404, so its existence leaked through Envoy. The
+/// client now gets the same status, headers (but `date`) and body for both, whether it sends
+/// no credential, a malformed one, or a valid token without the route's scope.
+async fn hidden_route_answers_like_an_unknown_path(mode: SidecarMode) {
+    let Some(stack) = Stack::start(mode, |_| String::new()).await else {
+        return;
+    };
+    let reader = format!(
+        "Bearer {}",
+        stack.idp.token(&["read:documents"], AUDIENCE).await
+    );
+    let hits_before = stack.upstream.hits();
+    let cases: [(&str, Option<&str>); 3] = [
+        ("no credential", None),
+        ("malformed", Some("Bearer not-a-jwt")),
+        ("without the scope", Some(&reader)),
+    ];
+    for (case, authorization) in cases {
+        let rid = format!("e2e-hidden-{}", case.replace(' ', "-"));
+        let mut headers = vec![("x-request-id", rid.as_str())];
+        if let Some(value) = authorization {
+            headers.push(("authorization", value));
+        }
+        let hidden = send(
+            &stack.client,
+            &stack.envoy,
+            "GET",
+            "/internal/reports",
+            &headers,
+        )
+        .await;
+        let absent = send(
+            &stack.client,
+            &stack.envoy,
+            "GET",
+            "/nothing-here",
+            &headers,
+        )
+        .await;
+        assert_denial_body(&hidden, 404, &rid);
+        let without_date = |reply: &Reply| {
+            let mut headers = reply.headers.clone();
+            headers.remove("date");
+            headers
+        };
+        assert_eq!(
+            (hidden.status, without_date(&hidden), &hidden.body),
+            (absent.status, without_date(&absent), &absent.body),
+            "{mode:?} {case}: the hidden route can be told apart from an unknown path\n{}",
+            stack.diagnostics()
+        );
+    }
+    assert_eq!(
+        stack.upstream.hits(),
+        hits_before,
+        "a refused request reached the app"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_mode_hidden_route_answers_like_an_unknown_path() {
+    hidden_route_answers_like_an_unknown_path(SidecarMode::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_mode_hidden_route_answers_like_an_unknown_path() {
+    hidden_route_answers_like_an_unknown_path(SidecarMode::Http).await;
 }
 
 // ---------------------------------------------------------------------------------------------

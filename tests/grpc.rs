@@ -123,7 +123,7 @@ routes:
     on_deny: not_found
   - name: api
     match: {{path_prefix: /api}}
-    require: {{}}
+    allow: authenticated
 "#
     )
 }
@@ -540,7 +540,8 @@ async fn underscore_spellings_of_identity_headers_are_named_for_removal() {
 #[tokio::test]
 async fn missing_credential_is_401_with_a_challenge_without_error() {
     let mut stack = Stack::start(FAST_REFRESH, "").await;
-    for path in ["/documents", "/documents/7", "/api/me"] {
+    // `/documents/7` hides itself (`on_deny: not_found`): it answers like no route.
+    for path in ["/documents", "/api/me"] {
         let rid = request_id("missing");
         let outcome = stack.check(&EnvoyRequest::get(path).request_id(&rid)).await;
         assert_denied(&outcome, &NO_CREDENTIAL, &rid);
@@ -607,6 +608,52 @@ async fn invalid_credentials_are_401_invalid_token_with_one_generic_answer() {
     stack.stop().await;
 }
 
+/// issue 8, item 9: a subject of `" admin "` was logged as such while the application, after
+/// its HTTP parser trimmed the header, read `admin`. A claim that is copied into a header
+/// (subject, scope, role, claim header) with surrounding whitespace or a control character
+/// makes the token invalid — every time, since a refused token is never cached.
+#[tokio::test]
+async fn a_token_whose_header_claims_would_be_trimmed_is_401() {
+    let mut stack = Stack::start(FAST_REFRESH, "").await;
+    let valid = claims(ISSUER, AUDIENCE, "alice", "read:documents", 300);
+    for (case, changes) in [
+        ("subject", json!({"sub": " admin "})),
+        ("subject", json!({"sub": "admin\u{0}"})),
+        ("scope", json!({"scope": "read:documents admin\t"})),
+        (
+            "scp",
+            json!({"scope": null, "scp": ["read:documents", " admin"]}),
+        ),
+        ("role", json!({"roles": ["reader", "admin "]})),
+        ("claim header", json!({"email": "boss@example.com\r\n"})),
+        ("claim header", json!({"tenant": {"id": "\u{a0}acme"}})),
+    ] {
+        let token = rsa().token(&with(&valid, &changes));
+        for _ in 0..2 {
+            let rid = request_id("trimmed");
+            let outcome = stack
+                .check(&get("/documents", &token).request_id(&rid))
+                .await;
+            let problems = denial_problems(&outcome, &UNAUTHORIZED, &rid);
+            assert!(
+                problems.is_empty(),
+                "{case} {changes}: {}",
+                problems.join("; ")
+            );
+        }
+    }
+    let metrics = admin_get(&stack.addrs(), "/metrics").await.2;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"portcullis_decisions_total{outcome="deny",reason="unsafe_claim",route="list-documents"}"#
+        ),
+        Some(14.0),
+        "{metrics}"
+    );
+    stack.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Response table: 403, on_deny, 400, 404
 
@@ -632,23 +679,58 @@ async fn lacking_a_scope_is_403_insufficient_scope_naming_every_needed_scope() {
     stack.stop().await;
 }
 
-/// `on_deny: not_found` hides the route from authenticated callers who may not use it
-/// (docs/configuration.md); a caller without a valid credential is still asked to
-/// authenticate, with 401 and the challenge.
+/// issue 8, item 9: `on_deny: not_found` answered 401 to a request without a credential while
+/// an unknown path answered 404, so the route's existence leaked. A caller without a valid
+/// credential now gets exactly what a path with no route gets — code, status, headers and body,
+/// compared whole with the same request id — while the metrics keep the real reason.
 #[tokio::test]
-async fn not_found_route_still_asks_unauthenticated_callers_to_authenticate() {
+async fn not_found_route_answers_callers_without_a_valid_credential_like_no_route() {
     let mut stack = Stack::start(FAST_REFRESH, "").await;
-    let rid = request_id("hidden");
-    let outcome = stack
-        .check(&EnvoyRequest::get("/documents/7").request_id(&rid))
-        .await;
-    assert_denied(&outcome, &NO_CREDENTIAL, &rid);
-    let rid = request_id("hidden");
     let expired = rsa().token(&claims(ISSUER, AUDIENCE, "alice", "read:documents", -600));
-    let outcome = stack
-        .check(&get("/documents/7", &expired).request_id(&rid))
-        .await;
-    assert_denied(&outcome, &UNAUTHORIZED, &rid);
+    let forged = TestKey::rsa_b().with_kid(RSA_KID).token(&claims(
+        ISSUER,
+        AUDIENCE,
+        "alice",
+        "read:documents",
+        300,
+    ));
+    let cases = [
+        ("missing_credential", None),
+        ("malformed", Some("Basic YWxpY2U6c2VjcmV0".to_owned())),
+        ("expired", Some(format!("Bearer {expired}"))),
+        ("bad_signature", Some(format!("Bearer {forged}"))),
+    ];
+    for (reason, authorization) in &cases {
+        let request = |path: &str, rid: &str| {
+            let request = EnvoyRequest::get(path).request_id(rid);
+            match authorization {
+                Some(value) => request.header("authorization", value),
+                None => request,
+            }
+        };
+        let rid = request_id("hidden");
+        let hidden = stack.check(&request("/documents/7", &rid)).await;
+        assert_denied(&hidden, &NOT_FOUND_ANSWER, &rid);
+        let absent = stack.check(&request("/nothing-here", &rid)).await;
+        assert_eq!(
+            (hidden.code, hidden.status, &hidden.headers, &hidden.body),
+            (absent.code, absent.status, &absent.headers, &absent.body),
+            "{reason}: a hidden route can be told apart from a missing one"
+        );
+    }
+    let metrics = admin_get(&stack.addrs(), "/metrics").await.2;
+    for (reason, _) in &cases {
+        assert_eq!(
+            sample(
+                &metrics,
+                &format!(
+                    r#"portcullis_decisions_total{{outcome="deny",reason="{reason}",route="get-document"}}"#
+                )
+            ),
+            Some(1.0),
+            "{reason}:\n{metrics}"
+        );
+    }
     assert_allowed(
         &stack
             .check(&get("/documents/7", &token(&rsa(), "read:documents")))
@@ -678,6 +760,16 @@ async fn not_found_route_answers_an_authenticated_caller_without_the_scope_like_
         (hidden.code, hidden.status, &hidden.headers, &hidden.body),
         (absent.code, absent.status, &absent.headers, &absent.body),
         "a hidden route can be told apart from a missing one"
+    );
+    // The answer hides the reason; the metrics keep it.
+    let metrics = admin_get(&stack.addrs(), "/metrics").await.2;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"portcullis_decisions_total{outcome="deny",reason="insufficient_scope",route="get-document"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
     );
     stack.stop().await;
 }
@@ -1051,7 +1143,7 @@ async fn reload_that_adds_a_scope_requirement_is_enforced_on_the_next_check() {
     // engine would answer 503 if it started with an empty key store).
     stack.idp.go_down().await;
     let yaml = config_yaml(&stack.idp.jwks_url(), refresh, "").replace(
-        "    match: {path_prefix: /api}\n    require: {}\n",
+        "    match: {path_prefix: /api}\n    allow: authenticated\n",
         "    match: {path_prefix: /api}\n    require: {scopes: [admin]}\n",
     );
     assert!(yaml.contains("scopes: [admin]"), "fixture edit applies");
@@ -1117,8 +1209,11 @@ async fn reload_of_a_broken_file_keeps_enforcing_the_old_policy() {
     // The broken file would loosen the policy (any token on /reports, no scope for
     // /documents); a reload that half-applied it would show up as an allow.
     let loosened = (config_yaml(&url, FAST_REFRESH, "") + extra_route)
-        .replace("require: {scopes: [reports]}", "require: {}")
-        .replace("require: {scopes: [\"read:documents\"]}", "require: {}")
+        .replace("require: {scopes: [reports]}", "allow: authenticated")
+        .replace(
+            "require: {scopes: [\"read:documents\"]}",
+            "allow: authenticated",
+        )
         + "colour: blue\n";
     replace_config(&stack.config, &loosened);
     let failed = eventually(WAIT, || async {
@@ -1149,6 +1244,53 @@ async fn reload_of_a_broken_file_keeps_enforcing_the_old_policy() {
         (PERMISSION_DENIED, 403),
         "{outcome:#?}"
     );
+    assert_allowed(
+        &stack
+            .check(&get("/reports", &token(&ec(), "reports")))
+            .await,
+        "the old policy's allow",
+    );
+    stack.stop().await;
+}
+
+/// issue 8, item 7: a configuration file cut off after `scopes:` loaded as "any valid token"
+/// and a hot reload applied it. It is refused at the key, and the last good policy stays.
+#[tokio::test]
+async fn reload_of_a_file_cut_off_after_scopes_keeps_enforcing_the_old_policy() {
+    let mut stack = Stack::start(FAST_REFRESH, "").await;
+    let addrs = stack.addrs();
+    let reader = token(&ec(), "read:documents");
+    let whole = config_yaml(&stack.idp.jwks_url(), FAST_REFRESH, "")
+        + "  - name: reports\n    match: {path: /reports}\n    require:\n      scopes: [reports]\n";
+    replace_config(&stack.config, &whole);
+    wait_generation(&addrs, 2, WAIT).await;
+    let rid = request_id("truncated");
+    let outcome = stack
+        .check(&get("/reports", &reader).request_id(&rid))
+        .await;
+    assert_insufficient_scope(&outcome, "reports", &rid);
+
+    // The same file, written only up to the end of `scopes:`.
+    let cut = &whole[..whole.rfind("scopes:").expect("fixture has scopes") + "scopes:".len()];
+    replace_config(&stack.config, cut);
+    let failed = eventually(WAIT, || async {
+        status(&addrs).await["config"]["last_reload"]["result"] == "failure"
+    })
+    .await;
+    let report = status(&addrs).await;
+    assert!(failed, "the cut-off file was never refused: {report}");
+    assert_eq!(report["config"]["generation"], 2, "{report}");
+    let errors = report["config"]["last_reload"]["errors"].to_string();
+    assert!(
+        errors.contains("routes[5].require.scopes: null is not allowed"),
+        "{errors}"
+    );
+
+    let rid = request_id("truncated");
+    let outcome = stack
+        .check(&get("/reports", &reader).request_id(&rid))
+        .await;
+    assert_insufficient_scope(&outcome, "reports", &rid);
     assert_allowed(
         &stack
             .check(&get("/reports", &token(&ec(), "reports")))

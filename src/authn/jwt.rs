@@ -424,46 +424,67 @@ pub fn lookup<'c>(claims: &'c Map<String, Value>, path: &str) -> Option<&'c Valu
     (!found.is_null()).then_some(found)
 }
 
-/// A claim value that may travel in an HTTP header: no control characters (CR, LF, NUL, ...),
-/// so a claim can never inject a header or split a request.
-fn header_safe(value: &str) -> bool {
-    !value.chars().any(char::is_control)
+/// A claim value that reaches the application exactly as portcullis read it (subject, scope,
+/// role, claim header): no control characters (CR, LF, NUL... could inject a header or split a
+/// request) and no leading or trailing whitespace, which HTTP parsers strip from header values
+/// (RFC 9110 §5.5) — the audit log would say ` admin ` while the application reads `admin`.
+/// U+FEFF counts as whitespace here: JavaScript's `trim` removes it.
+fn header_exact(value: &str) -> bool {
+    let trimmed = |c: char| c.is_whitespace() || c == '\u{feff}';
+    !value.chars().any(char::is_control) && value.trim_matches(trimmed) == value
 }
 
-/// Scopes or roles from a claim: a string is split on whitespace (RFC 6749 §3.3), an array is
-/// taken element by element. Items that could smuggle a separator or a control character are
-/// dropped, not repaired.
-fn string_list(value: Option<&Value>, separator: char) -> Vec<String> {
-    let usable = |s: &str| !s.is_empty() && header_safe(s) && !s.contains(separator);
-    match value {
-        Some(Value::String(s)) => s
-            .split_ascii_whitespace()
-            .filter(|item| usable(item))
-            .map(str::to_owned)
-            .collect(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|item| usable(item) && !item.contains(char::is_whitespace))
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
+/// `Err(UnsafeClaim)` unless `value` is [`header_exact`]: such a token is refused whole, never
+/// repaired, so the audit log and the application can never disagree about who or what it is.
+fn exact(value: &str) -> Result<&str, TokenProblem> {
+    if header_exact(value) {
+        Ok(value)
+    } else {
+        Err(TokenProblem::UnsafeClaim)
     }
 }
 
-fn roles_list(value: Option<&Value>) -> Vec<String> {
-    // Roles travel comma-separated in `x-auth-roles`; a role is one string, not a phrase list.
-    let usable = |s: &str| !s.is_empty() && header_safe(s) && !s.contains(',');
-    match value {
-        Some(Value::String(s)) if usable(s) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|item| usable(item))
+/// Scopes from a claim: a string is split on spaces (RFC 6749 §3.3), an array is taken element
+/// by element. A value or element that is not [`header_exact`] refuses the token; an element
+/// that would smuggle a separator (a space inside one `scp` item) is dropped, which narrows.
+fn scope_list(value: Option<&Value>) -> Result<Vec<String>, TokenProblem> {
+    let one_scope = |s: &&str| !s.is_empty() && !s.contains(char::is_whitespace);
+    Ok(match value {
+        Some(Value::String(s)) => exact(s)?
+            .split(' ')
+            .filter(one_scope)
             .map(str::to_owned)
             .collect(),
+        Some(Value::Array(items)) => {
+            let mut scopes = Vec::with_capacity(items.len());
+            for item in items.iter().filter_map(Value::as_str) {
+                if one_scope(&exact(item)?) {
+                    scopes.push(item.to_owned());
+                }
+            }
+            scopes
+        }
         _ => Vec::new(),
+    })
+}
+
+/// Roles from a claim: one string, or an array of strings. Roles travel comma-separated in
+/// `x-auth-roles`, so a role holding a comma is dropped (which narrows); a role that is not
+/// [`header_exact`] refuses the token.
+fn roles_list(value: Option<&Value>) -> Result<Vec<String>, TokenProblem> {
+    let one_role = |s: &str| !s.is_empty() && !s.contains(',');
+    let strings: Vec<&str> = match value {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let mut roles = Vec::with_capacity(strings.len());
+    for role in strings {
+        if one_role(exact(role)?) {
+            roles.push(role.to_owned());
+        }
     }
+    Ok(roles)
 }
 
 fn scalar_text(value: &Value) -> Option<Cow<'_, str>> {
@@ -475,17 +496,24 @@ fn scalar_text(value: &Value) -> Option<Cow<'_, str>> {
     }
 }
 
-/// The header value for a claim: scalars as text, arrays of scalars joined with `,`, anything
-/// else (objects, nested arrays, empty) skipped, and anything unsafe for a header dropped.
-fn claim_header_value(value: &Value) -> Option<String> {
+/// The header value for a claim: scalars as text, arrays of scalars joined with `,`; anything
+/// else (objects, nested arrays) and empty or oversized values are skipped. A scalar that is not
+/// [`header_exact`] refuses the token.
+fn claim_header_value(value: &Value) -> Result<Option<String>, TokenProblem> {
     let text = match value {
         Value::Array(items) => {
             let parts: Vec<Cow<'_, str>> = items.iter().filter_map(scalar_text).collect();
+            for part in &parts {
+                exact(part)?;
+            }
             parts.join(",")
         }
-        other => scalar_text(other)?.into_owned(),
+        other => match scalar_text(other) {
+            Some(text) => exact(&text)?.to_owned(),
+            None => return Ok(None),
+        },
     };
-    (!text.is_empty() && text.len() <= MAX_CLAIM_HEADER_BYTES && header_safe(&text)).then_some(text)
+    Ok((!text.is_empty() && text.len() <= MAX_CLAIM_HEADER_BYTES).then_some(text))
 }
 
 fn build_identity(
@@ -493,34 +521,34 @@ fn build_identity(
     issuer: &IssuerConfig,
     key_id: Option<String>,
 ) -> Result<Identity, TokenProblem> {
+    // Every value copied into a header is checked here, at verification, so a refused token is
+    // never cached and the audit log shows what the application reads.
     let subject = match lookup(&claims, &issuer.claims.subject) {
         None => return Err(TokenProblem::MissingClaim),
-        Some(Value::String(s)) if !s.is_empty() && header_safe(s) => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() => exact(s)?.to_owned(),
         Some(_) => return Err(TokenProblem::Malformed),
     };
     let scopes = match &issuer.claims.scopes {
-        Some(path) => string_list(lookup(&claims, path), ' '),
+        Some(path) => scope_list(lookup(&claims, path))?,
         // Both conventions are common: `scope` (RFC 8693/9068, space separated) and `scp`
         // (Entra, Okta: an array).
         None => match lookup(&claims, "scope") {
-            Some(scope) => string_list(Some(scope), ' '),
-            None => string_list(lookup(&claims, "scp"), ' '),
+            Some(scope) => scope_list(Some(scope))?,
+            None => scope_list(lookup(&claims, "scp"))?,
         },
     };
-    let roles = issuer
-        .claims
-        .roles
-        .as_deref()
-        .map(|path| roles_list(lookup(&claims, path)))
-        .unwrap_or_default();
-    let claim_headers = issuer
-        .claim_headers
-        .iter()
-        .filter_map(|(path, header)| {
-            let value = claim_header_value(lookup(&claims, path)?)?;
-            Some((header.clone(), value))
-        })
-        .collect();
+    let roles = match issuer.claims.roles.as_deref() {
+        Some(path) => roles_list(lookup(&claims, path))?,
+        None => Vec::new(),
+    };
+    let mut claim_headers = Vec::with_capacity(issuer.claim_headers.len());
+    for (path, header) in &issuer.claim_headers {
+        if let Some(value) = lookup(&claims, path)
+            && let Some(value) = claim_header_value(value)?
+        {
+            claim_headers.push((header.clone(), value));
+        }
+    }
     let token_id = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
     let issued_at = claims.get("iat").and_then(numeric_date);
     let expires_at = claims.get("exp").and_then(numeric_date);
@@ -1230,12 +1258,114 @@ mod tests {
     fn drops_scope_and_role_items_that_could_forge_separators() {
         let odd = with(
             claims(),
-            json!({"scope": null, "scp": ["ok", "read write", "bad\nline", ""],
-                   "roles": ["user", "admin,owner", "x\r\ny"]}),
+            json!({"scope": null, "scp": ["ok", "read write", "read\u{a0}admin", ""],
+                   "roles": ["user", "admin,owner", ""]}),
         );
         let identity = check(&rs256(&odd)).expect("odd items");
         assert_eq!(identity.scopes, ["ok"]);
         assert_eq!(identity.roles, ["user"]);
+        // Inside a `scope` string, only a space separates: a no-break space does not split.
+        let nbsp = with(claims(), json!({"scope": "ok read\u{a0}admin"}));
+        assert_eq!(check(&rs256(&nbsp)).expect("nbsp").scopes, ["ok"]);
+    }
+
+    /// Values with control characters, or with whitespace an HTTP parser would trim, in every
+    /// claim that is copied into a header.
+    const UNSAFE_VALUES: &[&str] = &[
+        " admin",
+        "admin ",
+        " admin ",
+        "\tadmin",
+        "admin\n",
+        "ad\rmin",
+        "ad\u{0}min",
+        "ad\u{7f}min",
+        "ad\u{85}min",
+        "\u{a0}admin",
+        "admin\u{3000}",
+        "\u{feff}admin",
+    ];
+
+    /// issue 8, item 9: the audit log showed `" admin "` while the application read `admin`.
+    #[test]
+    fn denies_a_subject_with_surrounding_whitespace_or_control_characters() {
+        for value in UNSAFE_VALUES {
+            let token = rs256(&with(claims(), json!({ "sub": value })));
+            assert_eq!(denied(&token), TokenProblem::UnsafeClaim, "{value:?}");
+        }
+        // Inner spaces are part of the value, exactly as the application sees it.
+        let spaced = with(claims(), json!({"sub": "Alice Example"}));
+        assert_eq!(
+            check(&rs256(&spaced)).expect("inner space").subject,
+            "Alice Example"
+        );
+    }
+
+    #[test]
+    fn denies_a_scope_with_surrounding_whitespace_or_control_characters() {
+        for value in UNSAFE_VALUES {
+            let as_string = with(claims(), json!({ "scope": value }));
+            assert_eq!(
+                denied(&rs256(&as_string)),
+                TokenProblem::UnsafeClaim,
+                "scope {value:?}"
+            );
+            let as_array = with(
+                claims(),
+                json!({"scope": null, "scp": ["read:documents", value]}),
+            );
+            assert_eq!(
+                denied(&rs256(&as_array)),
+                TokenProblem::UnsafeClaim,
+                "scp {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn denies_a_role_with_surrounding_whitespace_or_control_characters() {
+        for value in UNSAFE_VALUES {
+            let one = with(claims(), json!({ "roles": value }));
+            assert_eq!(
+                denied(&rs256(&one)),
+                TokenProblem::UnsafeClaim,
+                "role {value:?}"
+            );
+            let listed = with(claims(), json!({"roles": ["user", value]}));
+            assert_eq!(
+                denied(&rs256(&listed)),
+                TokenProblem::UnsafeClaim,
+                "roles {value:?}"
+            );
+        }
+        let spaced = with(claims(), json!({"roles": ["Domain Admins"]}));
+        assert_eq!(
+            check(&rs256(&spaced)).expect("inner space").roles,
+            ["Domain Admins"]
+        );
+    }
+
+    #[test]
+    fn denies_a_claim_header_value_with_surrounding_whitespace_or_control_characters() {
+        let mut mapped = issuer();
+        mapped.claim_headers = vec![("email".to_owned(), "x-user-email".to_owned())];
+        for value in UNSAFE_VALUES {
+            let one = rs256(&with(claims(), json!({ "email": value })));
+            assert_eq!(
+                verify_at(&one, &mapped, NOW).map(|_| ()),
+                Err(TokenProblem::UnsafeClaim),
+                "email {value:?}"
+            );
+            let listed = rs256(&with(claims(), json!({"email": ["a@example.com", value]})));
+            assert_eq!(
+                verify_at(&listed, &mapped, NOW).map(|_| ()),
+                Err(TokenProblem::UnsafeClaim),
+                "email list {value:?}"
+            );
+        }
+        // A claim that is not mapped to a header is not checked: it never reaches a header.
+        let unmapped = rs256(&with(claims(), json!({"nickname": " bob "})));
+        verify_at(&unmapped, &mapped, NOW).expect("unmapped claims are not headers");
     }
 
     #[test]
@@ -1271,21 +1401,19 @@ mod tests {
         let missing = with(claims(), json!({"sub": null}));
         assert_eq!(denied(&rs256(&missing)), TokenProblem::MissingClaim);
         let injected = with(claims(), json!({"sub": "alice\r\nx-auth-roles: admin"}));
-        assert_eq!(denied(&rs256(&injected)), TokenProblem::Malformed);
+        assert_eq!(denied(&rs256(&injected)), TokenProblem::UnsafeClaim);
         let number = with(claims(), json!({"sub": 42}));
         assert_eq!(denied(&rs256(&number)), TokenProblem::Malformed);
     }
 
     #[test]
-    fn maps_claims_to_headers_and_drops_injection_attempts() {
+    fn maps_claims_to_headers_and_refuses_injection_attempts() {
         let mut mapped = issuer();
         mapped.claim_headers = [
             ("email", "x-user-email"),
             ("groups", "x-user-groups"),
             ("tenant.id", "x-tenant"),
             ("email_verified", "x-email-verified"),
-            ("evil", "x-evil"),
-            ("nul", "x-nul"),
             ("tenant", "x-tenant-object"),
             ("absent", "x-absent"),
         ]
@@ -1297,9 +1425,7 @@ mod tests {
             json!({"email": "alice@example.com",
                    "groups": ["eng", "ops", 7, {"skip": true}],
                    "tenant": {"id": 42},
-                   "email_verified": true,
-                   "evil": "x\r\nx-auth-subject: admin",
-                   "nul": "a\u{0}b"}),
+                   "email_verified": true}),
         ));
         let identity = verify_at(&token, &mapped, NOW).expect("claim headers");
         let headers: Vec<(&str, &str)> = identity
@@ -1316,6 +1442,17 @@ mod tests {
                 ("x-email-verified", "true"),
             ]
         );
+        mapped
+            .claim_headers
+            .push(("evil".to_owned(), "x-evil".to_owned()));
+        for evil in ["x\r\nx-auth-subject: admin", "a\u{0}b"] {
+            let token = rs256(&with(claims(), json!({ "evil": evil })));
+            assert_eq!(
+                verify_at(&token, &mapped, NOW).map(|_| ()),
+                Err(TokenProblem::UnsafeClaim),
+                "{evil:?}"
+            );
+        }
     }
 
     #[test]

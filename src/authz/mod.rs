@@ -16,18 +16,22 @@ pub enum Policy {
     Require(Requirements),
 }
 
+/// Empty (no scope) is `allow: authenticated`: any valid token. The configuration never
+/// produces it from a `require`, which must list something.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Requirements {
     /// Every one of these scopes must be granted.
     pub scopes: Vec<String>,
 }
 
-/// How a denial of an authenticated caller is answered on this route.
+/// How a refusal on this route is answered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum OnDeny {
+    /// 401 with a challenge, 403 naming the missing scopes, 429.
     #[default]
     Forbidden,
-    /// Answer 404 instead of 403, so that existence cannot be probed.
+    /// Every refusal of the caller (missing or invalid credential included) is answered exactly
+    /// like a path with no route, so that existence cannot be probed.
     NotFound,
 }
 

@@ -5,7 +5,8 @@
 //! Security rules enforced here: an issuer has exactly one key source; `HS*` only with a
 //! shared secret and a shared secret only with `HS*` (an HMAC key next to public keys is the
 //! classic algorithm-confusion hole); key URLs are HTTPS unless loopback or explicitly
-//! allowed; every route says `allow: anonymous` or `require` (no implicit allow); a route that
+//! allowed; every route says `allow: anonymous`, `allow: authenticated` or a `require` that
+//! demands something (no implicit allow, and no empty `require` that reads as one); a route that
 //! an earlier route always shadows is an error (the operator believes it applies).
 //!
 //! This module must never read file contents (it only checks that referenced files exist)
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use super::raw::{
     self, AllowKind, Checked, ClaimPath, FilePath, HumanDuration, OnDenyName, RawConfig, RawIssuer,
-    RawRoute, RawServer,
+    RawRequire, RawRoute, RawServer,
 };
 use super::source::YamlPath;
 use super::{Config, Problem, Readiness, ResponseSettings, ServerConfig, TlsConfig};
@@ -822,34 +823,34 @@ impl Ctx<'_> {
             .allow
             .as_ref()
             .map(|allow| self.get(path.key("allow"), allow).copied());
+        let needs_issuers = |ctx: &mut Self, key: &str| {
+            if !have_issuers {
+                ctx.value(
+                    path.key(key),
+                    "this route needs a token, but no `issuers` are configured",
+                );
+            }
+        };
         let policy = match (allow, &raw.require) {
-            (Some(allow), None) => allow.map(|AllowKind::Anonymous| Policy::Anonymous),
+            (Some(Some(AllowKind::Anonymous)), None) => Some(Policy::Anonymous),
+            (Some(Some(AllowKind::Authenticated)), None) => {
+                needs_issuers(self, "allow");
+                Some(Policy::Require(Requirements::default()))
+            }
+            (Some(None), None) => None,
             (None, Some(require)) => {
-                if !have_issuers {
-                    self.value(
-                        path.key("require"),
-                        "this route needs a token, but no `issuers` are configured",
-                    );
-                }
-                self.get_all(&path.key("require").key("scopes"), &require.scopes)
-                    .map(|scopes| {
-                        Policy::Require(Requirements {
-                            scopes: scopes.into_iter().map(|s| s.0.clone()).collect(),
-                        })
-                    })
+                needs_issuers(self, "require");
+                self.requirements(path, require)
             }
             (Some(_), Some(_)) => {
-                self.value(
-                    path.clone(),
-                    "set either `allow: anonymous` or `require`, not both",
-                );
+                self.value(path.clone(), "set either `allow` or `require`, not both");
                 None
             }
             (None, None) => {
                 self.value(
                     path.clone(),
-                    "say who may use this route: `allow: anonymous` or `require: {scopes: [...]}` \
-                     (there is no implicit allow)",
+                    "say who may use this route: `allow: anonymous`, `allow: authenticated` \
+                     (any valid token) or `require: {scopes: [...]}` (there is no implicit allow)",
                 );
                 None
             }
@@ -878,6 +879,36 @@ impl Ctx<'_> {
             policy: policy?,
             on_deny: on_deny?,
         })
+    }
+
+    /// `require` must demand something: an empty one (`require: {}`, `scopes: []`) would be a
+    /// route open to any valid token that reads as if it were restricted, and is what a file
+    /// cut short leaves behind. Any valid token is `allow: authenticated`.
+    fn requirements(&mut self, path: &YamlPath, require: &RawRequire) -> Option<Policy> {
+        let require_path = path.key("require");
+        let scopes_path = require_path.key("scopes");
+        let scopes = match &require.scopes {
+            Some(scopes) => self.get_all(&scopes_path, scopes)?,
+            None => Vec::new(),
+        };
+        if scopes.is_empty() {
+            let (at, what) = if require.scopes.is_some() {
+                (scopes_path, "`scopes` lists no scope")
+            } else {
+                (require_path, "`require` names no requirement")
+            };
+            self.value(
+                at,
+                format!(
+                    "{what}: list what a token must have, or write `allow: authenticated` (in \
+                     place of `require`) for a route that any valid token may use"
+                ),
+            );
+            return None;
+        }
+        Some(Policy::Require(Requirements {
+            scopes: scopes.into_iter().map(|s| s.0.clone()).collect(),
+        }))
     }
 
     fn unique_routes(&mut self, routes: &[(usize, RawRoute)]) {

@@ -191,6 +191,13 @@ impl Problem {
         }
     }
 
+    /// Whether `other` is only a consequence of this problem: at or below its path, or at the
+    /// mapping or list that holds it (never the document root).
+    fn explains(&self, other: &Problem) -> bool {
+        other.path.starts_with(&self.path)
+            || (!other.path.0.is_empty() && self.path.parent().as_ref() == Some(&other.path))
+    }
+
     pub(crate) fn key(path: YamlPath, message: String) -> Self {
         Self {
             path,
@@ -261,6 +268,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             errors: vec![yaml_error(path, &error)],
         })?;
 
+    let nulls = raw::null_values(&root);
     let mut problems = Vec::new();
     let raw = raw::RawConfig::from_value(root, &mut problems);
     let base_dir = match path.parent() {
@@ -268,6 +276,13 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         _ => Path::new("."),
     };
     let compiled = compile::compile(raw, base_dir, &mut problems);
+    if !nulls.is_empty() {
+        // The null already says what is wrong there; what serde and the checks made of it (an
+        // empty list, a missing value, a mapping without the key) would only repeat it in other
+        // words, at its path or at the mapping that holds it.
+        problems.retain(|problem| !nulls.iter().any(|null| null.explains(problem)));
+        problems.extend(nulls);
+    }
     match compiled {
         Some(config) if problems.is_empty() => Ok(config),
         _ => {
@@ -340,7 +355,7 @@ mod tests {
     use super::*;
     use crate::authn::{Algorithm, KeySource};
     use crate::authz::routes::PathMatch;
-    use crate::authz::{OnDeny, Policy};
+    use crate::authz::{OnDeny, Policy, Requirements};
 
     fn fixtures() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config")
@@ -355,6 +370,13 @@ mod tests {
         match load_text(text) {
             Ok(_) => panic!("expected errors, the configuration loaded"),
             Err(error) => error.errors,
+        }
+    }
+
+    fn errors_text(text: &str) -> String {
+        match load_text(text) {
+            Ok(_) => panic!("expected errors, the configuration loaded"),
+            Err(error) => error.to_string(),
         }
     }
 
@@ -490,6 +512,10 @@ issuers:
         );
         assert_eq!(config.routes[0].policy, Policy::Anonymous);
         assert_eq!(config.routes[2].on_deny, OnDeny::NotFound);
+        assert_eq!(
+            config.routes[5].policy,
+            Policy::Require(Requirements::default())
+        );
         assert!(matches!(
             config.routes[2].matcher.path,
             PathMatch::Template(_)
@@ -503,7 +529,7 @@ issuers:
     #[test]
     fn applies_defaults_to_a_minimal_file() {
         let config = load_text(&with_issuer(
-            "routes:\n  - {name: all, match: {}, require: {}}\n",
+            "routes:\n  - {name: all, match: {}, allow: authenticated}\n",
         ))
         .expect("valid");
         assert_eq!(
@@ -706,7 +732,7 @@ routes:
     #[test]
     fn route_with_both_allow_and_require_is_an_error() {
         let errors = located(&with_issuer(
-            "routes:\n  - {name: a, match: {}, allow: anonymous, require: {}}\n",
+            "routes:\n  - {name: a, match: {}, allow: anonymous, require: {scopes: [a]}}\n",
         ));
         assert!(errors[0].3.contains("not both"));
     }
@@ -991,16 +1017,184 @@ routes:
         ));
         assert!(ok.is_ok());
         let narrower_methods = load_text(&with_issuer(
-            "routes:\n  - {name: get, match: {methods: [GET], path_prefix: /}, allow: anonymous}\n  - {name: all, match: {path: /a}, require: {}}\n",
+            "routes:\n  - {name: get, match: {methods: [GET], path_prefix: /}, allow: anonymous}\n  - {name: all, match: {path: /a}, allow: authenticated}\n",
         ));
         assert!(narrower_methods.is_ok());
     }
 
     #[test]
     fn routes_that_require_tokens_need_issuers() {
-        let errors = located("routes:\n  - {name: r, match: {}, require: {}}\n");
+        let errors = located("routes:\n  - {name: r, match: {}, require: {scopes: [read]}}\n");
         assert_eq!(errors[0].2, "routes[0].require");
         assert!(errors[0].3.contains("no `issuers`"));
+        let errors = located("routes:\n  - {name: r, match: {}, allow: authenticated}\n");
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].2, "routes[0].allow");
+        assert!(errors[0].3.contains("no `issuers`"));
+    }
+
+    #[test]
+    fn allow_authenticated_accepts_any_valid_token() {
+        let config = load_text(&with_issuer(
+            "routes:\n  - {name: me, match: {path: /me}, allow: authenticated}\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.routes[0].policy,
+            Policy::Require(Requirements::default())
+        );
+    }
+
+    /// `require: {}` and `require: {scopes: []}` read as restrictions but demand nothing, and
+    /// are what a file cut short leaves behind: refused, pointing at `allow: authenticated`.
+    #[test]
+    fn require_that_demands_nothing_is_an_error() {
+        for (route, path) in [
+            ("{name: r, match: {}, require: {}}", "routes[0].require"),
+            (
+                "{name: r, match: {}, require: {scopes: []}}",
+                "routes[0].require.scopes",
+            ),
+        ] {
+            let errors = located(&with_issuer(&format!("routes:\n  - {route}\n")));
+            assert_eq!(errors.len(), 1, "{route}: {errors:#?}");
+            assert_eq!(errors[0].2, path, "{route}");
+            assert!(
+                errors[0].3.contains("write `allow: authenticated`"),
+                "{route}: {}",
+                errors[0].3
+            );
+        }
+    }
+
+    /// issue 8, item 7: a file cut off after `scopes:` loaded as "any valid token".
+    #[test]
+    fn a_file_cut_off_after_scopes_is_refused_at_the_key() {
+        let text = with_issuer(
+            "routes:\n  - name: reports\n    match: {path: /reports}\n    require:\n      scopes:\n",
+        );
+        let errors = located(&text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        let (line, column, path, message) = &errors[0];
+        assert_eq!((*line, *column), (11, 7), "{message}");
+        assert_eq!(path, "routes[0].require.scopes");
+        assert!(message.starts_with("null is not allowed"), "{message}");
+        assert!(message.contains("`allow: authenticated`"), "{message}");
+        let display = errors_text(&text);
+        assert!(
+            display.contains("test.yaml:11:7: routes[0].require.scopes: null is not allowed"),
+            "{display}"
+        );
+    }
+
+    /// A null never means "absent", "empty" or "default", whatever the key: each one is an
+    /// error at its own path, and the only error there.
+    #[test]
+    fn null_is_an_error_for_every_key() {
+        let route = "  - {name: r, match: {path: /r}, allow: anonymous}\n";
+        let cases: Vec<(String, &str)> = vec![
+            (format!("server:\nroutes:\n{route}"), "server"),
+            ("routes:\n".to_owned(), "routes"),
+            (
+                format!("server: {{http_listen: ~}}\nroutes:\n{route}"),
+                "server.http_listen",
+            ),
+            (
+                format!("server: {{tls: null}}\nroutes:\n{route}"),
+                "server.tls",
+            ),
+            (
+                format!("limits: {{failed_attempts: ~}}\nroutes:\n{route}"),
+                "limits.failed_attempts",
+            ),
+            (
+                format!("limits: {{max_token_bytes: ~}}\nroutes:\n{route}"),
+                "limits.max_token_bytes",
+            ),
+            (
+                format!("response: {{strip_credentials: ~}}\nroutes:\n{route}"),
+                "response.strip_credentials",
+            ),
+            (
+                format!("readiness: {{require_keys: ~}}\nroutes:\n{route}"),
+                "readiness.require_keys",
+            ),
+            (
+                with_issuer(&format!("    audiences: ~\nroutes:\n{route}"))
+                    .replace("    audiences: [api]\n", ""),
+                "issuers[0].audiences",
+            ),
+            (
+                with_issuer(&format!("    claims: {{roles: ~}}\nroutes:\n{route}")),
+                "issuers[0].claims.roles",
+            ),
+            (
+                with_issuer(&format!(
+                    "    claim_headers: {{email: ~}}\nroutes:\n{route}"
+                )),
+                "issuers[0].claim_headers.email",
+            ),
+            (
+                with_issuer(&format!("    types: [at+jwt, ~]\nroutes:\n{route}")),
+                "issuers[0].types[1]",
+            ),
+            (with_issuer("routes:\n  -\n"), "routes[0]"),
+            (
+                with_issuer("routes:\n  - {name: r, match: ~, allow: anonymous}\n"),
+                "routes[0].match",
+            ),
+            (
+                with_issuer("routes:\n  - {name: r, match: {methods: ~}, allow: anonymous}\n"),
+                "routes[0].match.methods",
+            ),
+            (
+                with_issuer("routes:\n  - {name: r, match: {path: ~}, allow: anonymous}\n"),
+                "routes[0].match.path",
+            ),
+            (
+                with_issuer("routes:\n  - {name: ~, match: {}, allow: anonymous}\n"),
+                "routes[0].name",
+            ),
+            (
+                with_issuer("routes:\n  - {name: r, match: {}, allow: ~}\n"),
+                "routes[0].allow",
+            ),
+            (
+                with_issuer("routes:\n  - {name: r, match: {}, require: ~}\n"),
+                "routes[0].require",
+            ),
+            (
+                with_issuer("routes:\n  - {name: r, match: {}, require: {scopes: null}}\n"),
+                "routes[0].require.scopes",
+            ),
+            (
+                with_issuer("routes:\n  - {name: r, match: {}, require: {scopes: [a, ~]}}\n"),
+                "routes[0].require.scopes[1]",
+            ),
+            (
+                with_issuer("routes:\n  - {name: r, match: {}, allow: anonymous, on_deny: ~}\n"),
+                "routes[0].on_deny",
+            ),
+        ];
+        for (text, path) in cases {
+            let errors = errors(&text);
+            let nulls: Vec<&LocatedError> = errors
+                .iter()
+                .filter(|e| e.message.starts_with("null is not allowed"))
+                .collect();
+            assert_eq!(nulls.len(), 1, "{path}: {errors:#?}");
+            assert_eq!(nulls[0].path, path, "{errors:#?}");
+            assert!(
+                nulls[0].line.is_some() && nulls[0].column.is_some(),
+                "{path}: no location"
+            );
+            assert!(
+                !errors
+                    .iter()
+                    .any(|e| e.path.starts_with(path) && !e.message.starts_with("null")),
+                "{path}: the null is reported twice: {errors:#?}"
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //! supported in this version", never silently ignored: an operator who writes
 //! `require: {mfa: true}` must not get a route that does not demand MFA.
 //!
+//! A null is never a value: [`null_values`] refuses every one, whatever the key, before the
+//! types below see it (serde would read it as absent, empty or default).
+//!
 //! This module must never accept an unknown key and never read files.
 
 use std::fmt;
@@ -136,7 +139,70 @@ impl RawConfig {
     }
 }
 
-/// A mapping section; `null` means "all defaults".
+/// Message of a null value, with a hint where one helps.
+fn null_message(path: &YamlPath) -> String {
+    let mut message = "null is not allowed: give a value or leave the key out (a key with \
+                       nothing after it is often a file cut short)"
+        .to_owned();
+    let in_require = path
+        .0
+        .iter()
+        .any(|segment| matches!(segment, Segment::Key(key) if key == "require"));
+    if in_require {
+        message.push_str(
+            "; a route that any valid token may use says `allow: authenticated`, one that needs \
+             scopes says `require: {scopes: [...]}`",
+        );
+    }
+    message
+}
+
+/// Every null value below the document root (a key with nothing after it, `~`, `null`, an
+/// empty list item), each as a problem at its path.
+///
+/// serde reads an explicit null as "absent" (`Option`), as an empty list or as an empty
+/// mapping, so a file cut off after `scopes:` would load as a route open to any valid token.
+/// A null never means anything in this schema: it is refused here, once, for every key,
+/// including keys added later.
+pub(crate) fn null_values(root: &Value) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut pending = vec![(YamlPath::root(), root)];
+    while let Some((path, value)) = pending.pop() {
+        match value {
+            Value::Mapping(mapping) => {
+                for (key, child) in mapping {
+                    // Non-string keys are reported by deserialization.
+                    let Value::String(key) = key else { continue };
+                    let child_path = path.key(key);
+                    if child.is_null() {
+                        problems.push(Problem::key(child_path.clone(), null_message(&child_path)));
+                    } else {
+                        pending.push((child_path, child));
+                    }
+                }
+            }
+            Value::Sequence(items) => {
+                for (index, child) in items.iter().enumerate() {
+                    let child_path = path.index(index);
+                    if child.is_null() {
+                        problems.push(Problem::value(
+                            child_path.clone(),
+                            null_message(&child_path),
+                        ));
+                    } else {
+                        pending.push((child_path, child));
+                    }
+                }
+            }
+            Value::Tagged(tagged) => pending.push((path, &tagged.value)),
+            Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+        }
+    }
+    problems
+}
+
+/// A mapping section; a `null` (refused by [`null_values`]) leaves the defaults, so the rest
+/// of the file is still checked.
 fn section<T: DeserializeOwned + Default>(
     value: Value,
     path: &YamlPath,
@@ -148,8 +214,8 @@ fn section<T: DeserializeOwned + Default>(
     deserialize_collecting(value, path, problems).unwrap_or_default()
 }
 
-/// A list section; `null` means empty. Each item is deserialized on its own, so one bad item
-/// does not hide the errors of the next.
+/// A list section; a `null` (refused by [`null_values`]) is left empty. Each item is
+/// deserialized on its own, so one bad item does not hide the errors of the next.
 fn list<T: DeserializeOwned>(
     value: Value,
     path: &YamlPath,
@@ -504,7 +570,11 @@ pub struct RawMatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AllowKind {
+    /// No credential needed.
     Anonymous,
+    /// Any valid token, no particular scope: said in so many words, so that an empty or cut-off
+    /// `require` can be refused instead of meaning the same.
+    Authenticated,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -518,7 +588,7 @@ pub enum OnDenyName {
 #[serde(deny_unknown_fields)]
 pub struct RawRequire {
     #[serde(default)]
-    pub scopes: Vec<Checked<ScopeToken>>,
+    pub scopes: Option<Vec<Checked<ScopeToken>>>,
     #[serde(default)]
     pub permissions: Unsupported,
     #[serde(default)]

@@ -89,6 +89,11 @@ impl YamlPath {
         path.0.pop().map(|_| path)
     }
 
+    /// Whether `self` is `other` or lies below it.
+    pub fn starts_with(&self, other: &YamlPath) -> bool {
+        self.0.starts_with(&other.0)
+    }
+
     pub fn last_key(&self) -> Option<&str> {
         match self.0.last() {
             Some(Segment::Key(key)) => Some(key),

@@ -111,11 +111,11 @@ fn metadata(permit: &Permit) -> Struct {
 }
 
 fn denied(denial: &Denial, request_id: Option<&str>) -> CheckResponse {
-    let status = denial.reason.http_status();
+    let status = denial.http_status();
     CheckResponse {
         status: Some(Status {
             code: rpc_code(status),
-            message: denial.reason.error_code().to_owned(),
+            message: denial.error_code().to_owned(),
             details: Vec::new(),
         }),
         dynamic_metadata: None,
@@ -183,10 +183,7 @@ mod tests {
             (DenyReason::BadAuthority, code::INVALID_ARGUMENT),
             (DenyReason::NoRoute { status: 404 }, code::NOT_FOUND),
             (DenyReason::NoRoute { status: 403 }, code::PERMISSION_DENIED),
-            (
-                DenyReason::Forbidden { not_found: false },
-                code::PERMISSION_DENIED,
-            ),
+            (DenyReason::Forbidden, code::PERMISSION_DENIED),
             (
                 DenyReason::TooManyAttempts {
                     retry_after: std::time::Duration::from_secs(7),

@@ -46,7 +46,7 @@ impl<'a> AuditEvent<'a> {
                 permit.identity.method.as_str(),
                 200,
             ),
-            Decision::Deny(denial) => ("", "", "", denial.reason.http_status()),
+            Decision::Deny(denial) => ("", "", "", denial.http_status()),
         };
         Self {
             request_id: input.request_id().unwrap_or(""),
@@ -199,6 +199,24 @@ mod tests {
         assert_eq!(event.source_ip, Some("10.0.0.9".parse().expect("ip")));
         assert_eq!(event.duration_us, 42);
         assert_eq!(event.subject, "");
+    }
+
+    /// A hidden route answers like no route; the audit event says what was answered and why.
+    #[test]
+    fn hidden_denial_event_has_the_answered_status_and_the_real_reason() {
+        let input = input("/secret");
+        let decision = Decision::Deny(crate::decision::Denial {
+            route: Some(Arc::from("secret")),
+            reason: DenyReason::MissingCredential,
+            hidden: Some(crate::decision::Hidden {
+                no_route_status: 404,
+            }),
+        });
+        let event = AuditEvent::new(&input, &decision, Duration::ZERO);
+        assert_eq!(
+            (event.route, event.reason, event.status),
+            ("secret", "missing_credential", 404)
+        );
     }
 
     #[test]
