@@ -163,7 +163,7 @@ pub fn render(config: &Config, mode: Mode) -> Result<String, FilterError> {
         Mode::Http => http_filter(&mut out, config, target),
     }
     out.push_str("clusters:\n");
-    cluster(&mut out, mode, target);
+    cluster(&mut out, mode, target, &envoy_idle_timeout(config, mode));
     Ok(out)
 }
 
@@ -222,7 +222,27 @@ fn http_filter(out: &mut String, config: &Config, target: SocketAddr) {
     }
 }
 
-fn cluster(out: &mut String, mode: Mode, target: SocketAddr) {
+/// How long Envoy keeps an idle connection to portcullis. gRPC: an hour (portcullis never
+/// closes an idle gRPC connection). HTTP: five sixths of portcullis's
+/// `server.connections.idle_timeout` (50 s for the default 60 s), so that Envoy always closes an
+/// idle connection first and never sends a check on one portcullis is closing (that check
+/// would fail with `status_on_error`).
+fn envoy_idle_timeout(config: &Config, mode: Mode) -> String {
+    match mode {
+        Mode::Grpc => "3600s".to_owned(),
+        Mode::Http => {
+            let ours = config.server.connections.idle_timeout.as_millis();
+            let millis = ours * 5 / 6;
+            if millis % 1000 == 0 {
+                format!("{}s", millis / 1000)
+            } else {
+                format!("{}.{:03}s", millis / 1000, millis % 1000)
+            }
+        }
+    }
+}
+
+fn cluster(out: &mut String, mode: Mode, target: SocketAddr, idle_timeout: &str) {
     let name = cluster_name(mode);
     let address = scalar(&target.ip().to_string());
     let port = target.port();
@@ -235,7 +255,7 @@ fn cluster(out: &mut String, mode: Mode, target: SocketAddr) {
          envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \
          \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        \
          common_http_protocol_options:\n          \
-         idle_timeout: 3600s\n        \
+         idle_timeout: {idle_timeout}\n        \
          explicit_http_config:\n"
     );
     let max_connections = match mode {
@@ -385,6 +405,30 @@ mod tests {
             ["socket_address"];
         assert_eq!(socket["address"], Value::from("127.0.0.1"));
         assert_eq!(socket["port_value"], Value::from(9192));
+    }
+
+    #[test]
+    fn envoy_closes_idle_http_connections_before_portcullis_does() {
+        let idle = |doc: &Value| {
+            doc["clusters"][0]["typed_extension_protocol_options"]
+                ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+                ["common_http_protocol_options"]["idle_timeout"]
+                .clone()
+        };
+        let http =
+            |server: &str| parsed(&render(&config(server, "{}"), Mode::Http).expect("renders"));
+        assert_eq!(
+            idle(&http("{http_listen: 127.0.0.1:9192}")),
+            Value::from("50s")
+        );
+        assert_eq!(
+            idle(&http(
+                "{http_listen: 127.0.0.1:9192, connections: {idle_timeout: 3s}}"
+            )),
+            Value::from("2.500s")
+        );
+        let grpc = parsed(&render(&config("{}", "{}"), Mode::Grpc).expect("renders"));
+        assert_eq!(idle(&grpc), Value::from("3600s"));
     }
 
     #[test]
