@@ -328,16 +328,36 @@ routes:
         engine
     }
 
+    /// An engine as [`engine_with`] makes it, with the failed-attempt limit at `per_source`
+    /// failures a minute.
+    async fn engine_limited(dir: &Path, per_source: u32) -> Engine {
+        let limits = format!("limits: {{failed_attempts: {{per_source: {per_source}, per: 1m}}}}");
+        engine_with(dir, &limits).await
+    }
+
     fn token(scope: &str) -> String {
+        token_with(json!({ "scope": scope }))
+    }
+
+    /// A valid token for alice with `read:documents`, but for `claims`, which replace or add.
+    fn token_with(claims: serde_json::Value) -> String {
         let now = crate::authn::cache::unix_now();
-        let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
-        header.kid = Some("rsa-2048".into());
-        let claims = json!({
-            "iss": ISSUER, "aud": "orders-api", "sub": "alice", "scope": scope,
+        let mut all = json!({
+            "iss": ISSUER, "aud": "orders-api", "sub": "alice", "scope": "read:documents",
             "email": "alice@example.com", "iat": now, "exp": now + 300,
         });
+        if let (Some(all), Some(changes)) = (all.as_object_mut(), claims.as_object()) {
+            all.extend(changes.clone());
+        }
+        let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("rsa-2048".into());
         let key = EncodingKey::from_rsa_pem(RSA_PEM.as_bytes()).expect("fixture key");
-        jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+        jsonwebtoken::encode(&header, &all, &key).expect("sign")
+    }
+
+    /// A bearer credential whose signature never verifies.
+    fn forged_bearer() -> String {
+        bearer(&format!("{}x", token("read:documents")))
     }
 
     fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckInput {
@@ -365,11 +385,15 @@ routes:
         }
     }
 
-    fn reason(decision: Decision) -> DenyReason {
+    fn denial(decision: Decision) -> Denial {
         match decision {
-            Decision::Deny(denial) => denial.reason,
+            Decision::Deny(denial) => denial,
             Decision::Allow(permit) => panic!("expected deny, got allow on {}", permit.route),
         }
+    }
+
+    fn reason(decision: Decision) -> DenyReason {
+        denial(decision).reason
     }
 
     fn set<'a>(permit: &'a Permit, name: &str) -> Option<&'a str> {
@@ -665,13 +689,9 @@ routes:
     #[tokio::test]
     async fn a_source_that_keeps_failing_gets_429_before_any_verification() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = engine_with(
-            dir.path(),
-            "limits: {failed_attempts: {per_source: 3, per: 1m}}",
-        )
-        .await;
+        let engine = engine_limited(dir.path(), 3).await;
         let attacker = "198.51.100.7:40000";
-        let forged = bearer(&format!("{}x", token("read:documents")));
+        let forged = forged_bearer();
         for _ in 0..2 {
             assert!(matches!(
                 reason(
@@ -771,7 +791,7 @@ routes:
     async fn the_limiter_is_off_by_default() {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = engine_with(dir.path(), "").await;
-        let forged = bearer(&format!("{}x", token("read:documents")));
+        let forged = forged_bearer();
         let attacker = "198.51.100.7:40000";
         for _ in 0..50 {
             assert!(matches!(
@@ -785,17 +805,13 @@ routes:
     #[tokio::test]
     async fn a_token_the_cache_vouches_for_is_never_refused_by_the_limiter() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = engine_with(
-            dir.path(),
-            "limits: {failed_attempts: {per_source: 2, per: 1m}}",
-        )
-        .await;
+        let engine = engine_limited(dir.path(), 2).await;
         // A valid client and an attacker behind one address (a gateway, a NAT).
         let shared = "198.51.100.7:40000";
         let valid = bearer(&token("read:documents"));
         permit(attempt(&engine, shared, &valid, &[]).await);
 
-        let forged = bearer(&format!("{}x", token("read:documents")));
+        let forged = forged_bearer();
         let mut limited = 0;
         for _ in 0..10 {
             limited += usize::from(is_429(attempt(&engine, shared, &forged, &[]).await));
@@ -816,12 +832,8 @@ routes:
     #[tokio::test]
     async fn forged_forwarding_headers_do_not_move_a_request_to_another_bucket() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = engine_with(
-            dir.path(),
-            "limits: {failed_attempts: {per_source: 2, per: 1m}}",
-        )
-        .await;
-        let forged = bearer(&format!("{}x", token("read:documents")));
+        let engine = engine_limited(dir.path(), 2).await;
+        let forged = forged_bearer();
         let attacker = "198.51.100.7:40000";
         let victim = "198.51.100.8";
         for n in 0..10 {
@@ -861,7 +873,7 @@ routes:
             "limits:\n  failed_attempts:\n    per_source: 2\n    client_address: {header: x-forwarded-for, trusted_hops: 2}",
         )
         .await;
-        let forged = bearer(&format!("{}x", token("read:documents")));
+        let forged = forged_bearer();
         // Behind a gateway: every request arrives from the gateway's address, which appended
         // the real client's address; the sidecar Envoy appended the gateway's.
         let gateway = "10.0.0.5:40000";
@@ -898,11 +910,7 @@ routes:
     #[tokio::test]
     async fn only_invalid_credentials_are_charged_to_a_source() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = engine_with(
-            dir.path(),
-            "limits: {failed_attempts: {per_source: 1, per: 1m}}",
-        )
-        .await;
+        let engine = engine_limited(dir.path(), 1).await;
         let client = "198.51.100.9:40000";
         let lacks_scope = bearer(&token("write:documents"));
         for input in [
@@ -934,12 +942,8 @@ routes:
         let dir = tempfile::tempdir().expect("tempdir");
         let off = engine_with(dir.path(), "limits: {failed_attempts: off}").await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let on = engine_with(
-            dir.path(),
-            "limits: {failed_attempts: {per_source: 1, per: 1m}}",
-        )
-        .await;
-        let forged = bearer(&format!("{}x", token("read:documents")));
+        let on = engine_limited(dir.path(), 1).await;
+        let forged = forged_bearer();
         let valid = bearer(&token("read:documents"));
         let attacker = "198.51.100.7:40000";
         for _ in 0..5 {
@@ -971,28 +975,6 @@ routes:
             ))
             .await,
         );
-    }
-
-    fn denial(decision: Decision) -> Denial {
-        match decision {
-            Decision::Deny(denial) => denial,
-            Decision::Allow(permit) => panic!("expected deny, got allow on {}", permit.route),
-        }
-    }
-
-    fn token_with(claims: serde_json::Value) -> String {
-        let now = crate::authn::cache::unix_now();
-        let mut all = json!({
-            "iss": ISSUER, "aud": "orders-api", "sub": "alice", "scope": "read:documents",
-            "email": "alice@example.com", "iat": now, "exp": now + 300,
-        });
-        if let (Some(all), Some(changes)) = (all.as_object_mut(), claims.as_object()) {
-            all.extend(changes.clone());
-        }
-        let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
-        header.kid = Some("rsa-2048".into());
-        let key = EncodingKey::from_rsa_pem(RSA_PEM.as_bytes()).expect("fixture key");
-        jsonwebtoken::encode(&header, &all, &key).expect("sign")
     }
 
     /// issue 8, item 9: a hidden route answered 401 to a caller without a credential while an

@@ -363,6 +363,38 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// `/metrics` counts exactly `count` denials for `reason` on `route`.
+async fn assert_denials(stack: &Stack, reason: &str, route: &str, count: f64) {
+    let metrics = admin_get(&stack.addrs(), "/metrics").await.2;
+    let series = format!(
+        r#"portcullis_decisions_total{{outcome="deny",reason="{reason}",route="{route}"}}"#
+    );
+    assert_eq!(
+        sample(&metrics, &series),
+        Some(count),
+        "{reason}:\n{metrics}"
+    );
+}
+
+/// Sends what `request` makes for the hidden route (`/documents/7`, `on_deny: not_found`) and
+/// for a path with no route, with the same request id: the hidden route answers 404, exactly
+/// as no route does (code, status, headers and body).
+async fn assert_hidden_like_no_route(
+    stack: &mut Stack,
+    request: impl Fn(&str, &str) -> EnvoyRequest,
+    context: &str,
+) {
+    let rid = request_id("hidden");
+    let hidden = stack.check(&request("/documents/7", &rid)).await;
+    assert_denied(&hidden, &NOT_FOUND_ANSWER, &rid);
+    let absent = stack.check(&request("/nothing-here", &rid)).await;
+    assert_eq!(
+        (hidden.code, hidden.status, &hidden.headers, &hidden.body),
+        (absent.code, absent.status, &absent.headers, &absent.body),
+        "{context}: a hidden route can be told apart from a missing one"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Response table: allowed
 
@@ -642,15 +674,7 @@ async fn a_token_whose_header_claims_would_be_trimmed_is_401() {
             );
         }
     }
-    let metrics = admin_get(&stack.addrs(), "/metrics").await.2;
-    assert_eq!(
-        sample(
-            &metrics,
-            r#"portcullis_decisions_total{outcome="deny",reason="unsafe_claim",route="list-documents"}"#
-        ),
-        Some(14.0),
-        "{metrics}"
-    );
+    assert_denials(&stack, "unsafe_claim", "list-documents", 14.0).await;
     stack.stop().await;
 }
 
@@ -708,28 +732,10 @@ async fn not_found_route_answers_callers_without_a_valid_credential_like_no_rout
                 None => request,
             }
         };
-        let rid = request_id("hidden");
-        let hidden = stack.check(&request("/documents/7", &rid)).await;
-        assert_denied(&hidden, &NOT_FOUND_ANSWER, &rid);
-        let absent = stack.check(&request("/nothing-here", &rid)).await;
-        assert_eq!(
-            (hidden.code, hidden.status, &hidden.headers, &hidden.body),
-            (absent.code, absent.status, &absent.headers, &absent.body),
-            "{reason}: a hidden route can be told apart from a missing one"
-        );
+        assert_hidden_like_no_route(&mut stack, request, reason).await;
     }
-    let metrics = admin_get(&stack.addrs(), "/metrics").await.2;
     for (reason, _) in &cases {
-        assert_eq!(
-            sample(
-                &metrics,
-                &format!(
-                    r#"portcullis_decisions_total{{outcome="deny",reason="{reason}",route="get-document"}}"#
-                )
-            ),
-            Some(1.0),
-            "{reason}:\n{metrics}"
-        );
+        assert_denials(&stack, reason, "get-document", 1.0).await;
     }
     assert_allowed(
         &stack
@@ -747,30 +753,11 @@ async fn not_found_route_answers_callers_without_a_valid_credential_like_no_rout
 #[tokio::test]
 async fn not_found_route_answers_an_authenticated_caller_without_the_scope_like_no_route() {
     let mut stack = Stack::start(FAST_REFRESH, "").await;
-    let rid = request_id("hidden");
     let caller = token(&rsa(), "write:documents");
-    let hidden = stack
-        .check(&get("/documents/7", &caller).request_id(&rid))
-        .await;
-    assert_denied(&hidden, &NOT_FOUND_ANSWER, &rid);
-    let absent = stack
-        .check(&get("/nothing-here", &caller).request_id(&rid))
-        .await;
-    assert_eq!(
-        (hidden.code, hidden.status, &hidden.headers, &hidden.body),
-        (absent.code, absent.status, &absent.headers, &absent.body),
-        "a hidden route can be told apart from a missing one"
-    );
+    let request = |path: &str, rid: &str| get(path, &caller).request_id(rid);
+    assert_hidden_like_no_route(&mut stack, request, "without the scope").await;
     // The answer hides the reason; the metrics keep it.
-    let metrics = admin_get(&stack.addrs(), "/metrics").await.2;
-    assert_eq!(
-        sample(
-            &metrics,
-            r#"portcullis_decisions_total{outcome="deny",reason="insufficient_scope",route="get-document"}"#
-        ),
-        Some(1.0),
-        "{metrics}"
-    );
+    assert_denials(&stack, "insufficient_scope", "get-document", 1.0).await;
     stack.stop().await;
 }
 
@@ -1215,26 +1202,9 @@ async fn reload_of_a_broken_file_keeps_enforcing_the_old_policy() {
             "allow: authenticated",
         )
         + "colour: blue\n";
-    replace_config(&stack.config, &loosened);
-    let failed = eventually(WAIT, || async {
-        status(&addrs).await["config"]["last_reload"]["result"] == "failure"
-    })
-    .await;
-    let report = status(&addrs).await;
-    assert!(failed, "the broken file was never reported: {report}");
-    assert_eq!(report["config"]["generation"], 2, "{report}");
-    assert!(
-        report["config"]["last_reload"]["errors"]
-            .to_string()
-            .contains("colour"),
-        "{report}"
-    );
+    let errors = reload_refused(&stack, &loosened, "broken").await;
+    assert!(errors.contains("colour"), "{errors}");
 
-    let rid = request_id("broken");
-    let outcome = stack
-        .check(&get("/reports", &reader).request_id(&rid))
-        .await;
-    assert_insufficient_scope(&outcome, "reports", &rid);
     let rid = request_id("broken");
     let outcome = stack
         .check(&get("/documents", &token(&ec(), "openid")).request_id(&rid))
@@ -1244,13 +1214,37 @@ async fn reload_of_a_broken_file_keeps_enforcing_the_old_policy() {
         (PERMISSION_DENIED, 403),
         "{outcome:#?}"
     );
+    assert_reports_still_needs_its_scope(&mut stack, &reader, "broken").await;
+    stack.stop().await;
+}
+
+/// Writes `text` as the configuration file and waits (bounded) until portcullis reports that
+/// the reload failed and it still runs generation 2. Returns the errors it reported.
+async fn reload_refused(stack: &Stack, text: &str, what: &str) -> String {
+    let addrs = stack.addrs();
+    replace_config(&stack.config, text);
+    let failed = eventually(WAIT, || async {
+        status(&addrs).await["config"]["last_reload"]["result"] == "failure"
+    })
+    .await;
+    let report = status(&addrs).await;
+    assert!(failed, "the {what} file was never refused: {report}");
+    assert_eq!(report["config"]["generation"], 2, "{report}");
+    report["config"]["last_reload"]["errors"].to_string()
+}
+
+/// The `/reports` route the test added still needs its scope: `reader` is refused with 403
+/// naming `reports`, a token with `reports` is allowed.
+async fn assert_reports_still_needs_its_scope(stack: &mut Stack, reader: &str, label: &str) {
+    let rid = request_id(label);
+    let outcome = stack.check(&get("/reports", reader).request_id(&rid)).await;
+    assert_insufficient_scope(&outcome, "reports", &rid);
     assert_allowed(
         &stack
             .check(&get("/reports", &token(&ec(), "reports")))
             .await,
         "the old policy's allow",
     );
-    stack.stop().await;
 }
 
 /// issue 8, item 7: a configuration file cut off after `scopes:` loaded as "any valid token"
@@ -1272,31 +1266,12 @@ async fn reload_of_a_file_cut_off_after_scopes_keeps_enforcing_the_old_policy() 
 
     // The same file, written only up to the end of `scopes:`.
     let cut = &whole[..whole.rfind("scopes:").expect("fixture has scopes") + "scopes:".len()];
-    replace_config(&stack.config, cut);
-    let failed = eventually(WAIT, || async {
-        status(&addrs).await["config"]["last_reload"]["result"] == "failure"
-    })
-    .await;
-    let report = status(&addrs).await;
-    assert!(failed, "the cut-off file was never refused: {report}");
-    assert_eq!(report["config"]["generation"], 2, "{report}");
-    let errors = report["config"]["last_reload"]["errors"].to_string();
+    let errors = reload_refused(&stack, cut, "cut-off").await;
     assert!(
         errors.contains("routes[5].require.scopes: null is not allowed"),
         "{errors}"
     );
-
-    let rid = request_id("truncated");
-    let outcome = stack
-        .check(&get("/reports", &reader).request_id(&rid))
-        .await;
-    assert_insufficient_scope(&outcome, "reports", &rid);
-    assert_allowed(
-        &stack
-            .check(&get("/reports", &token(&ec(), "reports")))
-            .await,
-        "the old policy's allow",
-    );
+    assert_reports_still_needs_its_scope(&mut stack, &reader, "truncated").await;
     stack.stop().await;
 }
 
@@ -1615,13 +1590,6 @@ async fn a_source_that_keeps_failing_gets_429_with_retry_after_even_for_a_valid_
             .await,
         "another source",
     );
-    let metrics = admin_get(&stack.addrs(), "/metrics").await.2;
-    assert_eq!(
-        sample(
-            &metrics,
-            r#"portcullis_decisions_total{outcome="deny",reason="too_many_attempts",route="list-documents"}"#
-        ),
-        Some(1.0)
-    );
+    assert_denials(&stack, "too_many_attempts", "list-documents", 1.0).await;
     stack.stop().await;
 }

@@ -1286,13 +1286,28 @@ mod tests {
         "\u{feff}admin",
     ];
 
+    /// Where a test puts an unsafe value: a label, and the claim changes for the value.
+    type Placement = (&'static str, fn(&str) -> Value);
+
+    /// Every [`UNSAFE_VALUES`] item, put into the claims by each of `placements`, makes the
+    /// token invalid for `issuer`.
+    fn assert_unsafe_values_denied(issuer: &IssuerConfig, placements: &[Placement]) {
+        for value in UNSAFE_VALUES {
+            for (label, changes) in placements {
+                let token = rs256(&with(claims(), changes(value)));
+                assert_eq!(
+                    verify_at(&token, issuer, NOW).map(|_| ()),
+                    Err(TokenProblem::UnsafeClaim),
+                    "{label} {value:?}"
+                );
+            }
+        }
+    }
+
     /// issue 8, item 9: the audit log showed `" admin "` while the application read `admin`.
     #[test]
     fn denies_a_subject_with_surrounding_whitespace_or_control_characters() {
-        for value in UNSAFE_VALUES {
-            let token = rs256(&with(claims(), json!({ "sub": value })));
-            assert_eq!(denied(&token), TokenProblem::UnsafeClaim, "{value:?}");
-        }
+        assert_unsafe_values_denied(&issuer(), &[("sub", |value| json!({ "sub": value }))]);
         // Inner spaces are part of the value, exactly as the application sees it.
         let spaced = with(claims(), json!({"sub": "Alice Example"}));
         assert_eq!(
@@ -1303,41 +1318,27 @@ mod tests {
 
     #[test]
     fn denies_a_scope_with_surrounding_whitespace_or_control_characters() {
-        for value in UNSAFE_VALUES {
-            let as_string = with(claims(), json!({ "scope": value }));
-            assert_eq!(
-                denied(&rs256(&as_string)),
-                TokenProblem::UnsafeClaim,
-                "scope {value:?}"
-            );
-            let as_array = with(
-                claims(),
-                json!({"scope": null, "scp": ["read:documents", value]}),
-            );
-            assert_eq!(
-                denied(&rs256(&as_array)),
-                TokenProblem::UnsafeClaim,
-                "scp {value:?}"
-            );
-        }
+        assert_unsafe_values_denied(
+            &issuer(),
+            &[
+                ("scope", |value| json!({ "scope": value })),
+                (
+                    "scp",
+                    |value| json!({"scope": null, "scp": ["read:documents", value]}),
+                ),
+            ],
+        );
     }
 
     #[test]
     fn denies_a_role_with_surrounding_whitespace_or_control_characters() {
-        for value in UNSAFE_VALUES {
-            let one = with(claims(), json!({ "roles": value }));
-            assert_eq!(
-                denied(&rs256(&one)),
-                TokenProblem::UnsafeClaim,
-                "role {value:?}"
-            );
-            let listed = with(claims(), json!({"roles": ["user", value]}));
-            assert_eq!(
-                denied(&rs256(&listed)),
-                TokenProblem::UnsafeClaim,
-                "roles {value:?}"
-            );
-        }
+        assert_unsafe_values_denied(
+            &issuer(),
+            &[
+                ("role", |value| json!({ "roles": value })),
+                ("roles", |value| json!({"roles": ["user", value]})),
+            ],
+        );
         let spaced = with(claims(), json!({"roles": ["Domain Admins"]}));
         assert_eq!(
             check(&rs256(&spaced)).expect("inner space").roles,
@@ -1349,20 +1350,16 @@ mod tests {
     fn denies_a_claim_header_value_with_surrounding_whitespace_or_control_characters() {
         let mut mapped = issuer();
         mapped.claim_headers = vec![("email".to_owned(), "x-user-email".to_owned())];
-        for value in UNSAFE_VALUES {
-            let one = rs256(&with(claims(), json!({ "email": value })));
-            assert_eq!(
-                verify_at(&one, &mapped, NOW).map(|_| ()),
-                Err(TokenProblem::UnsafeClaim),
-                "email {value:?}"
-            );
-            let listed = rs256(&with(claims(), json!({"email": ["a@example.com", value]})));
-            assert_eq!(
-                verify_at(&listed, &mapped, NOW).map(|_| ()),
-                Err(TokenProblem::UnsafeClaim),
-                "email list {value:?}"
-            );
-        }
+        assert_unsafe_values_denied(
+            &mapped,
+            &[
+                ("email", |value| json!({ "email": value })),
+                (
+                    "email list",
+                    |value| json!({"email": ["a@example.com", value]}),
+                ),
+            ],
+        );
         // A claim that is not mapped to a header is not checked: it never reaches a header.
         let unmapped = rs256(&with(claims(), json!({"nickname": " bob "})));
         verify_at(&unmapped, &mapped, NOW).expect("unmapped claims are not headers");
