@@ -15,7 +15,7 @@
 //!   complete within `header_read_timeout` of its first byte (for the first request, of the
 //!   connection's opening); a connection with no request in flight for `idle_timeout` is
 //!   closed. On the gRPC listener a connection must send its first bytes within
-//!   `header_read_timeout` ([`FirstBytes`]); after that HTTP/2 pings find dead peers and idle
+//!   `header_read_timeout` ([`Conn::first_bytes`]); after that HTTP/2 pings find dead peers and idle
 //!   connections stay, since Envoy keeps them between checks.
 
 use std::future::Future;
@@ -177,6 +177,10 @@ pub struct Acceptor {
     max: usize,
     metrics: ListenerMetrics,
     backoff: AcceptBackoff,
+    /// No accept before this after a failure. Kept here rather than in a sleep so that a
+    /// caller dropping [`Acceptor::accept`] (`serve_http` does when a connection ends) does
+    /// not skip the back-off.
+    retry_at: Option<Instant>,
     full: Throttle,
 }
 
@@ -195,6 +199,7 @@ impl Acceptor {
             max: max_connections,
             metrics,
             backoff: AcceptBackoff::default(),
+            retry_at: None,
             full: Throttle::default(),
         }
     }
@@ -226,8 +231,12 @@ impl Acceptor {
             }
         };
         loop {
+            if let Some(at) = self.retry_at {
+                tokio::time::sleep_until(at).await;
+            }
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
+                    self.retry_at = None;
                     if let Some(recovered) = self.backoff.accepted(Instant::now()) {
                         tracing::info!(
                             listener = self.name,
@@ -262,27 +271,27 @@ impl Acceptor {
                              backing off, new clients wait in the listen backlog"
                         );
                     }
-                    tokio::time::sleep(retry.after).await;
+                    self.retry_at = Some(Instant::now() + retry.after);
                 }
             }
         }
     }
 }
 
-/// The gRPC listener's connections: one [`FirstBytes`] per accepted socket, for tonic's
+/// The gRPC listener's connections: one [`Conn::first_bytes`] per accepted socket, for tonic's
 /// `serve_with_incoming_shutdown`. The stream never ends and never yields an error.
 pub fn grpc_incoming(
     acceptor: Acceptor,
     first_bytes_timeout: Duration,
     tcp_keepalive: Duration,
-) -> impl futures::Stream<Item = Result<FirstBytes<TcpStream>, io::Error>> + Send + 'static {
+) -> impl futures::Stream<Item = Result<Conn, io::Error>> + Send + 'static {
     futures::stream::unfold(acceptor, move |mut acceptor| async move {
         let Accepted { stream, slot, .. } = acceptor.accept().await;
         if let Err(error) = configure(&stream, Some(tcp_keepalive)) {
             tracing::debug!(%error, "cannot set TCP options on a gRPC connection");
         }
         let timeouts = slot.metrics.header_read_timeouts.clone();
-        let conn = FirstBytes::new(stream, slot, first_bytes_timeout, timeouts);
+        let conn = Conn::first_bytes(stream, slot, first_bytes_timeout, timeouts);
         Some((Ok(conn), acceptor))
     })
 }
@@ -296,61 +305,93 @@ fn configure(stream: &TcpStream, keepalive: Option<Duration>) -> io::Result<()> 
     Ok(())
 }
 
-/// A connection that must send its first bytes within a deadline (else reads fail with
-/// `TimedOut` and the server drops it), holding its [`Slot`].
+/// An accepted connection holding its [`Slot`]; its reads drive its timeouts.
 #[derive(Debug)]
-pub struct FirstBytes<T> {
-    io: T,
-    /// Until the first bytes arrive.
-    deadline: Option<Pin<Box<Sleep>>>,
-    timeouts: Counter,
+pub struct Conn {
+    io: TcpStream,
+    watch: Watch,
     _slot: Slot,
 }
 
-impl<T> FirstBytes<T> {
-    pub fn new(io: T, slot: Slot, timeout: Duration, timeouts: Counter) -> Self {
+#[derive(Debug)]
+enum Watch {
+    /// gRPC: the first bytes must arrive by `deadline` (else reads fail with `TimedOut` and the
+    /// server drops the connection); `None` once they have.
+    FirstBytes {
+        deadline: Option<Pin<Box<Sleep>>>,
+        timeouts: Counter,
+    },
+    /// Admin and HTTP `ext_authz`: [`serve_connection`] checks the timeouts against what was read.
+    Activity(Arc<Activity>),
+}
+
+impl Conn {
+    /// A gRPC connection that must send its first bytes within `timeout`, counted in `timeouts`
+    /// when it does not.
+    pub fn first_bytes(io: TcpStream, slot: Slot, timeout: Duration, timeouts: Counter) -> Self {
+        let deadline = Some(Box::pin(tokio::time::sleep(timeout)));
+        let watch = Watch::FirstBytes { deadline, timeouts };
         Self {
             io,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
-            timeouts,
+            watch,
+            _slot: slot,
+        }
+    }
+
+    fn watched(io: TcpStream, slot: Slot, activity: Arc<Activity>) -> Self {
+        Self {
+            io,
+            watch: Watch::Activity(activity),
             _slot: slot,
         }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for FirstBytes<T> {
+impl AsyncRead for Conn {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let Some(deadline) = this.deadline.as_mut() else {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
-        };
         let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Pending => {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    this.deadline = None;
-                    this.timeouts.inc();
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no data within server.connections.header_read_timeout",
-                    )));
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        match &mut this.watch {
+            Watch::Activity(activity) => {
+                if let Poll::Ready(Ok(())) = polled {
+                    let now = Instant::now();
+                    activity.with(|state| state.read(read, now));
                 }
-                Poll::Pending
+                polled
             }
-            Poll::Ready(Ok(())) if buf.filled().len() == before => Poll::Ready(Ok(())),
-            ready => {
-                this.deadline = None;
-                ready
+            Watch::FirstBytes { deadline, timeouts } => {
+                let Some(sleep) = deadline else {
+                    return polled;
+                };
+                match polled {
+                    Poll::Pending if sleep.as_mut().poll(cx).is_ready() => {
+                        *deadline = None;
+                        timeouts.inc();
+                        Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no data within server.connections.header_read_timeout",
+                        )))
+                    }
+                    Poll::Pending => Poll::Pending,
+                    // End of stream is no first bytes: the deadline stands.
+                    Poll::Ready(Ok(())) if read.is_empty() => Poll::Ready(Ok(())),
+                    ready => {
+                        *deadline = None;
+                        ready
+                    }
+                }
             }
         }
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for FirstBytes<T> {
+impl AsyncWrite for Conn {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -380,7 +421,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FirstBytes<T> {
     }
 }
 
-impl Connected for FirstBytes<TcpStream> {
+impl Connected for Conn {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
@@ -491,62 +532,6 @@ impl Drop for InFlight {
     }
 }
 
-/// An admin or HTTP `ext_authz` connection: reports what it reads to its [`Activity`].
-#[derive(Debug)]
-struct Watched {
-    io: TcpStream,
-    activity: Arc<Activity>,
-    _slot: Slot,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let now = Instant::now();
-            let bytes = &buf.filled()[before..];
-            this.activity.with(|state| state.read(bytes, now));
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
 /// Serves `router` (HTTP/1.1 and HTTP/2) on `acceptor`'s connections with `limits`' timeouts
 /// until `stop` resolves; then stops accepting, asks every connection to finish (idle ones
 /// close at once) and returns when all have. Dropping the future closes them all.
@@ -609,11 +594,7 @@ async fn serve_connection(
     }
     let metrics = slot.metrics.clone();
     let activity = Arc::new(Activity(Mutex::new(ActivityState::new(Instant::now()))));
-    let io = TokioIo::new(Watched {
-        io: stream,
-        activity: activity.clone(),
-        _slot: slot,
-    });
+    let io = TokioIo::new(Conn::watched(stream, slot, activity.clone()));
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -848,7 +829,7 @@ mod tests {
         let mut acceptor = Acceptor::new(listener, "test", 4, metrics.clone());
         let _client = TcpStream::connect(addr).await.expect("connect");
         let Accepted { stream, slot, .. } = acceptor.accept().await;
-        let mut conn = FirstBytes::new(
+        let mut conn = Conn::first_bytes(
             stream,
             slot,
             Duration::from_millis(200),
