@@ -66,11 +66,14 @@ async fn connections_agent(connections: &str) -> (tempfile::TempDir, InProcessAg
     (dir, InProcessAgent::start_file(&config).await)
 }
 
-/// The value of `series` (a metric name and its labels) in the exposition `metrics`.
-fn sample(metrics: &str, series: &str) -> Option<u64> {
-    metrics
+/// Asserts that the counter `series` (a metric name and its labels) on `/metrics` is at least 1.
+async fn assert_counted(addrs: &Addrs, series: &str) {
+    let (_, _, metrics) = admin_get(addrs, "/metrics").await;
+    let value: u64 = metrics
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series}:\n{metrics}"));
+    assert!(value >= 1, "{metrics}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -884,13 +887,11 @@ async fn out_of_descriptors_the_agent_backs_off_keeps_answering_and_recovers() {
         (1..=intervals as usize).contains(&lines),
         "{lines} error lines in {failing_for:?}"
     );
-    let (_, _, metrics) = admin_get(&agent.addrs, "/metrics").await;
-    let errors = sample(
-        &metrics,
+    assert_counted(
+        &agent.addrs,
         r#"portcullis_accept_errors_total{listener="grpc"}"#,
     )
-    .unwrap_or_else(|| panic!("no accept error counter:\n{metrics}"));
-    assert!(errors >= 1, "{metrics}");
+    .await;
 }
 
 /// Reads from `stream` until the server closes it (EOF or reset), writing one more byte of
@@ -1030,12 +1031,10 @@ async fn a_full_listener_serves_waiting_clients_when_a_connection_closes() {
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
 
     drop(held);
-    let (_, _, metrics) = admin_get(&agent.addrs, "/metrics").await;
-    let waits = sample(
-        &metrics,
+    assert_counted(
+        &agent.addrs,
         r#"portcullis_connection_limit_waits_total{listener="admin"}"#,
     )
-    .unwrap_or_else(|| panic!("no limit counter:\n{metrics}"));
-    assert!(waits >= 1, "{metrics}");
+    .await;
     agent.shutdown().await;
 }
