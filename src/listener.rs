@@ -33,7 +33,7 @@ use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::{Connected, TcpConnectInfo};
@@ -361,7 +361,9 @@ impl AsyncRead for Conn {
             Watch::Activity(activity) => {
                 if let Poll::Ready(Ok(())) = polled {
                     let now = Instant::now();
-                    activity.with(|state| state.read(read, now));
+                    if activity.with(|state| state.read(read, now)) == Some(true) {
+                        activity.head_began.notify_one();
+                    }
                 }
                 polled
             }
@@ -467,18 +469,21 @@ impl ActivityState {
         }
     }
 
-    fn read(&mut self, bytes: &[u8], now: Instant) {
+    /// True when `bytes` begin a request head, whose deadline may come before the next check.
+    fn read(&mut self, bytes: &[u8], now: Instant) -> bool {
         if bytes.is_empty() {
-            return;
+            return false;
         }
         if !self.sniffed {
             self.sniffed = true;
             // The HTTP/2 connection preface starts with `PRI * HTTP/2.0`.
             self.http2 = bytes.starts_with(b"PRI ");
         }
-        if self.in_flight == 0 && self.head_started.is_none() {
+        let begins_head = self.in_flight == 0 && self.head_started.is_none();
+        if begins_head {
             self.head_started = Some(now);
         }
+        begins_head && !self.http2
     }
 
     fn request_started(&mut self) {
@@ -514,11 +519,23 @@ impl ActivityState {
 }
 
 #[derive(Debug)]
-struct Activity(Mutex<ActivityState>);
+struct Activity {
+    state: Mutex<ActivityState>,
+    /// Wakes the connection's timer when a request head begins on a connection that was idle
+    /// (its check may be as far as the idle timeout away): once per head, not per read.
+    head_began: Notify,
+}
 
 impl Activity {
+    fn new(now: Instant) -> Self {
+        Self {
+            state: Mutex::new(ActivityState::new(now)),
+            head_began: Notify::new(),
+        }
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut ActivityState) -> R) -> Option<R> {
-        self.0.lock().ok().map(|mut state| f(&mut state))
+        self.state.lock().ok().map(|mut state| f(&mut state))
     }
 }
 
@@ -593,7 +610,7 @@ async fn serve_connection(
         tracing::debug!(%error, "cannot set TCP options on a connection");
     }
     let metrics = slot.metrics.clone();
-    let activity = Arc::new(Activity(Mutex::new(ActivityState::new(Instant::now()))));
+    let activity = Arc::new(Activity::new(Instant::now()));
     let io = TokioIo::new(Conn::watched(stream, slot, activity.clone()));
     let service = {
         let activity = activity.clone();
@@ -639,6 +656,7 @@ async fn serve_connection(
                     }
                 }
             }
+            () = activity.head_began.notified() => check_at = Instant::now(),
             _ = draining.wait_for(|drain| *drain), if !drain_requested => {
                 drain_requested = true;
                 connection.as_mut().graceful_shutdown();
@@ -651,12 +669,15 @@ async fn serve_connection(
 mod tests {
     use super::*;
 
-    fn limits() -> ConnectionLimits {
-        ConnectionLimits {
+    /// Limits of 10 s (header read) and 60 s (idle), and a connection opened now.
+    fn opened() -> (ConnectionLimits, Instant, ActivityState) {
+        let limits = ConnectionLimits {
             max_per_listener: 4,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-        }
+        };
+        let open = Instant::now();
+        (limits, open, ActivityState::new(open))
     }
 
     #[test]
@@ -726,9 +747,7 @@ mod tests {
 
     #[test]
     fn a_partial_request_head_expires_after_the_header_read_timeout() {
-        let limits = limits();
-        let open = Instant::now();
-        let mut state = ActivityState::new(open);
+        let (limits, open, mut state) = opened();
         assert_eq!(
             state.check(open, &limits),
             Ok(open + limits.header_read_timeout)
@@ -745,9 +764,7 @@ mod tests {
 
     #[test]
     fn a_keep_alive_connection_may_wait_for_the_idle_timeout_then_has_the_header_timeout() {
-        let limits = limits();
-        let open = Instant::now();
-        let mut state = ActivityState::new(open);
+        let (limits, open, mut state) = opened();
         state.read(b"GET / HTTP/1.1\r\n\r\n", open);
         state.request_started();
         // A slow answer is not a timeout.
@@ -757,7 +774,10 @@ mod tests {
         // Idle between requests: the idle timeout, not the header-read one.
         let quiet = later + Duration::from_secs(30);
         assert_eq!(state.check(quiet, &limits), Ok(later + limits.idle_timeout));
-        state.read(b"GET", quiet);
+        assert!(
+            state.read(b"GET", quiet),
+            "a head begins: the timer is woken"
+        );
         assert_eq!(
             state.check(quiet, &limits),
             Ok(quiet + limits.header_read_timeout)
@@ -770,15 +790,13 @@ mod tests {
 
     #[test]
     fn an_idle_connection_expires_even_if_it_keeps_sending_http2_frames() {
-        let limits = limits();
-        let open = Instant::now();
-        let mut state = ActivityState::new(open);
+        let (limits, open, mut state) = opened();
         state.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", open);
         let mut at = open;
         while at < open + limits.idle_timeout {
             // A ping every 5 s is no request: only the idle timeout applies.
             assert!(state.check(at, &limits).is_ok());
-            state.read(b"\0\0\x08\x06", at);
+            assert!(!state.read(b"\0\0\x08\x06", at), "a ping wakes no timer");
             at += Duration::from_secs(5);
         }
         assert_eq!(state.check(at, &limits), Err(Expired::Idle));
@@ -786,9 +804,7 @@ mod tests {
 
     #[test]
     fn a_connection_that_sends_nothing_expires_after_the_header_read_timeout() {
-        let limits = limits();
-        let open = Instant::now();
-        let state = ActivityState::new(open);
+        let (limits, open, state) = opened();
         assert_eq!(
             state.check(open + limits.header_read_timeout, &limits),
             Err(Expired::HeaderRead)
@@ -842,5 +858,42 @@ mod tests {
             .expect_err("timed out");
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert_eq!(metrics.header_read_timeouts.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_head_begun_on_a_keep_alive_connection_expires_after_the_header_read_timeout()
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics = ListenerMetrics::default();
+        let acceptor = Acceptor::new(listener, "test", 4, metrics.clone());
+        let limits = ConnectionLimits {
+            max_per_listener: 4,
+            header_read_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(30),
+        };
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let server = tokio::spawn(serve_http(acceptor, router, limits, std::future::pending()));
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("request");
+        let mut buf = [0u8; 1024];
+        let n = client.read(&mut buf).await.expect("answer");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        // Quiet for longer than the header-read timeout: idle, which is allowed.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        client.write_all(b"GET / HT").await.expect("partial head");
+        // Closed at the header-read timeout, long before the idle one.
+        let closed = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+            .await
+            .expect("closed before the idle timeout");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        assert_eq!(metrics.header_read_timeouts.get(), 1);
+        assert_eq!(metrics.idle_timeouts.get(), 0);
+        server.abort();
     }
 }
