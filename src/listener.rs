@@ -15,8 +15,8 @@
 //!   complete within `header_read_timeout` of its first byte (for the first request, of the
 //!   connection's opening); a connection with no request in flight for `idle_timeout` is
 //!   closed. On the gRPC listener a connection must send its first bytes within
-//!   `header_read_timeout` ([`Conn::first_bytes`]); after that HTTP/2 pings find dead peers and idle
-//!   connections stay, since Envoy keeps them between checks.
+//!   `header_read_timeout` ([`Conn::first_bytes`]); after that HTTP/2 pings find dead peers
+//!   and idle connections stay, since Envoy keeps them between checks.
 
 use std::future::Future;
 use std::io;
@@ -30,7 +30,6 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
@@ -290,8 +289,7 @@ pub fn grpc_incoming(
         if let Err(error) = configure(&stream, Some(tcp_keepalive)) {
             tracing::debug!(%error, "cannot set TCP options on a gRPC connection");
         }
-        let timeouts = slot.metrics.header_read_timeouts.clone();
-        let conn = Conn::first_bytes(stream, slot, first_bytes_timeout, timeouts);
+        let conn = Conn::first_bytes(stream, slot, first_bytes_timeout);
         Some((Ok(conn), acceptor))
     })
 }
@@ -310,31 +308,26 @@ fn configure(stream: &TcpStream, keepalive: Option<Duration>) -> io::Result<()> 
 pub struct Conn {
     io: TcpStream,
     watch: Watch,
-    _slot: Slot,
+    slot: Slot,
 }
 
 #[derive(Debug)]
 enum Watch {
-    /// gRPC: the first bytes must arrive by `deadline` (else reads fail with `TimedOut` and the
-    /// server drops the connection); `None` once they have.
-    FirstBytes {
-        deadline: Option<Pin<Box<Sleep>>>,
-        timeouts: Counter,
-    },
+    /// gRPC: the first bytes must arrive by this deadline (else reads fail with `TimedOut` and
+    /// the server drops the connection); `None` once they have.
+    FirstBytes(Option<Pin<Box<Sleep>>>),
     /// Admin and HTTP `ext_authz`: [`serve_connection`] checks the timeouts against what was read.
     Activity(Arc<Activity>),
 }
 
 impl Conn {
-    /// A gRPC connection that must send its first bytes within `timeout`, counted in `timeouts`
-    /// when it does not.
-    pub fn first_bytes(io: TcpStream, slot: Slot, timeout: Duration, timeouts: Counter) -> Self {
-        let deadline = Some(Box::pin(tokio::time::sleep(timeout)));
-        let watch = Watch::FirstBytes { deadline, timeouts };
+    /// A gRPC connection that must send its first bytes within `timeout`.
+    pub fn first_bytes(io: TcpStream, slot: Slot, timeout: Duration) -> Self {
+        let deadline = Box::pin(tokio::time::sleep(timeout));
         Self {
             io,
-            watch,
-            _slot: slot,
+            watch: Watch::FirstBytes(Some(deadline)),
+            slot,
         }
     }
 
@@ -342,7 +335,7 @@ impl Conn {
         Self {
             io,
             watch: Watch::Activity(activity),
-            _slot: slot,
+            slot,
         }
     }
 }
@@ -367,14 +360,14 @@ impl AsyncRead for Conn {
                 }
                 polled
             }
-            Watch::FirstBytes { deadline, timeouts } => {
+            Watch::FirstBytes(deadline) => {
                 let Some(sleep) = deadline else {
                     return polled;
                 };
                 match polled {
                     Poll::Pending if sleep.as_mut().poll(cx).is_ready() => {
                         *deadline = None;
-                        timeouts.inc();
+                        this.slot.metrics.header_read_timeouts.inc();
                         Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::TimedOut,
                             "no data within server.connections.header_read_timeout",
@@ -845,12 +838,7 @@ mod tests {
         let mut acceptor = Acceptor::new(listener, "test", 4, metrics.clone());
         let _client = TcpStream::connect(addr).await.expect("connect");
         let Accepted { stream, slot, .. } = acceptor.accept().await;
-        let mut conn = Conn::first_bytes(
-            stream,
-            slot,
-            Duration::from_millis(200),
-            metrics.header_read_timeouts.clone(),
-        );
+        let mut conn = Conn::first_bytes(stream, slot, Duration::from_millis(200));
         let mut buf = [0u8; 8];
         let error = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
             .await
