@@ -15,8 +15,8 @@
 //!   complete within `header_read_timeout` of its first byte (for the first request, of the
 //!   connection's opening); a connection with no request in flight for `idle_timeout` is
 //!   closed. On the gRPC listener a connection must send its first bytes within
-//!   `header_read_timeout` ([`FirstBytes`]); after that HTTP/2 pings find dead peers and idle
-//!   connections stay, since Envoy keeps them between checks.
+//!   `header_read_timeout` ([`Conn::first_bytes`]); after that HTTP/2 pings find dead peers
+//!   and idle connections stay, since Envoy keeps them between checks.
 
 use std::future::Future;
 use std::io;
@@ -30,10 +30,9 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::{Connected, TcpConnectInfo};
@@ -177,6 +176,10 @@ pub struct Acceptor {
     max: usize,
     metrics: ListenerMetrics,
     backoff: AcceptBackoff,
+    /// No accept before this after a failure. Kept here rather than in a sleep so that a
+    /// caller dropping [`Acceptor::accept`] (`serve_http` does when a connection ends) does
+    /// not skip the back-off.
+    retry_at: Option<Instant>,
     full: Throttle,
 }
 
@@ -195,6 +198,7 @@ impl Acceptor {
             max: max_connections,
             metrics,
             backoff: AcceptBackoff::default(),
+            retry_at: None,
             full: Throttle::default(),
         }
     }
@@ -226,8 +230,12 @@ impl Acceptor {
             }
         };
         loop {
+            if let Some(at) = self.retry_at {
+                tokio::time::sleep_until(at).await;
+            }
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
+                    self.retry_at = None;
                     if let Some(recovered) = self.backoff.accepted(Instant::now()) {
                         tracing::info!(
                             listener = self.name,
@@ -262,27 +270,26 @@ impl Acceptor {
                              backing off, new clients wait in the listen backlog"
                         );
                     }
-                    tokio::time::sleep(retry.after).await;
+                    self.retry_at = Some(Instant::now() + retry.after);
                 }
             }
         }
     }
 }
 
-/// The gRPC listener's connections: one [`FirstBytes`] per accepted socket, for tonic's
+/// The gRPC listener's connections: one [`Conn::first_bytes`] per accepted socket, for tonic's
 /// `serve_with_incoming_shutdown`. The stream never ends and never yields an error.
 pub fn grpc_incoming(
     acceptor: Acceptor,
     first_bytes_timeout: Duration,
     tcp_keepalive: Duration,
-) -> impl futures::Stream<Item = Result<FirstBytes<TcpStream>, io::Error>> + Send + 'static {
+) -> impl futures::Stream<Item = Result<Conn, io::Error>> + Send + 'static {
     futures::stream::unfold(acceptor, move |mut acceptor| async move {
         let Accepted { stream, slot, .. } = acceptor.accept().await;
         if let Err(error) = configure(&stream, Some(tcp_keepalive)) {
             tracing::debug!(%error, "cannot set TCP options on a gRPC connection");
         }
-        let timeouts = slot.metrics.header_read_timeouts.clone();
-        let conn = FirstBytes::new(stream, slot, first_bytes_timeout, timeouts);
+        let conn = Conn::first_bytes(stream, slot, first_bytes_timeout);
         Some((Ok(conn), acceptor))
     })
 }
@@ -296,61 +303,90 @@ fn configure(stream: &TcpStream, keepalive: Option<Duration>) -> io::Result<()> 
     Ok(())
 }
 
-/// A connection that must send its first bytes within a deadline (else reads fail with
-/// `TimedOut` and the server drops it), holding its [`Slot`].
+/// An accepted connection holding its [`Slot`]; its reads drive its timeouts.
 #[derive(Debug)]
-pub struct FirstBytes<T> {
-    io: T,
-    /// Until the first bytes arrive.
-    deadline: Option<Pin<Box<Sleep>>>,
-    timeouts: Counter,
-    _slot: Slot,
+pub struct Conn {
+    io: TcpStream,
+    watch: Watch,
+    slot: Slot,
 }
 
-impl<T> FirstBytes<T> {
-    pub fn new(io: T, slot: Slot, timeout: Duration, timeouts: Counter) -> Self {
+#[derive(Debug)]
+enum Watch {
+    /// gRPC: the first bytes must arrive by this deadline (else reads fail with `TimedOut` and
+    /// the server drops the connection); `None` once they have.
+    FirstBytes(Option<Pin<Box<Sleep>>>),
+    /// Admin and HTTP `ext_authz`: [`serve_connection`] checks the timeouts against what was read.
+    Activity(Arc<Activity>),
+}
+
+impl Conn {
+    /// A gRPC connection that must send its first bytes within `timeout`.
+    pub fn first_bytes(io: TcpStream, slot: Slot, timeout: Duration) -> Self {
+        let deadline = Box::pin(tokio::time::sleep(timeout));
         Self {
             io,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
-            timeouts,
-            _slot: slot,
+            watch: Watch::FirstBytes(Some(deadline)),
+            slot,
+        }
+    }
+
+    fn watched(io: TcpStream, slot: Slot, activity: Arc<Activity>) -> Self {
+        Self {
+            io,
+            watch: Watch::Activity(activity),
+            slot,
         }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for FirstBytes<T> {
+impl AsyncRead for Conn {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let Some(deadline) = this.deadline.as_mut() else {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
-        };
         let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Pending => {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    this.deadline = None;
-                    this.timeouts.inc();
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no data within server.connections.header_read_timeout",
-                    )));
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        match &mut this.watch {
+            Watch::Activity(activity) => {
+                if let Poll::Ready(Ok(())) = polled {
+                    let now = Instant::now();
+                    if activity.with(|state| state.read(read, now)) == Some(true) {
+                        activity.head_began.notify_one();
+                    }
                 }
-                Poll::Pending
+                polled
             }
-            Poll::Ready(Ok(())) if buf.filled().len() == before => Poll::Ready(Ok(())),
-            ready => {
-                this.deadline = None;
-                ready
+            Watch::FirstBytes(deadline) => {
+                let Some(sleep) = deadline else {
+                    return polled;
+                };
+                match polled {
+                    Poll::Pending if sleep.as_mut().poll(cx).is_ready() => {
+                        *deadline = None;
+                        this.slot.metrics.header_read_timeouts.inc();
+                        Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no data within server.connections.header_read_timeout",
+                        )))
+                    }
+                    Poll::Pending => Poll::Pending,
+                    // End of stream is no first bytes: the deadline stands.
+                    Poll::Ready(Ok(())) if read.is_empty() => Poll::Ready(Ok(())),
+                    ready => {
+                        *deadline = None;
+                        ready
+                    }
+                }
             }
         }
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for FirstBytes<T> {
+impl AsyncWrite for Conn {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -380,7 +416,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FirstBytes<T> {
     }
 }
 
-impl Connected for FirstBytes<TcpStream> {
+impl Connected for Conn {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
@@ -426,18 +462,21 @@ impl ActivityState {
         }
     }
 
-    fn read(&mut self, bytes: &[u8], now: Instant) {
+    /// True when `bytes` begin a request head, whose deadline may come before the next check.
+    fn read(&mut self, bytes: &[u8], now: Instant) -> bool {
         if bytes.is_empty() {
-            return;
+            return false;
         }
         if !self.sniffed {
             self.sniffed = true;
             // The HTTP/2 connection preface starts with `PRI * HTTP/2.0`.
             self.http2 = bytes.starts_with(b"PRI ");
         }
-        if self.in_flight == 0 && self.head_started.is_none() {
+        let begins_head = self.in_flight == 0 && self.head_started.is_none();
+        if begins_head {
             self.head_started = Some(now);
         }
+        begins_head && !self.http2
     }
 
     fn request_started(&mut self) {
@@ -473,11 +512,23 @@ impl ActivityState {
 }
 
 #[derive(Debug)]
-struct Activity(Mutex<ActivityState>);
+struct Activity {
+    state: Mutex<ActivityState>,
+    /// Wakes the connection's timer when a request head begins on a connection that was idle
+    /// (its check may be as far as the idle timeout away): once per head, not per read.
+    head_began: Notify,
+}
 
 impl Activity {
+    fn new(now: Instant) -> Self {
+        Self {
+            state: Mutex::new(ActivityState::new(now)),
+            head_began: Notify::new(),
+        }
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut ActivityState) -> R) -> Option<R> {
-        self.0.lock().ok().map(|mut state| f(&mut state))
+        self.state.lock().ok().map(|mut state| f(&mut state))
     }
 }
 
@@ -488,62 +539,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let now = Instant::now();
         self.0.with(|state| state.request_ended(now));
-    }
-}
-
-/// An admin or HTTP `ext_authz` connection: reports what it reads to its [`Activity`].
-#[derive(Debug)]
-struct Watched {
-    io: TcpStream,
-    activity: Arc<Activity>,
-    _slot: Slot,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let now = Instant::now();
-            let bytes = &buf.filled()[before..];
-            this.activity.with(|state| state.read(bytes, now));
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -608,12 +603,8 @@ async fn serve_connection(
         tracing::debug!(%error, "cannot set TCP options on a connection");
     }
     let metrics = slot.metrics.clone();
-    let activity = Arc::new(Activity(Mutex::new(ActivityState::new(Instant::now()))));
-    let io = TokioIo::new(Watched {
-        io: stream,
-        activity: activity.clone(),
-        _slot: slot,
-    });
+    let activity = Arc::new(Activity::new(Instant::now()));
+    let io = TokioIo::new(Conn::watched(stream, slot, activity.clone()));
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -658,6 +649,7 @@ async fn serve_connection(
                     }
                 }
             }
+            () = activity.head_began.notified() => check_at = Instant::now(),
             _ = draining.wait_for(|drain| *drain), if !drain_requested => {
                 drain_requested = true;
                 connection.as_mut().graceful_shutdown();
@@ -670,12 +662,15 @@ async fn serve_connection(
 mod tests {
     use super::*;
 
-    fn limits() -> ConnectionLimits {
-        ConnectionLimits {
+    /// Limits of 10 s (header read) and 60 s (idle), and a connection opened now.
+    fn opened() -> (ConnectionLimits, Instant, ActivityState) {
+        let limits = ConnectionLimits {
             max_per_listener: 4,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-        }
+        };
+        let open = Instant::now();
+        (limits, open, ActivityState::new(open))
     }
 
     #[test]
@@ -745,9 +740,7 @@ mod tests {
 
     #[test]
     fn a_partial_request_head_expires_after_the_header_read_timeout() {
-        let limits = limits();
-        let open = Instant::now();
-        let mut state = ActivityState::new(open);
+        let (limits, open, mut state) = opened();
         assert_eq!(
             state.check(open, &limits),
             Ok(open + limits.header_read_timeout)
@@ -764,9 +757,7 @@ mod tests {
 
     #[test]
     fn a_keep_alive_connection_may_wait_for_the_idle_timeout_then_has_the_header_timeout() {
-        let limits = limits();
-        let open = Instant::now();
-        let mut state = ActivityState::new(open);
+        let (limits, open, mut state) = opened();
         state.read(b"GET / HTTP/1.1\r\n\r\n", open);
         state.request_started();
         // A slow answer is not a timeout.
@@ -776,7 +767,10 @@ mod tests {
         // Idle between requests: the idle timeout, not the header-read one.
         let quiet = later + Duration::from_secs(30);
         assert_eq!(state.check(quiet, &limits), Ok(later + limits.idle_timeout));
-        state.read(b"GET", quiet);
+        assert!(
+            state.read(b"GET", quiet),
+            "a head begins: the timer is woken"
+        );
         assert_eq!(
             state.check(quiet, &limits),
             Ok(quiet + limits.header_read_timeout)
@@ -789,15 +783,13 @@ mod tests {
 
     #[test]
     fn an_idle_connection_expires_even_if_it_keeps_sending_http2_frames() {
-        let limits = limits();
-        let open = Instant::now();
-        let mut state = ActivityState::new(open);
+        let (limits, open, mut state) = opened();
         state.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", open);
         let mut at = open;
         while at < open + limits.idle_timeout {
             // A ping every 5 s is no request: only the idle timeout applies.
             assert!(state.check(at, &limits).is_ok());
-            state.read(b"\0\0\x08\x06", at);
+            assert!(!state.read(b"\0\0\x08\x06", at), "a ping wakes no timer");
             at += Duration::from_secs(5);
         }
         assert_eq!(state.check(at, &limits), Err(Expired::Idle));
@@ -805,9 +797,7 @@ mod tests {
 
     #[test]
     fn a_connection_that_sends_nothing_expires_after_the_header_read_timeout() {
-        let limits = limits();
-        let open = Instant::now();
-        let state = ActivityState::new(open);
+        let (limits, open, state) = opened();
         assert_eq!(
             state.check(open + limits.header_read_timeout, &limits),
             Err(Expired::HeaderRead)
@@ -848,12 +838,7 @@ mod tests {
         let mut acceptor = Acceptor::new(listener, "test", 4, metrics.clone());
         let _client = TcpStream::connect(addr).await.expect("connect");
         let Accepted { stream, slot, .. } = acceptor.accept().await;
-        let mut conn = FirstBytes::new(
-            stream,
-            slot,
-            Duration::from_millis(200),
-            metrics.header_read_timeouts.clone(),
-        );
+        let mut conn = Conn::first_bytes(stream, slot, Duration::from_millis(200));
         let mut buf = [0u8; 8];
         let error = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
             .await
@@ -861,5 +846,42 @@ mod tests {
             .expect_err("timed out");
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert_eq!(metrics.header_read_timeouts.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_head_begun_on_a_keep_alive_connection_expires_after_the_header_read_timeout()
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics = ListenerMetrics::default();
+        let acceptor = Acceptor::new(listener, "test", 4, metrics.clone());
+        let limits = ConnectionLimits {
+            max_per_listener: 4,
+            header_read_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(30),
+        };
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let server = tokio::spawn(serve_http(acceptor, router, limits, std::future::pending()));
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("request");
+        let mut buf = [0u8; 1024];
+        let n = client.read(&mut buf).await.expect("answer");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        // Quiet for longer than the header-read timeout: idle, which is allowed.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        client.write_all(b"GET / HT").await.expect("partial head");
+        // Closed at the header-read timeout, long before the idle one.
+        let closed = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+            .await
+            .expect("closed before the idle timeout");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        assert_eq!(metrics.header_read_timeouts.get(), 1);
+        assert_eq!(metrics.idle_timeouts.get(), 0);
+        server.abort();
     }
 }

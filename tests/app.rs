@@ -51,6 +51,31 @@ fn anonymous_config(routes: &[(&str, &str)], extra: &str) -> String {
     yaml
 }
 
+/// [`anonymous_config`] with the route `/public` and `server.connections` set to `connections`
+/// (a YAML flow mapping).
+fn connections_config(connections: &str) -> String {
+    anonymous_config(
+        &[("public", "/public")],
+        &format!("  connections: {connections}\n"),
+    )
+}
+
+/// An in-process agent serving [`connections_config`]; keep the directory for the whole test.
+async fn connections_agent(connections: &str) -> (tempfile::TempDir, InProcessAgent) {
+    let (dir, config) = config_file(&connections_config(connections));
+    (dir, InProcessAgent::start_file(&config).await)
+}
+
+/// Asserts that the counter `series` (a metric name and its labels) on `/metrics` is at least 1.
+async fn assert_counted(addrs: &Addrs, series: &str) {
+    let (_, _, metrics) = admin_get(addrs, "/metrics").await;
+    let value: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series}:\n{metrics}"));
+    assert!(value >= 1, "{metrics}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // CLI
 
@@ -779,11 +804,7 @@ async fn out_of_descriptors_the_agent_backs_off_keeps_answering_and_recovers() {
     }
     // Flood connections send nothing: keep them open (not closed by the header-read timeout)
     // for as long as the test holds them.
-    let yaml = anonymous_config(
-        &[("public", "/public")],
-        "  connections: {header_read_timeout: 5m}\n",
-    );
-    let (_dir, config) = config_file(&yaml);
+    let (_dir, config) = config_file(&connections_config("{header_read_timeout: 5m}"));
     let config = config.to_str().expect("utf-8 path");
     let agent = BinaryAgent::spawn_under(
         &["prlimit", NOFILE, "--"],
@@ -866,13 +887,11 @@ async fn out_of_descriptors_the_agent_backs_off_keeps_answering_and_recovers() {
         (1..=intervals as usize).contains(&lines),
         "{lines} error lines in {failing_for:?}"
     );
-    let (_, _, metrics) = admin_get(&agent.addrs, "/metrics").await;
-    let errors: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(r#"portcullis_accept_errors_total{listener="grpc"} "#))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no accept error counter:\n{metrics}"));
-    assert!(errors >= 1, "{metrics}");
+    assert_counted(
+        &agent.addrs,
+        r#"portcullis_accept_errors_total{listener="grpc"}"#,
+    )
+    .await;
 }
 
 /// Reads from `stream` until the server closes it (EOF or reset), writing one more byte of
@@ -912,12 +931,7 @@ async fn half_open_and_slow_connections_are_closed_after_the_timeouts() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
-    let yaml = anonymous_config(
-        &[("public", "/public")],
-        "  connections: {header_read_timeout: 1s, idle_timeout: 3s}\n",
-    );
-    let (_dir, config) = config_file(&yaml);
-    let agent = InProcessAgent::start_file(&config).await;
+    let (_dir, agent) = connections_agent("{header_read_timeout: 1s, idle_timeout: 3s}").await;
     let http = agent.addrs.http.expect("HTTP ext_authz listener");
     let head = b"GET /healthz HTTP/1.1\r\nHost: portcullis\r\nX-Slow: ";
     let limit = Duration::from_secs(15);
@@ -991,12 +1005,7 @@ async fn a_full_listener_serves_waiting_clients_when_a_connection_closes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
-    let yaml = anonymous_config(
-        &[("public", "/public")],
-        "  connections: {max_per_listener: 2, header_read_timeout: 1m}\n",
-    );
-    let (_dir, config) = config_file(&yaml);
-    let agent = InProcessAgent::start_file(&config).await;
+    let (_dir, agent) = connections_agent("{max_per_listener: 2, header_read_timeout: 1m}").await;
     let admin = agent.addrs.admin;
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -1022,14 +1031,10 @@ async fn a_full_listener_serves_waiting_clients_when_a_connection_closes() {
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
 
     drop(held);
-    let (_, _, metrics) = admin_get(&agent.addrs, "/metrics").await;
-    let waits: u64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(r#"portcullis_connection_limit_waits_total{listener="admin"} "#)
-        })
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no limit counter:\n{metrics}"));
-    assert!(waits >= 1, "{metrics}");
+    assert_counted(
+        &agent.addrs,
+        r#"portcullis_connection_limit_waits_total{listener="admin"}"#,
+    )
+    .await;
     agent.shutdown().await;
 }

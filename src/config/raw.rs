@@ -929,15 +929,15 @@ fn is_tchar(byte: u8) -> bool {
         )
 }
 
-fn parse_claim_header(text: &str) -> Result<String, String> {
+/// A header name as HTTP/2 writes it (a lower-case token), not a pseudo-header. `pseudo` ends
+/// the pseudo-header error; `example` is a valid name to suggest.
+fn check_header_name(text: &str, pseudo: &str, example: &str) -> Result<(), String> {
     if text.starts_with(':') {
-        return Err(format!(
-            "`{text}` is a pseudo-header; claim mappings cannot set it"
-        ));
+        return Err(format!("`{text}` is a pseudo-header{pseudo}"));
     }
     if text.is_empty() || text.len() > 128 || !text.bytes().all(is_tchar) {
         return Err(format!(
-            "invalid header name `{text}`: use a header token such as `x-user-email`"
+            "invalid header name `{text}`: use a header token such as `{example}`"
         ));
     }
     if text.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -946,6 +946,11 @@ fn parse_claim_header(text: &str) -> Result<String, String> {
             text.to_ascii_lowercase()
         ));
     }
+    Ok(())
+}
+
+fn parse_claim_header(text: &str) -> Result<String, String> {
+    check_header_name(text, "; claim mappings cannot set it", "x-user-email")?;
     if RESERVED_HEADERS.contains(&text) || text.starts_with("x-envoy-") {
         return Err(format!(
             "`{text}` is reserved: portcullis, Envoy or the HTTP framing own it"
@@ -955,22 +960,7 @@ fn parse_claim_header(text: &str) -> Result<String, String> {
 }
 
 fn parse_address_header(text: &str) -> Result<String, String> {
-    if text.starts_with(':') {
-        return Err(format!(
-            "`{text}` is a pseudo-header, not a header carrying addresses"
-        ));
-    }
-    if text.is_empty() || text.len() > 128 || !text.bytes().all(is_tchar) {
-        return Err(format!(
-            "invalid header name `{text}`: use a header token such as `x-forwarded-for`"
-        ));
-    }
-    if text.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(format!(
-            "header names must be lower case (HTTP/2): write `{}`",
-            text.to_ascii_lowercase()
-        ));
-    }
+    check_header_name(text, ", not a header carrying addresses", "x-forwarded-for")?;
     if ["authorization", "proxy-authorization", "cookie"].contains(&text) {
         return Err(format!("`{text}` carries credentials, not addresses"));
     }
