@@ -14,6 +14,7 @@
 //! | [`config`] | YAML → validated `Config` with located errors; hot reload |
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
 //! | [`telemetry`] | metrics, audit events, logging setup |
+//! | [`error`] | `ErrorChain`: an error and its sources on one line; a leaf, imports nothing from the crate |
 //! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` |
 //! | [`listener`] | accept loops (connection limit, back-off on accept errors), HTTP connection timeouts |
 //! | [`app`] | wiring: shared caches, servers, reload task, graceful shutdown |
@@ -27,6 +28,7 @@ pub mod config;
 pub mod decision;
 pub mod engine;
 pub mod envoy_filter;
+pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod input;

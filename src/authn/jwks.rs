@@ -50,7 +50,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Algorithm, IssuerConfig, IssuerKeyStatus, KeySource, RefreshPolicy};
-use crate::telemetry::ErrorChain;
+use crate::error::ErrorChain;
 
 /// RSA keys below this are refused: NIST SP 800-131A disallows them for signatures.
 const MIN_RSA_BITS: usize = 2048;
