@@ -14,6 +14,7 @@
 //! | [`config`] | YAML → validated `Config` with located errors; hot reload |
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
 //! | [`telemetry`] | metrics, audit events, logging setup |
+//! | [`fetch`] | outbound fetches: the URL rule (https except loopback, no credentials or fragment), redaction, size cap, timeout, `Cache-Control`/`ETag` |
 //! | [`error`] | `ErrorChain`: an error and its sources on one line; a leaf, imports nothing from the crate |
 //! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` |
 //! | [`listener`] | accept loops (connection limit, back-off on accept errors), HTTP connection timeouts |
@@ -29,6 +30,7 @@ pub mod decision;
 pub mod engine;
 pub mod envoy_filter;
 pub mod error;
+pub mod fetch;
 pub mod grpc;
 pub mod http;
 pub mod input;

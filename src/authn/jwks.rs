@@ -35,7 +35,6 @@
 //! answer with keys it could not parse (fail closed).
 
 use std::hash::BuildHasher;
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -51,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Algorithm, IssuerConfig, IssuerKeyStatus, KeySource, RefreshPolicy};
 use crate::error::ErrorChain;
+use crate::fetch;
 
 /// RSA keys below this are refused: NIST SP 800-131A disallows them for signatures.
 const MIN_RSA_BITS: usize = 2048;
@@ -434,30 +434,12 @@ fn identifier(value: &Value) -> String {
 /// URL credentials, secrets or key material.
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
-    #[error("invalid URL")]
-    BadUrl(#[source] url::ParseError),
-    #[error("URL {0} has no host")]
-    NoHost(String),
-    #[error("unsupported URL scheme `{0}`: only https (or http to a loopback host) is allowed")]
-    Scheme(String),
-    #[error(
-        "refusing plain http:// to non-loopback host {0}: use https, or set allow_insecure_http"
-    )]
-    InsecureHttp(String),
+    #[error(transparent)]
+    Url(#[from] fetch::UrlError),
     #[error("the HTTP client could not be built")]
     Client(#[source] Arc<reqwest::Error>),
-    #[error("GET {url} failed")]
-    Request {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("GET {url} timed out after {timeout:?}")]
-    Timeout { url: String, timeout: Duration },
-    #[error("GET {url} answered HTTP {status}")]
-    Status { url: String, status: u16 },
-    #[error("{url}: document larger than {limit} bytes")]
-    TooLarge { url: String, limit: usize },
+    #[error(transparent)]
+    Http(#[from] fetch::FetchError),
     #[error("reading {path}")]
     Io {
         path: String,
@@ -490,73 +472,6 @@ enum FetchError {
     NoRuntime,
     #[error("fetch task ended before finishing")]
     Aborted,
-}
-
-/// scheme://host[:port]/path: a URL as logs may show it (no credentials, query or fragment).
-fn redact(url: &Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
-        None => format!("{}://{host}{}", url.scheme(), url.path()),
-    }
-}
-
-/// `localhost`, or a loopback address (IPv4, IPv6, or IPv4-mapped IPv6), brackets allowed.
-pub(crate) fn is_loopback_host(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
-        Ok(IpAddr::V6(ip)) => {
-            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-        Err(_) => false,
-    }
-}
-
-/// Parses `raw` and applies the transport rule: https, or http only to loopback (or when the
-/// operator explicitly allowed it).
-fn checked_url(raw: &str, policy: &RefreshPolicy) -> Result<Url, FetchError> {
-    let url = Url::parse(raw).map_err(FetchError::BadUrl)?;
-    let host = url
-        .host_str()
-        .ok_or_else(|| FetchError::NoHost(redact(&url)))?
-        .to_owned();
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if policy.allow_insecure_http || is_loopback_host(&host) => Ok(url),
-        "http" => Err(FetchError::InsecureHttp(host)),
-        other => Err(FetchError::Scheme(identifier_str(other))),
-    }
-}
-
-/// Builds the HTTP client every store shares: rustls, no redirects (a redirect could lead to
-/// plain HTTP or another host than the one configured), no cookies.
-fn build_http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
-/// `max-age` of a `Cache-Control` header (RFC 9111 §5.2.2.1); the smallest when repeated.
-fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get_all(reqwest::header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|directive| {
-            let (name, value) = directive.trim().split_once('=')?;
-            if !name.trim().eq_ignore_ascii_case("max-age") {
-                return None;
-            }
-            value.trim().trim_matches('"').parse::<u64>().ok()
-        })
-        .min()
-        .map(Duration::from_secs)
 }
 
 fn ordered_bounds(policy: &RefreshPolicy) -> (Duration, Duration) {
@@ -976,14 +891,14 @@ impl Inner {
         };
         match source {
             KeySource::JwksUri(raw) => {
-                let url = checked_url(raw, &self.policy)?;
+                let url = fetch::checked_url(raw, self.policy.allow_insecure_http)?;
                 let (body, max_age) = self.get(&url).await?;
-                self.load(&body, &redact(&url), max_age)
+                self.load(&body, &fetch::redact(&url), max_age)
             }
             KeySource::Discovery => {
                 let url = self.jwks_uri_via_discovery().await?;
                 match self.get(&url).await {
-                    Ok((body, max_age)) => self.load(&body, &redact(&url), max_age),
+                    Ok((body, max_age)) => self.load(&body, &fetch::redact(&url), max_age),
                     Err(error) => {
                         // The IdP may have moved its keys: look again on the next attempt.
                         lock(&self.state).discovered = None;
@@ -1047,8 +962,8 @@ impl Inner {
             return Ok(url);
         }
         let raw = format!("{}{DISCOVERY_PATH}", self.issuer.trim_end_matches('/'));
-        let url = checked_url(&raw, &self.policy)?;
-        let shown = redact(&url);
+        let url = fetch::checked_url(&raw, self.policy.allow_insecure_http)?;
+        let shown = fetch::redact(&url);
         let (body, _) = self.get(&url).await?;
         let bad = |reason| FetchError::Discovery {
             url: shown.clone(),
@@ -1070,68 +985,25 @@ impl Inner {
             .get("jwks_uri")
             .and_then(Value::as_str)
             .ok_or_else(|| bad("no `jwks_uri` string"))?;
-        let jwks_url = checked_url(jwks_uri, &self.policy)?;
+        let jwks_url = fetch::checked_url(jwks_uri, self.policy.allow_insecure_http)?;
         lock(&self.state).discovered = Some((jwks_url.clone(), Instant::now()));
         Ok(jwks_url)
     }
 
-    /// GET with the policy's timeout over the whole exchange and the size cap enforced while
-    /// the body streams (a missing or lying Content-Length must not let a body through).
+    /// GET with the policy's timeout and size cap (see [`fetch::get`]).
     async fn get(&self, url: &Url) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
-        let client = self.client()?;
-        let shown = redact(url);
-        let limit = self.policy.max_document_bytes;
-        let timeout = self.policy.fetch_timeout;
-        let exchange = async {
-            let mut response = client
-                .get(url.clone())
-                .header(
-                    reqwest::header::ACCEPT,
-                    "application/jwk-set+json, application/json",
-                )
-                .timeout(timeout)
-                .send()
-                .await
-                .map_err(|e| request_error(&shown, e, timeout))?;
-            let status = response.status();
-            if status != reqwest::StatusCode::OK {
-                return Err(FetchError::Status {
-                    url: shown.clone(),
-                    status: status.as_u16(),
-                });
-            }
-            if response
-                .content_length()
-                .is_some_and(|len| len > limit as u64)
-            {
-                return Err(FetchError::TooLarge {
-                    url: shown.clone(),
-                    limit,
-                });
-            }
-            let max_age = max_age(response.headers());
-            let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| request_error(&shown, e, timeout))?
-            {
-                if body.len() + chunk.len() > limit {
-                    return Err(FetchError::TooLarge {
-                        url: shown.clone(),
-                        limit,
-                    });
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok((body, max_age))
+        let limits = fetch::Limits {
+            timeout: self.policy.fetch_timeout,
+            max_bytes: self.policy.max_document_bytes,
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| FetchError::Timeout {
-                url: shown.clone(),
-                timeout,
-            })?
+        let fetched = fetch::get(
+            self.client()?,
+            url,
+            "application/jwk-set+json, application/json",
+            limits,
+        )
+        .await?;
+        Ok((fetched.body, fetched.max_age))
     }
 
     /// Reads a whole file, bounded in size and time (a FIFO or a hung network mount must not
@@ -1199,21 +1071,6 @@ impl Inner {
     }
 }
 
-fn request_error(url: &str, error: reqwest::Error, timeout: Duration) -> FetchError {
-    if error.is_timeout() {
-        FetchError::Timeout {
-            url: url.to_owned(),
-            timeout,
-        }
-    } else {
-        // reqwest puts the full URL (query included) into its message; ours is redacted.
-        FetchError::Request {
-            url: url.to_owned(),
-            source: error.without_url(),
-        }
-    }
-}
-
 /// App-lifetime owner of every issuer's `KeyStore`, shared across config reloads: a reload that
 /// keeps an issuer (same issuer, source and refresh policy) keeps its store and keys.
 ///
@@ -1240,7 +1097,7 @@ impl KeyRegistry {
     /// A registry with its own HTTP client (rustls, no redirects). Should the client fail to
     /// build, every store reports that error and has no keys (fail closed).
     pub fn new() -> Self {
-        let client = match build_http_client() {
+        let client = match fetch::client() {
             Ok(client) => HttpClient::Ready(client),
             Err(error) => {
                 tracing::error!(error = %error, "cannot build the HTTP client for JWKS fetches");
@@ -1608,36 +1465,6 @@ mod tests {
         assert!(set.is_empty() && skipped.is_empty());
     }
 
-    fn headers(values: &[&str]) -> reqwest::header::HeaderMap {
-        let mut map = reqwest::header::HeaderMap::new();
-        for value in values {
-            map.append(
-                reqwest::header::CACHE_CONTROL,
-                value.parse().expect("header value"),
-            );
-        }
-        map
-    }
-
-    #[test]
-    fn reads_max_age_from_cache_control() {
-        assert_eq!(
-            max_age(&headers(&["public, max-age=300"])),
-            Some(Duration::from_secs(300))
-        );
-        assert_eq!(
-            max_age(&headers(&["Max-Age=\"60\", must-revalidate"])),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(
-            max_age(&headers(&["max-age=600", "max-age=120"])),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(max_age(&headers(&["s-maxage=60, no-cache"])), None);
-        assert_eq!(max_age(&headers(&["max-age=soon"])), None);
-        assert_eq!(max_age(&headers(&[])), None);
-    }
-
     fn policy(min_ms: u64, max_ms: u64) -> RefreshPolicy {
         RefreshPolicy {
             min_refresh_interval: Duration::from_millis(min_ms),
@@ -1684,45 +1511,41 @@ mod tests {
         assert_eq!(retry_delay(1, &fast, 1.0), Duration::from_millis(200));
     }
 
-    #[test]
-    fn requires_https_except_to_loopback() {
-        let strict = RefreshPolicy::default();
-        for ok in [
-            "https://idp.example.com/jwks",
-            "http://127.0.0.1:8080/jwks",
-            "http://127.9.9.9/jwks",
-            "http://[::1]:99/jwks",
-            "http://localhost/jwks",
-        ] {
-            assert!(checked_url(ok, &strict).is_ok(), "{ok}");
+    /// The same table the configuration check runs (`config`): a URL it refuses is refused by
+    /// the fetcher before any request; one it accepts is requested (nothing listens there).
+    #[tokio::test]
+    async fn fetcher_refuses_exactly_what_the_config_check_refuses() {
+        let registry = KeyRegistry::new();
+        let stores: Vec<_> = crate::fetch::URL_RULE_CASES
+            .iter()
+            .map(|&(url, allowed)| {
+                let config = IssuerConfig {
+                    name: "corp".to_owned(),
+                    issuer: "https://idp.example.com".to_owned(),
+                    audiences: vec!["api".to_owned()],
+                    algorithms: vec![Algorithm::ES256],
+                    clock_skew: Duration::from_secs(30),
+                    claims: crate::authn::ClaimPaths::default(),
+                    allowed_types: None,
+                    max_lifetime: None,
+                    source: KeySource::JwksUri(url.to_owned()),
+                    refresh: RefreshPolicy::default(),
+                    claim_headers: Vec::new(),
+                };
+                (url, allowed, registry.store_for(&config))
+            })
+            .collect();
+        registry.wait_initial(Duration::from_secs(10)).await;
+        for (url, allowed, store) in stores {
+            let status = store.status();
+            let error = status.last_error.expect("nothing serves keys there");
+            assert_eq!(status.keys, 0);
+            assert_eq!(error.starts_with("GET "), allowed, "{url}: {error}");
+            assert!(
+                !error.contains("pw") && !error.contains("client=abc"),
+                "{error}"
+            );
         }
-        for refused in [
-            "http://idp.example.com/jwks",
-            "http://10.0.0.1/jwks",
-            "http://localhost.example.com/jwks",
-            "ftp://idp.example.com/jwks",
-            "file:///etc/jwks.json",
-            "not a url",
-        ] {
-            assert!(checked_url(refused, &strict).is_err(), "{refused}");
-        }
-        let error = checked_url("http://idp.example.com/jwks?token=x", &strict)
-            .expect_err("plain http refused");
-        assert!(matches!(error, FetchError::InsecureHttp(ref host) if host == "idp.example.com"));
-        assert!(!error.to_string().contains("token=x"));
-        let lax = RefreshPolicy {
-            allow_insecure_http: true,
-            ..RefreshPolicy::default()
-        };
-        assert!(checked_url("http://idp.example.com/jwks", &lax).is_ok());
-        assert!(checked_url("ftp://idp.example.com/jwks", &lax).is_err());
-    }
-
-    #[test]
-    fn logged_urls_lose_credentials_and_query() {
-        let url = Url::parse("https://user:pw@idp.example.com:8443/keys?api_key=secret#frag")
-            .expect("valid URL");
-        assert_eq!(redact(&url), "https://idp.example.com:8443/keys");
     }
 
     #[tokio::test]
