@@ -15,6 +15,7 @@
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
 //! | [`telemetry`] | metrics, audit events, logging setup |
 //! | [`fetch`] | outbound fetches: the URL rule (https except loopback, no credentials or fragment), redaction, size cap, timeout, `Cache-Control`/`ETag` |
+//! | [`watch`] | the ConfigMap-safe, debounced file watcher (configuration today; keys and revocation files later) |
 //! | [`error`] | `ErrorChain`: an error and its sources on one line; a leaf, imports nothing from the crate |
 //! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` |
 //! | [`listener`] | accept loops (connection limit, back-off on accept errors), HTTP connection timeouts |
@@ -37,3 +38,4 @@ pub mod input;
 pub mod listener;
 pub mod proto;
 pub mod telemetry;
+pub mod watch;
