@@ -1,6 +1,7 @@
 //! portcullis: an authorization sidecar for Envoy's `ext_authz` filter.
 //!
-//! Module map (dependency direction: `grpc → engine → {authn, authz} → {input, decision}`):
+//! Module map (dependency direction: `grpc → engine → {authn, authz} → {input, decision}`;
+//! `error`, `fetch` and `watch` are leaves that import nothing from the crate):
 //!
 //! | module | job |
 //! |---|---|
@@ -9,9 +10,9 @@
 //! | [`input`] | the transport-free view of one request |
 //! | [`decision`] | `Decision` = allow (`Permit`) or deny (`DenyReason` with status and challenge) |
 //! | [`engine`] | route → authenticate → authorize, immutable per configuration generation |
-//! | [`authn`] | credentials, JWT verification, JWKS key sets, verified-token cache |
+//! | [`authn`] | credentials, JWT verification, JWKS key sets (`jwks/{document,schedule,store}`), verified-token cache |
 //! | [`authz`] | routes and path normalization, scopes |
-//! | [`config`] | YAML → validated `Config` with located errors; hot reload |
+//! | [`config`] | YAML → validated `Config` with located errors; hot reload (on [`watch`]) |
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
 //! | [`telemetry`] | metrics, audit events, logging setup |
 //! | [`fetch`] | outbound fetches: the URL rule (https except loopback, no credentials or fragment), redaction, size cap, timeout, `Cache-Control`/`ETag` |
