@@ -229,6 +229,37 @@ async fn refuses_discovery_pointing_to_plain_http_elsewhere() {
     assert_eq!(store.status().keys, 0);
 }
 
+/// The configuration refuses such key URLs; a `jwks_uri` found by discovery is held to the same
+/// rule (it used to be fetched, credentials sent along as Basic authentication).
+#[tokio::test]
+async fn refuses_discovery_pointing_to_a_url_with_credentials_or_a_fragment() {
+    let server = JwksServer::start(&jwks(&[key("k1")])).await;
+    let addr = server.base_url().replacen("http://", "", 1);
+    for jwks_uri in [
+        format!("http://user:pw@{addr}/jwks"),
+        format!("http://{addr}/jwks#keys"),
+    ] {
+        server.set_discovery(Some(json!({
+            "issuer": server.base_url(),
+            "jwks_uri": jwks_uri,
+        })));
+        let config = discovery_issuer(&server.base_url());
+        let (_registry, store) = loaded(&config).await;
+
+        let error = store.status().last_error.expect("an error is reported");
+        assert!(
+            error.contains("credentials") || error.contains("fragment"),
+            "{jwks_uri}: {error}"
+        );
+        assert!(
+            !error.contains("pw"),
+            "credentials are never shown: {error}"
+        );
+        assert_eq!(store.status().keys, 0);
+        assert_eq!(server.jwks_requests(), 0, "{jwks_uri} was fetched");
+    }
+}
+
 #[tokio::test]
 async fn refuses_oversized_documents_with_or_without_content_length() {
     let mut document = jwks(&[key("k1")]);

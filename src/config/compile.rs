@@ -28,10 +28,10 @@ use super::{Config, Problem, Readiness, ResponseSettings, ServerConfig, TlsConfi
 use crate::authn::attempts::{
     AttemptQuota, AttemptSettings, ClientAddressHeader, MAX_TRUSTED_HOPS,
 };
-use crate::authn::jwks::is_loopback_host;
 use crate::authn::{Algorithm, AuthnSettings, ClaimPaths, IssuerConfig, KeySource, RefreshPolicy};
 use crate::authz::routes::{PathMatch, RouteMatch, prefix_matches};
 use crate::authz::{OnDeny, Policy, Requirements, Route};
+use crate::fetch;
 
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
@@ -994,28 +994,27 @@ fn covers(earlier: &RouteMatch, later: &RouteMatch) -> bool {
     methods && host && path
 }
 
-/// Key and discovery URLs: HTTPS, or plain HTTP to a loopback host, or plain HTTP anywhere
-/// when the operator opted in (anyone on the path could otherwise swap the keys).
+/// Key and discovery URLs: the fetcher's own rule ([`fetch::checked_url`]), so a configuration
+/// is refused exactly when its fetch would be: HTTPS, or plain HTTP to a loopback host, or plain
+/// HTTP anywhere when the operator opted in (anyone on the path could otherwise swap the keys);
+/// never credentials or a fragment.
 fn check_fetch_url(text: &str, allow_insecure_http: bool) -> Result<(), String> {
-    let url =
-        reqwest::Url::parse(text).map_err(|error| format!("invalid URL `{text}`: {error}"))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("the URL must not contain credentials".to_owned());
-    }
-    if url.fragment().is_some() {
-        return Err(format!("`{text}`: the URL must not contain a fragment"));
-    }
-    let Some(host) = url.host_str() else {
-        return Err(format!("`{text}`: the URL has no host"));
-    };
-    match url.scheme() {
-        "https" => Ok(()),
-        // The fetcher's own rule, so a configuration is refused exactly when its fetch would be.
-        "http" if allow_insecure_http || is_loopback_host(host) => Ok(()),
-        "http" => Err(format!(
+    use fetch::UrlError;
+    match fetch::checked_url(text, allow_insecure_http) {
+        Ok(_) => Ok(()),
+        Err(UrlError::Parse(error)) => Err(format!("invalid URL `{text}`: {error}")),
+        Err(UrlError::Credentials(_)) => Err("the URL must not contain credentials".to_owned()),
+        Err(UrlError::Fragment(_)) => Err(format!("`{text}`: the URL must not contain a fragment")),
+        Err(UrlError::NoHost(_)) => Err(format!("`{text}`: the URL has no host")),
+        Err(UrlError::InsecureHttp(_)) => Err(format!(
             "`{text}` uses plain http to a non-loopback host: anyone on the path could swap \
              the keys; use https, or set `allow_insecure_http: true`"
         )),
-        other => Err(format!("`{text}`: unsupported scheme `{other}`, use https")),
+        Err(UrlError::Scheme(_)) => {
+            let scheme = text.split(':').next().unwrap_or_default();
+            Err(format!(
+                "`{text}`: unsupported scheme `{scheme}`, use https"
+            ))
+        }
     }
 }

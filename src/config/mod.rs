@@ -838,6 +838,24 @@ routes:
         assert!(load_text(&allowed).is_ok());
     }
 
+    /// The same table the fetcher runs (`authn::jwks`): the check refuses exactly what a fetch
+    /// would refuse.
+    #[test]
+    fn key_urls_follow_the_fetchers_url_rule() {
+        for &(url, allowed) in crate::fetch::URL_RULE_CASES {
+            let text = ISSUER.replace("https://idp.example.com/jwks", url);
+            match load_text(&text) {
+                Ok(_) => assert!(allowed, "{url} should have been refused"),
+                Err(error) => {
+                    assert!(!allowed, "{url} should have loaded: {error}");
+                    let errors = &error.errors;
+                    assert_eq!(errors[0].path, "issuers[0].jwks_uri", "{url}");
+                    assert!(!errors[0].message.contains("pw"), "{}", errors[0].message);
+                }
+            }
+        }
+    }
+
     #[test]
     fn discovery_needs_an_issuer_url() {
         let text = ISSUER

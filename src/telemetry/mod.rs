@@ -17,22 +17,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::decision::Decision;
 use crate::input::CheckInput;
 
+pub use crate::error::ErrorChain;
 pub use metrics::Metrics;
-
-/// An error and its sources on one line (`outer: cause: root cause`), for logs and `/status`.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(error) = source {
-            write!(f, ": {error}")?;
-            source = error.source();
-        }
-        Ok(())
-    }
-}
 
 /// Switches of the telemetry of one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
