@@ -233,7 +233,7 @@ fn envoy_idle_timeout(config: &Config, mode: Mode) -> String {
         Mode::Http => {
             let ours = config.server.connections.idle_timeout.as_millis();
             let millis = ours * 5 / 6;
-            if millis % 1000 == 0 {
+            if millis.is_multiple_of(1000) {
                 format!("{}s", millis / 1000)
             } else {
                 format!("{}.{:03}s", millis / 1000, millis % 1000)
