@@ -21,7 +21,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::authn::KeyRegistry;
+use crate::authn::{CacheCounters, KeyRegistry};
 use crate::config::reload::ConfigWatcher;
 use crate::config::{self, Config, ConfigError, ServerConfig, TlsConfig};
 use crate::engine::{Engine, SharedEngine};
@@ -31,7 +31,7 @@ use crate::grpc::routes::Routes;
 use crate::http::HttpAuthzOptions;
 use crate::listener::{Acceptor, grpc_incoming, serve_http};
 use crate::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
-use crate::telemetry::metrics::{CacheCounts, ReloadResult};
+use crate::telemetry::metrics::ReloadResult;
 use crate::telemetry::{ErrorChain, Telemetry, TelemetryOptions};
 
 /// Quiet time after the last change to the configuration file before it is reloaded, so an
@@ -138,6 +138,8 @@ pub struct ReloadRecord {
 pub struct AppState {
     engine: SharedEngine,
     registry: Arc<KeyRegistry>,
+    /// Token-cache hits and misses, shared by every engine generation.
+    cache_counters: Arc<CacheCounters>,
     telemetry: Arc<Telemetry>,
     /// `readiness.require_keys` of the configuration in use (the rest lives in the engine).
     require_keys: AtomicBool,
@@ -252,10 +254,9 @@ impl AppState {
     }
 
     fn apply(&self, config: Config) -> u64 {
-        let engine = Engine::new(&config, &self.registry);
-        let old = self.engine.swap(Arc::new(engine));
-        self.telemetry.metrics().retire_engine(&old);
-        drop(old);
+        let engine =
+            Engine::with_cache_counters(&config, &self.registry, self.cache_counters.clone());
+        self.engine.store(Arc::new(engine));
         // After the swap: stores of removed issuers stop refreshing; in-flight checks on the
         // old engine keep their own handles until they finish.
         self.registry.retain(&config.issuers);
@@ -468,17 +469,23 @@ pub async fn start_with(
     };
 
     let registry = Arc::new(KeyRegistry::new());
-    let engine: SharedEngine = Arc::new(ArcSwap::from_pointee(Engine::new(&config, &registry)));
+    let cache_counters = Arc::new(CacheCounters::default());
+    let engine: SharedEngine = Arc::new(ArcSwap::from_pointee(Engine::with_cache_counters(
+        &config,
+        &registry,
+        cache_counters.clone(),
+    )));
     let telemetry = Arc::new(Telemetry::with_options(options.telemetry.clone()));
     telemetry.metrics().observe_keys(registry.clone());
     telemetry
         .metrics()
-        .observe_token_cache(engine.clone(), token_cache_counts);
+        .observe_token_cache(cache_counters.clone());
     telemetry.metrics().set_generation(1);
 
     let state = Arc::new(AppState {
         engine: engine.clone(),
         registry,
+        cache_counters,
         telemetry: telemetry.clone(),
         bound_server: config.server.clone(),
         require_keys: AtomicBool::new(config.readiness.require_keys),
@@ -616,15 +623,6 @@ pub async fn start_with(
         shutdown: shutdown_tx,
         supervisor: Some(supervisor),
     })
-}
-
-/// Token-cache counters of an engine's authenticator, for `portcullis_token_cache_*_total`.
-fn token_cache_counts(engine: &Engine) -> CacheCounts {
-    let stats = engine.authenticator().cache_stats();
-    CacheCounts {
-        hits: stats.hits,
-        misses: stats.misses,
-    }
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
