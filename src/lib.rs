@@ -32,4 +32,5 @@ pub mod http;
 pub mod input;
 pub mod listener;
 pub mod proto;
+pub mod service;
 pub mod telemetry;

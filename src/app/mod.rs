@@ -28,12 +28,13 @@ use crate::authn::{CacheCounters, KeyRegistry};
 use crate::config::reload::ConfigWatcher;
 use crate::config::{self, Config, ConfigError, TlsConfig};
 use crate::engine::{Engine, SharedEngine};
-use crate::grpc::CheckService;
+use crate::grpc::AuthorizationService;
 use crate::grpc::io::Coalescing;
 use crate::grpc::routes::Routes;
 use crate::http::HttpAuthzOptions;
 use crate::listener::{Acceptor, grpc_incoming, serve_http};
 use crate::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use crate::service::CheckService;
 use crate::telemetry::{ErrorChain, Telemetry, TelemetryOptions};
 pub use state::{AppState, Readiness, ReloadError, ReloadRecord};
 
@@ -58,7 +59,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Name of the `ext_authz` service in `grpc.health.v1` (what Envoy's gRPC health check asks for
 /// when `service_name` is set); the empty name is the whole server.
 const AUTHORIZATION_SERVICE: &str =
-    <AuthorizationServer<CheckService> as tonic::server::NamedService>::NAME;
+    <AuthorizationServer<AuthorizationService> as tonic::server::NamedService>::NAME;
 
 /// Why the agent cannot start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -319,7 +320,10 @@ pub async fn start_with(
     )
     .map(|conn| conn.map(Coalescing::new));
     let grpc_task = tokio::spawn({
-        let routes = Routes::new(health_service, check_service.clone().into_server());
+        let routes = Routes::new(
+            health_service,
+            AuthorizationService::new(check_service.clone()).into_server(),
+        );
         let stop = stopped(serving_rx.clone());
         async move {
             grpc_server
@@ -330,7 +334,7 @@ pub async fn start_with(
     });
 
     let http_task = http_listener.map(|listener| {
-        let app = crate::http::router(check_service, telemetry.clone(), options.http.clone());
+        let app = crate::http::router(check_service, options.http.clone());
         let serve = serve_http(
             acceptor(listener, "http"),
             app,
@@ -664,15 +668,18 @@ pub(crate) mod tests_support {
         config_with_routes(vec![route("health", "/healthz", Policy::Anonymous)])
     }
 
-    /// The `ext_authz` service over an engine built from `config` (no issuers, so no key
+    /// The check service over an engine built from `config` (no issuers, so no key
     /// fetches), recording into `telemetry`.
     pub(crate) fn check_service(
         config: &Config,
         telemetry: Arc<crate::telemetry::Telemetry>,
-    ) -> crate::grpc::CheckService {
+    ) -> crate::service::CheckService {
         let registry = crate::authn::KeyRegistry::new();
         let engine = crate::engine::Engine::new(config, &registry);
-        crate::grpc::CheckService::new(Arc::new(arc_swap::ArcSwap::from_pointee(engine)), telemetry)
+        crate::service::CheckService::new(
+            Arc::new(arc_swap::ArcSwap::from_pointee(engine)),
+            telemetry,
+        )
     }
 }
 
