@@ -15,8 +15,10 @@ use crate::authn::credentials::{self, Extraction, Presented};
 use crate::authn::{Authenticator, AuthnError, CacheCounters, KeyRegistry, Lookup};
 use crate::authz::routes::{self, RouteTable};
 use crate::authz::{OnDeny, Policy, Route, scopes};
-use crate::config::{Config, ResponseSettings};
-use crate::decision::{Decision, Denial, DenyReason, Hidden, Identity, Permit, TokenProblem};
+use crate::config::Config;
+use crate::decision::{
+    Decision, Denial, DenyReason, Hidden, Identity, Permit, ResponseSettings, TokenProblem,
+};
 use crate::input::CheckInput;
 
 /// Prefix of the identity headers portcullis owns; clients may never send them upstream.
