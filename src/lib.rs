@@ -1,22 +1,28 @@
 //! portcullis: an authorization sidecar for Envoy's `ext_authz` filter.
 //!
-//! Module map (dependency direction: `grpc → engine → {authn, authz} → {input, decision}`):
+//! Module map. Imports point one way (style.md layering; `make lint` checks it with
+//! `deploy/ci/layers.sh`): `main → app → admin → app::state → {grpc, http, listener,
+//! envoy_filter} → service → {engine, telemetry} → config → {authn, authz} → {input, decision,
+//! proto}`; the decision core (engine, authn, authz, decision, input) never uses tonic or the
+//! protos.
 //!
 //! | module | job |
 //! |---|---|
-//! | [`proto`] | generated Envoy types, included once; only `grpc` uses them |
+//! | [`proto`] | generated Envoy types, included once; only `grpc` (and `app`, for the service name) use them |
 //! | [`grpc`] | tonic `Authorization` service: `CheckRequest` → [`input::CheckInput`], [`decision::Decision`] → `CheckResponse` |
+//! | [`http`] | Envoy's HTTP `ext_authz` mode: request → [`input::CheckInput`], decision → HTTP answer |
+//! | [`service`] | one check for both adapters: engine snapshot, decide, record telemetry, the `check` span |
 //! | [`input`] | the transport-free view of one request |
-//! | [`decision`] | `Decision` = allow (`Permit`) or deny (`DenyReason` with status and challenge) |
+//! | [`decision`] | `Decision` = allow (`Permit`) or deny (`Denial`: reason, status and challenge); the engine's `ResponseSettings` |
 //! | [`engine`] | route → authenticate → authorize, immutable per configuration generation |
-//! | [`authn`] | credentials, JWT verification, JWKS key sets, verified-token cache |
+//! | [`authn`] | credentials, JWT verification, JWKS key sets, verified-token cache and its process-lifetime counters |
 //! | [`authz`] | routes and path normalization, scopes |
 //! | [`config`] | YAML → validated `Config` with located errors; hot reload |
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
 //! | [`telemetry`] | metrics, audit events, logging setup |
-//! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` |
+//! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` (reads [`app::state`]) |
 //! | [`listener`] | accept loops (connection limit, back-off on accept errors), HTTP connection timeouts |
-//! | [`app`] | wiring: shared caches, servers, reload task, graceful shutdown |
+//! | [`app`] | wiring: shared caches and counters, servers, reload task, graceful shutdown; [`app::state`]: `AppState`, readiness, reload |
 #![forbid(unsafe_code)]
 
 pub mod admin;
