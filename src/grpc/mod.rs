@@ -1,6 +1,5 @@
-//! The tonic `Authorization` service: translate the `CheckRequest`, have
-//! [`crate::service`] decide and record it, map the decision back. It holds no policy of its
-//! own.
+//! The tonic `Authorization` service: translate the `CheckRequest`, have [`crate::service`]
+//! decide and record it, map the decision back. It holds no policy of its own.
 
 pub mod io;
 pub mod request;
