@@ -4,7 +4,7 @@
 #   make demo         provider + portcullis + Envoy + an upstream on loopback, with curl commands
 #   make bench-envoy  the Envoy load benchmark (no auth vs jwt_authn vs ext_authz + portcullis)
 #   make bench-grpc   portcullis alone behind h2load: CPU per check
-#   make lint         rustfmt check and clippy with warnings as errors
+#   make lint         rustfmt check, clippy with warnings as errors, one-way imports
 #   make build        debug build of the portcullis binary
 #
 # Installs are idempotent and quick when already done. On a fresh Debian machine (as root) the
@@ -87,9 +87,9 @@ build:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	@# The decision core knows nothing of gRPC or protobuf (style.md, dependency direction).
-	@if grep -rnE '^[^/]*(use (tonic|prost)|crate::proto|tonic::|prost::)' src/engine.rs src/authn src/authz src/decision.rs src/input.rs; then \
-		echo "lint: the engine, authn and authz must not use tonic or the generated protos"; exit 1; fi
+	@# Imports point one way (style.md layering, so the module graph stays a DAG), and the
+	@# decision core knows nothing of gRPC or protobuf.
+	@deploy/ci/layers.sh src || { echo "lint: wrong-way import (see deploy/ci/layers.sh)"; exit 1; }
 
 demo: deps
 	$(CARGO) build

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use crate::app::AppState;
+use crate::app::state::AppState;
 use crate::telemetry::metrics;
 
 /// The admin application.

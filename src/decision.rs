@@ -367,6 +367,29 @@ impl Denial {
     }
 }
 
+/// Response options (design.md "Response contract"): the engine's own type, which the
+/// configuration compiles into (`config::ResponseSettings` re-exports it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseSettings {
+    /// Remove the credential header before the request goes upstream (default on).
+    pub strip_credentials: bool,
+    /// Return dynamic metadata `portcullis: {subject, method, route}` with allowed checks
+    /// (default on). Building and merging it costs Envoy and portcullis a few µs per check.
+    pub dynamic_metadata: bool,
+    /// 404 (default) or 403 when no route matches.
+    pub no_route_status: u16,
+}
+
+impl Default for ResponseSettings {
+    fn default() -> Self {
+        Self {
+            strip_credentials: true,
+            dynamic_metadata: true,
+            no_route_status: 404,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

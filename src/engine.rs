@@ -12,11 +12,13 @@ use std::sync::Arc;
 
 use crate::authn::attempts::AttemptLimiter;
 use crate::authn::credentials::{self, Extraction, Presented};
-use crate::authn::{Authenticator, AuthnError, KeyRegistry, Lookup};
+use crate::authn::{Authenticator, AuthnError, CacheCounters, KeyRegistry, Lookup};
 use crate::authz::routes::{self, RouteTable};
 use crate::authz::{OnDeny, Policy, Route, scopes};
-use crate::config::{Config, ResponseSettings};
-use crate::decision::{Decision, Denial, DenyReason, Hidden, Identity, Permit, TokenProblem};
+use crate::config::Config;
+use crate::decision::{
+    Decision, Denial, DenyReason, Hidden, Identity, Permit, ResponseSettings, TokenProblem,
+};
 use crate::input::CheckInput;
 
 /// Prefix of the identity headers portcullis owns; clients may never send them upstream.
@@ -42,11 +44,22 @@ pub struct Engine {
 
 impl Engine {
     /// Builds the engine for `config`. Key stores come from the app-lifetime `registry`, so a
-    /// reload keeps the keys of issuers it keeps.
+    /// reload keeps the keys of issuers it keeps. The token cache counts into counters of its
+    /// own ([`Engine::with_cache_counters`] shares the app's).
     pub fn new(config: &Config, registry: &KeyRegistry) -> Self {
+        Self::with_cache_counters(config, registry, Arc::default())
+    }
+
+    /// [`Engine::new`] with the token cache counting into the app-lifetime `counters`, so the
+    /// counts outlive this generation.
+    pub fn with_cache_counters(
+        config: &Config,
+        registry: &KeyRegistry,
+        counters: Arc<CacheCounters>,
+    ) -> Self {
         Self {
             routes: RouteTable::new(config.routes.clone()),
-            authn: Authenticator::new(&config.issuers, registry, config.authn.clone()),
+            authn: Authenticator::new(&config.issuers, registry, config.authn.clone(), counters),
             response: config.response.clone(),
             anonymous: Arc::new(Identity::anonymous()),
             claim_header_names: claim_header_names(config)

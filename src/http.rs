@@ -15,8 +15,8 @@
 //!   (403 by default) — or lets the request through when `failure_mode_allow` is on, which must
 //!   therefore stay off. Our 503 ("cannot decide") still fails closed with the default setting.
 //!
-//! The request is translated into a [`CheckInput`] here, decided by the same
-//! [`CheckService::decide`] as the gRPC path, and the decision mapped with the transport-free
+//! The request is translated into a [`CheckInput`] here, decided and recorded by the same
+//! [`CheckService::check`] as the gRPC path, and the decision mapped with the transport-free
 //! helpers of `decision.rs`. This module holds no policy, and never logs a header value.
 
 use std::net::{IpAddr, SocketAddr};
@@ -30,9 +30,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::{StatusCode, request::Parts};
 
 use crate::decision::{Decision, Denial, DenyReason, Permit};
-use crate::grpc::CheckService;
 use crate::input::{CheckInput, Headers};
-use crate::telemetry::Telemetry;
+use crate::service::CheckService;
 
 /// Response header naming the request headers Envoy must remove before going upstream.
 pub const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
@@ -71,21 +70,12 @@ pub struct HttpAuthzOptions {
 
 struct HttpAuthz {
     service: CheckService,
-    telemetry: Arc<Telemetry>,
     options: HttpAuthzOptions,
 }
 
 /// The HTTP ext_authz application: every method and path is an authorization request.
-pub fn router(
-    service: CheckService,
-    telemetry: Arc<Telemetry>,
-    options: HttpAuthzOptions,
-) -> Router {
-    let state = Arc::new(HttpAuthz {
-        service,
-        telemetry,
-        options,
-    });
+pub fn router(service: CheckService, options: HttpAuthzOptions) -> Router {
+    let state = Arc::new(HttpAuthz { service, options });
     Router::new().fallback(authorize).with_state(state)
 }
 
@@ -102,16 +92,14 @@ async fn authorize(State(authz): State<Arc<HttpAuthz>>, request: Request) -> Res
     let (parts, _body) = request.into_parts();
     match to_input(&parts, &authz.options) {
         Ok(input) => {
-            let decision = authz.service.decide(&input).await;
+            let decision = authz.service.check(&input).await;
             to_response(&decision, input.request_id())
         }
         Err(InvalidAuthzRequest::MissingPathPrefix) => {
             let started = Instant::now();
             let input = base_input(&parts);
             let decision = Decision::deny(None, DenyReason::BadPath);
-            authz
-                .telemetry
-                .decision(&input, &decision, started.elapsed());
+            authz.service.record(&input, &decision, started);
             to_response(&decision, input.request_id())
         }
     }
@@ -262,6 +250,7 @@ mod tests {
     use super::*;
     use crate::app::tests_support::{check_service, config_with_routes, route};
     use crate::authz::{Policy, Requirements};
+    use crate::telemetry::Telemetry;
     use http::Method;
     use tower::ServiceExt;
 
@@ -276,12 +265,7 @@ mod tests {
                 }),
             ),
         ]);
-        let telemetry = Arc::new(Telemetry::new());
-        router(
-            check_service(&config, telemetry.clone()),
-            telemetry,
-            options,
-        )
+        router(check_service(&config, Arc::new(Telemetry::new())), options)
     }
 
     /// A request as Envoy sends it: with a `Host` (a request without one is refused with 400).

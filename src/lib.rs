@@ -1,16 +1,21 @@
 //! portcullis: an authorization sidecar for Envoy's `ext_authz` filter.
 //!
-//! Module map (dependency direction: `grpc → engine → {authn, authz} → {input, decision}`;
-//! `error`, `fetch` and `watch` are leaves that import nothing from the crate):
+//! Module map. Imports point one way (style.md layering; `make lint` checks it with
+//! `deploy/ci/layers.sh`): `main → app → admin → app::state → {grpc, http, listener,
+//! envoy_filter} → service → {engine, telemetry} → config → {authn, authz} → {input, decision,
+//! proto, error, fetch, watch}` (`error`, `fetch` and `watch` import nothing from the crate);
+//! the decision core (engine, authn, authz, decision, input) never uses tonic or the protos.
 //!
 //! | module | job |
 //! |---|---|
-//! | [`proto`] | generated Envoy types, included once; only `grpc` uses them |
+//! | [`proto`] | generated Envoy types, included once; only `grpc` (and `app`, for the service name) use them |
 //! | [`grpc`] | tonic `Authorization` service: `CheckRequest` → [`input::CheckInput`], [`decision::Decision`] → `CheckResponse` |
+//! | [`http`] | Envoy's HTTP `ext_authz` mode: request → [`input::CheckInput`], decision → HTTP answer |
+//! | [`service`] | one check for both adapters: engine snapshot, decide, record telemetry, the `check` span |
 //! | [`input`] | the transport-free view of one request |
-//! | [`decision`] | `Decision` = allow (`Permit`) or deny (`DenyReason` with status and challenge) |
+//! | [`decision`] | `Decision` = allow (`Permit`) or deny (`Denial`: reason, status and challenge); the engine's `ResponseSettings` |
 //! | [`engine`] | route → authenticate → authorize, immutable per configuration generation |
-//! | [`authn`] | credentials, JWT verification, JWKS key sets (`jwks/{document,schedule,store}`), verified-token cache |
+//! | [`authn`] | credentials, JWT verification, JWKS key sets (`jwks/{document,schedule,store}`), verified-token cache and its process-lifetime counters |
 //! | [`authz`] | routes and path normalization, scopes |
 //! | [`config`] | YAML → validated `Config` with located errors; hot reload (on [`watch`]) |
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
@@ -18,9 +23,9 @@
 //! | [`fetch`] | outbound fetches: the URL rule (https except loopback, no credentials or fragment), redaction, size cap, timeout, `Cache-Control`/`ETag` |
 //! | [`watch`] | the ConfigMap-safe, debounced file watcher (configuration today; keys and revocation files later) |
 //! | [`error`] | `ErrorChain`: an error and its sources on one line; a leaf, imports nothing from the crate |
-//! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` |
+//! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` (reads [`app::state`]) |
 //! | [`listener`] | accept loops (connection limit, back-off on accept errors), HTTP connection timeouts |
-//! | [`app`] | wiring: shared caches, servers, reload task, graceful shutdown |
+//! | [`app`] | wiring: shared caches and counters, servers, reload task, graceful shutdown; [`app::state`]: `AppState`, readiness, reload |
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -38,5 +43,6 @@ pub mod http;
 pub mod input;
 pub mod listener;
 pub mod proto;
+pub mod service;
 pub mod telemetry;
 pub mod watch;

@@ -2,7 +2,8 @@
 //!
 //! Bounded in entries; each entry expires with its token's `exp` (and a hit re-checks `exp`
 //! against the wall clock, so even a late eviction never serves an expired token). One cache
-//! per `Authenticator`, i.e. per configuration generation.
+//! per `Authenticator`, i.e. per configuration generation; its hit and miss counters
+//! ([`CacheCounters`]) live as long as the process and are shared by every generation's cache.
 //!
 //! The cache must never hold or print a token (only its hash). It is not meant to be the last
 //! word: revocation (not implemented yet) must be consulted after it on every request.
@@ -39,13 +40,32 @@ pub fn unix_now() -> u64 {
 /// far-future `exp` can pin in memory (and keeps moka's deadline arithmetic far from overflow).
 pub const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
-/// Hit and miss counts since the cache was created, plus its current size.
+/// Hit and miss counts of a cache's counters, plus its current size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
     /// Approximate number of entries (moka counts lazily).
     pub entries: u64,
+}
+
+/// Verified-token cache hits and misses since the process started. Created once by the app
+/// and handed to every generation's cache, so the counts survive reloads (and never go down)
+/// and metrics read them without knowing the engine.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl CacheCounters {
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
 }
 
 /// Evicts each identity when its token expires.
@@ -69,8 +89,7 @@ impl Expiry<TokenHash, Arc<Identity>> for UntilTokenExpiry {
 /// Verified identities by token hash.
 pub struct TokenCache {
     entries: moka::sync::Cache<TokenHash, Arc<Identity>>,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    counters: Arc<CacheCounters>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -83,15 +102,21 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
-    /// A cache holding at most `capacity` identities (0 disables caching).
+    /// A cache holding at most `capacity` identities (0 disables caching), with counters of
+    /// its own.
     pub fn new(capacity: u64) -> Self {
+        Self::with_counters(capacity, Arc::default())
+    }
+
+    /// A cache holding at most `capacity` identities that counts its hits and misses in
+    /// `counters` (the process-lifetime ones, shared with the caches of other generations).
+    pub fn with_counters(capacity: u64, counters: Arc<CacheCounters>) -> Self {
         Self {
             entries: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(UntilTokenExpiry)
                 .build(),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            counters,
         }
     }
 
@@ -110,9 +135,9 @@ impl TokenCache {
             .filter(|identity| identity.expires_at.is_some_and(|exp| now < exp))
             .filter(|identity| usable(identity));
         let counter = if found.is_some() {
-            &self.hits
+            &self.counters.hits
         } else {
-            &self.misses
+            &self.counters.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found
@@ -126,10 +151,12 @@ impl TokenCache {
         }
     }
 
+    /// Hits and misses of its counters (shared by every generation when they are the
+    /// process-lifetime ones), and its own size.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.counters.hits(),
+            misses: self.counters.misses(),
             entries: self.entries.entry_count(),
         }
     }

@@ -199,7 +199,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::decision::Identity;
-pub use cache::{CacheStats, TokenCache};
+pub use cache::{CacheCounters, CacheStats, TokenCache};
 pub use jwks::KeyRegistry;
 use jwks::{KeyError, KeyStore};
 pub use jwt::{CryptoProviderConflict, install_crypto_provider};
@@ -221,7 +221,8 @@ pub struct IssuerKeyStatus {
 
 /// Verifies bearer tokens for one configuration generation. Owns its verified-token cache, so
 /// a reload (new issuers, audiences, algorithms) can never serve an identity verified under
-/// the old rules.
+/// the old rules; only the cache's hit and miss counters are the app's, shared across
+/// generations.
 ///
 /// Revocation (not implemented yet) is deliberately not consulted here: it belongs in the
 /// engine after `authenticate`, on every request, cache hits included, using the identity's
@@ -287,9 +288,14 @@ impl Pending<'_> {
 impl Authenticator {
     /// Builds the authenticator for one configuration generation. Key stores come from the
     /// app-lifetime `registry` (a reload keeps the keys of the issuers it keeps); the token
-    /// cache is new. When two issuers share one `iss`, the first wins (config validation
-    /// refuses that case).
-    pub fn new(issuers: &[IssuerConfig], registry: &KeyRegistry, settings: AuthnSettings) -> Self {
+    /// cache is new, counting into the app-lifetime `counters`. When two issuers share one
+    /// `iss`, the first wins (config validation refuses that case).
+    pub fn new(
+        issuers: &[IssuerConfig],
+        registry: &KeyRegistry,
+        settings: AuthnSettings,
+        counters: Arc<CacheCounters>,
+    ) -> Self {
         Self::build(
             issuers
                 .iter()
@@ -299,16 +305,21 @@ impl Authenticator {
                 })
                 .collect(),
             settings,
+            counters,
         )
     }
 
-    fn build(issuers: Vec<IssuerEntry>, settings: AuthnSettings) -> Self {
+    fn build(
+        issuers: Vec<IssuerEntry>,
+        settings: AuthnSettings,
+        counters: Arc<CacheCounters>,
+    ) -> Self {
         let mut by_iss = HashMap::with_capacity(issuers.len());
         for (index, entry) in issuers.iter().enumerate() {
             by_iss.entry(entry.config.issuer.clone()).or_insert(index);
         }
         Self {
-            cache: TokenCache::new(settings.token_cache_entries),
+            cache: TokenCache::with_counters(settings.token_cache_entries, counters),
             settings,
             issuers,
             by_iss,
@@ -408,8 +419,8 @@ impl Authenticator {
             .is_some_and(|entry| entry.keys.publishes(kid))
     }
 
-    /// Verified-token cache hits and misses of this generation (for
-    /// `portcullis_token_cache_{hits,misses}_total`).
+    /// Verified-token cache hits and misses of its counters (the process-lifetime ones the app
+    /// hands to every generation), and the size of this generation's cache.
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
     }
@@ -452,6 +463,7 @@ mod tests {
                     })
                     .collect(),
                 settings,
+                Arc::default(),
             )
         }
     }
@@ -494,7 +506,12 @@ mod tests {
         config.refresh.min_refresh_interval = std::time::Duration::from_millis(50);
         config.refresh.max_refresh_interval = std::time::Duration::from_millis(100);
         let registry = KeyRegistry::new();
-        let authn = Authenticator::new(&[config], &registry, AuthnSettings::default());
+        let authn = Authenticator::new(
+            &[config],
+            &registry,
+            AuthnSettings::default(),
+            Arc::default(),
+        );
         registry
             .wait_initial(std::time::Duration::from_secs(5))
             .await;

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use crate::authn::{AuthnSettings, IssuerConfig};
 use crate::authz::Route;
+pub use crate::decision::ResponseSettings;
 use source::{Anchor, YamlPath};
 
 /// A validated configuration, ready to build an `Engine` from.
@@ -81,28 +82,6 @@ pub struct TlsConfig {
     pub key_file: PathBuf,
     /// When set, clients must present a certificate signed by this CA (mTLS).
     pub client_ca_file: Option<PathBuf>,
-}
-
-/// Response options (design.md "Response contract").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResponseSettings {
-    /// Remove the credential header before the request goes upstream (default on).
-    pub strip_credentials: bool,
-    /// Return dynamic metadata `portcullis: {subject, method, route}` with allowed checks
-    /// (default on). Building and merging it costs Envoy and portcullis a few µs per check.
-    pub dynamic_metadata: bool,
-    /// 404 (default) or 403 when no route matches.
-    pub no_route_status: u16,
-}
-
-impl Default for ResponseSettings {
-    fn default() -> Self {
-        Self {
-            strip_credentials: true,
-            dynamic_metadata: true,
-            no_route_status: 404,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

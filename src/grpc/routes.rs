@@ -15,18 +15,18 @@ use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic_health::pb::health_server::{Health, HealthServer};
 
-use crate::grpc::CheckService;
+use crate::grpc::AuthorizationService;
 use crate::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 
 /// `grpc.health.v1.Health` and Envoy's `Authorization`; any other path is answered by the
 /// `Authorization` server's own fallback, gRPC status UNIMPLEMENTED (as tonic's router does).
 pub struct Routes<H> {
     health: HealthServer<H>,
-    check: AuthorizationServer<CheckService>,
+    check: AuthorizationServer<AuthorizationService>,
 }
 
 impl<H: Health> Routes<H> {
-    pub fn new(health: HealthServer<H>, check: AuthorizationServer<CheckService>) -> Self {
+    pub fn new(health: HealthServer<H>, check: AuthorizationServer<AuthorizationService>) -> Self {
         Self { health, check }
     }
 }
@@ -92,7 +92,8 @@ mod tests {
     #[tokio::test]
     async fn unknown_services_get_grpc_unimplemented() {
         let config = config_with_routes(Vec::new());
-        let check = check_service(&config, Arc::new(Telemetry::new())).into_server();
+        let check = AuthorizationService::new(check_service(&config, Arc::new(Telemetry::new())))
+            .into_server();
         let (_, health) = tonic_health::server::health_reporter();
         let routes = Routes::new(health, check);
 

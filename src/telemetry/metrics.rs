@@ -4,10 +4,10 @@
 //! token, no path).
 //!
 //! Key-set and token-cache figures are not pushed by the stages that own them: a collector reads
-//! them at scrape time from the `KeyRegistry` and the current engine, so a scrape always shows
-//! the state of that moment and the hot path pays nothing for them.
+//! them at scrape time from the `KeyRegistry` and the process-lifetime `CacheCounters`, so a
+//! scrape always shows the state of that moment and the hot path pays nothing for them.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -20,9 +20,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::authn::KeyRegistry;
+use crate::authn::{CacheCounters, KeyRegistry};
 use crate::decision::Decision;
-use crate::engine::{Engine, SharedEngine};
 
 /// `Content-Type` of [`Metrics::encode`]'s output: the Prometheus text format 0.0.4, which every
 /// Prometheus version and `promtool check metrics` read.
@@ -93,16 +92,6 @@ impl ReloadResult {
         }
     }
 }
-
-/// Verified-token cache counters of one engine generation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheCounts {
-    pub hits: u64,
-    pub misses: u64,
-}
-
-/// Reads the token-cache counters of an engine.
-pub type CacheCountsFn = fn(&Engine) -> CacheCounts;
 
 /// The metrics of one process.
 #[derive(Debug)]
@@ -265,28 +254,10 @@ impl Metrics {
         let _ = self.scraped.keys.set(registry);
     }
 
-    /// Reads token-cache counters through `read` from the engine in use at every scrape. Only the
-    /// first call takes effect.
-    pub fn observe_token_cache(&self, engine: SharedEngine, read: CacheCountsFn) {
-        let _ = self.scraped.token_cache.set(TokenCacheSource {
-            engine,
-            read,
-            retired: Mutex::new(CacheCounts::default()),
-            reported: Mutex::new(CacheCounts::default()),
-        });
-    }
-
-    /// Keeps the counts of an engine that was just replaced (call it after the swap), so the
-    /// exported counters stay monotonic across reloads although each engine generation has its
-    /// own cache. A scrape between the swap and this call is clamped to the last exported value.
-    pub fn retire_engine(&self, engine: &Engine) {
-        if let Some(source) = self.scraped.token_cache.get()
-            && let Ok(mut retired) = source.retired.lock()
-        {
-            let counts = (source.read)(engine);
-            retired.hits = retired.hits.saturating_add(counts.hits);
-            retired.misses = retired.misses.saturating_add(counts.misses);
-        }
+    /// Reads the process-lifetime token-cache `counters` (shared by every engine generation,
+    /// so they never go down across reloads) at every scrape. Only the first call takes effect.
+    pub fn observe_token_cache(&self, counters: Arc<CacheCounters>) {
+        let _ = self.scraped.token_cache.set(counters);
     }
 
     /// The exposition, in the Prometheus text format ([`CONTENT_TYPE`]).
@@ -297,36 +268,12 @@ impl Metrics {
     }
 }
 
-/// State read at scrape time, attached after construction (the registry and the engine are
-/// built after the telemetry that their engine reports to).
+/// State read at scrape time, attached after construction (the registry and the counters are
+/// handed over after the telemetry is built).
 #[derive(Debug, Default)]
 struct ScrapeSources {
     keys: OnceLock<Arc<KeyRegistry>>,
-    token_cache: OnceLock<TokenCacheSource>,
-}
-
-#[derive(Debug)]
-struct TokenCacheSource {
-    engine: SharedEngine,
-    read: CacheCountsFn,
-    /// Sum over engines already replaced.
-    retired: Mutex<CacheCounts>,
-    /// Last exported values: a counter never goes down, even for a scrape between an engine
-    /// swap and `retire_engine`.
-    reported: Mutex<CacheCounts>,
-}
-
-impl TokenCacheSource {
-    fn counts(&self) -> Option<CacheCounts> {
-        let current = (self.read)(&self.engine.load());
-        let retired = self.retired.lock().map(|r| *r).unwrap_or_default();
-        let mut reported = self.reported.lock().ok()?;
-        reported.hits = reported.hits.max(retired.hits.saturating_add(current.hits));
-        reported.misses = reported
-            .misses
-            .max(retired.misses.saturating_add(current.misses));
-        Some(*reported)
-    }
+    token_cache: OnceLock<Arc<CacheCounters>>,
 }
 
 impl Collector for ScrapeSources {
@@ -334,15 +281,15 @@ impl Collector for ScrapeSources {
         if let Some(registry) = self.keys.get() {
             encode_key_status(&mut encoder, registry)?;
         }
-        if let Some(counts) = self.token_cache.get().and_then(TokenCacheSource::counts) {
-            let hits = ConstCounter::new(counts.hits);
+        if let Some(counters) = self.token_cache.get() {
+            let hits = ConstCounter::new(counters.hits());
             hits.encode(encoder.encode_descriptor(
                 "portcullis_token_cache_hits",
                 "Checks answered from the verified-token cache",
                 None,
                 hits.metric_type(),
             )?)?;
-            let misses = ConstCounter::new(counts.misses);
+            let misses = ConstCounter::new(counters.misses());
             misses.encode(encoder.encode_descriptor(
                 "portcullis_token_cache_misses",
                 "Checks that had to verify the token",
@@ -487,26 +434,26 @@ mod tests {
 
     #[test]
     fn token_cache_counters_never_go_down_across_engine_swaps() {
-        use crate::authn::KeyRegistry;
-        use std::sync::atomic::{AtomicU64, Ordering};
+        use crate::authn::cache::{TokenCache, token_hash, unix_now};
+        use crate::decision::Identity;
 
-        // The reader stands in for the authenticator's cache statistics.
-        static HITS: AtomicU64 = AtomicU64::new(0);
-        fn read(_: &Engine) -> CacheCounts {
-            CacheCounts {
-                hits: HITS.load(Ordering::SeqCst),
-                misses: 0,
-            }
-        }
-        let registry = KeyRegistry::new();
-        let config = crate::app::tests_support::minimal_config();
-        let engine: SharedEngine = Arc::new(arc_swap::ArcSwap::from_pointee(Engine::new(
-            &config, &registry,
-        )));
+        // Each generation's authenticator has its own cache counting into the app's counters.
+        let counters = Arc::new(CacheCounters::default());
         let metrics = Metrics::new();
-        metrics.observe_token_cache(engine.clone(), read);
+        metrics.observe_token_cache(counters.clone());
+        let now = unix_now();
+        let mut identity = Identity::anonymous();
+        identity.expires_at = Some(now + 600);
+        let identity = Arc::new(identity);
+        let hit_times = |cache: &TokenCache, times: usize| {
+            cache.insert(token_hash("a.b.c"), identity.clone(), now);
+            for _ in 0..times {
+                assert!(cache.get(&token_hash("a.b.c"), now, |_| true).is_some());
+            }
+        };
 
-        HITS.store(5, Ordering::SeqCst);
+        let old = TokenCache::with_counters(10, counters.clone());
+        hit_times(&old, 5);
         assert!(
             metrics
                 .encode()
@@ -514,20 +461,16 @@ mod tests {
                 .contains("portcullis_token_cache_hits_total 5")
         );
 
-        // Reload: the new engine starts from 0; a scrape before the old one is retired must not
-        // go down, and after it the old engine's 5 hits are kept.
-        let old = engine.swap(Arc::new(Engine::new(&config, &registry)));
-        HITS.store(0, Ordering::SeqCst);
+        // Reload: the new generation's cache starts empty, and the old one's 5 hits are kept.
+        let new = TokenCache::with_counters(10, counters.clone());
+        drop(old);
         assert!(
             metrics
                 .encode()
                 .expect("encodes")
                 .contains("portcullis_token_cache_hits_total 5")
         );
-        // `read` reports for whichever engine it is given; retire the old one with its count.
-        HITS.store(5, Ordering::SeqCst);
-        metrics.retire_engine(&old);
-        HITS.store(2, Ordering::SeqCst);
+        hit_times(&new, 2);
         assert!(
             metrics
                 .encode()

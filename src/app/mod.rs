@@ -1,16 +1,19 @@
-//! Wiring: the process-lifetime pieces (key registry, telemetry, the current engine), the
-//! servers (gRPC `ext_authz` + `grpc.health.v1`, admin HTTP, optional HTTP `ext_authz`), the
-//! configuration reload task and graceful shutdown.
+//! Wiring: the process-lifetime pieces (key registry, token-cache counters, telemetry, the
+//! current engine), the servers (gRPC `ext_authz` + `grpc.health.v1`, admin HTTP, optional HTTP
+//! `ext_authz`), the configuration reload task and graceful shutdown. What the servers, the
+//! reload task and the admin endpoints share is [`state::AppState`]: `admin` imports that,
+//! never this module.
 //!
 //! [`start`] binds every listener (port 0 allowed: the real ports are reported) and returns a
 //! [`RunningApp`]; [`run`] is what the binary calls: load, start, wait for a signal, drain.
 //! Nothing here exits the process or decides a request; a failure is an [`AppError`] for `main`.
 
+pub mod state;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -21,18 +24,19 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::authn::KeyRegistry;
+use crate::authn::{CacheCounters, KeyRegistry};
 use crate::config::reload::ConfigWatcher;
-use crate::config::{self, Config, ConfigError, ServerConfig, TlsConfig};
+use crate::config::{self, Config, ConfigError, TlsConfig};
 use crate::engine::{Engine, SharedEngine};
-use crate::grpc::CheckService;
+use crate::grpc::AuthorizationService;
 use crate::grpc::io::Coalescing;
 use crate::grpc::routes::Routes;
 use crate::http::HttpAuthzOptions;
 use crate::listener::{Acceptor, grpc_incoming, serve_http};
 use crate::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
-use crate::telemetry::metrics::{CacheCounts, ReloadResult};
+use crate::service::CheckService;
 use crate::telemetry::{ErrorChain, Telemetry, TelemetryOptions};
+pub use state::{AppState, Readiness, ReloadError, ReloadRecord};
 
 /// Quiet time after the last change to the configuration file before it is reloaded, so an
 /// editor's or `kubectl`'s series of writes becomes one reload.
@@ -55,7 +59,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Name of the `ext_authz` service in `grpc.health.v1` (what Envoy's gRPC health check asks for
 /// when `service_name` is set); the empty name is the whole server.
 const AUTHORIZATION_SERVICE: &str =
-    <AuthorizationServer<CheckService> as tonic::server::NamedService>::NAME;
+    <AuthorizationServer<AuthorizationService> as tonic::server::NamedService>::NAME;
 
 /// Why the agent cannot start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -91,17 +95,6 @@ pub enum AppError {
     CryptoProvider(#[from] crate::authn::jwt::CryptoProviderConflict),
 }
 
-/// Why a reload did not replace the running configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("the agent was started without a configuration file")]
-    NoConfigFile,
-    #[error("invalid configuration")]
-    Config(#[from] ConfigError),
-    #[error("configuration loading task failed")]
-    Task(#[source] tokio::task::JoinError),
-}
-
 /// Options of [`start_with`] that are not (yet) part of the configuration file.
 #[derive(Debug, Clone)]
 pub struct StartOptions {
@@ -122,205 +115,6 @@ impl Default for StartOptions {
             drain_timeout: Duration::from_secs(10),
         }
     }
-}
-
-/// The outcome of the last reload attempt, for `/status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReloadRecord {
-    pub at: SystemTime,
-    pub result: ReloadResult,
-    /// One line per configuration problem (`file:line:column: path: message`).
-    pub errors: Vec<String>,
-}
-
-/// State shared by the servers, the reload task and the admin endpoints.
-#[derive(Debug)]
-pub struct AppState {
-    engine: SharedEngine,
-    registry: Arc<KeyRegistry>,
-    telemetry: Arc<Telemetry>,
-    /// `readiness.require_keys` of the configuration in use (the rest lives in the engine).
-    require_keys: AtomicBool,
-    config_path: Option<PathBuf>,
-    /// Listeners and TLS as bound at start: they are not hot-reloadable.
-    bound_server: ServerConfig,
-    generation: AtomicU64,
-    last_reload: Mutex<Option<ReloadRecord>>,
-    restart_required: Mutex<Option<String>>,
-    shutting_down: AtomicBool,
-    /// One reload at a time (file watcher, SIGHUP, tests).
-    reload_lock: tokio::sync::Mutex<()>,
-}
-
-/// Whether the agent should receive traffic, and if not why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
-    Ready,
-    NotReady(String),
-}
-
-impl Readiness {
-    /// Why the agent is not ready; `None` when it is.
-    pub fn not_ready_reason(self) -> Option<String> {
-        match self {
-            Self::Ready => None,
-            Self::NotReady(reason) => Some(reason),
-        }
-    }
-}
-
-impl AppState {
-    pub fn registry(&self) -> &Arc<KeyRegistry> {
-        &self.registry
-    }
-
-    pub fn telemetry(&self) -> &Arc<Telemetry> {
-        &self.telemetry
-    }
-
-    pub fn config_path(&self) -> Option<&Path> {
-        self.config_path.as_deref()
-    }
-
-    /// 1 for the configuration the agent started with, +1 per successful reload.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
-    }
-
-    pub fn last_reload(&self) -> Option<ReloadRecord> {
-        self.last_reload.lock().ok().and_then(|r| r.clone())
-    }
-
-    /// Set when a reloaded configuration changes listeners or TLS, which only a restart applies.
-    pub fn restart_required(&self) -> Option<String> {
-        self.restart_required.lock().ok().and_then(|r| r.clone())
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
-    }
-
-    /// Ready when not draining and, unless `readiness.require_keys` is off, every issuer has
-    /// keys (fail closed: without keys every token would be refused with 503).
-    pub fn readiness(&self) -> Readiness {
-        if self.is_shutting_down() {
-            return Readiness::NotReady("shutting down".to_owned());
-        }
-        if self.require_keys.load(Ordering::SeqCst) && !self.registry.ready() {
-            let waiting: Vec<String> = self
-                .registry
-                .status()
-                .into_iter()
-                .filter(|s| s.keys == 0)
-                .map(|s| s.name)
-                .collect();
-            return Readiness::NotReady(if waiting.is_empty() {
-                "issuer keys not loaded yet".to_owned()
-            } else {
-                format!("no keys yet for issuer(s): {}", waiting.join(", "))
-            });
-        }
-        Readiness::Ready
-    }
-
-    /// Reloads the configuration file: on success a new engine replaces the old one whole; on
-    /// failure the running configuration stays, and the errors are logged once, counted and
-    /// shown in `/status`.
-    pub async fn reload(&self) -> Result<u64, ReloadError> {
-        let path = self.config_path.clone().ok_or(ReloadError::NoConfigFile)?;
-        let _one_at_a_time = self.reload_lock.lock().await;
-        let loaded = tokio::task::spawn_blocking(move || config::load(&path))
-            .await
-            .map_err(ReloadError::Task)?;
-        match loaded {
-            Ok(config) => Ok(self.apply(config)),
-            Err(error) => {
-                let generation = self.generation();
-                tracing::warn!(
-                    generation,
-                    errors = error.errors.len(),
-                    "configuration reload failed, keeping the running configuration:\n{error}"
-                );
-                self.telemetry.metrics().reload(ReloadResult::Failure);
-                self.record_reload(
-                    ReloadResult::Failure,
-                    error.errors.iter().map(|e| e.to_string()).collect(),
-                );
-                Err(ReloadError::Config(error))
-            }
-        }
-    }
-
-    fn apply(&self, config: Config) -> u64 {
-        let engine = Engine::new(&config, &self.registry);
-        let old = self.engine.swap(Arc::new(engine));
-        self.telemetry.metrics().retire_engine(&old);
-        drop(old);
-        // After the swap: stores of removed issuers stop refreshing; in-flight checks on the
-        // old engine keep their own handles until they finish.
-        self.registry.retain(&config.issuers);
-
-        let changed = server_changes(&self.bound_server, &config.server);
-        let restart = (!changed.is_empty()).then(|| {
-            format!(
-                "{} changed; listeners and TLS are not hot-reloadable: still serving with the \
-                 settings of the start, restart to apply",
-                changed.join(", ")
-            )
-        });
-        if let Some(note) = &restart {
-            tracing::warn!("{note}");
-        }
-        if let Ok(mut slot) = self.restart_required.lock() {
-            *slot = restart;
-        }
-        self.require_keys
-            .store(config.readiness.require_keys, Ordering::SeqCst);
-        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.telemetry.metrics().set_generation(generation);
-        self.telemetry.metrics().reload(ReloadResult::Success);
-        self.record_reload(ReloadResult::Success, Vec::new());
-        tracing::info!(generation, "configuration reloaded");
-        generation
-    }
-
-    fn record_reload(&self, result: ReloadResult, errors: Vec<String>) {
-        if let Ok(mut slot) = self.last_reload.lock() {
-            *slot = Some(ReloadRecord {
-                at: SystemTime::now(),
-                result,
-                errors,
-            });
-        }
-    }
-}
-
-/// Which non-reloadable server settings differ.
-fn server_changes(bound: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
-    let ServerConfig {
-        grpc_listen,
-        http_listen,
-        admin_listen,
-        tls,
-        connections,
-    } = new;
-    let mut changed = Vec::new();
-    if *grpc_listen != bound.grpc_listen {
-        changed.push("server.grpc_listen");
-    }
-    if *http_listen != bound.http_listen {
-        changed.push("server.http_listen");
-    }
-    if *admin_listen != bound.admin_listen {
-        changed.push("server.admin_listen");
-    }
-    if *tls != bound.tls {
-        changed.push("server.tls");
-    }
-    if *connections != bound.connections {
-        changed.push("server.connections");
-    }
-    changed
 }
 
 /// A started agent. Dropping it asks it to stop; [`RunningApp::shutdown`] also waits.
@@ -468,27 +262,27 @@ pub async fn start_with(
     };
 
     let registry = Arc::new(KeyRegistry::new());
-    let engine: SharedEngine = Arc::new(ArcSwap::from_pointee(Engine::new(&config, &registry)));
+    let cache_counters = Arc::new(CacheCounters::default());
+    let engine: SharedEngine = Arc::new(ArcSwap::from_pointee(Engine::with_cache_counters(
+        &config,
+        &registry,
+        cache_counters.clone(),
+    )));
     let telemetry = Arc::new(Telemetry::with_options(options.telemetry.clone()));
     telemetry.metrics().observe_keys(registry.clone());
     telemetry
         .metrics()
-        .observe_token_cache(engine.clone(), token_cache_counts);
+        .observe_token_cache(cache_counters.clone());
     telemetry.metrics().set_generation(1);
 
-    let state = Arc::new(AppState {
-        engine: engine.clone(),
-        registry,
-        telemetry: telemetry.clone(),
-        bound_server: config.server.clone(),
-        require_keys: AtomicBool::new(config.readiness.require_keys),
+    let state = Arc::new(AppState::new(
+        &config,
         config_path,
-        generation: AtomicU64::new(1),
-        last_reload: Mutex::new(None),
-        restart_required: Mutex::new(None),
-        shutting_down: AtomicBool::new(false),
-        reload_lock: tokio::sync::Mutex::new(()),
-    });
+        engine.clone(),
+        registry,
+        cache_counters,
+        telemetry.clone(),
+    ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Check servers stop first (drain), the admin server last (so /readyz answers 503 and
@@ -526,7 +320,10 @@ pub async fn start_with(
     )
     .map(|conn| conn.map(Coalescing::new));
     let grpc_task = tokio::spawn({
-        let routes = Routes::new(health_service, check_service.clone().into_server());
+        let routes = Routes::new(
+            health_service,
+            AuthorizationService::new(check_service.clone()).into_server(),
+        );
         let stop = stopped(serving_rx.clone());
         async move {
             grpc_server
@@ -537,7 +334,7 @@ pub async fn start_with(
     });
 
     let http_task = http_listener.map(|listener| {
-        let app = crate::http::router(check_service, telemetry.clone(), options.http.clone());
+        let app = crate::http::router(check_service, options.http.clone());
         let serve = serve_http(
             acceptor(listener, "http"),
             app,
@@ -569,10 +366,10 @@ pub async fn start_with(
         health.clone(),
         shutdown_rx.clone(),
     ));
-    let reload_task = match (&state.config_path, options.watch_config) {
+    let reload_task = match (state.config_path(), options.watch_config) {
         (Some(path), true) => Some(tokio::spawn(reload_on_change(
             state.clone(),
-            path.clone(),
+            path.to_owned(),
             shutdown_rx.clone(),
         ))),
         _ => None,
@@ -601,8 +398,8 @@ pub async fn start_with(
         grpc = %grpc_addr,
         admin = %admin_addr,
         http = http_addr.map(tracing::field::display),
-        tls = state.bound_server.tls.is_some(),
-        mtls = state.bound_server.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
+        tls = state.bound_server().tls.is_some(),
+        mtls = state.bound_server().tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
         generation = 1,
         "portcullis ready grpc={grpc_addr} admin={admin_addr}{}",
         http_addr.map(|a| format!(" http={a}")).unwrap_or_default()
@@ -616,15 +413,6 @@ pub async fn start_with(
         shutdown: shutdown_tx,
         supervisor: Some(supervisor),
     })
-}
-
-/// Token-cache counters of an engine's authenticator, for `portcullis_token_cache_*_total`.
-fn token_cache_counts(engine: &Engine) -> CacheCounts {
-    let stats = engine.authenticator().cache_stats();
-    CacheCounts {
-        hits: stats.hits,
-        misses: stats.misses,
-    }
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
@@ -778,7 +566,7 @@ async fn supervise(
         tracing::error!(error = %ErrorChain(error), "a server stopped; shutting down");
     }
 
-    state.shutting_down.store(true, Ordering::SeqCst);
+    state.begin_shutdown();
     set_health(&health, false).await;
     serving.send_replace(true);
     let drain = async {
@@ -813,7 +601,7 @@ async fn supervise(
         task.abort();
     }
     // Stops the key stores' background refresh tasks.
-    state.registry.retain(&[]);
+    state.registry().retain(&[]);
     tracing::info!("portcullis stopped");
     failure.map_or(Ok(()), Err)
 }
@@ -880,15 +668,18 @@ pub(crate) mod tests_support {
         config_with_routes(vec![route("health", "/healthz", Policy::Anonymous)])
     }
 
-    /// The `ext_authz` service over an engine built from `config` (no issuers, so no key
+    /// The check service over an engine built from `config` (no issuers, so no key
     /// fetches), recording into `telemetry`.
     pub(crate) fn check_service(
         config: &Config,
         telemetry: Arc<crate::telemetry::Telemetry>,
-    ) -> crate::grpc::CheckService {
+    ) -> crate::service::CheckService {
         let registry = crate::authn::KeyRegistry::new();
         let engine = crate::engine::Engine::new(config, &registry);
-        crate::grpc::CheckService::new(Arc::new(arc_swap::ArcSwap::from_pointee(engine)), telemetry)
+        crate::service::CheckService::new(
+            Arc::new(arc_swap::ArcSwap::from_pointee(engine)),
+            telemetry,
+        )
     }
 }
 
@@ -969,23 +760,6 @@ mod tests {
         let app = start(minimal_config(), None).await.expect("starts");
         assert!(matches!(app.reload().await, Err(ReloadError::NoConfigFile)));
         assert_eq!(app.state().generation(), 1);
-    }
-
-    #[test]
-    fn listener_and_tls_changes_are_reported_as_needing_a_restart() {
-        let bound = minimal_config().server;
-        let mut new = bound.clone();
-        assert!(server_changes(&bound, &new).is_empty());
-        new.grpc_listen = "127.0.0.1:9191".parse().expect("addr");
-        new.tls = Some(TlsConfig {
-            cert_file: "c".into(),
-            key_file: "k".into(),
-            client_ca_file: None,
-        });
-        assert_eq!(
-            server_changes(&bound, &new),
-            vec!["server.grpc_listen", "server.tls"]
-        );
     }
 
     #[tokio::test]

@@ -1,0 +1,53 @@
+//! One check, whatever the transport: snapshot the engine, decide, record telemetry (metrics and
+//! the audit event), inside the `check` span. The gRPC adapter ([`crate::grpc`]) and the HTTP
+//! `ext_authz` adapter ([`crate::http`]) translate a request into a [`CheckInput`], call
+//! [`CheckService::check`] and map the [`Decision`] back; neither decides or records anything
+//! itself.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use crate::decision::Decision;
+use crate::engine::SharedEngine;
+use crate::input::CheckInput;
+use crate::telemetry::Telemetry;
+
+/// Decides checks against the current engine and records them.
+#[derive(Debug, Clone)]
+pub struct CheckService {
+    engine: SharedEngine,
+    telemetry: Arc<Telemetry>,
+}
+
+impl CheckService {
+    pub fn new(engine: SharedEngine, telemetry: Arc<Telemetry>) -> Self {
+        Self { engine, telemetry }
+    }
+
+    /// Decides one already-translated request and records it, in the `check` span.
+    pub async fn check(&self, input: &CheckInput) -> Decision {
+        let span = tracing::debug_span!(
+            "check",
+            http.method = %input.method,
+            request.id = input.request_id().unwrap_or(""),
+        );
+        self.decide(input).instrument(span).await
+    }
+
+    async fn decide(&self, input: &CheckInput) -> Decision {
+        let started = Instant::now();
+        // One snapshot per request: a reload mid-request cannot mix two configurations.
+        let engine = self.engine.load_full();
+        let decision = engine.check(input).await;
+        self.record(input, &decision, started);
+        decision
+    }
+
+    /// Records a decision an adapter made without the engine (a request it could not
+    /// translate), timed from `started`.
+    pub fn record(&self, input: &CheckInput, decision: &Decision, started: Instant) {
+        self.telemetry.decision(input, decision, started.elapsed());
+    }
+}
