@@ -7,6 +7,7 @@
 //! `headers`), never from its `reason`, which is what the audit log and the metrics say.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,8 +103,9 @@ pub enum DenyReason {
     InsufficientScope { required: String },
     /// Authenticated, but a role, permission or condition fails.
     Forbidden,
-    /// The route needs MFA the credential does not show (RFC 9470).
-    StepUpRequired,
+    /// The route needs a stronger or more recent user authentication than the credential shows
+    /// (RFC 9470); the challenge tells the client what to ask its authorization server for.
+    StepUpRequired(StepUp),
     /// Too many failed attempts from one source.
     TooManyAttempts { retry_after: Duration },
     /// portcullis cannot decide (no keys for the issuer, dependency down): fail closed.
@@ -158,6 +160,46 @@ impl TokenProblem {
     }
 }
 
+/// What a step-up challenge asks for (RFC 9470 §3): the `acr_values` and `max_age` parameters
+/// of the `insufficient_user_authentication` challenge, each sent only when set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepUp {
+    /// Acceptable authentication context class references, space separated, in order of
+    /// preference (`"phrh phr"`). Shared with the route's configuration, not copied per denial.
+    pub acr_values: Option<Arc<str>>,
+    /// Longest time, in seconds, since the user last authenticated.
+    pub max_age: Option<u64>,
+}
+
+impl StepUp {
+    /// `Bearer realm="portcullis", error="insufficient_user_authentication"` and the parameters
+    /// that are set.
+    fn challenge(&self) -> String {
+        let mut challenge =
+            r#"Bearer realm="portcullis", error="insufficient_user_authentication""#.to_owned();
+        if let Some(acr_values) = &self.acr_values {
+            challenge.push_str(r#", acr_values=""#);
+            push_quoted(&mut challenge, acr_values);
+            challenge.push('"');
+        }
+        if let Some(max_age) = self.max_age {
+            // Writing into a String cannot fail.
+            let _ = write!(challenge, ", max_age={max_age}");
+        }
+        challenge
+    }
+}
+
+/// The inside of a quoted-string (RFC 9110 §5.6.4): `"` and `\` become quoted pairs.
+fn push_quoted(out: &mut String, value: &str) {
+    for c in value.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unavailable {
     /// The issuer has no usable keys (never fetched, or nothing usable in the set).
@@ -169,7 +211,7 @@ impl DenyReason {
         match self {
             Self::BadPath | Self::BadAuthority | Self::CredentialInQuery => 400,
             Self::NoRoute { status } => *status,
-            Self::MissingCredential | Self::InvalidToken(_) | Self::StepUpRequired => 401,
+            Self::MissingCredential | Self::InvalidToken(_) | Self::StepUpRequired(_) => 401,
             Self::InsufficientScope { .. } => 403,
             Self::Forbidden => 403,
             Self::TooManyAttempts { .. } => 429,
@@ -211,9 +253,7 @@ impl DenyReason {
             Self::InsufficientScope { required } => Some(format!(
                 r#"Bearer realm="portcullis", error="insufficient_scope", scope="{required}""#
             )),
-            Self::StepUpRequired => Some(
-                r#"Bearer realm="portcullis", error="insufficient_user_authentication""#.to_owned(),
-            ),
+            Self::StepUpRequired(step_up) => Some(step_up.challenge()),
             _ => None,
         }
     }
@@ -229,7 +269,7 @@ impl DenyReason {
             Self::InvalidToken(problem) => problem.as_str(),
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::Forbidden => "forbidden",
-            Self::StepUpRequired => "step_up_required",
+            Self::StepUpRequired(_) => "step_up_required",
             Self::TooManyAttempts { .. } => "too_many_attempts",
             Self::Unavailable(Unavailable::NoKeys) => "no_keys",
         }
@@ -248,7 +288,7 @@ impl DenyReason {
             | Self::InvalidToken(_)
             | Self::InsufficientScope { .. }
             | Self::Forbidden
-            | Self::StepUpRequired
+            | Self::StepUpRequired(_)
             | Self::TooManyAttempts { .. } => true,
             Self::BadPath
             | Self::BadAuthority
@@ -414,6 +454,37 @@ mod tests {
         );
     }
 
+    /// RFC 9470 §3: a step-up refusal is a 401 whose challenge carries the parameters the route
+    /// asks for, and only those.
+    #[test]
+    fn step_up_challenge_carries_only_the_parameters_set() {
+        let challenge = |acr_values: Option<&str>, max_age| {
+            let reason = DenyReason::StepUpRequired(StepUp {
+                acr_values: acr_values.map(Arc::from),
+                max_age,
+            });
+            assert_eq!(reason.http_status(), 401);
+            assert_eq!(reason.label(), "step_up_required");
+            reason.www_authenticate().unwrap_or_default()
+        };
+        let base = r#"Bearer realm="portcullis", error="insufficient_user_authentication""#;
+        assert_eq!(challenge(None, None), base);
+        assert_eq!(
+            challenge(Some("phrh phr"), Some(300)),
+            format!(r#"{base}, acr_values="phrh phr", max_age=300"#)
+        );
+        assert_eq!(
+            challenge(Some("urn:mace:incommon:iap:silver"), None),
+            format!(r#"{base}, acr_values="urn:mace:incommon:iap:silver""#)
+        );
+        assert_eq!(challenge(None, Some(0)), format!("{base}, max_age=0"));
+        // A value cannot end the quoted-string early.
+        assert_eq!(
+            challenge(Some(r#"a" b\"#), None),
+            format!(r#"{base}, acr_values="a\" b\\""#)
+        );
+    }
+
     /// A hidden route's refusal is answered exactly like no route (status, code, body,
     /// headers), while the reason the audit log and the metrics see stays the real one.
     #[test]
@@ -431,7 +502,10 @@ mod tests {
                     required: "admin".into(),
                 },
                 DenyReason::Forbidden,
-                DenyReason::StepUpRequired,
+                DenyReason::StepUpRequired(StepUp {
+                    acr_values: Some("phrh".into()),
+                    max_age: Some(300),
+                }),
                 DenyReason::TooManyAttempts {
                     retry_after: Duration::from_secs(7),
                 },

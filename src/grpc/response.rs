@@ -238,6 +238,22 @@ mod tests {
     }
 
     #[test]
+    fn step_up_is_unauthenticated_with_the_rfc9470_challenge() {
+        let (code, denied) = denied_parts(DenyReason::StepUpRequired(crate::decision::StepUp {
+            acr_values: Some("phrh".into()),
+            max_age: Some(60),
+        }));
+        assert_eq!(code, code::UNAUTHENTICATED);
+        assert_eq!(denied.status.map(|s| s.code), Some(401));
+        assert_eq!(
+            header_value(&denied, "www-authenticate"),
+            Some(
+                r#"Bearer realm="portcullis", error="insufficient_user_authentication", acr_values="phrh", max_age=60"#
+            )
+        );
+    }
+
+    #[test]
     fn too_many_attempts_carries_retry_after() {
         let (_, denied) = denied_parts(DenyReason::TooManyAttempts {
             retry_after: std::time::Duration::from_secs(7),
