@@ -204,6 +204,9 @@ fn push_quoted(out: &mut String, value: &str) {
 pub enum Unavailable {
     /// The issuer has no usable keys (never fetched, or nothing usable in the set).
     NoKeys,
+    /// portcullis decided but cannot send its answer (an identity header value that is not a
+    /// valid HTTP header value): its own fault, answered 500.
+    Internal,
 }
 
 impl DenyReason {
@@ -215,7 +218,8 @@ impl DenyReason {
             Self::InsufficientScope { .. } => 403,
             Self::Forbidden => 403,
             Self::TooManyAttempts { .. } => 429,
-            Self::Unavailable(_) => 503,
+            Self::Unavailable(Unavailable::NoKeys) => 503,
+            Self::Unavailable(Unavailable::Internal) => 500,
         }
     }
 
@@ -272,6 +276,7 @@ impl DenyReason {
             Self::StepUpRequired(_) => "step_up_required",
             Self::TooManyAttempts { .. } => "too_many_attempts",
             Self::Unavailable(Unavailable::NoKeys) => "no_keys",
+            Self::Unavailable(Unavailable::Internal) => "internal",
         }
     }
 }
@@ -531,6 +536,7 @@ mod tests {
             }
         }
         assert!(!DenyReason::Unavailable(Unavailable::NoKeys).hideable());
+        assert!(!DenyReason::Unavailable(Unavailable::Internal).hideable());
     }
 
     #[test]

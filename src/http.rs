@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::{HeaderName, HeaderValue};
 use http::{StatusCode, request::Parts};
 
-use crate::decision::{Decision, Denial, DenyReason, Permit};
+use crate::decision::{Decision, Denial, DenyReason, Permit, Unavailable};
 use crate::input::{CheckInput, Headers};
 use crate::service::CheckService;
 
@@ -92,8 +92,11 @@ async fn authorize(State(authz): State<Arc<HttpAuthz>>, request: Request) -> Res
     let (parts, _body) = request.into_parts();
     match to_input(&parts, &authz.options) {
         Ok(input) => {
-            let decision = authz.service.check(&input).await;
-            to_response(&decision, input.request_id())
+            let request_id = input.request_id();
+            let answered = authz
+                .service
+                .check_answered(&input, |decision| answer(decision, request_id));
+            answered.await.1
         }
         Err(InvalidAuthzRequest::MissingPathPrefix) => {
             let started = Instant::now();
@@ -183,12 +186,35 @@ fn parse_address(value: &str) -> Option<SocketAddr> {
 /// The HTTP answer Envoy expects for `decision`.
 pub fn to_response(decision: &Decision, request_id: Option<&str>) -> Response {
     match decision {
-        Decision::Allow(permit) => allowed(permit),
+        Decision::Allow(permit) => {
+            allowed(permit).unwrap_or_else(|refusal| denied(&refusal, request_id))
+        }
         Decision::Deny(denial) => denied(denial, request_id),
     }
 }
 
-fn allowed(permit: &Permit) -> Response {
+/// The answer to `decision`, and the decision answered (what the audit event and the metrics
+/// record): an allow that cannot be sent is refused as [`Unavailable::Internal`].
+fn answer(decision: Decision, request_id: Option<&str>) -> (Decision, Response) {
+    let denial = match decision {
+        Decision::Allow(permit) => match allowed(&permit) {
+            Ok(response) => return (Decision::Allow(permit), response),
+            Err(refusal) => refusal,
+        },
+        Decision::Deny(denial) => denial,
+    };
+    let response = denied(&denial, request_id);
+    (Decision::Deny(denial), response)
+}
+
+/// The `200` allowing `permit`, or the refusal to send when it cannot be expressed: a 500
+/// ([`Unavailable::Internal`]), which Envoy treats as an authorization failure, never an allow.
+fn allowed(permit: &Permit) -> Result<Response, Denial> {
+    let internal = || Denial {
+        route: Some(Arc::clone(&permit.route)),
+        reason: DenyReason::Unavailable(Unavailable::Internal),
+        hidden: None,
+    };
     let mut response = StatusCode::OK.into_response();
     let headers = response.headers_mut();
     for (name, value) in &permit.set_headers {
@@ -197,14 +223,13 @@ fn allowed(permit: &Permit) -> Response {
             HeaderValue::try_from(value.as_str()),
         ) else {
             // An identity header we cannot send would leave the client's own value of it
-            // upstream (it is not in the remove list because we set it): fail closed. A 5xx is
-            // an authorization failure to Envoy, never an allow.
+            // upstream (it is not in the remove list because we set it): fail closed.
             tracing::warn!(
                 route = %permit.route,
                 header = %name,
                 "identity header is not a valid HTTP header; refusing the request"
             );
-            return unavailable();
+            return Err(internal());
         };
         headers.insert(name, value);
     }
@@ -214,10 +239,10 @@ fn allowed(permit: &Permit) -> Response {
             Ok(value) => {
                 headers.insert(HEADERS_TO_REMOVE, value);
             }
-            Err(_) => return unavailable(),
+            Err(_) => return Err(internal()),
         }
     }
-    response
+    Ok(response)
 }
 
 fn denied(denial: &Denial, request_id: Option<&str>) -> Response {
@@ -230,18 +255,6 @@ fn denied(denial: &Denial, request_id: Option<&str>) -> Response {
             headers.insert(name, value);
         }
     }
-    response
-}
-
-/// "Cannot decide": Envoy applies its failure mode (deny with `status_on_error`).
-fn unavailable() -> Response {
-    let denial = Denial {
-        route: None,
-        reason: DenyReason::Unavailable(crate::decision::Unavailable::NoKeys),
-        hidden: None,
-    };
-    let mut response = denied(&denial, None);
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     response
 }
 
@@ -450,6 +463,46 @@ mod tests {
         let response = to_response(&decision, None);
         assert!(response.status().is_server_error());
         assert!(response.headers().get("x-auth-subject").is_none());
+    }
+
+    /// An allow that cannot be sent is answered 500 and recorded as what was answered: a
+    /// refusal with reason `internal` on its route, not an allow and not `no_keys`.
+    #[tokio::test]
+    async fn unsendable_allow_is_recorded_as_an_internal_refusal() {
+        let telemetry = Arc::new(Telemetry::new());
+        let config = config_with_routes(vec![route("public", "/public", Policy::Anonymous)]);
+        let service = check_service(&config, Arc::clone(&telemetry));
+        let input = CheckInput {
+            method: "GET".into(),
+            host: "api.test".into(),
+            path: "/public".into(),
+            ..CheckInput::default()
+        };
+        let (decision, response) = service
+            .check_answered(&input, |decision| {
+                let Decision::Allow(mut permit) = decision else {
+                    panic!("the public route allows: {decision:?}");
+                };
+                permit
+                    .set_headers
+                    .push(("x-auth-subject".into(), "line\nbreak".into()));
+                answer(Decision::Allow(permit), Some("rid-5"))
+            })
+            .await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get("x-auth-subject").is_none());
+        assert_eq!(
+            (decision.route(), decision.reason()),
+            (Some("public"), "internal")
+        );
+        let metrics = telemetry.metrics().encode().expect("encodes");
+        assert!(
+            metrics.contains(
+                r#"portcullis_decisions_total{outcome="deny",reason="internal",route="public"} 1"#
+            ),
+            "{metrics}"
+        );
+        assert!(!metrics.contains(r#"outcome="allow""#), "{metrics}");
     }
 
     #[test]

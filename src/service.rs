@@ -28,21 +28,38 @@ impl CheckService {
 
     /// Decides one already-translated request and records it, in the `check` span.
     pub async fn check(&self, input: &CheckInput) -> Decision {
+        self.check_answered(input, |decision| (decision, ()))
+            .await
+            .0
+    }
+
+    /// [`check`](Self::check) for an adapter whose answer can fail: `answer` builds the response
+    /// before anything is recorded and returns the decision it actually answered, the one that
+    /// is recorded (an allow it cannot send becomes an `Unavailable::Internal` refusal).
+    pub async fn check_answered<R>(
+        &self,
+        input: &CheckInput,
+        answer: impl FnOnce(Decision) -> (Decision, R),
+    ) -> (Decision, R) {
         let span = tracing::debug_span!(
             "check",
             http.method = %input.method,
             request.id = input.request_id().unwrap_or(""),
         );
-        self.decide(input).instrument(span).await
+        self.decide(input, answer).instrument(span).await
     }
 
-    async fn decide(&self, input: &CheckInput) -> Decision {
+    async fn decide<R>(
+        &self,
+        input: &CheckInput,
+        answer: impl FnOnce(Decision) -> (Decision, R),
+    ) -> (Decision, R) {
         let started = Instant::now();
         // One snapshot per request: a reload mid-request cannot mix two configurations.
         let engine = self.engine.load_full();
-        let decision = engine.check(input).await;
+        let (decision, response) = answer(engine.check(input).await);
         self.record(input, &decision, started);
-        decision
+        (decision, response)
     }
 
     /// Records a decision an adapter made without the engine (a request it could not

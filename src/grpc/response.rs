@@ -194,6 +194,10 @@ mod tests {
                 DenyReason::Unavailable(crate::decision::Unavailable::NoKeys),
                 code::UNAVAILABLE,
             ),
+            (
+                DenyReason::Unavailable(crate::decision::Unavailable::Internal),
+                code::UNAVAILABLE,
+            ),
         ];
         for (reason, expected) in cases {
             assert_eq!(denied_parts(reason.clone()).0, expected, "{reason:?}");

@@ -201,6 +201,21 @@ mod tests {
         assert_eq!(event.subject, "");
     }
 
+    /// An allow portcullis could not send is audited as the refusal it became.
+    #[test]
+    fn internal_failure_event_is_a_500_with_reason_internal() {
+        let input = input("/orders");
+        let decision = Decision::deny(
+            Some(Arc::from("orders")),
+            DenyReason::Unavailable(crate::decision::Unavailable::Internal),
+        );
+        let event = AuditEvent::new(&input, &decision, Duration::ZERO);
+        assert_eq!(
+            (event.outcome, event.reason, event.status),
+            ("deny", "internal", 500)
+        );
+    }
+
     /// A hidden route answers like no route; the audit event says what was answered and why.
     #[test]
     fn hidden_denial_event_has_the_answered_status_and_the_real_reason() {
