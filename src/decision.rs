@@ -262,7 +262,7 @@ impl DenyReason {
         }
     }
 
-    /// Bounded label for metrics and the audit `reason` field.
+    /// Bounded label for metrics and the audit `authz.reason` field.
     pub fn label(&self) -> &'static str {
         match self {
             Self::BadPath => "bad_path",
@@ -308,7 +308,7 @@ impl DenyReason {
 #[derive(Debug, Clone)]
 pub struct Denial {
     pub route: Option<Arc<str>>,
-    /// Why, always the real reason: the audit `reason` and the metric label.
+    /// Why, always the real reason: the audit `authz.reason` and the metric label.
     pub reason: DenyReason,
     /// Set when the route hides itself (`on_deny: not_found`): the client gets exactly what a
     /// path with no route gets — status, body and headers — whatever `reason` is.

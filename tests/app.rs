@@ -717,15 +717,15 @@ async fn audit_events_name_the_decision_and_never_the_credentials() {
         .expect("allow audited");
     let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
     assert_eq!(event["target"], "portcullis::audit");
-    assert_eq!(event["outcome"], "allow");
-    assert_eq!(event["route"], "public");
+    assert_eq!(event["authz.outcome"], "allow");
+    assert_eq!(event["route.name"], "public");
     let denial = agent
         .wait_for_log("rid-audit-1", Duration::from_secs(10))
         .expect("denial audited");
     let event: serde_json::Value = serde_json::from_str(&denial).expect("JSON log line");
-    assert_eq!(event["outcome"], "deny");
-    assert_eq!(event["path"], "/private");
-    assert_eq!(event["source_ip"], "192.0.2.10");
+    assert_eq!(event["authz.outcome"], "deny");
+    assert_eq!(event["http.path"], "/private");
+    assert_eq!(event["client.ip"], "192.0.2.10");
 
     let logs = agent.stdout().join("\n") + &agent.stderr().join("\n");
     for secret in [

@@ -1,7 +1,8 @@
 //! Audit events: one structured event per decision at target `portcullis::audit`, with stable
-//! field names (`request_id`, `route`, `outcome`, `reason`, `subject`, `issuer`, `auth_method`,
-//! `method`, `path`, `source_ip`, `status`, `duration_us`). Denials are logged at info; allows at
-//! info when `audit_allows` is on, else at debug.
+//! dotted field names, grouped by what they describe as linkerd writes them ([`FIELDS`]:
+//! `request.id`, `route.name`, `authz.outcome`, `authz.reason`, `auth.subject`, `auth.issuer`,
+//! `auth.method`, `http.method`, `http.path`, `client.ip`, `http.status`, `duration_us`). Denials are logged at info; allows at info when `audit_allows` is on, else at
+//! debug.
 //!
 //! An event must never carry a token, a header value or a key: it is built from the decision and
 //! a fixed list of request facts, and the path is logged without its query string and without
@@ -20,7 +21,24 @@ pub const TARGET: &str = "portcullis::audit";
 /// produce an unbounded log line.
 const MAX_LOGGED_PATH: usize = 1024;
 
-/// The fields of one audit event.
+/// The names of an audit event's fields, in the order they are written (after `message`).
+/// `trace_id` is left for the trace context.
+pub const FIELDS: [&str; 12] = [
+    "request.id",
+    "route.name",
+    "authz.outcome",
+    "authz.reason",
+    "auth.subject",
+    "auth.issuer",
+    "auth.method",
+    "http.method",
+    "http.path",
+    "client.ip",
+    "http.status",
+    "duration_us",
+];
+
+/// The fields of one audit event (logged under the names of [`FIELDS`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent<'a> {
     pub request_id: &'a str,
@@ -102,20 +120,23 @@ pub fn loggable_path(target: &str) -> Cow<'_, str> {
 macro_rules! audit_event {
     ($level:ident, $event:expr) => {{
         let event = $event;
-        tracing::$level!(
+        tracing::event!(
             target: $crate::telemetry::audit::TARGET,
-            request_id = event.request_id,
-            route = event.route,
-            outcome = event.outcome,
-            reason = event.reason,
-            subject = event.subject,
-            issuer = event.issuer,
-            auth_method = event.auth_method,
-            method = event.method,
-            path = &*event.path,
-            source_ip = event.source_ip.map(tracing::field::display),
-            status = event.status,
-            duration_us = event.duration_us,
+            tracing::Level::$level,
+            {
+                request.id = event.request_id,
+                route.name = event.route,
+                authz.outcome = event.outcome,
+                authz.reason = event.reason,
+                auth.subject = event.subject,
+                auth.issuer = event.issuer,
+                auth.method = event.auth_method,
+                http.method = event.method,
+                http.path = &*event.path,
+                client.ip = event.source_ip.map(tracing::field::display),
+                http.status = event.status,
+                duration_us = event.duration_us,
+            },
             "decision"
         );
     }};
@@ -125,9 +146,9 @@ macro_rules! audit_event {
 pub fn record(input: &CheckInput, decision: &Decision, elapsed: Duration, audit_allows: bool) {
     let event = AuditEvent::new(input, decision, elapsed);
     if !decision.is_allow() || audit_allows {
-        audit_event!(info, &event);
+        audit_event!(INFO, &event);
     } else {
-        audit_event!(debug, &event);
+        audit_event!(DEBUG, &event);
     }
 }
 

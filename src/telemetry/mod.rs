@@ -209,16 +209,50 @@ mod tests {
         let event: serde_json::Value = serde_json::from_str(lines[0]).expect("json line");
         assert_eq!(event["target"], audit::TARGET);
         assert_eq!(event["level"], "INFO");
-        assert_eq!(event["request_id"], "req-42");
-        assert_eq!(event["reason"], "expired");
-        assert_eq!(event["outcome"], "deny");
-        assert_eq!(event["status"], 401);
-        assert_eq!(event["path"], "/orders");
-        assert_eq!(event["source_ip"], "192.0.2.1");
+        assert_eq!(event["request.id"], "req-42");
+        assert_eq!(event["authz.reason"], "expired");
+        assert_eq!(event["authz.outcome"], "deny");
+        assert_eq!(event["http.status"], 401);
+        assert_eq!(event["http.path"], "/orders");
+        assert_eq!(event["client.ip"], "192.0.2.1");
         assert_eq!(event["duration_us"], 9);
         for secret in ["header-secret", "query-secret", "cookie-secret", "eyJ"] {
             assert!(!logs.contains(secret), "{secret} leaked: {logs}");
         }
+    }
+
+    /// The documented field list is what an event carries, in that order, and nothing else.
+    #[test]
+    fn audit_event_fields_are_the_documented_ones_in_order() {
+        let decision = Decision::deny(Some(Arc::from("orders")), DenyReason::Forbidden);
+        let logs = json::tests::capture(|| {
+            Telemetry::new().decision(&input_with_secrets(), &decision, Duration::ZERO)
+        });
+        let keys: Vec<&str> = ["timestamp", "level", "message"]
+            .into_iter()
+            .chain(audit::FIELDS)
+            .chain(["target"])
+            .collect();
+        let expected = keys
+            .iter()
+            .map(|key| format!("\"{key}\":"))
+            .collect::<Vec<_>>();
+        let positions: Vec<usize> = expected
+            .iter()
+            .map(|key| logs.find(key.as_str()).unwrap_or(usize::MAX))
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{logs}");
+        let event: serde_json::Value = serde_json::from_str(logs.trim_end()).expect("json");
+        let mut logged: Vec<&str> = event
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        logged.sort_unstable();
+        let mut documented = keys.clone();
+        documented.sort_unstable();
+        assert_eq!(logged, documented);
     }
 
     #[test]
@@ -239,7 +273,7 @@ mod tests {
         let event: serde_json::Value =
             serde_json::from_str(logs.lines().next().expect("one event")).expect("json");
         assert_eq!(event["level"], "DEBUG");
-        assert_eq!(event["outcome"], "allow");
+        assert_eq!(event["authz.outcome"], "allow");
     }
 
     #[test]
