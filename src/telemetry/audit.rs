@@ -1,8 +1,8 @@
 //! Audit events: one structured event per decision at target `portcullis::audit`, with stable
 //! dotted field names, grouped by what they describe as linkerd writes them ([`FIELDS`]:
 //! `request.id`, `route.name`, `authz.outcome`, `authz.reason`, `auth.subject`, `auth.issuer`,
-//! `auth.method`, `http.method`, `http.path`, `client.ip`, `http.status`, `duration_us`). Denials are logged at info; allows at info when `audit_allows` is on, else at
-//! debug.
+//! `auth.method`, `http.method`, `http.path`, `client.ip`, `http.status`, `duration_us`).
+//! Denials are logged at info; allows at info when `audit_allows` is on, else at debug.
 //!
 //! An event must never carry a token, a header value or a key: it is built from the decision and
 //! a fixed list of request facts, and the path is logged without its query string and without
@@ -21,8 +21,8 @@ pub const TARGET: &str = "portcullis::audit";
 /// produce an unbounded log line.
 const MAX_LOGGED_PATH: usize = 1024;
 
-/// The names of an audit event's fields, in the order they are written (after `message`).
-/// `trace_id` is left for the trace context.
+/// The names of an audit event's fields, in the order they are written (after `message`);
+/// `client.ip` only when the address is known. `trace_id` is left for the trace context.
 pub const FIELDS: [&str; 12] = [
     "request.id",
     "route.name",
