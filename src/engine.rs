@@ -13,7 +13,8 @@ use std::sync::Arc;
 use crate::authn::attempts::AttemptLimiter;
 use crate::authn::credentials::{self, Extraction, Presented};
 use crate::authn::{Authenticator, AuthnError, CacheCounters, KeyRegistry, Lookup};
-use crate::authz::routes::{self, RouteTable};
+use crate::authz::path;
+use crate::authz::routes::RouteTable;
 use crate::authz::{OnDeny, Policy, Route, scopes};
 use crate::config::Config;
 use crate::decision::{
@@ -80,7 +81,7 @@ impl Engine {
 
     /// Decides one request.
     pub async fn check(&self, input: &CheckInput) -> Decision {
-        let Ok(target) = routes::normalize(&input.path) else {
+        let Ok(target) = path::normalize(&input.path) else {
             return Decision::deny(None, DenyReason::BadPath);
         };
         if target.query.is_some_and(credentials::query_has_credential)
@@ -90,7 +91,7 @@ impl Engine {
         }
         // Before any route is matched: an authority that is not a host would miss a host-scoped
         // route and fall through to a later one, while the upstream still reads it as that host.
-        let Ok(host) = routes::normalize_authority(&input.host) else {
+        let Ok(host) = path::normalize_authority(&input.host) else {
             return Decision::deny(None, DenyReason::BadAuthority);
         };
         let Some((route, _params)) = self.routes.find(&input.method, &host, &target.path) else {

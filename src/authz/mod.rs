@@ -1,8 +1,9 @@
 //! Authorization: which route a request is on, and whether the verified identity may use it.
 //!
-//! `routes` normalizes the path and finds the first matching route; `scopes` checks OAuth
-//! scopes. Pure functions over domain types: no I/O, no tonic, no protos.
+//! `path` normalizes the request target and authority; `routes` finds the first matching route
+//! and binds its path parameters; `scopes` checks OAuth scopes. Pure functions over domain types: no I/O, no tonic, no protos.
 
+pub mod path;
 pub mod routes;
 pub mod scopes;
 
