@@ -15,7 +15,7 @@ use crate::authn::credentials::{self, Extraction, Presented};
 use crate::authn::{Authenticator, AuthnError, CacheCounters, KeyRegistry, Lookup};
 use crate::authz::path;
 use crate::authz::routes::RouteTable;
-use crate::authz::{OnDeny, Policy, Route, scopes};
+use crate::authz::{self, OnDeny, Policy, Refusal, Resource, Route};
 use crate::config::Config;
 use crate::decision::{
     Decision, Denial, DenyReason, Hidden, Identity, Permit, ResponseSettings, TokenProblem,
@@ -94,9 +94,16 @@ impl Engine {
         let Ok(host) = path::normalize_authority(&input.host) else {
             return Decision::deny(None, DenyReason::BadAuthority);
         };
-        let Some((route, _params)) = self.routes.find(&input.method, &host, &target.path) else {
+        let Some((route, params)) = self.routes.find(&input.method, &host, &target.path) else {
             let status = self.response.no_route_status;
             return Decision::deny(None, DenyReason::NoRoute { status });
+        };
+        let resource = Resource {
+            route: &route.name,
+            method: &input.method,
+            host: &host,
+            path: &target.path,
+            params,
         };
 
         let requirements = match &route.policy {
@@ -143,10 +150,14 @@ impl Engine {
             }
         };
 
-        if !scopes::missing(&requirements.scopes, &identity.scopes).is_empty() {
+        if let Err(refusal) = authz::authorize(requirements, &identity, &resource) {
             // On a hidden route `deny` answers like no route, so the scopes are never named.
-            return deny(DenyReason::InsufficientScope {
-                required: requirements.scopes.join(" "),
+            return deny(match refusal {
+                // The challenge names every scope the route requires (RFC 6750 §3), not only
+                // the missing ones.
+                Refusal::MissingScopes(_) => DenyReason::InsufficientScope {
+                    required: requirements.scopes.join(" "),
+                },
             });
         }
         self.permit(route, identity, input)
