@@ -28,6 +28,16 @@ pub const IDENTITY_HEADER_PREFIX: &str = "x-auth-";
 /// The current engine, swapped whole on reload; each request takes one snapshot.
 pub type SharedEngine = Arc<arc_swap::ArcSwap<Engine>>;
 
+/// The stores that live as long as the process, handed to every engine generation: the key
+/// registry (a reload keeps the keys of the issuers it keeps) and the token-cache counters (the
+/// counts outlive a reload). Revocations and API keys join them when they exist. Cloning it
+/// clones handles; `Shared::default()` makes fresh ones (a test, or the app at start).
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    pub keys: Arc<KeyRegistry>,
+    pub cache_counters: Arc<CacheCounters>,
+}
+
 #[derive(Debug)]
 pub struct Engine {
     routes: RouteTable,
@@ -44,23 +54,17 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the engine for `config`. Key stores come from the app-lifetime `registry`, so a
-    /// reload keeps the keys of issuers it keeps. The token cache counts into counters of its
-    /// own ([`Engine::with_cache_counters`] shares the app's).
-    pub fn new(config: &Config, registry: &KeyRegistry) -> Self {
-        Self::with_cache_counters(config, registry, Arc::default())
-    }
-
-    /// [`Engine::new`] with the token cache counting into the app-lifetime `counters`, so the
-    /// counts outlive this generation.
-    pub fn with_cache_counters(
-        config: &Config,
-        registry: &KeyRegistry,
-        counters: Arc<CacheCounters>,
-    ) -> Self {
+    /// Builds the engine for `config` on the app-lifetime stores of `shared`: key stores come
+    /// from its registry, and the token cache counts into its counters.
+    pub fn new(config: &Config, shared: &Shared) -> Self {
         Self {
             routes: RouteTable::new(config.routes.clone()),
-            authn: Authenticator::new(&config.issuers, registry, config.authn.clone(), counters),
+            authn: Authenticator::new(
+                &config.issuers,
+                &shared.keys,
+                config.authn.clone(),
+                shared.cache_counters.clone(),
+            ),
             response: config.response.clone(),
             anonymous: Arc::new(Identity::anonymous()),
             claim_header_names: claim_header_names(config)
@@ -347,9 +351,9 @@ routes:
         );
         let config = crate::config::load_str(&yaml, &dir.join("portcullis.yaml"))
             .unwrap_or_else(|e| panic!("test config must load: {e}"));
-        let registry = KeyRegistry::new();
-        let engine = Engine::new(&config, &registry);
-        registry.wait_initial(Duration::from_secs(5)).await;
+        let shared = Shared::default();
+        let engine = Engine::new(&config, &shared);
+        shared.keys.wait_initial(Duration::from_secs(5)).await;
         engine
     }
 
@@ -1092,9 +1096,9 @@ routes:
             &dir.path().join("portcullis.yaml"),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let registry = KeyRegistry::new();
-        let empty = Engine::new(&config, &registry);
-        registry.wait_initial(Duration::from_secs(5)).await;
+        let shared = Shared::default();
+        let empty = Engine::new(&config, &shared);
+        shared.keys.wait_initial(Duration::from_secs(5)).await;
         let auth = bearer(&token("read:documents"));
         assert_eq!(
             reason(
