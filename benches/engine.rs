@@ -7,7 +7,8 @@
 //!
 //! A miss is a token never seen before: each algorithm has a pool of distinct pre-minted tokens,
 //! and the engine (with its token cache) is rebuilt, untimed, whenever the pool is used up.
-//! Keys reach the engine the way they do in production: a `KeyRegistry` loading a JWKS file.
+//! Keys reach the engine the way they do in production: a `KeyRegistry` (in the engine's
+//! `Shared` stores) loading a JWKS file.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -21,12 +22,12 @@ use serde_json::Value;
 
 use portcullis::authn::jwks::{KeyFamily, KeySet, VerificationKey};
 use portcullis::authn::{
-    Algorithm, AuthnSettings, ClaimPaths, IssuerConfig, KeyRegistry, KeySource, RefreshPolicy, jwt,
+    Algorithm, AuthnSettings, ClaimPaths, IssuerConfig, KeySource, RefreshPolicy, jwt,
 };
 use portcullis::authz::routes::{PathMatch, RouteMatch};
 use portcullis::authz::{OnDeny, Policy, Requirements, Route};
 use portcullis::config::{Config, Readiness, ResponseSettings, ServerConfig};
-use portcullis::engine::Engine;
+use portcullis::engine::{Engine, Shared};
 use portcullis::input::{CheckInput, Headers};
 
 #[allow(dead_code)]
@@ -185,10 +186,10 @@ fn bench(c: &mut Criterion) {
     let config = config(jwks_path);
     // Key stores start their fetches on the current tokio runtime.
     let _runtime_context = runtime.enter();
-    let registry = KeyRegistry::new();
-    let new_engine = || Engine::new(&config, &registry);
+    let shared = Shared::default();
+    let new_engine = || Engine::new(&config, &shared);
     let _first = new_engine();
-    runtime.block_on(registry.wait_initial(Duration::from_secs(5)));
+    runtime.block_on(shared.keys.wait_initial(Duration::from_secs(5)));
 
     // The engine path needs the JWKS registry; without it, say so and time the rest.
     let probe = runtime.block_on(new_engine().check(&cases[0].inputs[0]));

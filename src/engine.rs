@@ -13,8 +13,9 @@ use std::sync::Arc;
 use crate::authn::attempts::AttemptLimiter;
 use crate::authn::credentials::{self, Extraction, Presented};
 use crate::authn::{Authenticator, AuthnError, CacheCounters, KeyRegistry, Lookup};
-use crate::authz::routes::{self, RouteTable};
-use crate::authz::{OnDeny, Policy, Route, scopes};
+use crate::authz::path;
+use crate::authz::routes::RouteTable;
+use crate::authz::{self, OnDeny, Policy, Refusal, Resource, Route};
 use crate::config::Config;
 use crate::decision::{
     Decision, Denial, DenyReason, Hidden, Identity, Permit, ResponseSettings, TokenProblem,
@@ -26,6 +27,16 @@ pub const IDENTITY_HEADER_PREFIX: &str = "x-auth-";
 
 /// The current engine, swapped whole on reload; each request takes one snapshot.
 pub type SharedEngine = Arc<arc_swap::ArcSwap<Engine>>;
+
+/// The stores that live as long as the process, handed to every engine generation: the key
+/// registry (a reload keeps the keys of the issuers it keeps) and the token-cache counters (the
+/// counts outlive a reload). Revocations and API keys join them when they exist. Cloning it
+/// clones handles; `Shared::default()` makes fresh ones (a test, or the app at start).
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    pub keys: Arc<KeyRegistry>,
+    pub cache_counters: Arc<CacheCounters>,
+}
 
 #[derive(Debug)]
 pub struct Engine {
@@ -43,23 +54,17 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the engine for `config`. Key stores come from the app-lifetime `registry`, so a
-    /// reload keeps the keys of issuers it keeps. The token cache counts into counters of its
-    /// own ([`Engine::with_cache_counters`] shares the app's).
-    pub fn new(config: &Config, registry: &KeyRegistry) -> Self {
-        Self::with_cache_counters(config, registry, Arc::default())
-    }
-
-    /// [`Engine::new`] with the token cache counting into the app-lifetime `counters`, so the
-    /// counts outlive this generation.
-    pub fn with_cache_counters(
-        config: &Config,
-        registry: &KeyRegistry,
-        counters: Arc<CacheCounters>,
-    ) -> Self {
+    /// Builds the engine for `config` on the app-lifetime stores of `shared`: key stores come
+    /// from its registry, and the token cache counts into its counters.
+    pub fn new(config: &Config, shared: &Shared) -> Self {
         Self {
             routes: RouteTable::new(config.routes.clone()),
-            authn: Authenticator::new(&config.issuers, registry, config.authn.clone(), counters),
+            authn: Authenticator::new(
+                &config.issuers,
+                &shared.keys,
+                config.authn.clone(),
+                shared.cache_counters.clone(),
+            ),
             response: config.response.clone(),
             anonymous: Arc::new(Identity::anonymous()),
             claim_header_names: claim_header_names(config)
@@ -80,7 +85,7 @@ impl Engine {
 
     /// Decides one request.
     pub async fn check(&self, input: &CheckInput) -> Decision {
-        let Ok(target) = routes::normalize(&input.path) else {
+        let Ok(target) = path::normalize(&input.path) else {
             return Decision::deny(None, DenyReason::BadPath);
         };
         if target.query.is_some_and(credentials::query_has_credential)
@@ -90,12 +95,19 @@ impl Engine {
         }
         // Before any route is matched: an authority that is not a host would miss a host-scoped
         // route and fall through to a later one, while the upstream still reads it as that host.
-        let Ok(host) = routes::normalize_authority(&input.host) else {
+        let Ok(host) = path::normalize_authority(&input.host) else {
             return Decision::deny(None, DenyReason::BadAuthority);
         };
-        let Some((route, _params)) = self.routes.find(&input.method, &host, &target.path) else {
+        let Some((route, params)) = self.routes.find(&input.method, &host, &target.path) else {
             let status = self.response.no_route_status;
             return Decision::deny(None, DenyReason::NoRoute { status });
+        };
+        let resource = Resource {
+            route: &route.name,
+            method: &input.method,
+            host: &host,
+            path: &target.path,
+            params,
         };
 
         let requirements = match &route.policy {
@@ -142,10 +154,14 @@ impl Engine {
             }
         };
 
-        if !scopes::missing(&requirements.scopes, &identity.scopes).is_empty() {
+        if let Err(refusal) = authz::authorize(requirements, &identity, &resource) {
             // On a hidden route `deny` answers like no route, so the scopes are never named.
-            return deny(DenyReason::InsufficientScope {
-                required: requirements.scopes.join(" "),
+            return deny(match refusal {
+                // The challenge names every scope the route requires (RFC 6750 §3), not only
+                // the missing ones.
+                Refusal::MissingScopes(_) => DenyReason::InsufficientScope {
+                    required: requirements.scopes.join(" "),
+                },
             });
         }
         self.permit(route, identity, input)
@@ -335,9 +351,9 @@ routes:
         );
         let config = crate::config::load_str(&yaml, &dir.join("portcullis.yaml"))
             .unwrap_or_else(|e| panic!("test config must load: {e}"));
-        let registry = KeyRegistry::new();
-        let engine = Engine::new(&config, &registry);
-        registry.wait_initial(Duration::from_secs(5)).await;
+        let shared = Shared::default();
+        let engine = Engine::new(&config, &shared);
+        shared.keys.wait_initial(Duration::from_secs(5)).await;
         engine
     }
 
@@ -1080,9 +1096,9 @@ routes:
             &dir.path().join("portcullis.yaml"),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let registry = KeyRegistry::new();
-        let empty = Engine::new(&config, &registry);
-        registry.wait_initial(Duration::from_secs(5)).await;
+        let shared = Shared::default();
+        let empty = Engine::new(&config, &shared);
+        shared.keys.wait_initial(Duration::from_secs(5)).await;
         let auth = bearer(&token("read:documents"));
         assert_eq!(
             reason(

@@ -14,9 +14,9 @@
 //! | [`service`] | one check for both adapters: engine snapshot, decide, record telemetry, the `check` span |
 //! | [`input`] | the transport-free view of one request |
 //! | [`decision`] | `Decision` = allow (`Permit`) or deny (`Denial`: reason, status and challenge); the engine's `ResponseSettings` |
-//! | [`engine`] | route → authenticate → authorize, immutable per configuration generation |
+//! | [`engine`] | route → authenticate → authorize, immutable per configuration generation; built on `Shared`, the app-lifetime stores (key registry, token-cache counters) |
 //! | [`authn`] | credentials, JWT verification, JWKS key sets (`jwks/{document,schedule,store}`), verified-token cache and its process-lifetime counters |
-//! | [`authz`] | routes and path normalization, scopes |
+//! | [`authz`] | `authorize` (requirements, identity, resource: the route and its path parameters); `path` normalization; `routes` (table, templates); `scopes` |
 //! | [`config`] | YAML → validated `Config` with located errors; hot reload (on [`watch`]) |
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
 //! | [`telemetry`] | metrics, audit events, logging setup |

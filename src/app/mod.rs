@@ -24,10 +24,9 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::authn::{CacheCounters, KeyRegistry};
 use crate::config::reload::ConfigWatcher;
 use crate::config::{self, Config, ConfigError, TlsConfig};
-use crate::engine::{Engine, SharedEngine};
+use crate::engine::{Engine, Shared, SharedEngine};
 use crate::grpc::AuthorizationService;
 use crate::grpc::io::Coalescing;
 use crate::grpc::routes::Routes;
@@ -261,26 +260,20 @@ pub async fn start_with(
         _ => None,
     };
 
-    let registry = Arc::new(KeyRegistry::new());
-    let cache_counters = Arc::new(CacheCounters::default());
-    let engine: SharedEngine = Arc::new(ArcSwap::from_pointee(Engine::with_cache_counters(
-        &config,
-        &registry,
-        cache_counters.clone(),
-    )));
+    let shared = Shared::default();
+    let engine: SharedEngine = Arc::new(ArcSwap::from_pointee(Engine::new(&config, &shared)));
     let telemetry = Arc::new(Telemetry::with_options(options.telemetry.clone()));
-    telemetry.metrics().observe_keys(registry.clone());
+    telemetry.metrics().observe_keys(shared.keys.clone());
     telemetry
         .metrics()
-        .observe_token_cache(cache_counters.clone());
+        .observe_token_cache(shared.cache_counters.clone());
     telemetry.metrics().set_generation(1);
 
     let state = Arc::new(AppState::new(
         &config,
         config_path,
         engine.clone(),
-        registry,
-        cache_counters,
+        shared,
         telemetry.clone(),
     ));
 
@@ -674,8 +667,7 @@ pub(crate) mod tests_support {
         config: &Config,
         telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> crate::service::CheckService {
-        let registry = crate::authn::KeyRegistry::new();
-        let engine = crate::engine::Engine::new(config, &registry);
+        let engine = crate::engine::Engine::new(config, &crate::engine::Shared::default());
         crate::service::CheckService::new(
             Arc::new(arc_swap::ArcSwap::from_pointee(engine)),
             telemetry,

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::authn::{CacheCounters, KeyRegistry};
+use crate::authn::KeyRegistry;
 use crate::config::{self, Config, ConfigError, ServerConfig};
-use crate::engine::{Engine, SharedEngine};
+use crate::engine::{Engine, Shared, SharedEngine};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::ReloadResult;
 
@@ -37,9 +37,8 @@ pub struct ReloadRecord {
 #[derive(Debug)]
 pub struct AppState {
     engine: SharedEngine,
-    registry: Arc<KeyRegistry>,
-    /// Token-cache hits and misses, shared by every engine generation.
-    cache_counters: Arc<CacheCounters>,
+    /// The key registry and token-cache counters every engine generation is built on.
+    shared: Shared,
     telemetry: Arc<Telemetry>,
     /// `readiness.require_keys` of the configuration in use (the rest lives in the engine).
     require_keys: AtomicBool,
@@ -72,20 +71,18 @@ impl Readiness {
 }
 
 impl AppState {
-    /// The state of an agent started with `config` (generation 1). `cache_counters` are the
-    /// ones `engine` counts into; each reloaded engine gets them too.
+    /// The state of an agent started with `config` (generation 1). `engine` was built on
+    /// `shared`; each reloaded engine is too.
     pub(super) fn new(
         config: &Config,
         config_path: Option<PathBuf>,
         engine: SharedEngine,
-        registry: Arc<KeyRegistry>,
-        cache_counters: Arc<CacheCounters>,
+        shared: Shared,
         telemetry: Arc<Telemetry>,
     ) -> Self {
         Self {
             engine,
-            registry,
-            cache_counters,
+            shared,
             telemetry,
             bound_server: config.server.clone(),
             require_keys: AtomicBool::new(config.readiness.require_keys),
@@ -109,7 +106,7 @@ impl AppState {
     }
 
     pub fn registry(&self) -> &Arc<KeyRegistry> {
-        &self.registry
+        &self.shared.keys
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
@@ -144,9 +141,10 @@ impl AppState {
         if self.is_shutting_down() {
             return Readiness::NotReady("shutting down".to_owned());
         }
-        if self.require_keys.load(Ordering::SeqCst) && !self.registry.ready() {
+        if self.require_keys.load(Ordering::SeqCst) && !self.shared.keys.ready() {
             let waiting: Vec<String> = self
-                .registry
+                .shared
+                .keys
                 .status()
                 .into_iter()
                 .filter(|s| s.keys == 0)
@@ -190,12 +188,11 @@ impl AppState {
     }
 
     fn apply(&self, config: Config) -> u64 {
-        let engine =
-            Engine::with_cache_counters(&config, &self.registry, self.cache_counters.clone());
+        let engine = Engine::new(&config, &self.shared);
         self.engine.store(Arc::new(engine));
         // After the swap: stores of removed issuers stop refreshing; in-flight checks on the
         // old engine keep their own handles until they finish.
-        self.registry.retain(&config.issuers);
+        self.shared.keys.retain(&config.issuers);
 
         let changed = server_changes(&self.bound_server, &config.server);
         let restart = (!changed.is_empty()).then(|| {

@@ -1,15 +1,21 @@
 //! Authorization: which route a request is on, and whether the verified identity may use it.
 //!
-//! `routes` normalizes the path and finds the first matching route; `scopes` checks OAuth
-//! scopes. Pure functions over domain types: no I/O, no tonic, no protos.
+//! `path` normalizes the request target and authority; `routes` finds the first matching route
+//! and binds its path parameters, which the engine keeps as the [`Resource`]; [`authorize`]
+//! decides whether an identity meets a route's [`Requirements`] (`scopes` checks OAuth scopes).
+//! Pure functions over domain types: no I/O, no tonic, no protos.
 
+pub mod path;
 pub mod routes;
 pub mod scopes;
 
 use std::sync::Arc;
 
+use crate::decision::Identity;
+use routes::Params;
+
 /// What a route demands of the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Policy {
     /// `allow: anonymous`: no credential needed (client `x-auth-*` headers are still removed).
     Anonymous,
@@ -18,7 +24,12 @@ pub enum Policy {
 
 /// Empty (no scope) is `allow: authenticated`: any valid token. The configuration never
 /// produces it from a `require`, which must list something.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// `PartialEq` (tests compare compiled configurations) but not `Eq`: nothing hashes or orders
+/// requirements, and a compiled condition (`Condition { source, program: Arc<_> }`) will
+/// compare by its source, a promise `Eq` would not let us drop again without touching every
+/// type that embeds it.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Requirements {
     /// Every one of these scopes must be granted.
     pub scopes: Vec<String>,
@@ -42,4 +53,114 @@ pub struct Route {
     pub matcher: routes::RouteMatch,
     pub policy: Policy,
     pub on_deny: OnDeny,
+}
+
+/// What a request asks for, as authorization sees it: the route it matched, the parameters
+/// that route's template bound, and the normalized request line. Borrowed from the route table
+/// and the request, so building one allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource<'a> {
+    /// The matched route's name.
+    pub route: &'a str,
+    pub method: &'a str,
+    /// In [`path::normalize_authority`] form: lower case, without port.
+    pub host: &'a str,
+    /// In [`path::normalize`] form, without the query string.
+    pub path: &'a str,
+    /// Bound by the route's template (`/documents/{doc_id}` binds `doc_id`); empty for a route
+    /// without one.
+    pub params: Params<'a>,
+}
+
+/// Why [`authorize`] refused. The engine decides how it is answered (403, or 404 on a route
+/// that hides itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal<'r> {
+    /// Scopes the route requires that the caller was not granted, in the route's order.
+    MissingScopes(Vec<&'r str>),
+}
+
+/// Whether the verified `identity` may do what `resource` describes under the route's
+/// `requirements`. Pure: no I/O, no clock, and no allocation when it allows. Nothing reads the
+/// resource yet; conditions on the path parameters will.
+pub fn authorize<'r>(
+    requirements: &'r Requirements,
+    identity: &Identity,
+    _resource: &Resource<'_>,
+) -> Result<(), Refusal<'r>> {
+    let missing = scopes::missing(&requirements.scopes, &identity.scopes);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::MissingScopes(missing))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|item| (*item).to_owned()).collect()
+    }
+
+    fn requiring(scopes: &[&str]) -> Requirements {
+        Requirements {
+            scopes: strings(scopes),
+        }
+    }
+
+    fn caller_granted(scopes: &[&str]) -> Identity {
+        Identity {
+            subject: "alice".to_owned(),
+            scopes: strings(scopes),
+            ..Identity::anonymous()
+        }
+    }
+
+    fn document(doc_id: &str) -> Resource<'_> {
+        Resource {
+            route: "documents",
+            method: "GET",
+            host: "api.example.com",
+            path: "/documents/42",
+            params: Params(vec![("doc_id", doc_id)]),
+        }
+    }
+
+    #[test]
+    fn allows_a_caller_granted_every_required_scope() {
+        let requirements = requiring(&["read:documents", "write:documents"]);
+        let alice = caller_granted(&["openid", "write:documents", "read:documents"]);
+        assert_eq!(authorize(&requirements, &alice, &document("42")), Ok(()));
+    }
+
+    #[test]
+    fn denies_naming_the_scopes_the_caller_lacks_in_the_routes_order() {
+        let requirements = requiring(&["read:documents", "write:documents", "admin"]);
+        let alice = caller_granted(&["write:documents"]);
+        assert_eq!(
+            authorize(&requirements, &alice, &document("42")),
+            Err(Refusal::MissingScopes(vec!["read:documents", "admin"]))
+        );
+    }
+
+    #[test]
+    fn allows_any_verified_caller_when_the_route_requires_no_scope() {
+        let alice = caller_granted(&[]);
+        assert_eq!(
+            authorize(&Requirements::default(), &alice, &document("42")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_path_parameter_never_stands_in_for_a_scope() {
+        let requirements = requiring(&["admin"]);
+        let alice = caller_granted(&["read:documents"]);
+        assert_eq!(
+            authorize(&requirements, &alice, &document("admin")),
+            Err(Refusal::MissingScopes(vec!["admin"]))
+        );
+    }
 }

@@ -30,7 +30,8 @@ use serde_yaml_ng::Value;
 use super::Problem;
 use super::source::{Anchor, Segment, YamlPath};
 use crate::authn::Algorithm;
-use crate::authz::routes::{PathMatch, PathTemplate, normalize, normalize_authority};
+use crate::authz::path::{normalize, normalize_authority};
+use crate::authz::routes::{PathMatch, PathTemplate};
 
 /// Message of every key this version refuses on purpose.
 pub const UNSUPPORTED: &str = "not supported in this version";
