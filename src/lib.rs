@@ -40,6 +40,7 @@ pub mod error;
 pub mod fetch;
 pub mod grpc;
 pub mod http;
+pub mod identity;
 pub mod input;
 pub mod listener;
 pub mod proto;

@@ -1,10 +1,11 @@
 //! Authentication: turns a presented credential into a verified `Identity`, or says why not.
 //!
 //! `credentials` finds the credential in the request (header, never the URL); `cache` keeps
-//! verified tokens by hash; `jwt` verifies a JWT against an issuer's policy and keys; `jwks`
-//! owns each issuer's key set (fetch, refresh, kid-miss refetch, stale-if-error); `attempts`
-//! limits failed authentications per source address (opt-in; it gates only tokens the cache
-//! does not vouch for, see [`Authenticator::lookup`]).
+//! verified identities by token hash, each for as long as its `CachePolicy` says; `jwt`
+//! verifies a JWT against an issuer's policy and keys; `jwks` owns each issuer's key set
+//! (fetch, refresh, kid-miss refetch, stale-if-error); `attempts` limits failed
+//! authentications per source address (opt-in; it gates only tokens the cache does not vouch
+//! for, see [`Authenticator::lookup`]).
 //! This module must never log a token, and never import tonic or the generated protos.
 
 pub mod attempts;
@@ -198,7 +199,7 @@ impl Default for AuthnSettings {
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::decision::Identity;
+use crate::identity::Identity;
 pub use cache::{CacheCounters, CacheStats, TokenCache};
 pub use jwks::KeyRegistry;
 use jwks::{KeyError, KeyStore};
@@ -351,10 +352,9 @@ impl Authenticator {
             });
         }
         let hash = cache::token_hash(token);
-        match self
-            .cache
-            .get(&hash, now, |identity| self.key_still_published(identity))
-        {
+        match self.cache.get(&hash, now, |issuer, kid| {
+            self.key_still_published(issuer, kid)
+        }) {
             Some(identity) => Lookup::Cached(identity),
             None => Lookup::Unverified(Pending {
                 authn: self,
@@ -398,23 +398,18 @@ impl Authenticator {
                 KeyError::UnknownKey => AuthnError::Invalid(TokenProblem::UnknownKey),
             })?;
         let identity = Arc::new(checked.verify(&keys).map_err(AuthnError::Invalid)?);
-        // Only an identity traceable to a published key can ever be served from the cache
-        // (`key_still_published`); caching the others would only cost memory.
-        if identity.key_id.is_some() {
-            self.cache.insert(hash, identity.clone(), now);
-        }
+        // Key-bound when the token names a published key, uncacheable otherwise (no kid, a
+        // shared secret): the cache keeps only what it can serve.
+        self.cache.insert(hash, identity.clone(), now);
         Ok(identity)
     }
 
-    /// A cached identity stays good only while the key that signed its token is published:
-    /// after a rotation retires a key, its tokens are verified afresh (and refused). Tokens
-    /// without a `kid` cannot be traced to a key, so they are always verified afresh.
-    fn key_still_published(&self, identity: &Identity) -> bool {
-        let Some(kid) = identity.key_id.as_deref() else {
-            return false;
-        };
+    /// A key-bound cached identity stays good only while its issuer publishes the key that
+    /// signed its token: after a rotation retires a key, its tokens are verified afresh (and
+    /// refused).
+    fn key_still_published(&self, issuer: &str, kid: &str) -> bool {
         self.by_iss
-            .get(identity.issuer.as_str())
+            .get(issuer)
             .and_then(|&index| self.issuers.get(index))
             .is_some_and(|entry| entry.keys.publishes(kid))
     }
