@@ -234,15 +234,11 @@ mod tests {
 
     #[test]
     fn serves_a_key_bound_identity_only_while_its_issuer_publishes_the_key() {
-        let cache = TokenCache::new(10);
-        let hash = token_hash("a.b.c");
-        let now = unix_now();
+        let (cache, now, hash) = (TokenCache::new(10), unix_now(), token_hash("key.bound"));
         cache.insert(hash, identity(Some(now + 1_000)), now);
-        assert!(
-            cache
-                .get(&hash, now, |issuer, kid| issuer.is_empty() && kid == "k1")
-                .is_some()
-        );
+        // Asked for the identity's issuer and kid (`identity()` binds it to `k1`).
+        let published = |issuer: &str, kid: &str| issuer.is_empty() && kid == "k1";
+        assert!(cache.get(&hash, now, published).is_some());
         assert!(cache.get(&hash, now, |_, _| false).is_none());
         let stats = cache.stats();
         assert_eq!((stats.hits, stats.misses), (1, 1));
