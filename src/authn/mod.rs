@@ -613,6 +613,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn verifies_a_token_without_a_published_key_afresh_every_time() {
+        install_crypto_provider().expect("provider");
+        let secret = b"a-long-shared-secret-of-at-least-32-bytes";
+        let mut shared = issuer();
+        shared.algorithms = vec![Algorithm::HS256];
+        shared.source = KeySource::SharedSecretFile("/etc/portcullis/secret".into());
+        let keys = jwks::KeySet::new(vec![Arc::new(jwks::VerificationKey {
+            kid: None,
+            family: jwks::KeyFamily::Hmac,
+            alg: None,
+            decoding: jsonwebtoken::DecodingKey::from_secret(secret).expect("secret"),
+        })]);
+        let authn = Authenticator::with_fixed_keys(vec![(shared, keys)], AuthnSettings::default());
+        let signer = jsonwebtoken::EncodingKey::from_secret(secret).expect("secret");
+        let token = sign_raw(&json!({"alg": "HS256"}), &live_claims(), &signer, J::HS256);
+        let first = authn.authenticate(Presented::Bearer(&token)).await;
+        let second = authn.authenticate(Presented::Bearer(&token)).await;
+        let (first, second) = (first.expect("valid"), second.expect("valid"));
+        // No kid, a shared secret: no key to follow, so uncacheable and verified (and built)
+        // afresh each time.
+        assert_eq!(
+            first.cache_policy,
+            crate::identity::CachePolicy::Uncacheable
+        );
+        assert!(!Arc::ptr_eq(&first, &second));
+        let stats = authn.cache_stats();
+        assert_eq!((stats.hits, stats.misses), (0, 2));
+    }
+
+    #[tokio::test]
     async fn never_caches_a_denied_token() {
         let authn = authenticator();
         let mut expired = live_claims();
