@@ -11,64 +11,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How the caller proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    Jwt,
-    ApiKey,
-    Introspection,
-    Anonymous,
-}
-
-impl AuthMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Jwt => "jwt",
-            Self::ApiKey => "api_key",
-            Self::Introspection => "introspection",
-            Self::Anonymous => "anonymous",
-        }
-    }
-}
-
-/// A verified caller. Built once per verified credential and shared (token cache) as `Arc`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
-    pub method: AuthMethod,
-    pub subject: String,
-    pub issuer: String,
-    /// Granted scopes, from `scope` (space separated), `scp` (array) or the configured claim.
-    pub scopes: Vec<String>,
-    pub roles: Vec<String>,
-    /// `jti`, `iat`, `exp` and the key id, kept for revocation checks.
-    pub token_id: Option<String>,
-    pub issued_at: Option<u64>,
-    /// Unix seconds; the token cache never keeps an identity past this.
-    pub expires_at: Option<u64>,
-    pub key_id: Option<String>,
-    /// Headers from the issuer's claim-to-header mappings, resolved at verification time.
-    pub claim_headers: Vec<(String, String)>,
-    /// The verified claims, for conditions and later stages.
-    pub claims: Arc<serde_json::Map<String, serde_json::Value>>,
-}
-
-impl Identity {
-    pub fn anonymous() -> Self {
-        Self {
-            method: AuthMethod::Anonymous,
-            subject: String::new(),
-            issuer: String::new(),
-            scopes: Vec::new(),
-            roles: Vec::new(),
-            token_id: None,
-            issued_at: None,
-            expires_at: None,
-            key_id: None,
-            claim_headers: Vec::new(),
-            claims: Arc::default(),
-        }
-    }
-}
+// `Identity` lives in its own leaf module; re-exported here, where the decision types always
+// had it.
+pub use crate::identity::{AuthMethod, Identity};
 
 /// What Envoy should do with an allowed request.
 #[derive(Debug, Clone)]

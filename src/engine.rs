@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::authn::attempts::AttemptLimiter;
-use crate::authn::credentials::{self, Extraction, Presented};
+use crate::authn::credentials::{self, Extraction};
 use crate::authn::{Authenticator, AuthnError, CacheCounters, KeyRegistry, Lookup};
 use crate::authz::path;
 use crate::authz::routes::RouteTable;
@@ -116,15 +116,16 @@ impl Engine {
         };
         let deny = |reason| self.deny(route, reason);
 
-        let token = match credentials::extract(&input.headers) {
-            Extraction::Found(Presented::Bearer(token)) => Some(token),
+        let credential = match credentials::extract(&input.headers) {
+            Extraction::Found(credential) => Some(credential),
             Extraction::Missing => return deny(DenyReason::MissingCredential),
             Extraction::Malformed => None,
         };
-        // A token the cache already vouches for is served without asking the limiter: a
+        // A credential the cache already vouches for is served without asking the limiter: a
         // credential proven valid is never refused because its address is shared with
-        // someone who keeps failing (design.md, "Safety of defaults"). One cache look-up.
-        let identity = match token.map(|token| self.authn.lookup(token)) {
+        // someone who keeps failing (design.md, "Safety of defaults"). One cache look-up;
+        // `lookup` and `verify` dispatch on the credential's kind.
+        let identity = match credential.map(|credential| self.authn.lookup(credential)) {
             Some(Lookup::Cached(identity)) => identity,
             unverified => {
                 // New, unverified work: refused before any parsing or signature work when the

@@ -3,8 +3,9 @@
 //! Module map. Imports point one way (style.md layering; `make lint` checks it with
 //! `deploy/ci/layers.sh`): `main → app → admin → app::state → {grpc, http, listener,
 //! envoy_filter} → service → {engine, telemetry} → config → {authn, authz} → {input, decision,
-//! proto, error, fetch, watch}` (`error`, `fetch` and `watch` import nothing from the crate);
-//! the decision core (engine, authn, authz, decision, input) never uses tonic or the protos.
+//! proto, error, fetch, watch} → identity` (`error`, `fetch`, `watch` and `identity` import
+//! nothing from the crate); the decision core (engine, authn, authz, decision, input, identity)
+//! never uses tonic or the protos.
 //!
 //! | module | job |
 //! |---|---|
@@ -14,8 +15,9 @@
 //! | [`service`] | one check for both adapters: engine snapshot, decide, record telemetry, the `check` span |
 //! | [`input`] | the transport-free view of one request |
 //! | [`decision`] | `Decision` = allow (`Permit`) or deny (`Denial`: reason, status and challenge); the engine's `ResponseSettings` |
+//! | [`identity`] | `Identity`, the verified caller (re-exported by [`decision`]), and the `CachePolicy` it carries: key-bound, until an instant, or uncacheable |
 //! | [`engine`] | route → authenticate → authorize, immutable per configuration generation; built on `Shared`, the app-lifetime stores (key registry, token-cache counters) |
-//! | [`authn`] | credentials, JWT verification, JWKS key sets (`jwks/{document,schedule,store}`), verified-token cache and its process-lifetime counters |
+//! | [`authn`] | `authenticate(Presented)` by credential kind, credentials, JWT verification, JWKS key sets (`jwks/{document,schedule,store}`), verified-token cache and its process-lifetime counters |
 //! | [`authz`] | `authorize` (requirements, identity, resource: the route and its path parameters); `path` normalization; `routes` (table, templates); `scopes` |
 //! | [`config`] | YAML → validated `Config` with located errors; hot reload (on [`watch`]) |
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
@@ -40,6 +42,7 @@ pub mod error;
 pub mod fetch;
 pub mod grpc;
 pub mod http;
+pub mod identity;
 pub mod input;
 pub mod listener;
 pub mod proto;

@@ -5,7 +5,7 @@
 #
 #   main → app → admin → app::state → {grpc, http, listener, envoy_filter} → service
 #        → {engine, telemetry} → config → {authn, authz, revocation}
-#        → {input, identity, decision, error, fetch, watch, proto}
+#        → {input, decision, error, fetch, watch, proto} → identity
 #
 # (`config` compiles into the settings types of authn and authz, so it sits just above them.)
 # The decision core (engine, authn, authz, revocation, decision, input, identity) also never
@@ -25,7 +25,7 @@ awk '
 BEGIN {
     n = split("app=90 admin=80 app::state=70 grpc=60 http=60 listener=60 envoy_filter=60 " \
               "service=50 engine=40 telemetry=40 config=35 authn=30 authz=30 revocation=30 " \
-              "input=10 identity=10 decision=10 error=10 fetch=10 watch=10 proto=10", pairs, " ")
+              "input=10 decision=10 error=10 fetch=10 watch=10 proto=10 identity=5", pairs, " ")
     for (i = 1; i <= n; i++) { split(pairs[i], kv, "="); rank[kv[1]] = kv[2] }
     n = split("engine authn authz revocation decision input identity", names, " ")
     for (i = 1; i <= n; i++) core[names[i]] = 1

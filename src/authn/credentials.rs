@@ -27,10 +27,23 @@ static B64TOKEN: [bool; 256] = {
     table
 };
 
-/// A credential as presented, not yet verified.
+/// A credential as presented, not yet verified; `Authenticator::authenticate` dispatches on its
+/// kind. An API key (read from its own configured header) will be a variant of its own; an
+/// opaque token for introspection comes as a `Bearer` too, told apart when it is verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presented<'a> {
+    /// `Authorization: Bearer`: a JWT (the only kind verified today).
     Bearer(&'a str),
+}
+
+impl<'a> Presented<'a> {
+    /// The secret bytes as sent: what the size cap measures and the token cache keys by (as a
+    /// hash). Never log it.
+    pub fn secret(self) -> &'a str {
+        match self {
+            Self::Bearer(token) => token,
+        }
+    }
 }
 
 /// Why the credential could not be read.

@@ -26,7 +26,8 @@ use serde_json::{Map, Value};
 
 use super::jwks::{KeySet, VerificationKey};
 use super::{Algorithm, IssuerConfig, KeySource};
-use crate::decision::{AuthMethod, Identity, TokenProblem};
+use crate::decision::TokenProblem;
+use crate::identity::{AuthMethod, CachePolicy, Identity};
 
 /// Largest accepted encoded JOSE header. Real headers are well under 300 bytes; the bound keeps
 /// a hostile header from costing more than a glance.
@@ -552,6 +553,11 @@ fn build_identity(
     let token_id = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
     let issued_at = claims.get("iat").and_then(numeric_date);
     let expires_at = claims.get("exp").and_then(numeric_date);
+    // Only a token traceable to a published key can be served from the cache, and only while
+    // the key stays published; without a kid (or with a shared secret) it is verified afresh.
+    let cache_policy = key_id
+        .clone()
+        .map_or(CachePolicy::Uncacheable, CachePolicy::KeyBound);
     Ok(Identity {
         method: AuthMethod::Jwt,
         subject,
@@ -562,6 +568,7 @@ fn build_identity(
         issued_at,
         expires_at,
         key_id,
+        cache_policy,
         claim_headers,
         claims: Arc::new(claims),
     })
@@ -818,6 +825,7 @@ mod tests {
             assert_eq!(identity.issuer, ISSUER);
             assert_eq!(identity.method, AuthMethod::Jwt);
             assert_eq!(identity.key_id.as_deref(), Some(kid));
+            assert_eq!(identity.cache_policy, CachePolicy::KeyBound(kid.to_owned()));
             assert_eq!(identity.token_id.as_deref(), Some("token-1"));
             assert_eq!(identity.issued_at, Some(NOW - 60));
             assert_eq!(identity.expires_at, Some(NOW + 3600));
@@ -899,10 +907,12 @@ mod tests {
         let signer = EncodingKey::from_secret(secret).expect("secret");
         let token = sign_raw(&header, &claims(), &signer, J::HS256);
         assert!(verify(&token, &shared, &keys, 8192, NOW).is_ok());
-        // A kid means nothing to a shared secret (it has none): ignored, not a key miss.
+        // A kid means nothing to a shared secret (it has none): ignored, not a key miss. With
+        // no published key to follow, the identity is never cached.
         let with_kid = json!({"alg": "HS256", "kid": "v1"});
         let token = sign_raw(&with_kid, &claims(), &signer, J::HS256);
-        assert!(verify(&token, &shared, &keys, 8192, NOW).is_ok());
+        let identity = verify(&token, &shared, &keys, 8192, NOW).expect("kid ignored");
+        assert_eq!(identity.cache_policy, CachePolicy::Uncacheable);
 
         let wrong = EncodingKey::from_secret(b"another-secret-of-sufficient-size!!").expect("s");
         let forged = sign_raw(&header, &claims(), &wrong, J::HS256);

@@ -1,10 +1,14 @@
 //! Authentication: turns a presented credential into a verified `Identity`, or says why not.
+//! [`Authenticator::authenticate`] takes a [`Presented`] credential and dispatches on its kind
+//! (a bearer JWT today; an opaque token for introspection and an API key have their seams in
+//! [`Authenticator::lookup`] and [`Pending::verify`]).
 //!
 //! `credentials` finds the credential in the request (header, never the URL); `cache` keeps
-//! verified tokens by hash; `jwt` verifies a JWT against an issuer's policy and keys; `jwks`
-//! owns each issuer's key set (fetch, refresh, kid-miss refetch, stale-if-error); `attempts`
-//! limits failed authentications per source address (opt-in; it gates only tokens the cache
-//! does not vouch for, see [`Authenticator::lookup`]).
+//! verified identities by token hash, each for as long as its `CachePolicy` says; `jwt`
+//! verifies a JWT against an issuer's policy and keys; `jwks` owns each issuer's key set
+//! (fetch, refresh, kid-miss refetch, stale-if-error); `attempts` limits failed
+//! authentications per source address (opt-in; it gates only tokens the cache does not vouch
+//! for, see [`Authenticator::lookup`]).
 //! This module must never log a token, and never import tonic or the generated protos.
 
 pub mod attempts;
@@ -198,8 +202,9 @@ impl Default for AuthnSettings {
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::decision::Identity;
+use crate::identity::Identity;
 pub use cache::{CacheCounters, CacheStats, TokenCache};
+pub use credentials::Presented;
 pub use jwks::KeyRegistry;
 use jwks::{KeyError, KeyStore};
 pub use jwt::{CryptoProviderConflict, install_crypto_provider};
@@ -219,9 +224,9 @@ pub struct IssuerKeyStatus {
     pub fetches_failed: u64,
 }
 
-/// Verifies bearer tokens for one configuration generation. Owns its verified-token cache, so
-/// a reload (new issuers, audiences, algorithms) can never serve an identity verified under
-/// the old rules; only the cache's hit and miss counters are the app's, shared across
+/// Verifies presented credentials for one configuration generation. Owns its verified-token
+/// cache, so a reload (new issuers, audiences, algorithms) can never serve an identity verified
+/// under the old rules; only the cache's hit and miss counters are the app's, shared across
 /// generations.
 ///
 /// Revocation (not implemented yet) is deliberately not consulted here: it belongs in the
@@ -243,7 +248,7 @@ struct IssuerEntry {
     keys: Arc<KeyStore>,
 }
 
-/// What the verified-token cache knows of a presented token ([`Authenticator::lookup`]).
+/// What the verified-token cache knows of a presented credential ([`Authenticator::lookup`]).
 pub enum Lookup<'a> {
     /// Verified before, and still good (not expired, its key still published): no work left.
     Cached(Arc<Identity>),
@@ -251,12 +256,12 @@ pub enum Lookup<'a> {
     Unverified(Pending<'a>),
 }
 
-/// A token the cache does not vouch for, waiting to be verified.
-#[must_use = "a pending token is neither accepted nor refused until it is verified"]
+/// A credential the cache does not vouch for, waiting to be verified.
+#[must_use = "a pending credential is neither accepted nor refused until it is verified"]
 pub struct Pending<'a> {
     authn: &'a Authenticator,
-    token: &'a str,
-    /// `None` for a token over the size cap, which is refused without being hashed.
+    credential: Presented<'a>,
+    /// `None` for a credential over the size cap, which is refused without being hashed.
     hash: Option<cache::TokenHash>,
     now: u64,
 }
@@ -279,9 +284,19 @@ impl std::fmt::Debug for Pending<'_> {
 }
 
 impl Pending<'_> {
-    /// Verifies the token (and caches the identity when it is good), or says why not.
+    /// Verifies the credential by its kind (and caches the identity as its policy allows), or
+    /// says why not.
     pub async fn verify(self) -> Result<Arc<Identity>, AuthnError> {
-        self.authn.verify(self.token, self.hash, self.now).await
+        let Some(hash) = self.hash else {
+            return Err(AuthnError::Invalid(TokenProblem::TooLarge));
+        };
+        match self.credential {
+            // Every bearer token is a JWT today (an opaque one fails to parse as malformed).
+            // Introspection (RFC 7662) will tell an opaque token apart here and cache its
+            // answer as `CachePolicy::Until`; an API key will be a `Presented` variant of its
+            // own, read from its configured header, with an arm here for its store.
+            Presented::Bearer(token) => self.authn.verify_jwt(token, hash, self.now).await,
+        }
     }
 }
 
@@ -326,56 +341,57 @@ impl Authenticator {
         }
     }
 
-    /// Verifies `token` (cache first), or says why it is not acceptable. Size cap → cache →
-    /// parse → issuer by `iss` → policy and claims → key (kid-miss refetch) → signature.
-    pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, AuthnError> {
-        match self.lookup(token) {
+    /// Verifies `credential` (cache first), or says why it is not acceptable. Size cap →
+    /// cache → verification by kind; for a bearer JWT: parse → issuer by `iss` → policy and
+    /// claims → key (kid-miss refetch) → signature.
+    pub async fn authenticate(
+        &self,
+        credential: Presented<'_>,
+    ) -> Result<Arc<Identity>, AuthnError> {
+        match self.lookup(credential) {
             Lookup::Cached(identity) => Ok(identity),
             Lookup::Unverified(pending) => pending.verify().await,
         }
     }
 
     /// The first half of [`authenticate`](Self::authenticate): the identity already verified
-    /// for `token` when the cache holds it, else the verification still to do. Callers that
-    /// gate verification work (the failed-attempt limiter) look here first, so a credential
-    /// already proven valid is served without passing the gate; the cache is looked up once.
-    /// An oversized token is never looked up: its verification refuses it at once.
-    pub fn lookup<'a>(&'a self, token: &'a str) -> Lookup<'a> {
+    /// for `credential` when the cache holds it, else the verification still to do. Callers
+    /// that gate verification work (the failed-attempt limiter) look here first, so a
+    /// credential already proven valid is served without passing the gate; the cache is looked
+    /// up once. An oversized credential is never looked up: its verification refuses it at
+    /// once.
+    pub fn lookup<'a>(&'a self, credential: Presented<'a>) -> Lookup<'a> {
+        // The cache is keyed by the credential's bytes, whatever its kind.
+        let secret = credential.secret();
         let now = cache::unix_now();
-        if token.len() > self.settings.max_token_bytes {
-            return Lookup::Unverified(Pending {
+        let unverified = |hash| {
+            Lookup::Unverified(Pending {
                 authn: self,
-                token,
-                hash: None,
+                credential,
+                hash,
                 now,
-            });
+            })
+        };
+        if secret.len() > self.settings.max_token_bytes {
+            return unverified(None);
         }
-        let hash = cache::token_hash(token);
-        match self
-            .cache
-            .get(&hash, now, |identity| self.key_still_published(identity))
-        {
+        let hash = cache::token_hash(secret);
+        match self.cache.get(&hash, now, |issuer, kid| {
+            self.key_still_published(issuer, kid)
+        }) {
             Some(identity) => Lookup::Cached(identity),
-            None => Lookup::Unverified(Pending {
-                authn: self,
-                token,
-                hash: Some(hash),
-                now,
-            }),
+            None => unverified(Some(hash)),
         }
     }
 
     /// Parse → issuer by `iss` → policy and claims → key (kid-miss refetch) → signature; a
-    /// verified identity is cached under `hash`.
-    async fn verify(
+    /// verified identity is cached under `hash` as its policy allows.
+    async fn verify_jwt(
         &self,
         token: &str,
-        hash: Option<cache::TokenHash>,
+        hash: cache::TokenHash,
         now: u64,
     ) -> Result<Arc<Identity>, AuthnError> {
-        let Some(hash) = hash else {
-            return Err(AuthnError::Invalid(TokenProblem::TooLarge));
-        };
         let unverified =
             jwt::parse(token, self.settings.max_token_bytes).map_err(AuthnError::Invalid)?;
         let iss = unverified
@@ -398,23 +414,18 @@ impl Authenticator {
                 KeyError::UnknownKey => AuthnError::Invalid(TokenProblem::UnknownKey),
             })?;
         let identity = Arc::new(checked.verify(&keys).map_err(AuthnError::Invalid)?);
-        // Only an identity traceable to a published key can ever be served from the cache
-        // (`key_still_published`); caching the others would only cost memory.
-        if identity.key_id.is_some() {
-            self.cache.insert(hash, identity.clone(), now);
-        }
+        // Key-bound when the token names a published key, uncacheable otherwise (no kid, a
+        // shared secret): the cache keeps only what it can serve.
+        self.cache.insert(hash, identity.clone(), now);
         Ok(identity)
     }
 
-    /// A cached identity stays good only while the key that signed its token is published:
-    /// after a rotation retires a key, its tokens are verified afresh (and refused). Tokens
-    /// without a `kid` cannot be traced to a key, so they are always verified afresh.
-    fn key_still_published(&self, identity: &Identity) -> bool {
-        let Some(kid) = identity.key_id.as_deref() else {
-            return false;
-        };
+    /// A key-bound cached identity stays good only while its issuer publishes the key that
+    /// signed its token: after a rotation retires a key, its tokens are verified afresh (and
+    /// refused).
+    fn key_still_published(&self, issuer: &str, kid: &str) -> bool {
         self.by_iss
-            .get(identity.issuer.as_str())
+            .get(issuer)
             .and_then(|&index| self.issuers.get(index))
             .is_some_and(|entry| entry.keys.publishes(kid))
     }
@@ -485,7 +496,7 @@ mod tests {
     #[tokio::test]
     async fn authenticates_a_valid_token() {
         let identity = authenticator()
-            .authenticate(&rs256(&live_claims()))
+            .authenticate(Presented::Bearer(&rs256(&live_claims())))
             .await
             .expect("valid token");
         assert_eq!(identity.subject, "alice");
@@ -522,10 +533,13 @@ mod tests {
         .expect("fixture key");
         let token = sign(J::RS256, "rsa-2048", &signer, &live_claims());
         authn
-            .authenticate(&token)
+            .authenticate(Presented::Bearer(&token))
             .await
             .expect("valid while published");
-        authn.authenticate(&token).await.expect("cache hit");
+        authn
+            .authenticate(Presented::Bearer(&token))
+            .await
+            .expect("cache hit");
         assert_eq!(authn.cache_stats().hits, 1);
 
         // The IdP withdraws the key (another key stays, so the set is not empty).
@@ -535,7 +549,7 @@ mod tests {
         std::fs::write(&jwks_path, json!({"keys": [other]}).to_string()).expect("rewrite jwks");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            match authn.authenticate(&token).await {
+            match authn.authenticate(Presented::Bearer(&token)).await {
                 Err(AuthnError::Invalid(TokenProblem::UnknownKey)) => break,
                 Ok(_) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -549,8 +563,14 @@ mod tests {
     async fn cache_hit_returns_the_same_identity_without_reverifying() {
         let authn = authenticator();
         let token = sign(J::ES256, "ec256", &ec256_signer(), &live_claims());
-        let first = authn.authenticate(&token).await.expect("first");
-        let second = authn.authenticate(&token).await.expect("second");
+        let first = authn
+            .authenticate(Presented::Bearer(&token))
+            .await
+            .expect("first");
+        let second = authn
+            .authenticate(Presented::Bearer(&token))
+            .await
+            .expect("second");
         // A re-verification would build a new identity; the cache hands back the same one.
         assert!(Arc::ptr_eq(&first, &second));
         let stats = authn.cache_stats();
@@ -562,17 +582,17 @@ mod tests {
         let authn = authenticator();
         let token = rs256(&live_claims());
         // Not verified yet: a pending verification, after exactly one cache look-up.
-        let Lookup::Unverified(pending) = authn.lookup(&token) else {
+        let Lookup::Unverified(pending) = authn.lookup(Presented::Bearer(&token)) else {
             panic!("a token never verified cannot be cached");
         };
         assert_eq!(authn.cache_stats().misses, 1);
         // Dropping it unverified (a limited source) verifies and caches nothing.
         drop(pending);
-        let Lookup::Unverified(pending) = authn.lookup(&token) else {
+        let Lookup::Unverified(pending) = authn.lookup(Presented::Bearer(&token)) else {
             panic!("an unverified token was cached");
         };
         let verified = pending.verify().await.expect("valid token");
-        let Lookup::Cached(cached) = authn.lookup(&token) else {
+        let Lookup::Cached(cached) = authn.lookup(Presented::Bearer(&token)) else {
             panic!("a verified token is served from the cache");
         };
         assert!(Arc::ptr_eq(&verified, &cached));
@@ -581,7 +601,7 @@ mod tests {
 
         // An oversized token is refused by its verification without touching the cache.
         let huge = "a".repeat(64 * 1024);
-        let Lookup::Unverified(pending) = authn.lookup(&huge) else {
+        let Lookup::Unverified(pending) = authn.lookup(Presented::Bearer(&huge)) else {
             panic!("oversized");
         };
         assert_eq!(
@@ -593,6 +613,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn verifies_a_token_without_a_published_key_afresh_every_time() {
+        install_crypto_provider().expect("provider");
+        let secret = b"a-long-shared-secret-of-at-least-32-bytes";
+        let mut shared = issuer();
+        shared.algorithms = vec![Algorithm::HS256];
+        shared.source = KeySource::SharedSecretFile("/etc/portcullis/secret".into());
+        let keys = jwks::KeySet::new(vec![Arc::new(jwks::VerificationKey {
+            kid: None,
+            family: jwks::KeyFamily::Hmac,
+            alg: None,
+            decoding: jsonwebtoken::DecodingKey::from_secret(secret).expect("secret"),
+        })]);
+        let authn = Authenticator::with_fixed_keys(vec![(shared, keys)], AuthnSettings::default());
+        let signer = jsonwebtoken::EncodingKey::from_secret(secret).expect("secret");
+        let token = sign_raw(&json!({"alg": "HS256"}), &live_claims(), &signer, J::HS256);
+        let first = authn.authenticate(Presented::Bearer(&token)).await;
+        let second = authn.authenticate(Presented::Bearer(&token)).await;
+        let (first, second) = (first.expect("valid"), second.expect("valid"));
+        // No kid, a shared secret: no key to follow, so uncacheable and verified (and built)
+        // afresh each time.
+        assert_eq!(
+            first.cache_policy,
+            crate::identity::CachePolicy::Uncacheable
+        );
+        assert!(!Arc::ptr_eq(&first, &second));
+        let stats = authn.cache_stats();
+        assert_eq!((stats.hits, stats.misses), (0, 2));
+    }
+
+    #[tokio::test]
     async fn never_caches_a_denied_token() {
         let authn = authenticator();
         let mut expired = live_claims();
@@ -600,7 +650,10 @@ mod tests {
         let token = rs256(&expired);
         for _ in 0..2 {
             assert_eq!(
-                authn.authenticate(&token).await.expect_err("expired"),
+                authn
+                    .authenticate(Presented::Bearer(&token))
+                    .await
+                    .expect_err("expired"),
                 AuthnError::Invalid(TokenProblem::Expired)
             );
         }
@@ -613,7 +666,7 @@ mod tests {
         foreign["iss"] = json!("https://evil.example.com");
         assert_eq!(
             authenticator()
-                .authenticate(&rs256(&foreign))
+                .authenticate(Presented::Bearer(&rs256(&foreign)))
                 .await
                 .expect_err("iss"),
             AuthnError::Invalid(TokenProblem::UnknownIssuer)
@@ -634,7 +687,10 @@ mod tests {
         let mut claims = live_claims();
         claims["iss"] = json!("https://partner.example.com");
         claims["aud"] = json!("partner-api");
-        let identity = authn.authenticate(&rs256(&claims)).await.expect("partner");
+        let identity = authn
+            .authenticate(Presented::Bearer(&rs256(&claims)))
+            .await
+            .expect("partner");
         assert_eq!(identity.issuer, "https://partner.example.com");
         assert_eq!(authn.issuers().count(), 2);
         assert!(!authn.ready(), "the first issuer has no keys");
@@ -649,7 +705,7 @@ mod tests {
         );
         assert_eq!(
             authn
-                .authenticate(&rs256(&live_claims()))
+                .authenticate(Presented::Bearer(&rs256(&live_claims())))
                 .await
                 .expect_err("no keys"),
             AuthnError::Unavailable(Unavailable::NoKeys)
@@ -661,7 +717,10 @@ mod tests {
         let authn = authenticator();
         let huge = "a".repeat(64 * 1024);
         assert_eq!(
-            authn.authenticate(&huge).await.expect_err("size"),
+            authn
+                .authenticate(Presented::Bearer(&huge))
+                .await
+                .expect_err("size"),
             AuthnError::Invalid(TokenProblem::TooLarge)
         );
         assert_eq!(
@@ -675,14 +734,18 @@ mod tests {
     async fn each_generation_has_its_own_cache() {
         let old = authenticator();
         let token = rs256(&live_claims());
-        old.authenticate(&token).await.expect("old generation");
+        old.authenticate(Presented::Bearer(&token))
+            .await
+            .expect("old generation");
         // The new rules no longer accept this audience: the old cache must not answer.
         let mut stricter = issuer();
         stricter.audiences = vec!["billing-api".to_owned()];
         let new =
             Authenticator::with_fixed_keys(vec![(stricter, key_set())], AuthnSettings::default());
         assert_eq!(
-            new.authenticate(&token).await.expect_err("new rules"),
+            new.authenticate(Presented::Bearer(&token))
+                .await
+                .expect_err("new rules"),
             AuthnError::Invalid(TokenProblem::WrongAudience)
         );
     }
@@ -703,7 +766,7 @@ mod tests {
             "é.é.é".to_owned(),
         ];
         for token in bad {
-            assert!(authn.authenticate(&token).await.is_err());
+            assert!(authn.authenticate(Presented::Bearer(&token)).await.is_err());
         }
     }
 }

@@ -436,6 +436,7 @@ mod tests {
     fn token_cache_counters_never_go_down_across_engine_swaps() {
         use crate::authn::cache::{TokenCache, token_hash, unix_now};
         use crate::decision::Identity;
+        use crate::identity::CachePolicy;
 
         // Each generation's authenticator has its own cache counting into the app's counters.
         let counters = Arc::new(CacheCounters::default());
@@ -444,11 +445,12 @@ mod tests {
         let now = unix_now();
         let mut identity = Identity::anonymous();
         identity.expires_at = Some(now + 600);
+        identity.cache_policy = CachePolicy::KeyBound("k1".to_owned());
         let identity = Arc::new(identity);
         let hit_times = |cache: &TokenCache, times: usize| {
             cache.insert(token_hash("a.b.c"), identity.clone(), now);
             for _ in 0..times {
-                assert!(cache.get(&token_hash("a.b.c"), now, |_| true).is_some());
+                assert!(cache.get(&token_hash("a.b.c"), now, |_, _| true).is_some());
             }
         };
 
