@@ -30,7 +30,8 @@ static B64TOKEN: [bool; 256] = {
 /// A credential as presented, not yet verified; `Authenticator::authenticate` dispatches on its
 /// kind. An API key (read from its own configured header) will be a variant of its own; an
 /// opaque token for introspection comes as a `Bearer` too, told apart when it is verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Its `Debug` names the kind and length only, so a stray `{:?}` cannot log the secret.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Presented<'a> {
     /// `Authorization: Bearer`: a JWT (the only kind verified today).
     Bearer(&'a str),
@@ -42,6 +43,14 @@ impl<'a> Presented<'a> {
     pub fn secret(self) -> &'a str {
         match self {
             Self::Bearer(token) => token,
+        }
+    }
+}
+
+impl std::fmt::Debug for Presented<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bearer(token) => write!(f, "Bearer(<redacted, {} bytes>)", token.len()),
         }
     }
 }
@@ -227,6 +236,14 @@ mod tests {
         ] {
             assert!(!query_has_credential(query), "{query}");
         }
+    }
+
+    #[test]
+    fn debug_never_prints_the_credential() {
+        let presented = Presented::Bearer("eyJhbGciOiJSUzI1NiJ9.secret.signature");
+        let shown = format!("{presented:?} {:?}", Extraction::Found(presented));
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("Bearer(<redacted, 38 bytes>)"), "{shown}");
     }
 
     #[test]
