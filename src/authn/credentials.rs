@@ -243,7 +243,7 @@ mod tests {
         let presented = Presented::Bearer("eyJhbGciOiJSUzI1NiJ9.secret.signature");
         let shown = format!("{presented:?} {:?}", Extraction::Found(presented));
         assert!(!shown.contains("secret"), "{shown}");
-        assert!(shown.contains("Bearer(<redacted, 38 bytes>)"), "{shown}");
+        assert!(shown.contains("Bearer(<redacted, 37 bytes>)"), "{shown}");
     }
 
     #[test]
