@@ -30,7 +30,7 @@ use crate::config::{self, Config, ConfigError, TlsConfig};
 use crate::engine::{Engine, SharedEngine};
 use crate::grpc::AuthorizationService;
 use crate::grpc::io::Coalescing;
-use crate::grpc::routes::Routes;
+use crate::grpc::dispatch::Dispatch;
 use crate::http::HttpAuthzOptions;
 use crate::listener::{Acceptor, grpc_incoming, serve_http};
 use crate::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
@@ -320,14 +320,14 @@ pub async fn start_with(
     )
     .map(|conn| conn.map(Coalescing::new));
     let grpc_task = tokio::spawn({
-        let routes = Routes::new(
+        let dispatch = Dispatch::new(
             health_service,
             AuthorizationService::new(check_service.clone()).into_server(),
         );
         let stop = stopped(serving_rx.clone());
         async move {
             grpc_server
-                .serve_with_incoming_shutdown(routes, incoming, stop)
+                .serve_with_incoming_shutdown(dispatch, incoming, stop)
                 .await
                 .map_err(AppError::Grpc)
         }
