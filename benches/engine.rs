@@ -25,7 +25,7 @@ use portcullis::authn::{
 };
 use portcullis::authz::routes::{PathMatch, RouteMatch};
 use portcullis::authz::{OnDeny, Policy, Requirements, Route};
-use portcullis::config::{Config, Readiness, ResponseSettings, ServerConfig};
+use portcullis::config::{Config, ReadinessConfig, ResponseSettings, ServerConfig};
 use portcullis::engine::Engine;
 use portcullis::input::{CheckInput, Headers};
 
@@ -115,7 +115,7 @@ fn config(jwks_file: std::path::PathBuf) -> Config {
             on_deny: OnDeny::Forbidden,
         }],
         response: ResponseSettings::default(),
-        readiness: Readiness::default(),
+        readiness: ReadinessConfig::default(),
     }
 }
 

@@ -29,8 +29,8 @@ use crate::config::reload::ConfigWatcher;
 use crate::config::{self, Config, ConfigError, TlsConfig};
 use crate::engine::{Engine, SharedEngine};
 use crate::grpc::AuthorizationService;
-use crate::grpc::io::Coalescing;
 use crate::grpc::dispatch::Dispatch;
+use crate::grpc::io::Coalescing;
 use crate::http::HttpAuthzOptions;
 use crate::listener::{Acceptor, grpc_incoming, serve_http};
 use crate::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
@@ -630,7 +630,7 @@ pub(crate) mod tests_support {
 
     use crate::authz::routes::{PathMatch, RouteMatch};
     use crate::authz::{OnDeny, Policy, Route};
-    use crate::config::{Config, Readiness, ResponseSettings, ServerConfig};
+    use crate::config::{Config, ReadinessConfig, ResponseSettings, ServerConfig};
 
     pub(crate) fn route(name: &str, path: &str, policy: Policy) -> Route {
         Route {
@@ -660,7 +660,7 @@ pub(crate) mod tests_support {
             authn: Default::default(),
             routes,
             response: ResponseSettings::default(),
-            readiness: Readiness::default(),
+            readiness: ReadinessConfig::default(),
         }
     }
 

@@ -54,7 +54,8 @@ pub struct AppState {
     reload_lock: tokio::sync::Mutex<()>,
 }
 
-/// Whether the agent should receive traffic, and if not why.
+/// Whether the agent should receive traffic now, and if not why (what `/readyz` and the gRPC
+/// health service report). What it waits for is set by [`crate::config::ReadinessConfig`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
     Ready,
