@@ -248,9 +248,9 @@ fn unavailable() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::tests_support::{check_service, config_with_routes, route};
     use crate::authz::{Policy, Requirements};
     use crate::telemetry::Telemetry;
+    use crate::testing::{check_service, config_with_routes, route};
     use http::Method;
     use tower::ServiceExt;
 

@@ -45,4 +45,6 @@ pub mod listener;
 pub mod proto;
 pub mod service;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod watch;

@@ -264,8 +264,8 @@ fn server_changes(bound: &ServerConfig, new: &ServerConfig) -> Vec<&'static str>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::tests_support::minimal_config;
     use crate::config::TlsConfig;
+    use crate::testing::minimal_config;
 
     #[test]
     fn listener_and_tls_changes_are_reported_as_needing_a_restart() {

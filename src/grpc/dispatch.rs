@@ -70,8 +70,8 @@ impl<H: Health> Service<Request<Body>> for Dispatch<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::tests_support::{check_service, config_with_routes};
     use crate::telemetry::Telemetry;
+    use crate::testing::{check_service, config_with_routes};
     use std::sync::Arc;
     use tower::ServiceExt;
 
