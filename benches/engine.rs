@@ -26,7 +26,7 @@ use portcullis::authn::{
 };
 use portcullis::authz::routes::{PathMatch, RouteMatch};
 use portcullis::authz::{OnDeny, Policy, Requirements, Route};
-use portcullis::config::{Config, Readiness, ResponseSettings, ServerConfig};
+use portcullis::config::{Config, ReadinessConfig, ResponseSettings, ServerConfig};
 use portcullis::engine::{Engine, Shared};
 use portcullis::input::{CheckInput, Headers};
 
@@ -116,7 +116,7 @@ fn config(jwks_file: std::path::PathBuf) -> Config {
             on_deny: OnDeny::Forbidden,
         }],
         response: ResponseSettings::default(),
-        readiness: Readiness::default(),
+        readiness: ReadinessConfig::default(),
     }
 }
 

@@ -166,7 +166,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::tests_support::minimal_config;
+    use crate::testing::minimal_config;
     use axum::body::Body;
     use tower::ServiceExt;
 

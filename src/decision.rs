@@ -1,7 +1,8 @@
 //! `Decision`: the one type every stage feeds. A `DenyReason` knows its HTTP status, its error
 //! code, its `WWW-Authenticate` challenge and its metric label; a `Denial` says how the client
-//! is answered (a hidden route answers like no route, whatever the reason), and
-//! `grpc/response.rs` is the only place that turns a decision into protocol messages.
+//! is answered (a hidden route answers like no route, whatever the reason). Only the two
+//! transport adapters turn a decision into protocol messages: `grpc/response.rs` (a gRPC
+//! `CheckResponse`) and `http.rs` (the HTTP `ext_authz` answer).
 //!
 //! The answer a client sees comes from [`Denial`] (`http_status`, `error_code`, `body`,
 //! `headers`), never from its `reason`, which is what the audit log and the metrics say.

@@ -261,9 +261,9 @@ fn denied(denial: &Denial, request_id: Option<&str>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::tests_support::{check_service, config_with_routes, route};
     use crate::authz::{Policy, Requirements};
     use crate::telemetry::Telemetry;
+    use crate::testing::{check_service, config_with_routes, route};
     use http::Method;
     use tower::ServiceExt;
 

@@ -10,7 +10,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`proto`] | generated Envoy types, included once; only `grpc` (and `app`, for the service name) use them |
-//! | [`grpc`] | tonic `Authorization` service: `CheckRequest` → [`input::CheckInput`], [`decision::Decision`] → `CheckResponse` |
+//! | [`grpc`] | tonic `Authorization` service: `CheckRequest` → [`input::CheckInput`], [`decision::Decision`] → `CheckResponse`; [`grpc::dispatch`]: the listener's two services, by name |
 //! | [`http`] | Envoy's HTTP `ext_authz` mode: request → [`input::CheckInput`], decision → HTTP answer |
 //! | [`service`] | one check for both adapters: engine snapshot, decide, record telemetry, the `check` span |
 //! | [`input`] | the transport-free view of one request |
@@ -27,7 +27,8 @@
 //! | [`error`] | `ErrorChain`: an error and its sources on one line; a leaf, imports nothing from the crate |
 //! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` (reads [`app::state`]) |
 //! | [`listener`] | accept loops (connection limit, back-off on accept errors), HTTP connection timeouts |
-//! | [`app`] | wiring: shared caches and counters, servers, reload task, graceful shutdown; [`app::state`]: `AppState`, readiness, reload |
+//! | [`app`] | wiring: shared caches and counters, engine, reload task; `app::servers`: listeners, the gRPC, HTTP `ext_authz` and admin servers, gRPC health, ordered shutdown; [`app::state`]: `AppState`, readiness, reload |
+//! | `testing` | tests only: crate-wide unit-test fixtures (in-memory configurations, a check service) |
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -48,4 +49,6 @@ pub mod listener;
 pub mod proto;
 pub mod service;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod watch;

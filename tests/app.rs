@@ -264,7 +264,7 @@ fn promtool_accepts(metrics: &str) {
 
 #[tokio::test]
 async fn readyz_is_503_until_every_issuer_has_keys() {
-    use common::jwks_server::JwksServer;
+    use common::http_server::JwksServer;
     use common::tokens::{self, TestKey};
 
     let jwks = JwksServer::start(&tokens::jwks(&[&TestKey::ec_p256()])).await;
@@ -496,7 +496,7 @@ async fn sigterm_stops_the_binary_with_status_zero() {
 
 #[tokio::test]
 async fn shutdown_finishes_an_in_flight_check_before_stopping() {
-    use common::jwks_server::JwksServer;
+    use common::http_server::JwksServer;
     use common::tokens::{self, TestKey};
 
     tokens::install_crypto_provider();

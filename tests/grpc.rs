@@ -19,7 +19,7 @@ use common::agent::{
     Addrs, BinaryAgent, CheckClient, CheckOutcome, EnvoyRequest, InProcessAgent, admin_get,
     eventually, replace_config, status, wait_generation, wait_ready, write_config,
 };
-use common::jwks_server::JwksServer;
+use common::http_server::JwksServer;
 use common::tokens::{self, AUDIENCE, ISSUER, TestKey, claims, now, raw, with};
 use serde_json::{Value, json};
 

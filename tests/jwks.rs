@@ -2,15 +2,15 @@
 //! refresh schedule, kid-miss refetch (single-flight, rate-limited), stale-if-error, recovery,
 //! and the registry across reloads. Intervals are short so every test stays within seconds.
 
-#[path = "common/jwks_server.rs"]
-mod jwks_server;
+#[path = "common/http_server.rs"]
+mod http_server;
 
 use std::future::Future;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jwks_server::{JwksServer, jwks};
+use http_server::{JwksServer, jwks};
 use portcullis::authn::jwks::{KeyError, KeyFamily, KeyRegistry, KeyStore};
 use portcullis::authn::{Algorithm, ClaimPaths, IssuerConfig, KeySource, RefreshPolicy};
 use serde_json::{Value, json};

@@ -1,64 +1,37 @@
 //! Wiring: the process-lifetime pieces (key registry, token-cache counters, telemetry, the
-//! current engine), the servers (gRPC `ext_authz` + `grpc.health.v1`, admin HTTP, optional HTTP
-//! `ext_authz`), the configuration reload task and graceful shutdown. What the servers, the
-//! reload task and the admin endpoints share is [`state::AppState`]: `admin` imports that,
-//! never this module.
+//! current engine), the configuration reload task, and [`RunningApp`]. The listeners, their
+//! servers (gRPC `ext_authz` + `grpc.health.v1`, admin HTTP, optional HTTP `ext_authz`) and the
+//! ordered shutdown are `servers`. What the servers, the reload task and the admin endpoints
+//! share is [`state::AppState`]: `admin` imports that, never this module.
 //!
 //! [`start`] binds every listener (port 0 allowed: the real ports are reported) and returns a
 //! [`RunningApp`]; [`run`] is what the binary calls: load, start, wait for a signal, drain.
 //! Nothing here exits the process or decides a request; a failure is an [`AppError`] for `main`.
 
+mod servers;
 pub mod state;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
 use crate::config::reload::ConfigWatcher;
-use crate::config::{self, Config, ConfigError, TlsConfig};
+use crate::config::{self, Config, ConfigError};
 use crate::engine::{Engine, Shared, SharedEngine};
-use crate::grpc::AuthorizationService;
-use crate::grpc::io::Coalescing;
-use crate::grpc::routes::Routes;
 use crate::http::HttpAuthzOptions;
-use crate::listener::{Acceptor, grpc_incoming, serve_http};
-use crate::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use crate::service::CheckService;
-use crate::telemetry::{ErrorChain, Telemetry, TelemetryOptions};
+use crate::telemetry::{Telemetry, TelemetryOptions};
+use servers::{Listeners, stopped};
 pub use state::{AppState, Readiness, ReloadError, ReloadRecord};
 
 /// Quiet time after the last change to the configuration file before it is reloaded, so an
 /// editor's or `kubectl`'s series of writes becomes one reload.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(500);
-
-/// How often readiness is re-evaluated for the gRPC health service.
-const HEALTH_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Envoy keeps one long-lived HTTP/2 connection per worker: ping it so a dead peer is noticed
-/// (and a NAT or load balancer in between does not drop an idle connection), and allow far more
-/// concurrent checks per connection than the HTTP/2 default of 100–200, so a burst does not
-/// queue behind the stream limit.
-const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
-const MAX_CONCURRENT_STREAMS: u32 = 1024;
-/// A client that has not finished its TLS handshake by then is dropped.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Name of the `ext_authz` service in `grpc.health.v1` (what Envoy's gRPC health check asks for
-/// when `service_name` is set); the empty name is the whole server.
-const AUTHORIZATION_SERVICE: &str =
-    <AuthorizationServer<AuthorizationService> as tonic::server::NamedService>::NAME;
 
 /// Why the agent cannot start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -237,28 +210,12 @@ pub async fn start_with(
     install_crypto_providers()?;
 
     // Everything that can fail on bad input (listeners, TLS files) before any task starts.
-    let grpc_listener = bind("gRPC", config.server.grpc_listen).await?;
-    let admin_listener = bind("admin", config.server.admin_listen).await?;
-    let http_listener = match config.server.http_listen {
-        Some(addr) => Some(bind("HTTP ext_authz", addr).await?),
-        None => None,
-    };
-    let tls = config.server.tls.as_ref().map(server_tls).transpose()?;
-    if let (Some(_), Some(addr)) = (&config.server.tls, config.server.http_listen)
-        && !addr.ip().is_loopback()
-    {
-        // `server.tls` covers the gRPC listener only.
-        tracing::warn!(
-            http = %addr,
-            "the HTTP ext_authz listener is plain text; keep it on loopback or a trusted network"
-        );
-    }
-    let grpc_addr = local_addr("gRPC", &grpc_listener, config.server.grpc_listen)?;
-    let admin_addr = local_addr("admin", &admin_listener, config.server.admin_listen)?;
-    let http_addr = match (&http_listener, config.server.http_listen) {
-        (Some(listener), Some(addr)) => Some(local_addr("HTTP ext_authz", listener, addr)?),
-        _ => None,
-    };
+    let listeners = Listeners::bind(&config.server).await?;
+    let (grpc_addr, admin_addr, http_addr) = (
+        listeners.grpc_addr,
+        listeners.admin_addr,
+        listeners.http_addr,
+    );
 
     let shared = Shared::default();
     let engine: SharedEngine = Arc::new(ArcSwap::from_pointee(Engine::new(&config, &shared)));
@@ -278,114 +235,24 @@ pub async fn start_with(
     ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    // Check servers stop first (drain), the admin server last (so /readyz answers 503 and
-    // /metrics stays scrapeable while draining).
-    let (serving_tx, serving_rx) = watch::channel(false);
-    let (admin_tx, admin_rx) = watch::channel(false);
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, false).await;
-    let check_service = CheckService::new(engine, telemetry.clone());
-
-    let mut grpc_server = Server::builder()
-        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
-        .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        grpc_server = grpc_server.tls_config(tls).map_err(AppError::Tls)?;
-    }
-    // Our own accept loop (connection limit, back-off on accept errors: `listener`), and
-    // Coalescing: the answers to the checks read in one go leave in one write (grpc::io).
-    let limits = config.server.connections;
-    let acceptor = |listener, name| {
-        Acceptor::new(
-            listener,
-            name,
-            limits.max_per_listener,
-            telemetry.metrics().listener(name),
-        )
-    };
-    let incoming = grpc_incoming(
-        acceptor(grpc_listener, "grpc"),
-        limits.header_read_timeout,
-        TCP_KEEPALIVE,
-    )
-    .map(|conn| conn.map(Coalescing::new));
-    let grpc_task = tokio::spawn({
-        let routes = Routes::new(
-            health_service,
-            AuthorizationService::new(check_service.clone()).into_server(),
-        );
-        let stop = stopped(serving_rx.clone());
-        async move {
-            grpc_server
-                .serve_with_incoming_shutdown(routes, incoming, stop)
-                .await
-                .map_err(AppError::Grpc)
-        }
-    });
-
-    let http_task = http_listener.map(|listener| {
-        let app = crate::http::router(check_service, options.http.clone());
-        let serve = serve_http(
-            acceptor(listener, "http"),
-            app,
-            limits,
-            stopped(serving_rx.clone()),
-        );
-        tokio::spawn(async move {
-            serve.await;
-            Ok(())
-        })
-    });
-
-    let admin_task = tokio::spawn({
-        let app = crate::admin::router(state.clone());
-        let serve = serve_http(
-            acceptor(admin_listener, "admin"),
-            app,
-            limits,
-            stopped(admin_rx),
-        );
-        async move {
-            serve.await;
-            Ok(())
-        }
-    });
-
-    let health_task = tokio::spawn(track_health(
-        state.clone(),
-        health.clone(),
+    let check_service = CheckService::new(engine, telemetry);
+    let mut servers = servers::start(
+        listeners,
+        &state,
+        check_service,
+        &options,
         shutdown_rx.clone(),
-    ));
-    let reload_task = match (state.config_path(), options.watch_config) {
-        (Some(path), true) => Some(tokio::spawn(reload_on_change(
+    )
+    .await?;
+    if let (Some(path), true) = (state.config_path(), options.watch_config) {
+        servers.stop_with(tokio::spawn(reload_on_change(
             state.clone(),
             path.to_owned(),
             shutdown_rx.clone(),
-        ))),
-        _ => None,
-    };
-
-    let servers = Servers {
-        grpc: grpc_task,
-        http: http_task,
-        admin: admin_task,
-        background: [Some(health_task), reload_task]
-            .into_iter()
-            .flatten()
-            .collect(),
-    };
-    let supervisor = tokio::spawn(supervise(
-        state.clone(),
-        health,
-        servers,
-        shutdown_rx,
-        serving_tx,
-        admin_tx,
-        options.drain_timeout,
-    ));
+        )));
+    }
+    let supervisor =
+        tokio::spawn(servers.supervise(state.clone(), shutdown_rx, options.drain_timeout));
 
     tracing::info!(
         grpc = %grpc_addr,
@@ -406,90 +273,6 @@ pub async fn start_with(
         shutdown: shutdown_tx,
         supervisor: Some(supervisor),
     })
-}
-
-async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| AppError::Bind {
-            listener,
-            addr,
-            source,
-        })
-}
-
-fn local_addr(
-    listener: &'static str,
-    socket: &TcpListener,
-    addr: SocketAddr,
-) -> Result<SocketAddr, AppError> {
-    socket.local_addr().map_err(|source| AppError::Bind {
-        listener,
-        addr,
-        source,
-    })
-}
-
-fn server_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, AppError> {
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| AppError::TlsFile {
-            path: path.to_owned(),
-            source,
-        })
-    };
-    let identity = Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
-    let mut config = ServerTlsConfig::new()
-        .identity(identity)
-        .timeout(TLS_HANDSHAKE_TIMEOUT);
-    if let Some(ca) = &tls.client_ca_file {
-        // With a client CA, a client certificate signed by it is required (not optional).
-        config = config
-            .client_ca_root(Certificate::from_pem(read(ca)?))
-            .client_auth_optional(false);
-    }
-    Ok(config)
-}
-
-/// Resolves once `rx` says stop (or its sender is gone).
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-async fn set_health(health: &HealthReporter, serving: bool) {
-    let status = if serving {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
-    };
-    health.set_service_status("", status).await;
-    health
-        .set_service_status(AUTHORIZATION_SERVICE, status)
-        .await;
-}
-
-/// Mirrors [`AppState::readiness`] into `grpc.health.v1`, for Envoy's gRPC health checks.
-async fn track_health(
-    state: Arc<AppState>,
-    health: HealthReporter,
-    shutdown: watch::Receiver<bool>,
-) {
-    let mut serving = false;
-    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stop = stopped(shutdown);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = &mut stop => return,
-        }
-        let ready = state.readiness() == Readiness::Ready;
-        if ready != serving {
-            serving = ready;
-            set_health(&health, serving).await;
-            tracing::info!(serving, "gRPC health status changed");
-        }
-    }
 }
 
 /// Reloads the configuration whenever its file changes.
@@ -522,163 +305,12 @@ async fn reload_on_change(state: Arc<AppState>, path: PathBuf, shutdown: watch::
     }
 }
 
-struct Servers {
-    grpc: JoinHandle<Result<(), AppError>>,
-    http: Option<JoinHandle<Result<(), AppError>>>,
-    admin: JoinHandle<Result<(), AppError>>,
-    background: Vec<JoinHandle<()>>,
-}
-
-/// Waits for a shutdown request (or a server failing), then shuts down in order: health
-/// NOT_SERVING and `/readyz` 503, check servers stop accepting and drain (bounded), admin last.
-async fn supervise(
-    state: Arc<AppState>,
-    health: HealthReporter,
-    mut servers: Servers,
-    shutdown: watch::Receiver<bool>,
-    serving: watch::Sender<bool>,
-    admin: watch::Sender<bool>,
-    drain_timeout: Duration,
-) -> Result<(), AppError> {
-    let mut failure: Option<AppError> = None;
-    {
-        let http_done = async {
-            match servers.http.as_mut() {
-                Some(task) => task.await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = stopped(shutdown) => {}
-            result = &mut servers.grpc => failure = server_failure(result),
-            result = http_done => failure = server_failure(result),
-            result = &mut servers.admin => failure = server_failure(result),
-        }
-    }
-    if let Some(error) = &failure {
-        tracing::error!(error = %ErrorChain(error), "a server stopped; shutting down");
-    }
-
-    state.begin_shutdown();
-    set_health(&health, false).await;
-    serving.send_replace(true);
-    let drain = async {
-        if !servers.grpc.is_finished() {
-            keep_first(&mut failure, server_failure((&mut servers.grpc).await));
-        }
-        if let Some(task) = servers.http.as_mut()
-            && !task.is_finished()
-        {
-            keep_first(&mut failure, server_failure(task.await));
-        }
-    };
-    if tokio::time::timeout(drain_timeout, drain).await.is_err() {
-        tracing::warn!(
-            timeout = ?drain_timeout,
-            "in-flight checks did not finish in time; closing their connections"
-        );
-        servers.grpc.abort();
-        if let Some(task) = &servers.http {
-            task.abort();
-        }
-    }
-
-    admin.send_replace(true);
-    if !servers.admin.is_finished()
-        && let Ok(result) = tokio::time::timeout(Duration::from_secs(2), &mut servers.admin).await
-    {
-        keep_first(&mut failure, server_failure(result));
-    }
-    servers.admin.abort();
-    for task in servers.background {
-        task.abort();
-    }
-    // Stops the key stores' background refresh tasks.
-    state.registry().retain(&[]);
-    tracing::info!("portcullis stopped");
-    failure.map_or(Ok(()), Err)
-}
-
-fn server_failure(
-    result: Result<Result<(), AppError>, tokio::task::JoinError>,
-) -> Option<AppError> {
-    match result {
-        Ok(Ok(())) => None,
-        Ok(Err(error)) => Some(error),
-        Err(join) if join.is_cancelled() => None,
-        Err(join) => Some(AppError::Task(join)),
-    }
-}
-
-fn keep_first(slot: &mut Option<AppError>, error: Option<AppError>) {
-    if slot.is_none() {
-        *slot = error;
-    }
-}
-
-/// Builders of in-memory configurations for unit tests across the crate.
-#[cfg(test)]
-pub(crate) mod tests_support {
-    use std::sync::Arc;
-
-    use crate::authz::routes::{PathMatch, RouteMatch};
-    use crate::authz::{OnDeny, Policy, Route};
-    use crate::config::{Config, Readiness, ResponseSettings, ServerConfig};
-
-    pub(crate) fn route(name: &str, path: &str, policy: Policy) -> Route {
-        Route {
-            name: Arc::from(name),
-            matcher: RouteMatch {
-                methods: None,
-                host: None,
-                path: PathMatch::Exact(path.to_owned()),
-            },
-            policy,
-            on_deny: OnDeny::default(),
-        }
-    }
-
-    /// Loopback, port 0 everywhere, no issuers.
-    pub(crate) fn config_with_routes(routes: Vec<Route>) -> Config {
-        let any = "127.0.0.1:0".parse().expect("loopback");
-        Config {
-            server: ServerConfig {
-                grpc_listen: any,
-                http_listen: None,
-                admin_listen: any,
-                tls: None,
-                connections: Default::default(),
-            },
-            issuers: Vec::new(),
-            authn: Default::default(),
-            routes,
-            response: ResponseSettings::default(),
-            readiness: Readiness::default(),
-        }
-    }
-
-    pub(crate) fn minimal_config() -> Config {
-        config_with_routes(vec![route("health", "/healthz", Policy::Anonymous)])
-    }
-
-    /// The check service over an engine built from `config` (no issuers, so no key
-    /// fetches), recording into `telemetry`.
-    pub(crate) fn check_service(
-        config: &Config,
-        telemetry: Arc<crate::telemetry::Telemetry>,
-    ) -> crate::service::CheckService {
-        let engine = crate::engine::Engine::new(config, &crate::engine::Shared::default());
-        crate::service::CheckService::new(
-            Arc::new(arc_swap::ArcSwap::from_pointee(engine)),
-            telemetry,
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::tests_support::*;
     use super::*;
+    use crate::config::TlsConfig;
+    use crate::error::ErrorChain;
+    use crate::testing::*;
 
     #[tokio::test]
     async fn reports_the_real_ports_of_port_zero_listeners() {

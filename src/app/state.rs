@@ -53,7 +53,8 @@ pub struct AppState {
     reload_lock: tokio::sync::Mutex<()>,
 }
 
-/// Whether the agent should receive traffic, and if not why.
+/// Whether the agent should receive traffic now, and if not why (what `/readyz` and the gRPC
+/// health service report). What it waits for is set by [`crate::config::ReadinessConfig`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
     Ready,
@@ -260,8 +261,8 @@ fn server_changes(bound: &ServerConfig, new: &ServerConfig) -> Vec<&'static str>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::tests_support::minimal_config;
     use crate::config::TlsConfig;
+    use crate::testing::minimal_config;
 
     #[test]
     fn listener_and_tls_changes_are_reported_as_needing_a_restart() {

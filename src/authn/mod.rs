@@ -197,8 +197,6 @@ impl Default for AuthnSettings {
     }
 }
 
-// ---- Skeleton API (the authn helper replaces the bodies; signatures are the contract) ----
-
 use std::collections::HashMap;
 use std::sync::Arc;
 

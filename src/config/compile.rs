@@ -24,7 +24,7 @@ use super::raw::{
     RawRequire, RawRoute, RawServer,
 };
 use super::source::YamlPath;
-use super::{Config, Problem, Readiness, ResponseSettings, ServerConfig, TlsConfig};
+use super::{Config, Problem, ReadinessConfig, ResponseSettings, ServerConfig, TlsConfig};
 use crate::authn::attempts::{
     AttemptQuota, AttemptSettings, ClientAddressHeader, MAX_TRUSTED_HOPS,
 };
@@ -88,7 +88,7 @@ pub(crate) fn compile(
             .and_then(|status| ctx.get(root().key("response").key("no_route_status"), status))
             .map_or(404, |status| status.0),
     };
-    let readiness = Readiness {
+    let readiness = ReadinessConfig {
         require_keys: raw.readiness.require_keys.unwrap_or(true),
     };
     if ctx.problems.len() > before || raw.incomplete {

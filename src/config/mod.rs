@@ -32,7 +32,7 @@ pub struct Config {
     pub authn: AuthnSettings,
     pub routes: Vec<Route>,
     pub response: ResponseSettings,
-    pub readiness: Readiness,
+    pub readiness: ReadinessConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,13 +84,15 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
+/// The `readiness:` settings: what `/readyz` waits for. (Whether the agent is ready now is
+/// `app::state::Readiness`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Readiness {
+pub struct ReadinessConfig {
     /// `/readyz` fails until every issuer has keys (default on).
     pub require_keys: bool,
 }
 
-impl Default for Readiness {
+impl Default for ReadinessConfig {
     fn default() -> Self {
         Self { require_keys: true }
     }
@@ -523,7 +525,7 @@ issuers:
         assert_eq!(config.server.tls, None);
         assert_eq!(config.authn, AuthnSettings::default());
         assert_eq!(config.response, ResponseSettings::default());
-        assert_eq!(config.readiness, Readiness::default());
+        assert_eq!(config.readiness, ReadinessConfig::default());
         let issuer = &config.issuers[0];
         assert_eq!(issuer.clock_skew, Duration::from_secs(30));
         assert_eq!(issuer.claims, crate::authn::ClaimPaths::default());

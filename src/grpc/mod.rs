@@ -1,10 +1,10 @@
 //! The tonic `Authorization` service: translate the `CheckRequest`, have [`crate::service`]
 //! decide and record it, map the decision back. It holds no policy of its own.
 
+pub mod dispatch;
 pub mod io;
 pub mod request;
 pub mod response;
-pub mod routes;
 
 use tonic::{Request, Response, Status};
 

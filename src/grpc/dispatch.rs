@@ -20,19 +20,19 @@ use crate::proto::envoy::service::auth::v3::authorization_server::AuthorizationS
 
 /// `grpc.health.v1.Health` and Envoy's `Authorization`; any other path is answered by the
 /// `Authorization` server's own fallback, gRPC status UNIMPLEMENTED (as tonic's router does).
-pub struct Routes<H> {
+pub struct Dispatch<H> {
     health: HealthServer<H>,
     check: AuthorizationServer<AuthorizationService>,
 }
 
-impl<H: Health> Routes<H> {
+impl<H: Health> Dispatch<H> {
     pub fn new(health: HealthServer<H>, check: AuthorizationServer<AuthorizationService>) -> Self {
         Self { health, check }
     }
 }
 
 // Derived `Clone` would require `H: Clone`; the servers share their service behind an `Arc`.
-impl<H: Health> Clone for Routes<H> {
+impl<H: Health> Clone for Dispatch<H> {
     fn clone(&self) -> Self {
         Self {
             health: self.health.clone(),
@@ -48,7 +48,7 @@ fn service_name(path: &str) -> Option<&str> {
         .map(|(service, _)| service)
 }
 
-impl<H: Health> Service<Request<Body>> for Routes<H> {
+impl<H: Health> Service<Request<Body>> for Dispatch<H> {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<Response<Body>, Infallible>;
@@ -70,8 +70,8 @@ impl<H: Health> Service<Request<Body>> for Routes<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::tests_support::{check_service, config_with_routes};
     use crate::telemetry::Telemetry;
+    use crate::testing::{check_service, config_with_routes};
     use std::sync::Arc;
     use tower::ServiceExt;
 
@@ -95,7 +95,7 @@ mod tests {
         let check = AuthorizationService::new(check_service(&config, Arc::new(Telemetry::new())))
             .into_server();
         let (_, health) = tonic_health::server::health_reporter();
-        let routes = Routes::new(health, check);
+        let dispatch = Dispatch::new(health, check);
 
         for path in [
             "/grpc.reflection.v1.ServerReflection/Info",
@@ -105,7 +105,7 @@ mod tests {
                 .header("content-type", "application/grpc")
                 .body(Body::empty())
                 .expect("request");
-            let response = routes.clone().oneshot(request).await.expect("infallible");
+            let response = dispatch.clone().oneshot(request).await.expect("infallible");
             let status = response.headers().get("grpc-status");
             assert_eq!(status.map(|s| s.as_bytes()), Some(&b"12"[..]), "{path}");
         }
