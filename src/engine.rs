@@ -163,6 +163,8 @@ impl Engine {
                 Refusal::MissingScopes(_) => DenyReason::InsufficientScope {
                     required: requirements.scopes.join(" "),
                 },
+                // 403 without naming the role or permission: that is the operator's business.
+                Refusal::MissingRole | Refusal::MissingPermissions(_) => DenyReason::Forbidden,
             });
         }
         self.permit(route, identity, input)

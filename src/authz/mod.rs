@@ -6,6 +6,7 @@
 //! Pure functions over domain types: no I/O, no tonic, no protos.
 
 pub mod path;
+pub mod roles;
 pub mod routes;
 pub mod scopes;
 
@@ -33,6 +34,12 @@ pub enum Policy {
 pub struct Requirements {
     /// Every one of these scopes must be granted.
     pub scopes: Vec<String>,
+    /// RBAC: the caller holds at least one of these roles (empty: no role asked for).
+    pub roles: Vec<String>,
+    /// RBAC: the caller's roles grant every one of these permissions (empty: none asked for).
+    pub permissions: Vec<String>,
+    /// RBAC: the configuration's `roles:` map, resolved at load; shared by every route.
+    pub grants: Arc<roles::RoleGrants>,
 }
 
 /// How a refusal on this route is answered.
@@ -78,6 +85,11 @@ pub struct Resource<'a> {
 pub enum Refusal<'r> {
     /// Scopes the route requires that the caller was not granted, in the route's order.
     MissingScopes(Vec<&'r str>),
+    /// The caller holds none of the roles the route accepts.
+    MissingRole,
+    /// Permissions the route requires that none of the caller's roles grants, in the route's
+    /// order.
+    MissingPermissions(Vec<&'r str>),
 }
 
 /// Whether the verified `identity` may do what `resource` describes under the route's
@@ -90,9 +102,28 @@ pub fn authorize<'r>(
 ) -> Result<(), Refusal<'r>> {
     let missing = scopes::missing(&requirements.scopes, &identity.scopes);
     if missing.is_empty() {
-        Ok(())
+        authorize_roles(requirements, identity)
     } else {
         Err(Refusal::MissingScopes(missing))
+    }
+}
+
+/// RBAC: any one of the route's roles, then every one of its permissions through the roles the
+/// identity holds (from whatever authenticated it). Allocates nothing when it allows.
+fn authorize_roles<'r>(
+    requirements: &'r Requirements,
+    identity: &Identity,
+) -> Result<(), Refusal<'r>> {
+    if !roles::holds_any(&requirements.roles, &identity.roles) {
+        return Err(Refusal::MissingRole);
+    }
+    let missing = requirements
+        .grants
+        .missing(&requirements.permissions, &identity.roles);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::MissingPermissions(missing))
     }
 }
 
@@ -107,6 +138,7 @@ mod tests {
     fn requiring(scopes: &[&str]) -> Requirements {
         Requirements {
             scopes: strings(scopes),
+            ..Requirements::default()
         }
     }
 
@@ -161,6 +193,110 @@ mod tests {
         assert_eq!(
             authorize(&requirements, &alice, &document("admin")),
             Err(Refusal::MissingScopes(vec!["admin"]))
+        );
+    }
+
+    /// admin: read, write, delete, admin (through `user`); user: read, write (through
+    /// `viewer`); viewer: read.
+    fn classic_roles() -> Arc<roles::RoleGrants> {
+        let role = |name: &str, permissions: &[&str], includes: &[&str]| roles::RoleDefinition {
+            name: name.to_owned(),
+            permissions: strings(permissions),
+            includes: strings(includes),
+        };
+        Arc::new(
+            roles::RoleGrants::resolve(&[
+                role("admin", &["delete", "admin"], &["user"]),
+                role("user", &["write"], &["viewer"]),
+                role("viewer", &["read"], &[]),
+            ])
+            .expect("classic roles resolve"),
+        )
+    }
+
+    fn requiring_rbac(roles: &[&str], permissions: &[&str]) -> Requirements {
+        Requirements {
+            roles: strings(roles),
+            permissions: strings(permissions),
+            grants: classic_roles(),
+            ..Requirements::default()
+        }
+    }
+
+    fn caller_holding(roles: &[&str]) -> Identity {
+        Identity {
+            subject: "alice".to_owned(),
+            roles: strings(roles),
+            ..Identity::anonymous()
+        }
+    }
+
+    #[test]
+    fn allows_a_caller_holding_any_one_of_the_routes_roles() {
+        let requirements = requiring_rbac(&["admin", "user"], &[]);
+        assert_eq!(
+            authorize(&requirements, &caller_holding(&["user"]), &document("42")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn denies_a_caller_holding_none_of_the_routes_roles() {
+        let requirements = requiring_rbac(&["admin"], &[]);
+        for held in [&["user", "viewer"][..], &[]] {
+            assert_eq!(
+                authorize(&requirements, &caller_holding(held), &document("42")),
+                Err(Refusal::MissingRole)
+            );
+        }
+    }
+
+    #[test]
+    fn allows_when_the_callers_roles_together_grant_every_permission() {
+        // `viewer` alone grants read; another role held may grant the rest.
+        let requirements = requiring_rbac(&[], &["read", "write"]);
+        assert_eq!(
+            authorize(&requirements, &caller_holding(&["user"]), &document("42")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn denies_naming_the_permissions_no_held_role_grants() {
+        let requirements = requiring_rbac(&[], &["read", "delete", "admin"]);
+        assert_eq!(
+            authorize(&requirements, &caller_holding(&["user"]), &document("42")),
+            Err(Refusal::MissingPermissions(vec!["delete", "admin"]))
+        );
+    }
+
+    #[test]
+    fn a_role_the_configuration_does_not_define_grants_no_permission() {
+        let requirements = requiring_rbac(&[], &["read"]);
+        assert_eq!(
+            authorize(&requirements, &caller_holding(&["root"]), &document("42")),
+            Err(Refusal::MissingPermissions(vec!["read"]))
+        );
+    }
+
+    #[test]
+    fn a_path_parameter_never_stands_in_for_a_role() {
+        let requirements = requiring_rbac(&["admin"], &["admin"]);
+        assert_eq!(
+            authorize(&requirements, &caller_holding(&[]), &document("admin")),
+            Err(Refusal::MissingRole)
+        );
+    }
+
+    #[test]
+    fn scopes_are_checked_before_roles() {
+        let requirements = Requirements {
+            scopes: strings(&["documents"]),
+            ..requiring_rbac(&["admin"], &[])
+        };
+        assert_eq!(
+            authorize(&requirements, &caller_holding(&["admin"]), &document("42")),
+            Err(Refusal::MissingScopes(vec!["documents"]))
         );
     }
 }

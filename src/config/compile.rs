@@ -29,6 +29,7 @@ use crate::authn::attempts::{
     AttemptQuota, AttemptSettings, ClientAddressHeader, MAX_TRUSTED_HOPS,
 };
 use crate::authn::{Algorithm, AuthnSettings, ClaimPaths, IssuerConfig, KeySource, RefreshPolicy};
+use crate::authz::roles::{RoleDefinition, RoleError, RoleGrants};
 use crate::authz::routes::{PathMatch, RouteMatch, prefix_matches};
 use crate::authz::{OnDeny, Policy, Requirements, Route};
 use crate::fetch;
@@ -61,7 +62,12 @@ pub(crate) fn compile(
     problems: &mut Vec<Problem>,
 ) -> Option<Config> {
     let before = problems.len();
-    let mut ctx = Ctx { base_dir, problems };
+    let mut ctx = Ctx {
+        base_dir,
+        problems,
+        grants: None,
+    };
+    ctx.grants = ctx.roles(&raw);
     let server = ctx.server(&raw.server);
     let issuers: Vec<Option<IssuerConfig>> = raw
         .issuers
@@ -126,6 +132,9 @@ fn format_duration(duration: Duration) -> humantime::FormattedDuration {
 struct Ctx<'a> {
     base_dir: &'a Path,
     problems: &'a mut Vec<Problem>,
+    /// `roles:` resolved; `None` when it could not be (its problems recorded), and then
+    /// routes' roles and permissions are not checked against it.
+    grants: Option<Arc<RoleGrants>>,
 }
 
 impl Ctx<'_> {
@@ -886,12 +895,15 @@ impl Ctx<'_> {
     /// cut short leaves behind. Any valid token is `allow: authenticated`.
     fn requirements(&mut self, path: &YamlPath, require: &RawRequire) -> Option<Policy> {
         let require_path = path.key("require");
+        let rbac = self.rbac_requirements(&require_path, require);
         let scopes_path = require_path.key("scopes");
         let scopes = match &require.scopes {
             Some(scopes) => self.get_all(&scopes_path, scopes)?,
             None => Vec::new(),
         };
-        if scopes.is_empty() {
+        let (roles, permissions) = rbac?;
+        let nothing_else = roles.is_empty() && permissions.is_empty();
+        if scopes.is_empty() && (require.scopes.is_some() || nothing_else) {
             let (at, what) = if require.scopes.is_some() {
                 (scopes_path, "`scopes` lists no scope")
             } else {
@@ -908,7 +920,136 @@ impl Ctx<'_> {
         }
         Some(Policy::Require(Requirements {
             scopes: scopes.into_iter().map(|s| s.0.clone()).collect(),
+            roles,
+            permissions,
+            grants: self.grants.clone().unwrap_or_default(),
         }))
+    }
+
+    /// `roles:` resolved into one permission set per role; `None` after recording why not.
+    fn roles(&mut self, raw: &RawConfig) -> Option<Arc<RoleGrants>> {
+        let roles_path = root().key("roles");
+        let mut definitions = Vec::with_capacity(raw.roles.len());
+        let mut valid = !raw.roles_incomplete;
+        for (name, role) in &raw.roles {
+            let role_path = roles_path.key(name);
+            if let Err(message) = raw::parse_role_name(name) {
+                self.problems.push(Problem::key(role_path.clone(), message));
+                valid = false;
+            }
+            let permissions = self.get_all(&role_path.key("permissions"), &role.permissions);
+            let includes = self.get_all(&role_path.key("includes"), &role.includes);
+            let (Some(permissions), Some(includes)) = (permissions, includes) else {
+                valid = false;
+                continue;
+            };
+            definitions.push(RoleDefinition {
+                name: name.clone(),
+                permissions: permissions.into_iter().map(|p| p.0.clone()).collect(),
+                includes: includes.into_iter().map(|r| r.0.clone()).collect(),
+            });
+        }
+        if !valid {
+            return None;
+        }
+        match RoleGrants::resolve(&definitions) {
+            Ok(grants) => Some(Arc::new(grants)),
+            Err(errors) => {
+                for error in errors {
+                    let (role, include, message) = match error {
+                        RoleError::UndefinedInclude { role, include } => {
+                            let name = &definitions
+                                .iter()
+                                .find(|d| d.name == role)
+                                .and_then(|d| d.includes.get(include))
+                                .cloned()
+                                .unwrap_or_default();
+                            let message = format!("role `{name}` is not defined in `roles`");
+                            (role, include, message)
+                        }
+                        RoleError::Cycle {
+                            role,
+                            include,
+                            path,
+                        } => (
+                            role,
+                            include,
+                            format!("roles include each other in a cycle: {}", path.join(" → ")),
+                        ),
+                    };
+                    self.value(
+                        roles_path.key(&role).key("includes").index(include),
+                        message,
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// `require.roles` (any of) and `require.permissions` (all of): each listed role must be
+    /// defined in `roles:`, and each permission granted by some role there (a permission no
+    /// role grants would deny everyone, and is most likely a typo).
+    fn rbac_requirements(
+        &mut self,
+        require_path: &YamlPath,
+        require: &RawRequire,
+    ) -> Option<(Vec<String>, Vec<String>)> {
+        let grants = self.grants.clone();
+        let roles = self.listed(
+            require_path,
+            "roles",
+            "role",
+            require.roles.as_deref(),
+            |name| match &grants {
+                Some(grants) if !grants.is_defined(name) => {
+                    Some(format!("role `{name}` is not defined in `roles`"))
+                }
+                _ => None,
+            },
+        );
+        let permissions = self.listed(
+            require_path,
+            "permissions",
+            "permission",
+            require.permissions.as_deref(),
+            |name| match &grants {
+                Some(grants) if !grants.any_grants(name) => {
+                    Some(format!("no role in `roles` grants the permission `{name}`"))
+                }
+                _ => None,
+            },
+        );
+        Some((roles?, permissions?))
+    }
+
+    /// The names listed at `require.<key>` (none when absent), each checked by `problem`;
+    /// `None` after recording what is wrong (an empty list included).
+    fn listed<T: AsRef<str>>(
+        &mut self,
+        require_path: &YamlPath,
+        key: &str,
+        what: &str,
+        list: Option<&[Checked<T>]>,
+        problem: impl Fn(&str) -> Option<String>,
+    ) -> Option<Vec<String>> {
+        let Some(list) = list else {
+            return Some(Vec::new());
+        };
+        let list_path = require_path.key(key);
+        let names = self.get_all(&list_path, list)?;
+        if names.is_empty() {
+            self.value(list_path, format!("`{key}` lists no {what}"));
+            return None;
+        }
+        let mut valid = true;
+        for (index, name) in names.iter().enumerate() {
+            if let Some(message) = problem(name.as_ref()) {
+                self.value(list_path.index(index), message);
+                valid = false;
+            }
+        }
+        valid.then(|| names.iter().map(|name| name.as_ref().to_owned()).collect())
     }
 
     fn unique_routes(&mut self, routes: &[(usize, RawRoute)]) {

@@ -536,7 +536,7 @@ issuers:
         assert_eq!(config.routes[0].on_deny, OnDeny::Forbidden);
         assert_eq!(
             config.routes[0].policy,
-            Policy::Require(crate::authz::Requirements { scopes: vec![] })
+            Policy::Require(crate::authz::Requirements::default())
         );
     }
 

@@ -50,11 +50,11 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "response",
     "readiness",
     "routes",
+    "roles",
 ];
 
 /// Top-level keys design.md describes that this version refuses.
-pub const UNSUPPORTED_TOP_LEVEL_KEYS: &[&str] =
-    &["api_keys", "introspection", "revocation", "roles"];
+pub const UNSUPPORTED_TOP_LEVEL_KEYS: &[&str] = &["api_keys", "introspection", "revocation"];
 
 /// The whole file. List items keep their position in the file, because items that fail to
 /// deserialize are left out and paths must still name the right index.
@@ -66,6 +66,11 @@ pub struct RawConfig {
     pub response: RawResponse,
     pub readiness: RawReadiness,
     pub routes: Vec<(usize, RawRoute)>,
+    /// `roles:`, in the file's order, by name.
+    pub roles: Vec<(String, RawRole)>,
+    /// The `roles` section had problems: some role may be missing, so checks that a route's
+    /// role or permission is defined are skipped.
+    pub roles_incomplete: bool,
     /// Some section or item could not be deserialized (its problems are already recorded);
     /// checks that need the complete picture are skipped.
     pub incomplete: bool,
@@ -117,6 +122,10 @@ impl RawConfig {
                 "readiness" => raw.readiness = section(value, &path, problems),
                 "issuers" => raw.issuers = list(value, &path, problems),
                 "routes" => raw.routes = list(value, &path, problems),
+                "roles" => {
+                    raw.roles = roles(value, &path, problems);
+                    raw.roles_incomplete = problems.len() > before;
+                }
                 unsupported if UNSUPPORTED_TOP_LEVEL_KEYS.contains(&unsupported) => {
                     problems.push(Problem::key(path, UNSUPPORTED.to_owned()));
                 }
@@ -138,6 +147,71 @@ impl RawConfig {
         }
         raw
     }
+}
+
+/// `roles:`: each role name maps to a list of permissions, or to the long form
+/// `{permissions: [...], includes: [...]}`. A role that cannot be read is left out (its
+/// problems recorded).
+fn roles(value: Value, path: &YamlPath, problems: &mut Vec<Problem>) -> Vec<(String, RawRole)> {
+    let mapping = match value {
+        Value::Null => return Vec::new(),
+        Value::Mapping(mapping) => mapping,
+        other => {
+            problems.push(Problem::value(
+                path.clone(),
+                format!(
+                    "expected a mapping of role names to permissions, found {}",
+                    describe(&other)
+                ),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut roles = Vec::with_capacity(mapping.len());
+    for (name, definition) in mapping {
+        let Value::String(name) = name else {
+            problems.push(Problem::value(
+                path.clone(),
+                format!("role names must be strings, found {}", describe(&name)),
+            ));
+            continue;
+        };
+        let role_path = path.key(&name);
+        let role = match definition {
+            // Refused by `null_values`; kept so that routes naming it are not also reported.
+            Value::Null => Some(RawRole::default()),
+            Value::Sequence(_) => {
+                deserialize_collecting(definition, &role_path, problems).map(|permissions| {
+                    RawRole {
+                        permissions,
+                        includes: Vec::new(),
+                    }
+                })
+            }
+            Value::Mapping(_) => deserialize_collecting::<RawRoleForm>(
+                definition, &role_path, problems,
+            )
+            .map(|form| RawRole {
+                permissions: form.permissions.unwrap_or_default(),
+                includes: form.includes.unwrap_or_default(),
+            }),
+            other => {
+                problems.push(Problem::value(
+                    role_path,
+                    format!(
+                        "a role is a list of permissions or `{{permissions: [...], includes: \
+                         [...]}}`, found {}",
+                        describe(&other)
+                    ),
+                ));
+                None
+            }
+        };
+        if let Some(role) = role {
+            roles.push((name, role));
+        }
+    }
+    roles
 }
 
 /// Message of a null value, with a hint where one helps.
@@ -591,13 +665,30 @@ pub struct RawRequire {
     #[serde(default)]
     pub scopes: Option<Vec<Checked<ScopeToken>>>,
     #[serde(default)]
-    pub permissions: Unsupported,
+    pub permissions: Option<Vec<Checked<Permission>>>,
     #[serde(default)]
-    pub roles: Unsupported,
+    pub roles: Option<Vec<Checked<RoleName>>>,
     #[serde(default)]
     pub when: Unsupported,
     #[serde(default)]
     pub mfa: Unsupported,
+}
+
+/// One entry of `roles:`, short form (a list of permissions) or long form.
+#[derive(Debug, Clone, Default)]
+pub struct RawRole {
+    pub permissions: Vec<Checked<Permission>>,
+    pub includes: Vec<Checked<RoleName>>,
+}
+
+/// The long form of a role: `{permissions: [...], includes: [other roles]}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoleForm {
+    #[serde(default)]
+    permissions: Option<Vec<Checked<Permission>>>,
+    #[serde(default)]
+    includes: Option<Vec<Checked<RoleName>>>,
 }
 
 /// A key this version refuses whatever its value (absent is fine).
@@ -790,6 +881,32 @@ string_newtype!(
     "a path prefix such as `/admin`",
     parse_path_prefix
 );
+
+string_newtype!(
+    /// A role (`roles:` keys, `includes`, `require.roles`).
+    RoleName(String),
+    "a role name such as `admin`",
+    parse_role
+);
+
+string_newtype!(
+    /// A permission a role grants (`roles:`, `require.permissions`).
+    Permission(String),
+    "a permission such as `read` or `documents:delete`",
+    parse_permission
+);
+
+impl AsRef<str> for RoleName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Permission {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
 
 string_newtype!(
     /// An OAuth scope token (RFC 6749 §3.3).
@@ -1045,6 +1162,34 @@ fn parse_path_prefix(text: &str) -> Result<String, String> {
     }
     check_normalized(text)?;
     Ok(text.to_owned())
+}
+
+/// Checks a role name given as a `roles:` key.
+pub fn parse_role_name(text: &str) -> Result<(), String> {
+    parse_role(text).map(drop)
+}
+
+/// A role name as `x-auth-roles` can carry it: no comma (the separator), no control character,
+/// no surrounding whitespace.
+fn parse_role(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && !text.contains(',')
+        && !text.chars().any(char::is_control)
+        && text.trim() == text;
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "invalid role `{text}`: no commas, control characters or surrounding spaces"
+        ))
+    }
+}
+
+/// A permission: one token, like a scope (`read`, `documents:delete`).
+fn parse_permission(text: &str) -> Result<String, String> {
+    parse_scope(text).map_err(|_| {
+        format!("invalid permission `{text}`: one token, no spaces, quotes or backslashes")
+    })
 }
 
 fn parse_scope(text: &str) -> Result<String, String> {
