@@ -937,7 +937,12 @@ impl Ctx<'_> {
                 self.problems.push(Problem::key(role_path.clone(), message));
                 valid = false;
             }
-            let permissions = self.get_all(&role_path.key("permissions"), &role.permissions);
+            let permissions_path = if role.long_form {
+                role_path.key("permissions")
+            } else {
+                role_path.clone()
+            };
+            let permissions = self.get_all(&permissions_path, &role.permissions);
             let includes = self.get_all(&role_path.key("includes"), &role.includes);
             let (Some(permissions), Some(includes)) = (permissions, includes) else {
                 valid = false;

@@ -567,7 +567,7 @@ issuers:
     #[test]
     fn design_keys_not_built_yet_say_not_supported() {
         let text = with_issuer(
-            "api_keys: {file: keys.yaml}\nroles: {admin: [read]}\nroutes:\n  - name: a\n    match: {path: /a}\n    require: {scopes: [x], permissions: [admin], when: \"true\", mfa: true}\n",
+            "api_keys: {file: keys.yaml}\nroutes:\n  - name: a\n    match: {path: /a}\n    require: {scopes: [x], when: \"true\", mfa: true}\n",
         );
         let errors = located(&text);
         let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
@@ -575,8 +575,6 @@ issuers:
             paths,
             [
                 "api_keys",
-                "roles",
-                "routes[0].require.permissions",
                 "routes[0].require.when",
                 "routes[0].require.mfa"
             ]
@@ -587,7 +585,141 @@ issuers:
                 .all(|e| e.3 == "not supported in this version")
         );
         assert_eq!((errors[0].0, errors[0].1), (7, 1));
-        assert_eq!(errors[2].0, 12);
+        assert_eq!(errors[1].0, 11);
+    }
+
+    const CLASSIC_ROLES: &str = "\
+roles:
+  admin: {permissions: [delete, admin], includes: [user]}
+  user: {permissions: [write], includes: [viewer]}
+  viewer: [read]
+";
+
+    fn rbac_route(require: &str) -> String {
+        with_issuer(&format!(
+            "{CLASSIC_ROLES}routes:\n  - name: docs\n    match: {{path: /docs}}\n    require: {require}\n"
+        ))
+    }
+
+    #[test]
+    fn roles_resolve_includes_into_each_roles_permissions() {
+        let config = load_text(&rbac_route(
+            "{roles: [admin, user], permissions: [read, write]}",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Policy::Require(requirements) = &config.routes[0].policy else {
+            panic!("a require route");
+        };
+        assert_eq!(requirements.roles, ["admin", "user"]);
+        assert_eq!(requirements.permissions, ["read", "write"]);
+        let grants = &requirements.grants;
+        let held = |role: &str| vec![role.to_owned()];
+        let everything: Vec<String> = ["read", "write", "delete", "admin"]
+            .map(str::to_owned)
+            .into();
+        assert!(grants.missing(&everything, &held("admin")).is_empty());
+        assert_eq!(
+            grants.missing(&everything, &held("user")),
+            ["delete", "admin"]
+        );
+        assert_eq!(
+            grants.missing(&everything, &held("viewer")),
+            ["write", "delete", "admin"]
+        );
+    }
+
+    #[test]
+    fn a_role_cycle_is_an_error_naming_its_path_at_the_include_that_closes_it() {
+        let errors = located(&with_issuer(
+            "roles:\n  admin: {permissions: [admin], includes: [ops]}\n  ops: {includes: [admin]}\n",
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0],
+            (
+                9,
+                20,
+                "roles.ops.includes[0]".to_owned(),
+                "roles include each other in a cycle: admin → ops → admin".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn a_role_including_an_undefined_role_is_an_error() {
+        let errors = located(&with_issuer(
+            "roles:\n  viewer: [read]\n  admin: {includes: [viewer, ghost]}\n",
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].2, "roles.admin.includes[1]");
+        assert_eq!(errors[0].3, "role `ghost` is not defined in `roles`");
+        assert_eq!((errors[0].0, errors[0].1), (9, 30));
+    }
+
+    #[test]
+    fn an_undefined_required_role_is_an_error_at_its_place() {
+        let errors = located(&rbac_route("{roles: [admin, superuser]}"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].2, "routes[0].require.roles[1]");
+        assert_eq!(errors[0].3, "role `superuser` is not defined in `roles`");
+        assert_eq!((errors[0].0, errors[0].1), (14, 30));
+    }
+
+    #[test]
+    fn a_required_permission_that_no_role_grants_is_an_error() {
+        let errors = located(&rbac_route("{permissions: [read, publish]}"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].2, "routes[0].require.permissions[1]");
+        assert_eq!(
+            errors[0].3,
+            "no role in `roles` grants the permission `publish`"
+        );
+        assert_eq!((errors[0].0, errors[0].1), (14, 35));
+    }
+
+    #[test]
+    fn required_roles_without_a_roles_section_are_undefined() {
+        let errors = located(&with_issuer(
+            "routes:\n  - name: docs\n    match: {path: /docs}\n    require: {roles: [admin]}\n",
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].2, "routes[0].require.roles[0]");
+    }
+
+    #[test]
+    fn empty_role_and_permission_lists_are_refused() {
+        for (require, path) in [
+            ("{roles: []}", "routes[0].require.roles"),
+            ("{permissions: []}", "routes[0].require.permissions"),
+        ] {
+            let errors = located(&rbac_route(require));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].2, path);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_names_in_roles_are_errors_at_their_place() {
+        let errors = located(&with_issuer(
+            "roles:\n  admin: {permissions: [read], inclues: [user]}\n  \"a,b\": [read]\n  viewer: [\"read all\"]\n  user: 3\n",
+        ));
+        let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "roles.admin.inclues",
+                "roles.a,b",
+                "roles.viewer[0]",
+                "roles.user"
+            ],
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].3.contains("unknown field `inclues`"),
+            "{errors:?}"
+        );
+        assert_eq!((errors[0].0, errors[0].1), (8, 32));
+        assert_eq!((errors[2].0, errors[2].1), (10, 12));
     }
 
     #[test]

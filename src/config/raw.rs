@@ -185,6 +185,7 @@ fn roles(value: Value, path: &YamlPath, problems: &mut Vec<Problem>) -> Vec<(Str
                     RawRole {
                         permissions,
                         includes: Vec::new(),
+                        long_form: false,
                     }
                 })
             }
@@ -194,6 +195,7 @@ fn roles(value: Value, path: &YamlPath, problems: &mut Vec<Problem>) -> Vec<(Str
             .map(|form| RawRole {
                 permissions: form.permissions.unwrap_or_default(),
                 includes: form.includes.unwrap_or_default(),
+                long_form: true,
             }),
             other => {
                 problems.push(Problem::value(
@@ -679,6 +681,8 @@ pub struct RawRequire {
 pub struct RawRole {
     pub permissions: Vec<Checked<Permission>>,
     pub includes: Vec<Checked<RoleName>>,
+    /// Written `{permissions: [...], ...}` rather than as the list of permissions itself.
+    pub long_form: bool,
 }
 
 /// The long form of a role: `{permissions: [...], includes: [other roles]}`.
