@@ -1112,4 +1112,145 @@ routes:
             DenyReason::Unavailable(Unavailable::NoKeys)
         );
     }
+
+    /// The classic three roles, written in both forms: admin includes user, user includes
+    /// viewer.
+    const CLASSIC_ROLES: &str = "\
+roles:
+  admin: {permissions: [delete, admin], includes: [user]}
+  user: {permissions: [write], includes: [viewer]}
+  viewer: [read]
+";
+
+    /// An engine with the classic roles over a document API: on `/documents` and
+    /// `/documents/{id}`, GET needs `read`, POST, PUT and PATCH need `write`, DELETE needs
+    /// `delete`; `/admin` needs the `admin` role and permission. Roles are read from
+    /// `roles_claim` (the issuer's `claims.roles`).
+    async fn rbac_engine(dir: &Path, roles_claim: &str) -> Engine {
+        let mut routes = String::new();
+        for (path, name) in [("/documents", "documents"), ("/documents/{id}", "document")] {
+            for (methods, permission) in [
+                ("[GET]", "read"),
+                ("[POST, PUT, PATCH]", "write"),
+                ("[DELETE]", "delete"),
+            ] {
+                routes.push_str(&format!(
+                    "  - name: {name}-{permission}\n    match: {{methods: {methods}, path: \
+                     \"{path}\"}}\n    require: {{permissions: [{permission}]}}\n"
+                ));
+            }
+        }
+        routes.push_str(
+            "  - name: admin\n    match: {path_prefix: /admin}\n    \
+             require: {roles: [admin], permissions: [admin]}\n    on_deny: not_found\n",
+        );
+        let jwk: serde_json::Value = serde_json::from_str(RSA_JWK).expect("fixture jwk");
+        std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string())
+            .expect("write jwks");
+        let yaml = format!(
+            "issuers:\n  - name: test\n    issuer: {ISSUER}\n    audiences: [orders-api]\n    \
+             jwks_file: jwks.json\n    algorithms: [RS256]\n    claims: {{roles: {roles_claim}}}\n\
+             {CLASSIC_ROLES}routes:\n{routes}"
+        );
+        let config = crate::config::load_str(&yaml, &dir.join("portcullis.yaml"))
+            .unwrap_or_else(|e| panic!("test config must load: {e}\n{yaml}"));
+        let shared = Shared::default();
+        let engine = Engine::new(&config, &shared);
+        shared.keys.wait_initial(Duration::from_secs(5)).await;
+        engine
+    }
+
+    #[tokio::test]
+    async fn classic_roles_allow_exactly_what_their_permissions_grant_on_every_method_and_route() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = rbac_engine(dir.path(), "roles").await;
+        // (method, path, the roles allowed): anyone else is refused.
+        let table: &[(&str, &str, &[&str])] = &[
+            ("GET", "/documents", &["admin", "user", "viewer"]),
+            ("POST", "/documents", &["admin", "user"]),
+            ("PUT", "/documents", &["admin", "user"]),
+            ("PATCH", "/documents", &["admin", "user"]),
+            ("DELETE", "/documents", &["admin"]),
+            ("GET", "/documents/7", &["admin", "user", "viewer"]),
+            ("POST", "/documents/7", &["admin", "user"]),
+            ("PUT", "/documents/7", &["admin", "user"]),
+            ("PATCH", "/documents/7", &["admin", "user"]),
+            ("DELETE", "/documents/7", &["admin"]),
+            ("GET", "/admin", &["admin"]),
+            ("POST", "/admin/users", &["admin"]),
+            ("PUT", "/admin/users/7", &["admin"]),
+            ("PATCH", "/admin", &["admin"]),
+            ("DELETE", "/admin/users/7", &["admin"]),
+        ];
+        // A caller with no role, and one whose role the configuration does not define.
+        let callers: [(&str, serde_json::Value); 5] = [
+            ("admin", json!(["admin"])),
+            ("user", json!(["user"])),
+            ("viewer", json!("viewer")),
+            ("nobody", json!([])),
+            ("stranger", json!(["root"])),
+        ];
+        for (method, path, allowed) in table {
+            for (caller, roles) in &callers {
+                let auth = bearer(&token_with(json!({ "roles": roles })));
+                let decision = engine
+                    .check(&request(method, path, &[("authorization", &auth)]))
+                    .await;
+                let case = format!("{caller} {method} {path}");
+                if allowed.contains(caller) {
+                    let permit = permit(decision);
+                    assert_eq!(set(&permit, "x-auth-roles"), Some(*caller), "{case}");
+                } else {
+                    let denial = denial(decision);
+                    assert_eq!(denial.reason, DenyReason::Forbidden, "{case}");
+                    // `/admin` hides itself: refused like a path with no route.
+                    let status = if path.starts_with("/admin") { 404 } else { 403 };
+                    assert_eq!(denial.http_status(), status, "{case}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn roles_are_read_from_the_issuers_claim_path_and_a_claim_of_the_wrong_type_grants_none()
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = rbac_engine(dir.path(), "resource_access.orders-api.roles").await;
+        let check = |claims: serde_json::Value| {
+            let auth = bearer(&token_with(claims));
+            let engine = &engine;
+            async move {
+                engine
+                    .check(&request(
+                        "DELETE",
+                        "/documents/7",
+                        &[("authorization", &auth)],
+                    ))
+                    .await
+            }
+        };
+        permit(check(json!({"resource_access": {"orders-api": {"roles": ["admin"]}}})).await);
+        // The top-level `roles` claim is not where this issuer keeps them.
+        assert_eq!(
+            reason(check(json!({"roles": ["admin"]})).await),
+            DenyReason::Forbidden
+        );
+        for wrong in [
+            json!(42),
+            json!({"admin": true}),
+            json!([7, null]),
+            json!(true),
+        ] {
+            let claims = json!({"resource_access": {"orders-api": {"roles": wrong}}});
+            assert_eq!(
+                reason(check(claims).await),
+                DenyReason::Forbidden,
+                "{wrong}"
+            );
+        }
+        assert_eq!(
+            reason(check(json!({"resource_access": {"orders-api": 3}})).await),
+            DenyReason::Forbidden
+        );
+    }
 }
