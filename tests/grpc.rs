@@ -1593,3 +1593,123 @@ async fn a_source_that_keeps_failing_gets_429_with_retry_after_even_for_a_valid_
     assert_denials(&stack, "too_many_attempts", "list-documents", 1.0).await;
     stack.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// RBAC
+
+/// A role or permission the caller lacks: 403 `forbidden`, no challenge (there is nothing a
+/// client can ask its authorization server for).
+const FORBIDDEN: Expected<'static> = Expected {
+    rpc_code: PERMISSION_DENIED,
+    http_status: 403,
+    error: "forbidden",
+    challenge: None,
+};
+
+/// The classic three roles over a document API, with roles in Keycloak's
+/// `realm_access.roles`: GET needs `read`, POST/PUT/PATCH `write`, DELETE `delete`; `/admin`
+/// needs the `admin` role and hides itself.
+fn rbac_config_yaml(jwks_uri: &str) -> String {
+    format!(
+        r#"server:
+  grpc_listen: 127.0.0.1:0
+  admin_listen: 127.0.0.1:0
+issuers:
+  - name: corp
+    issuer: {ISSUER}
+    audiences: [{AUDIENCE}]
+    jwks_uri: {jwks_uri}
+    algorithms: [RS256]
+    refresh: {FAST_REFRESH}
+    claims: {{roles: realm_access.roles}}
+roles:
+  admin: {{permissions: [delete, admin], includes: [user]}}
+  user: {{permissions: [write], includes: [viewer]}}
+  viewer: [read]
+routes:
+  - name: read-documents
+    match: {{methods: [GET], path_prefix: /documents}}
+    require: {{permissions: [read]}}
+  - name: write-documents
+    match: {{methods: [POST, PUT, PATCH], path_prefix: /documents}}
+    require: {{permissions: [write]}}
+  - name: delete-documents
+    match: {{methods: [DELETE], path_prefix: /documents}}
+    require: {{permissions: [delete]}}
+  - name: admin
+    match: {{path_prefix: /admin}}
+    require: {{roles: [admin]}}
+    on_deny: not_found
+"#
+    )
+}
+
+#[tokio::test]
+async fn roles_from_the_token_grant_permissions_per_method_and_hide_the_admin_route() {
+    let idp = JwksServer::start(&tokens::jwks(&[&rsa()])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &rbac_config_yaml(&idp.jwks_url()),
+    );
+    let agent = InProcessAgent::start_file(&config).await;
+    wait_ready(&agent.addrs, WAIT).await;
+    let mut client = agent.client().await;
+    let token_for = |roles: Value| {
+        rsa().token(&with(
+            &claims(ISSUER, AUDIENCE, "alice", "", 300),
+            &json!({ "realm_access": { "roles": roles } }),
+        ))
+    };
+    // (method, path, roles, allowed)
+    let cases = [
+        ("GET", "/documents/7", json!(["viewer"]), true),
+        ("PUT", "/documents/7", json!(["viewer"]), false),
+        ("PATCH", "/documents/7", json!(["user"]), true),
+        ("DELETE", "/documents/7", json!(["user"]), false),
+        ("DELETE", "/documents/7", json!(["admin"]), true),
+        ("GET", "/documents", json!(42), false),
+        ("GET", "/admin/users", json!(["admin"]), true),
+        ("GET", "/admin/users", json!(["user", "viewer"]), false),
+    ];
+    for (method, path, roles, allowed) in cases {
+        let context = format!("{method} {path} as {roles}");
+        let rid = request_id("rbac");
+        let outcome = client
+            .check(
+                &EnvoyRequest::new(method, path)
+                    .bearer(&token_for(roles.clone()))
+                    .request_id(&rid),
+            )
+            .await;
+        if allowed {
+            assert_allowed(&outcome, &context);
+            let joined = roles
+                .as_array()
+                .map(|roles| {
+                    roles
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            assert_eq!(outcome.upstream("x-auth-roles"), Some(joined.as_str()));
+        } else if path.starts_with("/admin") {
+            assert_denied(&outcome, &NOT_FOUND_ANSWER, &rid);
+        } else {
+            assert_denied(&outcome, &FORBIDDEN, &rid);
+        }
+    }
+    let metrics = admin_get(&agent.addrs, "/metrics").await.2;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"portcullis_decisions_total{outcome="deny",reason="forbidden",route="admin"}"#
+        ),
+        Some(1.0),
+        "the hidden route still records the real reason:\n{metrics}"
+    );
+    agent.shutdown().await;
+}
