@@ -112,6 +112,7 @@ fn config(jwks_file: std::path::PathBuf) -> Config {
             },
             policy: Policy::Require(Requirements {
                 scopes: vec![SCOPE.to_owned()],
+                ..Requirements::default()
             }),
             on_deny: OnDeny::Forbidden,
         }],
