@@ -2,7 +2,8 @@
 //!
 //! `path` normalizes the request target and authority; `routes` finds the first matching route
 //! and binds its path parameters, which the engine keeps as the [`Resource`]; [`authorize`]
-//! decides whether an identity meets a route's [`Requirements`] (`scopes` checks OAuth scopes).
+//! decides whether an identity meets a route's [`Requirements`] (`scopes` checks OAuth scopes,
+//! `roles` roles and permissions).
 //! Pure functions over domain types: no I/O, no tonic, no protos.
 
 pub mod path;
