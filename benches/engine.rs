@@ -84,6 +84,8 @@ fn issuer(source: KeySource) -> IssuerConfig {
         source,
         refresh: RefreshPolicy::default(),
         claim_headers: Vec::new(),
+        mfa_methods: portcullis::authn::default_mfa_methods(),
+        scope_wildcards: false,
     }
 }
 
@@ -112,6 +114,7 @@ fn config(jwks_file: std::path::PathBuf) -> Config {
             },
             policy: Policy::Require(Requirements {
                 scopes: vec![SCOPE.to_owned()],
+                ..Requirements::default()
             }),
             on_deny: OnDeny::Forbidden,
         }],

@@ -129,8 +129,9 @@ impl StepUp {
             challenge.push('"');
         }
         if let Some(max_age) = self.max_age {
-            // Writing into a String cannot fail.
-            let _ = write!(challenge, ", max_age={max_age}");
+            // Quoted, as RFC 9470 §3 writes it (`max_age="5"`); writing into a String cannot
+            // fail.
+            let _ = write!(challenge, r#", max_age="{max_age}""#);
         }
         challenge
     }
@@ -422,13 +423,13 @@ mod tests {
         assert_eq!(challenge(None, None), base);
         assert_eq!(
             challenge(Some("phrh phr"), Some(300)),
-            format!(r#"{base}, acr_values="phrh phr", max_age=300"#)
+            format!(r#"{base}, acr_values="phrh phr", max_age="300""#)
         );
         assert_eq!(
             challenge(Some("urn:mace:incommon:iap:silver"), None),
             format!(r#"{base}, acr_values="urn:mace:incommon:iap:silver""#)
         );
-        assert_eq!(challenge(None, Some(0)), format!("{base}, max_age=0"));
+        assert_eq!(challenge(None, Some(0)), format!(r#"{base}, max_age="0""#));
         // A value cannot end the quoted-string early.
         assert_eq!(
             challenge(Some(r#"a" b\"#), None),

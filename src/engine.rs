@@ -18,7 +18,7 @@ use crate::authz::routes::RouteTable;
 use crate::authz::{self, OnDeny, Policy, Refusal, Resource, Route};
 use crate::config::Config;
 use crate::decision::{
-    Decision, Denial, DenyReason, Hidden, Identity, Permit, ResponseSettings, TokenProblem,
+    Decision, Denial, DenyReason, Hidden, Identity, Permit, ResponseSettings, StepUp, TokenProblem,
 };
 use crate::input::CheckInput;
 
@@ -108,6 +108,7 @@ impl Engine {
             host: &host,
             path: &target.path,
             params,
+            now: crate::authn::cache::unix_now(),
         };
 
         let requirements = match &route.policy {
@@ -163,6 +164,10 @@ impl Engine {
                 Refusal::MissingScopes(_) => DenyReason::InsufficientScope {
                     required: requirements.scopes.join(" "),
                 },
+                Refusal::StepUp(step_up) => DenyReason::StepUpRequired(StepUp {
+                    acr_values: step_up.acr_values.clone(),
+                    max_age: step_up.max_auth_age,
+                }),
             });
         }
         self.permit(route, identity, input)
@@ -1109,5 +1114,76 @@ routes:
             ),
             DenyReason::Unavailable(Unavailable::NoKeys)
         );
+    }
+
+    /// issue 10, item 4: a route that demands MFA, an `acr` and a recent authentication
+    /// answers 401 with the RFC 9470 challenge until the token shows all three.
+    #[tokio::test]
+    async fn a_step_up_route_challenges_until_the_token_shows_mfa_acr_and_a_recent_login() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let route = "  - name: transfer\n    match: {path: /transfer}\n    require: {scopes: \
+                     [\"read:documents\"], mfa: true, acr: [phrh, phr], max_auth_age: 5m}\n";
+        let engine = engine_with(dir.path(), route).await;
+        let now = crate::authn::cache::unix_now();
+        let strong = json!({"amr": ["pwd", "hwk"], "acr": "phr", "auth_time": now - 60});
+        let with = |changes: serde_json::Value| {
+            let mut claims = strong.clone();
+            if let (Some(all), Some(changes)) = (claims.as_object_mut(), changes.as_object()) {
+                all.extend(changes.clone());
+            }
+            bearer(&token_with(claims))
+        };
+        permit(
+            engine
+                .check(&request(
+                    "GET",
+                    "/transfer",
+                    &[("authorization", &with(json!({})))],
+                ))
+                .await,
+        );
+        for (changes, why) in [
+            (json!({"amr": ["pwd"]}), "no second factor"),
+            (json!({"amr": "hwk"}), "amr as a string"),
+            (json!({"acr": "urn:low"}), "acr not listed"),
+            (json!({"auth_time": now - 3600}), "login too old"),
+            (json!({"auth_time": null}), "no auth_time"),
+        ] {
+            let refused = denial(
+                engine
+                    .check(&request(
+                        "GET",
+                        "/transfer",
+                        &[("authorization", &with(changes))],
+                    ))
+                    .await,
+            );
+            assert_eq!(refused.reason.label(), "step_up_required", "{why}");
+            assert_eq!(refused.http_status(), 401, "{why}");
+            let challenge = refused
+                .headers()
+                .into_iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("www-authenticate"))
+                .map(|(_, value)| value.to_string());
+            assert_eq!(
+                challenge.as_deref(),
+                Some(
+                    r#"Bearer realm="portcullis", error="insufficient_user_authentication", acr_values="phrh phr", max_age="300""#
+                ),
+                "{why}"
+            );
+        }
+        // A missing scope stays a 403: stepping up would not help.
+        let lacks_scope = with(json!({"scope": "other"}));
+        let refused = denial(
+            engine
+                .check(&request(
+                    "GET",
+                    "/transfer",
+                    &[("authorization", &lacks_scope)],
+                ))
+                .await,
+        );
+        assert_eq!(refused.reason.label(), "insufficient_scope");
     }
 }

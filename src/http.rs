@@ -275,6 +275,7 @@ mod tests {
                 "/orders",
                 Policy::Require(Requirements {
                     scopes: vec!["read:orders".into()],
+                    ..Requirements::default()
                 }),
             ),
         ]);

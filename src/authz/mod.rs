@@ -8,6 +8,7 @@
 pub mod path;
 pub mod routes;
 pub mod scopes;
+pub mod step_up;
 
 use std::sync::Arc;
 
@@ -33,6 +34,8 @@ pub enum Policy {
 pub struct Requirements {
     /// Every one of these scopes must be granted.
     pub scopes: Vec<String>,
+    /// MFA, `acr` and authentication age (RFC 9470 step-up); the default demands nothing.
+    pub step_up: step_up::StepUpRequirement,
 }
 
 /// How a refusal on this route is answered.
@@ -70,6 +73,8 @@ pub struct Resource<'a> {
     /// Bound by the route's template (`/documents/{doc_id}` binds `doc_id`); empty for a route
     /// without one.
     pub params: Params<'a>,
+    /// When the request is decided, Unix seconds (for `require.max_auth_age`).
+    pub now: u64,
 }
 
 /// Why [`authorize`] refused. The engine decides how it is answered (403, or 404 on a route
@@ -78,6 +83,9 @@ pub struct Resource<'a> {
 pub enum Refusal<'r> {
     /// Scopes the route requires that the caller was not granted, in the route's order.
     MissingScopes(Vec<&'r str>),
+    /// The user's authentication is not strong or recent enough (RFC 9470): answered 401 with
+    /// the step-up challenge these requirements describe.
+    StepUp(&'r step_up::StepUpRequirement),
 }
 
 /// Whether the verified `identity` may do what `resource` describes under the route's
@@ -86,14 +94,20 @@ pub enum Refusal<'r> {
 pub fn authorize<'r>(
     requirements: &'r Requirements,
     identity: &Identity,
-    _resource: &Resource<'_>,
+    resource: &Resource<'_>,
 ) -> Result<(), Refusal<'r>> {
     let missing = scopes::missing(&requirements.scopes, &identity.scopes);
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(Refusal::MissingScopes(missing))
+    if !missing.is_empty() {
+        return Err(Refusal::MissingScopes(missing));
     }
+    // After the scopes: stepping up is pointless when the caller would still be forbidden.
+    if !requirements
+        .step_up
+        .met_by(&identity.user_authentication, resource.now)
+    {
+        return Err(Refusal::StepUp(&requirements.step_up));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -107,6 +121,7 @@ mod tests {
     fn requiring(scopes: &[&str]) -> Requirements {
         Requirements {
             scopes: strings(scopes),
+            ..Requirements::default()
         }
     }
 
@@ -125,6 +140,7 @@ mod tests {
             host: "api.example.com",
             path: "/documents/42",
             params: Params(vec![("doc_id", doc_id)]),
+            now: 1_700_000_000,
         }
     }
 

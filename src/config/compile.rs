@@ -30,6 +30,7 @@ use crate::authn::attempts::{
 };
 use crate::authn::{Algorithm, AuthnSettings, ClaimPaths, IssuerConfig, KeySource, RefreshPolicy};
 use crate::authz::routes::{PathMatch, RouteMatch, prefix_matches};
+use crate::authz::step_up::StepUpRequirement;
 use crate::authz::{OnDeny, Policy, Requirements, Route};
 use crate::fetch;
 
@@ -354,6 +355,7 @@ impl Ctx<'_> {
         let refresh = self.refresh(path, raw);
         let claims = self.claims(path, raw);
         let claim_headers = self.claim_headers(path, raw);
+        let mfa_methods = self.mfa_methods(path, raw);
 
         if self.problems.len() > before {
             return None;
@@ -370,7 +372,28 @@ impl Ctx<'_> {
             source: source?,
             refresh: refresh?,
             claim_headers: claim_headers?,
+            mfa_methods: mfa_methods?,
+            scope_wildcards: raw.scope_wildcards,
         })
+    }
+
+    /// `mfa_methods`: the `amr` values that count as multi-factor; the RFC 8176 default when
+    /// absent, never empty (an empty list would make `require.mfa` refuse every token
+    /// silently).
+    fn mfa_methods(&mut self, path: &YamlPath, raw: &RawIssuer) -> Option<Vec<String>> {
+        let Some(methods) = &raw.mfa_methods else {
+            return Some(crate::authn::default_mfa_methods());
+        };
+        let at = path.key("mfa_methods");
+        if methods.is_empty() {
+            self.value(
+                at.clone(),
+                "list at least one `amr` value, or leave `mfa_methods` out for the default \
+                 `[mfa, otp, hwk, sms, swk]`",
+            );
+        }
+        let methods = self.get_all(&at, methods)?;
+        Some(methods.into_iter().map(|m| m.0.clone()).collect())
     }
 
     fn key_source(
@@ -891,7 +914,8 @@ impl Ctx<'_> {
             Some(scopes) => self.get_all(&scopes_path, scopes)?,
             None => Vec::new(),
         };
-        if scopes.is_empty() {
+        let step_up = self.step_up(&require_path, require)?;
+        if scopes.is_empty() && step_up.is_empty() {
             let (at, what) = if require.scopes.is_some() {
                 (scopes_path, "`scopes` lists no scope")
             } else {
@@ -908,7 +932,53 @@ impl Ctx<'_> {
         }
         Some(Policy::Require(Requirements {
             scopes: scopes.into_iter().map(|s| s.0.clone()).collect(),
+            step_up,
         }))
+    }
+
+    /// `require.mfa`, `require.acr` and `require.max_auth_age` (RFC 9470 step-up).
+    fn step_up(
+        &mut self,
+        require_path: &YamlPath,
+        require: &RawRequire,
+    ) -> Option<StepUpRequirement> {
+        let before = self.problems.len();
+        if require.mfa == Some(false) {
+            self.value(
+                require_path.key("mfa"),
+                "`mfa: false` demands nothing: leave `mfa` out",
+            );
+        }
+        let acr = match &require.acr {
+            None => Some(Vec::new()),
+            Some(values) => {
+                if values.is_empty() {
+                    self.value(
+                        require_path.key("acr"),
+                        "`acr` lists no value: list the acceptable `acr` values, or leave \
+                         `acr` out",
+                    );
+                }
+                self.get_all(&require_path.key("acr"), values)
+                    .map(|values| values.into_iter().map(|v| v.0.clone()).collect::<Vec<_>>())
+            }
+        };
+        let max_auth_age = match &require.max_auth_age {
+            None => Some(None),
+            Some(age) => self
+                .get(require_path.key("max_auth_age"), age)
+                .map(|age| Some(age.0.as_secs())),
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        let acr = acr?;
+        Some(StepUpRequirement {
+            mfa: require.mfa == Some(true),
+            acr_values: (!acr.is_empty()).then(|| Arc::from(acr.join(" "))),
+            acr,
+            max_auth_age: max_auth_age?,
+        })
     }
 
     fn unique_routes(&mut self, routes: &[(usize, RawRoute)]) {

@@ -536,7 +536,7 @@ issuers:
         assert_eq!(config.routes[0].on_deny, OnDeny::Forbidden);
         assert_eq!(
             config.routes[0].policy,
-            Policy::Require(crate::authz::Requirements { scopes: vec![] })
+            Policy::Require(crate::authz::Requirements::default())
         );
     }
 
@@ -567,7 +567,7 @@ issuers:
     #[test]
     fn design_keys_not_built_yet_say_not_supported() {
         let text = with_issuer(
-            "api_keys: {file: keys.yaml}\nroles: {admin: [read]}\nroutes:\n  - name: a\n    match: {path: /a}\n    require: {scopes: [x], permissions: [admin], when: \"true\", mfa: true}\n",
+            "api_keys: {file: keys.yaml}\nroles: {admin: [read]}\nroutes:\n  - name: a\n    match: {path: /a}\n    require: {scopes: [x], permissions: [admin], when: \"true\"}\n",
         );
         let errors = located(&text);
         let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
@@ -577,8 +577,7 @@ issuers:
                 "api_keys",
                 "roles",
                 "routes[0].require.permissions",
-                "routes[0].require.when",
-                "routes[0].require.mfa"
+                "routes[0].require.when"
             ]
         );
         assert!(
@@ -1570,5 +1569,67 @@ routes:
             .map(|line| format!("{line}\n"))
             .collect();
         assert_eq!(block, body, "docs/configuration.md and example.yaml differ");
+    }
+
+    const STEP_UP_ROUTE: &str = "routes:\n  - name: transfer\n    match: {path: /transfer}\n";
+
+    #[test]
+    fn step_up_requirements_compile_with_their_challenge() {
+        let config = load_text(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{mfa: true, acr: [phrh, phr], max_auth_age: 5m}}\n"
+        )))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Policy::Require(requirements) = &config.routes[0].policy else {
+            panic!("a requiring route");
+        };
+        let step_up = &requirements.step_up;
+        assert!(step_up.mfa);
+        assert_eq!(step_up.acr, ["phrh", "phr"]);
+        assert_eq!(step_up.acr_values.as_deref(), Some("phrh phr"));
+        assert_eq!(step_up.max_auth_age, Some(300));
+        assert!(requirements.scopes.is_empty());
+        assert_eq!(
+            config.issuers[0].mfa_methods,
+            ["mfa", "otp", "hwk", "sms", "swk"]
+        );
+    }
+
+    #[test]
+    fn step_up_values_are_checked_where_they_are_written() {
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{mfa: false, acr: [\"a b\"], max_auth_age: soon}}\n"
+        )));
+        let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "routes[0].require.mfa",
+                "routes[0].require.acr[0]",
+                "routes[0].require.max_auth_age"
+            ]
+        );
+        assert_eq!(errors[2].0, 10);
+        assert!(errors[2].3.contains("invalid duration"));
+    }
+
+    #[test]
+    fn an_empty_acr_list_or_mfa_methods_list_is_an_error() {
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{acr: []}}\n"
+        )));
+        assert_eq!(errors[0].2, "routes[0].require.acr");
+        let errors = located(&format!(
+            "{ISSUER}    mfa_methods: []\n{STEP_UP_ROUTE}    require: {{mfa: true}}\n"
+        ));
+        assert_eq!(errors[0].2, "issuers[0].mfa_methods");
+    }
+
+    #[test]
+    fn an_issuer_names_its_own_mfa_methods() {
+        let config = load_text(&format!(
+            "{ISSUER}    mfa_methods: [hwk, face]\n{STEP_UP_ROUTE}    require: {{mfa: true}}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.issuers[0].mfa_methods, ["hwk", "face"]);
     }
 }

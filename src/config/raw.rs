@@ -429,6 +429,12 @@ pub struct RawIssuer {
     pub allow_insecure_http: bool,
     #[serde(default)]
     pub claim_headers: OrderedMap<String, Checked<ClaimHeaderName>>,
+    /// `amr` values that satisfy `require.mfa` (default `[mfa, otp, hwk, sms, swk]`).
+    #[serde(default)]
+    pub mfa_methods: Option<Vec<Checked<NonEmpty>>>,
+    /// A granted `prefix:*` scope satisfies a required `prefix:...` scope (off by default).
+    #[serde(default)]
+    pub scope_wildcards: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -596,8 +602,15 @@ pub struct RawRequire {
     pub roles: Unsupported,
     #[serde(default)]
     pub when: Unsupported,
+    /// `amr` must name one of the issuer's `mfa_methods` (RFC 9470 step-up).
     #[serde(default)]
-    pub mfa: Unsupported,
+    pub mfa: Option<bool>,
+    /// `acr` must be one of these.
+    #[serde(default)]
+    pub acr: Option<Vec<Checked<AcrValue>>>,
+    /// Longest time since `auth_time`.
+    #[serde(default)]
+    pub max_auth_age: Option<Checked<HumanDuration>>,
 }
 
 /// A key this version refuses whatever its value (absent is fine).
@@ -789,6 +802,14 @@ string_newtype!(
     PathPrefix(String),
     "a path prefix such as `/admin`",
     parse_path_prefix
+);
+
+string_newtype!(
+    /// An authentication context class reference for `require.acr`: sent space separated in
+    /// the step-up challenge's `acr_values`, so one token, no spaces, quotes or backslashes.
+    AcrValue(String),
+    "an `acr` value such as `phrh` or `urn:mace:incommon:iap:silver`",
+    parse_acr
 );
 
 string_newtype!(
@@ -1045,6 +1066,12 @@ fn parse_path_prefix(text: &str) -> Result<String, String> {
     }
     check_normalized(text)?;
     Ok(text.to_owned())
+}
+
+fn parse_acr(text: &str) -> Result<String, String> {
+    parse_scope(text).map_err(|_| {
+        format!("invalid `acr` value `{text}`: one token, no spaces, quotes or backslashes")
+    })
 }
 
 fn parse_scope(text: &str) -> Result<String, String> {

@@ -252,7 +252,7 @@ mod tests {
         assert_eq!(
             header_value(&denied, "www-authenticate"),
             Some(
-                r#"Bearer realm="portcullis", error="insufficient_user_authentication", acr_values="phrh", max_age=60"#
+                r#"Bearer realm="portcullis", error="insufficient_user_authentication", acr_values="phrh", max_age="60""#
             )
         );
     }
