@@ -164,6 +164,9 @@ impl Engine {
                 Refusal::MissingScopes(_) => DenyReason::InsufficientScope {
                     required: requirements.scopes.join(" "),
                 },
+                Refusal::NoneOfScopes(any_scopes) => DenyReason::InsufficientScope {
+                    required: any_scopes.join(" "),
+                },
                 Refusal::StepUp(step_up) => DenyReason::StepUpRequired(StepUp {
                     acr_values: step_up.acr_values.clone(),
                     max_age: step_up.max_auth_age,

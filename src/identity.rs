@@ -64,6 +64,9 @@ pub struct Identity {
     pub claims: Arc<serde_json::Map<String, serde_json::Value>>,
     /// How and when the user authenticated (`amr`, `acr`, `auth_time`), for step-up checks.
     pub user_authentication: UserAuthentication,
+    /// Whether a granted `prefix:*` scope satisfies a required `prefix:...` one (the issuer's
+    /// `scope_wildcards`, see `authz::scopes`).
+    pub scope_wildcards: bool,
 }
 
 /// How and when the user behind a credential authenticated (RFC 9470, OpenID Connect Core
@@ -99,6 +102,7 @@ impl Identity {
             claim_headers: Vec::new(),
             claims: Arc::default(),
             user_authentication: UserAuthentication::default(),
+            scope_wildcards: false,
         }
     }
 

@@ -573,6 +573,7 @@ fn build_identity(
         claim_headers,
         claims: Arc::new(claims),
         user_authentication,
+        scope_wildcards: issuer.scope_wildcards,
     })
 }
 
@@ -1417,10 +1418,17 @@ mod tests {
         assert_eq!(user.auth_time, Some(NOW - 60));
         assert_eq!(user.clock_skew, 30);
 
+        assert!(!identity.scope_wildcards);
+
         let mut strict = issuer();
         strict.mfa_methods = vec!["hwk".to_owned()];
+        strict.scope_wildcards = true;
         let identity = verify_at(&token, &strict, NOW).expect("valid");
         assert!(!identity.user_authentication.mfa);
+        assert!(
+            identity.scope_wildcards,
+            "the issuer's switch travels on the identity"
+        );
     }
 
     #[test]

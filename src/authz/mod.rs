@@ -36,6 +36,8 @@ pub struct Requirements {
     pub scopes: Vec<String>,
     /// MFA, `acr` and authentication age (RFC 9470 step-up); the default demands nothing.
     pub step_up: step_up::StepUpRequirement,
+    /// At least one of these scopes must be granted (none: no such requirement).
+    pub any_scopes: Vec<String>,
 }
 
 /// How a refusal on this route is answered.
@@ -83,6 +85,8 @@ pub struct Resource<'a> {
 pub enum Refusal<'r> {
     /// Scopes the route requires that the caller was not granted, in the route's order.
     MissingScopes(Vec<&'r str>),
+    /// None of the route's `any_scopes` is granted.
+    NoneOfScopes(&'r [String]),
     /// The user's authentication is not strong or recent enough (RFC 9470): answered 401 with
     /// the step-up challenge these requirements describe.
     StepUp(&'r step_up::StepUpRequirement),
@@ -96,9 +100,22 @@ pub fn authorize<'r>(
     identity: &Identity,
     resource: &Resource<'_>,
 ) -> Result<(), Refusal<'r>> {
-    let missing = scopes::missing(&requirements.scopes, &identity.scopes);
+    let missing = scopes::missing_matching(
+        &requirements.scopes,
+        &identity.scopes,
+        identity.scope_wildcards,
+    );
     if !missing.is_empty() {
         return Err(Refusal::MissingScopes(missing));
+    }
+    if !requirements.any_scopes.is_empty()
+        && !scopes::any_granted(
+            &requirements.any_scopes,
+            &identity.scopes,
+            identity.scope_wildcards,
+        )
+    {
+        return Err(Refusal::NoneOfScopes(&requirements.any_scopes));
     }
     // After the scopes: stepping up is pointless when the caller would still be forbidden.
     if !requirements
@@ -177,6 +194,68 @@ mod tests {
         assert_eq!(
             authorize(&requirements, &alice, &document("admin")),
             Err(Refusal::MissingScopes(vec!["admin"]))
+        );
+    }
+
+    #[test]
+    fn any_scopes_needs_one_of_them_besides_every_required_scope() {
+        let requirements = Requirements {
+            scopes: strings(&["openid"]),
+            any_scopes: strings(&["documents:read", "admin"]),
+            ..Requirements::default()
+        };
+        let reader = caller_granted(&["openid", "documents:read"]);
+        assert_eq!(authorize(&requirements, &reader, &document("42")), Ok(()));
+        let neither = caller_granted(&["openid", "documents:write"]);
+        assert_eq!(
+            authorize(&requirements, &neither, &document("42")),
+            Err(Refusal::NoneOfScopes(&requirements.any_scopes))
+        );
+        let admin_without_openid = caller_granted(&["admin"]);
+        assert_eq!(
+            authorize(&requirements, &admin_without_openid, &document("42")),
+            Err(Refusal::MissingScopes(vec!["openid"]))
+        );
+    }
+
+    #[test]
+    fn a_wildcard_scope_counts_only_for_an_issuer_that_turns_wildcards_on() {
+        let requirements = Requirements {
+            scopes: strings(&["documents:read"]),
+            any_scopes: strings(&["documents:write", "admin"]),
+            ..Requirements::default()
+        };
+        let mut caller = caller_granted(&["documents:*"]);
+        assert_eq!(
+            authorize(&requirements, &caller, &document("42")),
+            Err(Refusal::MissingScopes(vec!["documents:read"]))
+        );
+        caller.scope_wildcards = true;
+        assert_eq!(authorize(&requirements, &caller, &document("42")), Ok(()));
+    }
+
+    #[test]
+    fn a_step_up_failure_is_refused_after_the_scopes_are_met() {
+        let requirements = Requirements {
+            scopes: strings(&["read:documents"]),
+            step_up: step_up::StepUpRequirement {
+                mfa: true,
+                ..Default::default()
+            },
+            ..Requirements::default()
+        };
+        let alice = caller_granted(&["read:documents"]);
+        assert_eq!(
+            authorize(&requirements, &alice, &document("42")),
+            Err(Refusal::StepUp(&requirements.step_up))
+        );
+        let mut strong = alice.clone();
+        strong.user_authentication.mfa = true;
+        assert_eq!(authorize(&requirements, &strong, &document("42")), Ok(()));
+        let lacks_scope = caller_granted(&[]);
+        assert_eq!(
+            authorize(&requirements, &lacks_scope, &document("42")),
+            Err(Refusal::MissingScopes(vec!["read:documents"]))
         );
     }
 }

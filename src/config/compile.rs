@@ -915,7 +915,9 @@ impl Ctx<'_> {
             None => Vec::new(),
         };
         let step_up = self.step_up(&require_path, require)?;
-        if scopes.is_empty() && step_up.is_empty() {
+        let any_scopes = self.any_scopes(&require_path, require)?;
+        let demands_more = !step_up.is_empty() || !any_scopes.is_empty();
+        if scopes.is_empty() && (require.scopes.is_some() || !demands_more) {
             let (at, what) = if require.scopes.is_some() {
                 (scopes_path, "`scopes` lists no scope")
             } else {
@@ -933,7 +935,27 @@ impl Ctx<'_> {
         Some(Policy::Require(Requirements {
             scopes: scopes.into_iter().map(|s| s.0.clone()).collect(),
             step_up,
+            any_scopes,
         }))
+    }
+
+    /// `require.any_scopes`: at least one of them; an empty list is an error (it would read as
+    /// a restriction and demand nothing).
+    fn any_scopes(&mut self, require_path: &YamlPath, require: &RawRequire) -> Option<Vec<String>> {
+        let Some(any_scopes) = &require.any_scopes else {
+            return Some(Vec::new());
+        };
+        let at = require_path.key("any_scopes");
+        if any_scopes.is_empty() {
+            self.value(
+                at,
+                "`any_scopes` lists no scope: list the scopes of which one must be granted, or \
+                 leave `any_scopes` out",
+            );
+            return None;
+        }
+        let any_scopes = self.get_all(&at, any_scopes)?;
+        Some(any_scopes.into_iter().map(|s| s.0.clone()).collect())
     }
 
     /// `require.mfa`, `require.acr` and `require.max_auth_age` (RFC 9470 step-up).

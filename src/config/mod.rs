@@ -1632,4 +1632,44 @@ routes:
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.issuers[0].mfa_methods, ["hwk", "face"]);
     }
+
+    #[test]
+    fn any_scopes_compiles_and_an_empty_one_is_an_error() {
+        let config = load_text(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{any_scopes: [\"documents:read\", admin]}}\n"
+        )))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Policy::Require(requirements) = &config.routes[0].policy else {
+            panic!("a requiring route");
+        };
+        assert_eq!(requirements.any_scopes, ["documents:read", "admin"]);
+        assert!(!config.issuers[0].scope_wildcards);
+
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{any_scopes: []}}\n"
+        )));
+        assert_eq!(errors[0].2, "routes[0].require.any_scopes");
+        // An empty `scopes` stays an error beside other requirements.
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{scopes: [], mfa: true}}\n"
+        )));
+        assert_eq!(errors[0].2, "routes[0].require.scopes");
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{any_scopes: [\"a b\"]}}\n"
+        )));
+        assert_eq!(errors[0].2, "routes[0].require.any_scopes[0]");
+    }
+
+    #[test]
+    fn scope_wildcards_is_an_issuer_switch() {
+        let config = load_text(&format!(
+            "{ISSUER}    scope_wildcards: true\n{STEP_UP_ROUTE}    require: {{scopes: [a]}}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.issuers[0].scope_wildcards);
+        let errors = located(&format!(
+            "{ISSUER}    scope_wildcards: yes please\n{STEP_UP_ROUTE}    require: {{scopes: [a]}}\n"
+        ));
+        assert_eq!(errors[0].2, "issuers[0].scope_wildcards");
+    }
 }

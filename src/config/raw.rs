@@ -596,6 +596,9 @@ pub enum OnDenyName {
 pub struct RawRequire {
     #[serde(default)]
     pub scopes: Option<Vec<Checked<ScopeToken>>>,
+    /// At least one of these must be granted.
+    #[serde(default)]
+    pub any_scopes: Option<Vec<Checked<ScopeToken>>>,
     #[serde(default)]
     pub permissions: Unsupported,
     #[serde(default)]
