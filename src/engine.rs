@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::authn::attempts::AttemptLimiter;
 use crate::authn::credentials::{self, Extraction};
 use crate::authn::{Authenticator, AuthnError, CacheCounters, KeyRegistry, Lookup};
+use crate::authz::hygiene::HygieneProblem;
 use crate::authz::path;
 use crate::authz::routes::RouteTable;
 use crate::authz::{self, OnDeny, Policy, Refusal, Resource, Route};
@@ -109,6 +110,7 @@ impl Engine {
             path: &target.path,
             params,
             now: crate::authn::cache::unix_now(),
+            headers: &input.headers,
         };
 
         let requirements = match &route.policy {
@@ -167,6 +169,12 @@ impl Engine {
                 Refusal::NoneOfScopes(any_scopes) => DenyReason::InsufficientScope {
                     required: any_scopes.join(" "),
                 },
+                Refusal::Hygiene(HygieneProblem::UnsupportedMediaType) => {
+                    DenyReason::UnsupportedMediaType
+                }
+                Refusal::Hygiene(HygieneProblem::MissingIdempotencyKey) => {
+                    DenyReason::MissingIdempotencyKey
+                }
                 Refusal::StepUp(step_up) => DenyReason::StepUpRequired(StepUp {
                     acr_values: step_up.acr_values.clone(),
                     max_age: step_up.max_auth_age,
@@ -1188,5 +1196,46 @@ routes:
                 .await,
         );
         assert_eq!(refused.reason.label(), "insufficient_scope");
+    }
+
+    /// issue 10, item 6: a route's request rules answer 415 for a body in a media type it does
+    /// not accept and 400 for a POST without `Idempotency-Key`, with the standard body.
+    #[tokio::test]
+    async fn request_hygiene_answers_415_and_400_with_the_standard_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let route = "  - name: create\n    match: {path: /documents}\n    require: {scopes: \
+                     [\"read:documents\"], content_types: [application/json], \
+                     idempotency_key: true}\n";
+        let engine = engine_with(dir.path(), route).await;
+        let auth = bearer(&token("read:documents"));
+        let post = |headers: &[(&str, &str)]| {
+            let mut all = vec![("authorization", auth.as_str())];
+            all.extend_from_slice(headers);
+            request("POST", "/documents", &all)
+        };
+        let refused = denial(engine.check(&post(&[("content-type", "text/xml")])).await);
+        assert_eq!(refused.reason.label(), "unsupported_media_type");
+        assert_eq!(
+            (refused.http_status(), refused.error_code()),
+            (415, "unsupported_media_type")
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(&refused.body(Some("rid"))).expect("json body");
+        assert_eq!(body["request_id"], "rid");
+        let json = ("content-type", "application/json; charset=utf-8");
+        let refused = denial(engine.check(&post(&[json])).await);
+        assert_eq!(refused.reason.label(), "missing_idempotency_key");
+        assert_eq!(refused.http_status(), 400);
+        permit(
+            engine
+                .check(&post(&[json, ("idempotency-key", "k-1")]))
+                .await,
+        );
+        // A GET carries no body: neither rule applies.
+        permit(
+            engine
+                .check(&request("GET", "/documents", &[("authorization", &auth)]))
+                .await,
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! decides whether an identity meets a route's [`Requirements`] (`scopes` checks OAuth scopes).
 //! Pure functions over domain types: no I/O, no tonic, no protos.
 
+pub mod hygiene;
 pub mod path;
 pub mod routes;
 pub mod scopes;
@@ -13,6 +14,7 @@ pub mod step_up;
 use std::sync::Arc;
 
 use crate::decision::Identity;
+use crate::input::Headers;
 use routes::Params;
 
 /// What a route demands of the caller.
@@ -38,6 +40,8 @@ pub struct Requirements {
     pub step_up: step_up::StepUpRequirement,
     /// At least one of these scopes must be granted (none: no such requirement).
     pub any_scopes: Vec<String>,
+    /// `content_types` and `idempotency_key`: checked on the request, last.
+    pub hygiene: hygiene::Hygiene,
 }
 
 /// How a refusal on this route is answered.
@@ -77,6 +81,8 @@ pub struct Resource<'a> {
     pub params: Params<'a>,
     /// When the request is decided, Unix seconds (for `require.max_auth_age`).
     pub now: u64,
+    /// The request's headers (lower-case names), borrowed from the request.
+    pub headers: &'a Headers,
 }
 
 /// Why [`authorize`] refused. The engine decides how it is answered (403, or 404 on a route
@@ -90,6 +96,8 @@ pub enum Refusal<'r> {
     /// The user's authentication is not strong or recent enough (RFC 9470): answered 401 with
     /// the step-up challenge these requirements describe.
     StepUp(&'r step_up::StepUpRequirement),
+    /// The request breaks the route's `content_types` or `idempotency_key` rule.
+    Hygiene(hygiene::HygieneProblem),
 }
 
 /// Whether the verified `identity` may do what `resource` describes under the route's
@@ -124,7 +132,11 @@ pub fn authorize<'r>(
     {
         return Err(Refusal::StepUp(&requirements.step_up));
     }
-    Ok(())
+    // Last: a caller who may not use the route learns nothing of its request rules.
+    requirements
+        .hygiene
+        .check(resource.method, resource.headers)
+        .map_err(Refusal::Hygiene)
 }
 
 #[cfg(test)]
@@ -150,6 +162,8 @@ mod tests {
         }
     }
 
+    static NO_HEADERS: std::sync::LazyLock<Headers> = std::sync::LazyLock::new(Headers::default);
+
     fn document(doc_id: &str) -> Resource<'_> {
         Resource {
             route: "documents",
@@ -158,6 +172,7 @@ mod tests {
             path: "/documents/42",
             params: Params(vec![("doc_id", doc_id)]),
             now: 1_700_000_000,
+            headers: &NO_HEADERS,
         }
     }
 
@@ -256,6 +271,43 @@ mod tests {
         assert_eq!(
             authorize(&requirements, &lacks_scope, &document("42")),
             Err(Refusal::MissingScopes(vec!["read:documents"]))
+        );
+    }
+
+    #[test]
+    fn request_hygiene_is_checked_after_the_caller_may_use_the_route() {
+        let requirements = Requirements {
+            scopes: strings(&["write:documents"]),
+            hygiene: hygiene::Hygiene {
+                content_types: strings(&["application/json"]),
+                idempotency_key: true,
+            },
+            ..Requirements::default()
+        };
+        let form = Headers::new([("content-type".to_owned(), "text/plain".to_owned())]);
+        let post = |headers| Resource {
+            method: "POST",
+            headers,
+            ..document("42")
+        };
+        let writer = caller_granted(&["write:documents"]);
+        assert_eq!(
+            authorize(&requirements, &writer, &post(&form)),
+            Err(Refusal::Hygiene(
+                hygiene::HygieneProblem::UnsupportedMediaType
+            ))
+        );
+        let json = Headers::new([("content-type".to_owned(), "application/json".to_owned())]);
+        assert_eq!(
+            authorize(&requirements, &writer, &post(&json)),
+            Err(Refusal::Hygiene(
+                hygiene::HygieneProblem::MissingIdempotencyKey
+            ))
+        );
+        let reader = caller_granted(&["read:documents"]);
+        assert_eq!(
+            authorize(&requirements, &reader, &post(&form)),
+            Err(Refusal::MissingScopes(vec!["write:documents"]))
         );
     }
 }

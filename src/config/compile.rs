@@ -29,6 +29,7 @@ use crate::authn::attempts::{
     AttemptQuota, AttemptSettings, ClientAddressHeader, MAX_TRUSTED_HOPS,
 };
 use crate::authn::{Algorithm, AuthnSettings, ClaimPaths, IssuerConfig, KeySource, RefreshPolicy};
+use crate::authz::hygiene::Hygiene;
 use crate::authz::routes::{PathMatch, RouteMatch, prefix_matches};
 use crate::authz::step_up::StepUpRequirement;
 use crate::authz::{OnDeny, Policy, Requirements, Route};
@@ -916,7 +917,8 @@ impl Ctx<'_> {
         };
         let step_up = self.step_up(&require_path, require)?;
         let any_scopes = self.any_scopes(&require_path, require)?;
-        let demands_more = !step_up.is_empty() || !any_scopes.is_empty();
+        let hygiene = self.hygiene(&require_path, require)?;
+        let demands_more = !step_up.is_empty() || !any_scopes.is_empty() || !hygiene.is_empty();
         if scopes.is_empty() && (require.scopes.is_some() || !demands_more) {
             let (at, what) = if require.scopes.is_some() {
                 (scopes_path, "`scopes` lists no scope")
@@ -936,7 +938,41 @@ impl Ctx<'_> {
             scopes: scopes.into_iter().map(|s| s.0.clone()).collect(),
             step_up,
             any_scopes,
+            hygiene,
         }))
+    }
+
+    /// `require.content_types` and `require.idempotency_key`.
+    fn hygiene(&mut self, require_path: &YamlPath, require: &RawRequire) -> Option<Hygiene> {
+        let before = self.problems.len();
+        if require.idempotency_key == Some(false) {
+            self.value(
+                require_path.key("idempotency_key"),
+                "`idempotency_key: false` demands nothing: leave `idempotency_key` out",
+            );
+        }
+        let content_types = match &require.content_types {
+            None => Some(Vec::new()),
+            Some(types) => {
+                let at = require_path.key("content_types");
+                if types.is_empty() {
+                    self.value(
+                        at.clone(),
+                        "`content_types` lists no media type: list the accepted ones (e.g. \
+                         `[application/json]`), or leave `content_types` out",
+                    );
+                }
+                self.get_all(&at, types)
+                    .map(|types| types.into_iter().map(|t| t.0.clone()).collect::<Vec<_>>())
+            }
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Hygiene {
+            content_types: content_types?,
+            idempotency_key: require.idempotency_key == Some(true),
+        })
     }
 
     /// `require.any_scopes`: at least one of them; an empty list is an error (it would read as

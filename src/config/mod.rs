@@ -1672,4 +1672,42 @@ routes:
         ));
         assert_eq!(errors[0].2, "issuers[0].scope_wildcards");
     }
+
+    #[test]
+    fn request_hygiene_compiles_lower_cased_and_bad_media_types_are_located() {
+        let config = load_text(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{scopes: [a], content_types: [Application/JSON, \
+             application/merge-patch+json], idempotency_key: true}}\n"
+        )))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Policy::Require(requirements) = &config.routes[0].policy else {
+            panic!("a requiring route");
+        };
+        assert_eq!(
+            requirements.hygiene.content_types,
+            ["application/json", "application/merge-patch+json"]
+        );
+        assert!(requirements.hygiene.idempotency_key);
+
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{scopes: [a], content_types: [json, \"application/*\", \
+             \"text/plain; charset=utf-8\"], idempotency_key: false}}\n"
+        )));
+        let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "routes[0].require.content_types[0]",
+                "routes[0].require.content_types[1]",
+                "routes[0].require.content_types[2]",
+                "routes[0].require.idempotency_key"
+            ]
+        );
+        assert_eq!(errors[0].0, 10);
+        assert!(errors[0].3.contains("invalid media type `json`"));
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{scopes: [a], content_types: []}}\n"
+        )));
+        assert_eq!(errors[0].2, "routes[0].require.content_types");
+    }
 }

@@ -614,6 +614,12 @@ pub struct RawRequire {
     /// Longest time since `auth_time`.
     #[serde(default)]
     pub max_auth_age: Option<Checked<HumanDuration>>,
+    /// Media types a POST, PUT or PATCH may declare.
+    #[serde(default)]
+    pub content_types: Option<Vec<Checked<MediaType>>>,
+    /// POST and PATCH must carry `Idempotency-Key`.
+    #[serde(default)]
+    pub idempotency_key: Option<bool>,
 }
 
 /// A key this version refuses whatever its value (absent is fine).
@@ -805,6 +811,14 @@ string_newtype!(
     PathPrefix(String),
     "a path prefix such as `/admin`",
     parse_path_prefix
+);
+
+string_newtype!(
+    /// A media type for `require.content_types`: `type/subtype` (RFC 9110 §8.3.1 tokens), no
+    /// parameters and no wildcard; kept in lower case.
+    MediaType(String),
+    "a media type such as `application/json`",
+    parse_media_type
 );
 
 string_newtype!(
@@ -1069,6 +1083,23 @@ fn parse_path_prefix(text: &str) -> Result<String, String> {
     }
     check_normalized(text)?;
     Ok(text.to_owned())
+}
+
+fn parse_media_type(text: &str) -> Result<String, String> {
+    // RFC 9110 §5.6.2: tchar.
+    let token = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b))
+    };
+    match text.split_once('/') {
+        Some((kind, subtype)) if token(kind) && token(subtype) => Ok(text.to_ascii_lowercase()),
+        _ => Err(format!(
+            "invalid media type `{text}`: write `type/subtype` such as `application/json`, \
+             without parameters or `*`"
+        )),
+    }
 }
 
 fn parse_acr(text: &str) -> Result<String, String> {
