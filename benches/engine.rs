@@ -84,6 +84,8 @@ fn issuer(source: KeySource) -> IssuerConfig {
         source,
         refresh: RefreshPolicy::default(),
         claim_headers: Vec::new(),
+        mfa_methods: portcullis::authn::default_mfa_methods(),
+        scope_wildcards: false,
     }
 }
 

@@ -52,6 +52,10 @@ pub enum DenyReason {
     /// The route needs a stronger or more recent user authentication than the credential shows
     /// (RFC 9470); the challenge tells the client what to ask its authorization server for.
     StepUpRequired(StepUp),
+    /// A POST, PUT or PATCH whose `content-type` is not one of the route's `content_types`.
+    UnsupportedMediaType,
+    /// A POST or PATCH without the `Idempotency-Key` header the route requires.
+    MissingIdempotencyKey,
     /// Too many failed attempts from one source.
     TooManyAttempts { retry_after: Duration },
     /// portcullis cannot decide (no keys for the issuer, dependency down): fail closed.
@@ -129,8 +133,9 @@ impl StepUp {
             challenge.push('"');
         }
         if let Some(max_age) = self.max_age {
-            // Writing into a String cannot fail.
-            let _ = write!(challenge, ", max_age={max_age}");
+            // Quoted, as RFC 9470 §3 writes it (`max_age="5"`); writing into a String cannot
+            // fail.
+            let _ = write!(challenge, r#", max_age="{max_age}""#);
         }
         challenge
     }
@@ -163,6 +168,8 @@ impl DenyReason {
             Self::MissingCredential | Self::InvalidToken(_) | Self::StepUpRequired(_) => 401,
             Self::InsufficientScope { .. } => 403,
             Self::Forbidden => 403,
+            Self::UnsupportedMediaType => 415,
+            Self::MissingIdempotencyKey => 400,
             Self::TooManyAttempts { .. } => 429,
             Self::Unavailable(Unavailable::NoKeys) => 503,
             Self::Unavailable(Unavailable::Internal) => 500,
@@ -176,6 +183,7 @@ impl DenyReason {
             401 => "unauthorized",
             403 => "forbidden",
             404 => "not_found",
+            415 => "unsupported_media_type",
             429 => "too_many_requests",
             _ => "unavailable",
         }
@@ -188,6 +196,7 @@ impl DenyReason {
             401 => "Authentication is required.",
             403 => "Access to this resource is denied.",
             404 => "Not found.",
+            415 => "The request's content type is not accepted.",
             429 => "Too many requests.",
             _ => "The service cannot authorize requests right now.",
         }
@@ -220,6 +229,8 @@ impl DenyReason {
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::Forbidden => "forbidden",
             Self::StepUpRequired(_) => "step_up_required",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::MissingIdempotencyKey => "missing_idempotency_key",
             Self::TooManyAttempts { .. } => "too_many_attempts",
             Self::Unavailable(Unavailable::NoKeys) => "no_keys",
             Self::Unavailable(Unavailable::Internal) => "internal",
@@ -240,6 +251,8 @@ impl DenyReason {
             | Self::InsufficientScope { .. }
             | Self::Forbidden
             | Self::StepUpRequired(_)
+            | Self::UnsupportedMediaType
+            | Self::MissingIdempotencyKey
             | Self::TooManyAttempts { .. } => true,
             Self::BadPath
             | Self::BadAuthority
@@ -422,13 +435,13 @@ mod tests {
         assert_eq!(challenge(None, None), base);
         assert_eq!(
             challenge(Some("phrh phr"), Some(300)),
-            format!(r#"{base}, acr_values="phrh phr", max_age=300"#)
+            format!(r#"{base}, acr_values="phrh phr", max_age="300""#)
         );
         assert_eq!(
             challenge(Some("urn:mace:incommon:iap:silver"), None),
             format!(r#"{base}, acr_values="urn:mace:incommon:iap:silver""#)
         );
-        assert_eq!(challenge(None, Some(0)), format!("{base}, max_age=0"));
+        assert_eq!(challenge(None, Some(0)), format!(r#"{base}, max_age="0""#));
         // A value cannot end the quoted-string early.
         assert_eq!(
             challenge(Some(r#"a" b\"#), None),

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use crate::authn::attempts::AttemptLimiter;
 use crate::authn::credentials::{self, Extraction};
 use crate::authn::{Authenticator, AuthnError, CacheCounters, KeyRegistry, Lookup};
+use crate::authz::hygiene::HygieneProblem;
 use crate::authz::path;
 use crate::authz::routes::RouteTable;
 use crate::authz::{self, OnDeny, Policy, Refusal, Resource, Route};
 use crate::config::Config;
 use crate::decision::{
-    Decision, Denial, DenyReason, Hidden, Identity, Permit, ResponseSettings, TokenProblem,
+    Decision, Denial, DenyReason, Hidden, Identity, Permit, ResponseSettings, StepUp, TokenProblem,
 };
 use crate::input::CheckInput;
 
@@ -108,6 +109,8 @@ impl Engine {
             host: &host,
             path: &target.path,
             params,
+            now: crate::authn::cache::unix_now(),
+            headers: &input.headers,
         };
 
         let requirements = match &route.policy {
@@ -165,6 +168,19 @@ impl Engine {
                 },
                 // 403 without naming the role or permission: that is the operator's business.
                 Refusal::MissingRole | Refusal::MissingPermissions(_) => DenyReason::Forbidden,
+                Refusal::NoneOfScopes(any_scopes) => DenyReason::InsufficientScope {
+                    required: any_scopes.join(" "),
+                },
+                Refusal::Hygiene(HygieneProblem::UnsupportedMediaType) => {
+                    DenyReason::UnsupportedMediaType
+                }
+                Refusal::Hygiene(HygieneProblem::MissingIdempotencyKey) => {
+                    DenyReason::MissingIdempotencyKey
+                }
+                Refusal::StepUp(step_up) => DenyReason::StepUpRequired(StepUp {
+                    acr_values: step_up.acr_values.clone(),
+                    max_age: step_up.max_auth_age,
+                }),
             });
         }
         self.permit(route, identity, input)
@@ -1251,6 +1267,118 @@ roles:
         assert_eq!(
             reason(check(json!({"resource_access": {"orders-api": 3}})).await),
             DenyReason::Forbidden
+        );
+    }
+
+    /// issue 10, item 4: a route that demands MFA, an `acr` and a recent authentication
+    /// answers 401 with the RFC 9470 challenge until the token shows all three.
+    #[tokio::test]
+    async fn a_step_up_route_challenges_until_the_token_shows_mfa_acr_and_a_recent_login() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let route = "  - name: transfer\n    match: {path: /transfer}\n    require: {scopes: \
+                     [\"read:documents\"], mfa: true, acr: [phrh, phr], max_auth_age: 5m}\n";
+        let engine = engine_with(dir.path(), route).await;
+        let now = crate::authn::cache::unix_now();
+        let strong = json!({"amr": ["pwd", "hwk"], "acr": "phr", "auth_time": now - 60});
+        let with = |changes: serde_json::Value| {
+            let mut claims = strong.clone();
+            if let (Some(all), Some(changes)) = (claims.as_object_mut(), changes.as_object()) {
+                all.extend(changes.clone());
+            }
+            bearer(&token_with(claims))
+        };
+        permit(
+            engine
+                .check(&request(
+                    "GET",
+                    "/transfer",
+                    &[("authorization", &with(json!({})))],
+                ))
+                .await,
+        );
+        for (changes, why) in [
+            (json!({"amr": ["pwd"]}), "no second factor"),
+            (json!({"amr": "hwk"}), "amr as a string"),
+            (json!({"acr": "urn:low"}), "acr not listed"),
+            (json!({"auth_time": now - 3600}), "login too old"),
+            (json!({"auth_time": null}), "no auth_time"),
+        ] {
+            let refused = denial(
+                engine
+                    .check(&request(
+                        "GET",
+                        "/transfer",
+                        &[("authorization", &with(changes))],
+                    ))
+                    .await,
+            );
+            assert_eq!(refused.reason.label(), "step_up_required", "{why}");
+            assert_eq!(refused.http_status(), 401, "{why}");
+            let challenge = refused
+                .headers()
+                .into_iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("www-authenticate"))
+                .map(|(_, value)| value.to_string());
+            assert_eq!(
+                challenge.as_deref(),
+                Some(
+                    r#"Bearer realm="portcullis", error="insufficient_user_authentication", acr_values="phrh phr", max_age="300""#
+                ),
+                "{why}"
+            );
+        }
+        // A missing scope stays a 403: stepping up would not help.
+        let lacks_scope = with(json!({"scope": "other"}));
+        let refused = denial(
+            engine
+                .check(&request(
+                    "GET",
+                    "/transfer",
+                    &[("authorization", &lacks_scope)],
+                ))
+                .await,
+        );
+        assert_eq!(refused.reason.label(), "insufficient_scope");
+    }
+
+    /// issue 10, item 6: a route's request rules answer 415 for a body in a media type it does
+    /// not accept and 400 for a POST without `Idempotency-Key`, with the standard body.
+    #[tokio::test]
+    async fn request_hygiene_answers_415_and_400_with_the_standard_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let route = "  - name: create\n    match: {path: /documents}\n    require: {scopes: \
+                     [\"read:documents\"], content_types: [application/json], \
+                     idempotency_key: true}\n";
+        let engine = engine_with(dir.path(), route).await;
+        let auth = bearer(&token("read:documents"));
+        let post = |headers: &[(&str, &str)]| {
+            let mut all = vec![("authorization", auth.as_str())];
+            all.extend_from_slice(headers);
+            request("POST", "/documents", &all)
+        };
+        let refused = denial(engine.check(&post(&[("content-type", "text/xml")])).await);
+        assert_eq!(refused.reason.label(), "unsupported_media_type");
+        assert_eq!(
+            (refused.http_status(), refused.error_code()),
+            (415, "unsupported_media_type")
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(&refused.body(Some("rid"))).expect("json body");
+        assert_eq!(body["request_id"], "rid");
+        let json = ("content-type", "application/json; charset=utf-8");
+        let refused = denial(engine.check(&post(&[json])).await);
+        assert_eq!(refused.reason.label(), "missing_idempotency_key");
+        assert_eq!(refused.http_status(), 400);
+        permit(
+            engine
+                .check(&post(&[json, ("idempotency-key", "k-1")]))
+                .await,
+        );
+        // A GET carries no body: neither rule applies.
+        permit(
+            engine
+                .check(&request("GET", "/documents", &[("authorization", &auth)]))
+                .await,
         );
     }
 }

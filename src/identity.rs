@@ -62,6 +62,28 @@ pub struct Identity {
     pub claim_headers: Vec<(String, String)>,
     /// The verified claims, for conditions and later stages.
     pub claims: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// How and when the user authenticated (`amr`, `acr`, `auth_time`), for step-up checks.
+    pub user_authentication: UserAuthentication,
+    /// Whether a granted `prefix:*` scope satisfies a required `prefix:...` one (the issuer's
+    /// `scope_wildcards`, see `authz::scopes`).
+    pub scope_wildcards: bool,
+}
+
+/// How and when the user behind a credential authenticated (RFC 9470, OpenID Connect Core
+/// §2), as the authenticator read it. A claim of the wrong type is absent here, so a check that
+/// needs it fails closed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserAuthentication {
+    /// `amr`: the authentication methods used (an array of strings).
+    pub amr: Vec<String>,
+    /// Whether `amr` names one of the issuer's multi-factor methods (`mfa_methods`).
+    pub mfa: bool,
+    /// `acr`: the authentication context class satisfied.
+    pub acr: Option<String>,
+    /// `auth_time`: when the user last authenticated, Unix seconds.
+    pub auth_time: Option<u64>,
+    /// The issuer's clock skew, in seconds, allowed when comparing `auth_time` with now.
+    pub clock_skew: u64,
 }
 
 impl Identity {
@@ -79,6 +101,8 @@ impl Identity {
             cache_policy: CachePolicy::Uncacheable,
             claim_headers: Vec::new(),
             claims: Arc::default(),
+            user_authentication: UserAuthentication::default(),
+            scope_wildcards: false,
         }
     }
 

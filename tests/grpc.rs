@@ -174,6 +174,28 @@ impl Stack {
         self.client.check(request).await
     }
 
+    /// As [`Stack::start`], with `routes` (YAML list items) listed before the others.
+    async fn start_with_routes(routes: &str) -> Self {
+        let idp = JwksServer::start(&tokens::jwks(&[&rsa(), &ec(), &ed()])).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = config_yaml(&idp.jwks_url(), FAST_REFRESH, "").replacen(
+            "routes:\n",
+            &format!("routes:\n{routes}"),
+            1,
+        );
+        let config = write_config(dir.path(), "portcullis.yaml", &yaml);
+        let agent = InProcessAgent::start_file(&config).await;
+        let client = agent.client().await;
+        wait_ready(&agent.addrs, WAIT).await;
+        Self {
+            idp,
+            agent,
+            client,
+            config,
+            _dir: dir,
+        }
+    }
+
     fn addrs(&self) -> Addrs {
         self.agent.addrs
     }
@@ -1712,4 +1734,90 @@ async fn roles_from_the_token_grant_permissions_per_method_and_hide_the_admin_ro
         "the hidden route still records the real reason:\n{metrics}"
     );
     agent.shutdown().await;
+}
+
+// Step-up (RFC 9470) and request rules (issue 10, items 4 and 6)
+
+/// issue 10, item 4: a route that needs MFA, an `acr` and a recent login answers a token
+/// without them 401 with the RFC 9470 challenge (`acr_values`, quoted `max_age`), and allows
+/// the token once the user stepped up.
+#[tokio::test]
+async fn a_step_up_route_answers_401_with_the_rfc9470_challenge_until_the_user_steps_up() {
+    let mut stack = Stack::start_with_routes(
+        "  - name: transfer\n    match: {path: /transfer}\n    require: {scopes: \
+         [\"read:documents\"], mfa: true, acr: [phrh, phr], max_auth_age: 5m}\n",
+    )
+    .await;
+    let base = claims(ISSUER, AUDIENCE, "alice", "read:documents", 300);
+    let weak = rsa().token(&with(
+        &base,
+        &json!({"amr": ["pwd"], "acr": "phr", "auth_time": now() - 60}),
+    ));
+    let rid = request_id("step-up");
+    let outcome = stack.check(&get("/transfer", &weak).request_id(&rid)).await;
+    assert_denied(
+        &outcome,
+        &Expected {
+            rpc_code: UNAUTHENTICATED,
+            http_status: 401,
+            error: "unauthorized",
+            challenge: Some(
+                r#"Bearer realm="portcullis", error="insufficient_user_authentication", acr_values="phrh phr", max_age="300""#,
+            ),
+        },
+        &rid,
+    );
+    assert_denials(&stack, "step_up_required", "transfer", 1.0).await;
+
+    let stepped_up = rsa().token(&with(
+        &base,
+        &json!({"amr": ["pwd", "otp"], "acr": "phrh", "auth_time": now() - 10}),
+    ));
+    let outcome = stack.check(&get("/transfer", &stepped_up)).await;
+    assert_allowed(&outcome, "after step-up");
+    stack.stop().await;
+}
+
+/// issue 10, item 6: a body in a media type the route does not accept is 415 with the
+/// standard body (gRPC INVALID_ARGUMENT); a POST without `Idempotency-Key` is 400.
+#[tokio::test]
+async fn a_body_in_an_unlisted_media_type_is_415_and_a_post_without_idempotency_key_400() {
+    let mut stack = Stack::start_with_routes(
+        "  - name: upload\n    match: {methods: [POST], path: /upload}\n    require: {scopes: \
+         [\"read:documents\"], content_types: [application/json], idempotency_key: true}\n",
+    )
+    .await;
+    let token = token(&rsa(), "read:documents");
+    let post = |content_type: &str, rid: &str| {
+        EnvoyRequest::new("POST", "/upload")
+            .bearer(&token)
+            .header("content-type", content_type)
+            .request_id(rid)
+    };
+    let rid = request_id("media-type");
+    let outcome = stack.check(&post("text/xml", &rid)).await;
+    assert_denied(
+        &outcome,
+        &Expected {
+            rpc_code: INVALID_ARGUMENT,
+            http_status: 415,
+            error: "unsupported_media_type",
+            challenge: None,
+        },
+        &rid,
+    );
+    assert_denials(&stack, "unsupported_media_type", "upload", 1.0).await;
+
+    let rid = request_id("idempotency");
+    let outcome = stack
+        .check(&post("application/json; charset=utf-8", &rid))
+        .await;
+    assert_denied(&outcome, &BAD_REQUEST, &rid);
+    assert_denials(&stack, "missing_idempotency_key", "upload", 1.0).await;
+
+    let outcome = stack
+        .check(&post("Application/JSON", "rid-ok").header("idempotency-key", "k-1"))
+        .await;
+    assert_allowed(&outcome, "json with an idempotency key");
+    stack.stop().await;
 }

@@ -52,6 +52,8 @@ fn issuer(name: &str, issuer: &str, source: KeySource, refresh: RefreshPolicy) -
         source,
         refresh,
         claim_headers: Vec::new(),
+        mfa_methods: portcullis::authn::default_mfa_methods(),
+        scope_wildcards: false,
     }
 }
 

@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use super::jwks::{KeySet, VerificationKey};
 use super::{Algorithm, IssuerConfig, KeySource};
 use crate::decision::TokenProblem;
-use crate::identity::{AuthMethod, CachePolicy, Identity};
+use crate::identity::{AuthMethod, CachePolicy, Identity, UserAuthentication};
 
 /// Largest accepted encoded JOSE header. Real headers are well under 300 bytes; the bound keeps
 /// a hostile header from costing more than a glance.
@@ -558,6 +558,7 @@ fn build_identity(
     let cache_policy = key_id
         .clone()
         .map_or(CachePolicy::Uncacheable, CachePolicy::KeyBound);
+    let user_authentication = user_authentication(&claims, issuer);
     Ok(Identity {
         method: AuthMethod::Jwt,
         subject,
@@ -571,7 +572,33 @@ fn build_identity(
         cache_policy,
         claim_headers,
         claims: Arc::new(claims),
+        user_authentication,
+        scope_wildcards: issuer.scope_wildcards,
     })
+}
+
+/// `amr`, `acr` and `auth_time` for step-up checks. A claim of the wrong type (`amr` as a
+/// string, `auth_time` as text) is treated as absent: the token stays valid, and a route that
+/// needs the claim refuses it with a step-up challenge.
+fn user_authentication(claims: &Map<String, Value>, issuer: &IssuerConfig) -> UserAuthentication {
+    let amr: Vec<String> = match claims.get("amr") {
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mfa = amr
+        .iter()
+        .any(|method| issuer.mfa_methods.iter().any(|m| m == method));
+    UserAuthentication {
+        mfa,
+        amr,
+        acr: claims.get("acr").and_then(Value::as_str).map(str::to_owned),
+        auth_time: claims.get("auth_time").and_then(numeric_date),
+        clock_skew: issuer.clock_skew.as_secs(),
+    }
 }
 
 /// Parses, checks and verifies `token` for one known issuer in one go (no kid-miss refetch):
@@ -709,6 +736,8 @@ pub(crate) mod testing {
             source: KeySource::JwksUri("https://idp.example.com/jwks".to_owned()),
             refresh: RefreshPolicy::default(),
             claim_headers: Vec::new(),
+            mfa_methods: crate::authn::default_mfa_methods(),
+            scope_wildcards: false,
         }
     }
 
@@ -1373,6 +1402,50 @@ mod tests {
         // A claim that is not mapped to a header is not checked: it never reaches a header.
         let unmapped = rs256(&with(claims(), json!({"nickname": " bob "})));
         verify_at(&unmapped, &mapped, NOW).expect("unmapped claims are not headers");
+    }
+
+    #[test]
+    fn reads_amr_acr_and_auth_time_and_marks_mfa_by_the_issuers_methods() {
+        let token = rs256(&with(
+            claims(),
+            json!({"amr": ["pwd", "otp"], "acr": "phrh", "auth_time": NOW - 60}),
+        ));
+        let identity = verify_at(&token, &issuer(), NOW).expect("valid");
+        let user = &identity.user_authentication;
+        assert_eq!(user.amr, ["pwd", "otp"]);
+        assert!(user.mfa);
+        assert_eq!(user.acr.as_deref(), Some("phrh"));
+        assert_eq!(user.auth_time, Some(NOW - 60));
+        assert_eq!(user.clock_skew, 30);
+
+        assert!(!identity.scope_wildcards);
+
+        let mut strict = issuer();
+        strict.mfa_methods = vec!["hwk".to_owned()];
+        strict.scope_wildcards = true;
+        let identity = verify_at(&token, &strict, NOW).expect("valid");
+        assert!(!identity.user_authentication.mfa);
+        assert!(
+            identity.scope_wildcards,
+            "the issuer's switch travels on the identity"
+        );
+    }
+
+    #[test]
+    fn step_up_claims_of_the_wrong_type_are_absent_and_the_token_stays_valid() {
+        let token = rs256(&with(
+            claims(),
+            json!({"amr": "otp", "acr": 2, "auth_time": "yesterday"}),
+        ));
+        let identity = verify_at(&token, &issuer(), NOW).expect("still a valid token");
+        assert_eq!(identity.user_authentication.amr, Vec::<String>::new());
+        assert!(!identity.user_authentication.mfa);
+        assert_eq!(identity.user_authentication.acr, None);
+        assert_eq!(identity.user_authentication.auth_time, None);
+
+        let mixed = rs256(&with(claims(), json!({"amr": ["otp", 7]})));
+        let identity = verify_at(&mixed, &issuer(), NOW).expect("still a valid token");
+        assert!(!identity.user_authentication.mfa);
     }
 
     #[test]

@@ -173,6 +173,21 @@ pub struct IssuerConfig {
     pub refresh: RefreshPolicy,
     /// Claim-to-header mappings: (dotted claim path, header name).
     pub claim_headers: Vec<(String, String)>,
+    /// `amr` values that count as multi-factor authentication for `require.mfa`.
+    pub mfa_methods: Vec<String>,
+    /// Whether a granted `prefix:*` scope satisfies any required `prefix:...` scope.
+    pub scope_wildcards: bool,
+}
+
+/// The `amr` values (RFC 8176) that show more than one factor, when the issuer names none.
+pub const DEFAULT_MFA_METHODS: [&str; 5] = ["mfa", "otp", "hwk", "sms", "swk"];
+
+/// [`DEFAULT_MFA_METHODS`] as the issuer's owned list.
+pub fn default_mfa_methods() -> Vec<String> {
+    DEFAULT_MFA_METHODS
+        .iter()
+        .map(|m| (*m).to_owned())
+        .collect()
 }
 
 /// Limits and switches of the authentication stage as a whole.

@@ -6,14 +6,17 @@
 //! `roles` roles and permissions).
 //! Pure functions over domain types: no I/O, no tonic, no protos.
 
+pub mod hygiene;
 pub mod path;
 pub mod roles;
 pub mod routes;
 pub mod scopes;
+pub mod step_up;
 
 use std::sync::Arc;
 
 use crate::decision::Identity;
+use crate::input::Headers;
 use routes::Params;
 
 /// What a route demands of the caller.
@@ -41,6 +44,12 @@ pub struct Requirements {
     pub permissions: Vec<String>,
     /// RBAC: the configuration's `roles:` map, resolved at load; shared by every route.
     pub grants: Arc<roles::RoleGrants>,
+    /// MFA, `acr` and authentication age (RFC 9470 step-up); the default demands nothing.
+    pub step_up: step_up::StepUpRequirement,
+    /// At least one of these scopes must be granted (none: no such requirement).
+    pub any_scopes: Vec<String>,
+    /// `content_types` and `idempotency_key`: checked on the request, last.
+    pub hygiene: hygiene::Hygiene,
 }
 
 /// How a refusal on this route is answered.
@@ -78,6 +87,10 @@ pub struct Resource<'a> {
     /// Bound by the route's template (`/documents/{doc_id}` binds `doc_id`); empty for a route
     /// without one.
     pub params: Params<'a>,
+    /// When the request is decided, Unix seconds (for `require.max_auth_age`).
+    pub now: u64,
+    /// The request's headers (lower-case names), borrowed from the request.
+    pub headers: &'a Headers,
 }
 
 /// Why [`authorize`] refused. The engine decides how it is answered (403, or 404 on a route
@@ -91,6 +104,13 @@ pub enum Refusal<'r> {
     /// Permissions the route requires that none of the caller's roles grants, in the route's
     /// order.
     MissingPermissions(Vec<&'r str>),
+    /// None of the route's `any_scopes` is granted.
+    NoneOfScopes(&'r [String]),
+    /// The user's authentication is not strong or recent enough (RFC 9470): answered 401 with
+    /// the step-up challenge these requirements describe.
+    StepUp(&'r step_up::StepUpRequirement),
+    /// The request breaks the route's `content_types` or `idempotency_key` rule.
+    Hygiene(hygiene::HygieneProblem),
 }
 
 /// Whether the verified `identity` may do what `resource` describes under the route's
@@ -99,14 +119,38 @@ pub enum Refusal<'r> {
 pub fn authorize<'r>(
     requirements: &'r Requirements,
     identity: &Identity,
-    _resource: &Resource<'_>,
+    resource: &Resource<'_>,
 ) -> Result<(), Refusal<'r>> {
-    let missing = scopes::missing(&requirements.scopes, &identity.scopes);
-    if missing.is_empty() {
-        authorize_roles(requirements, identity)
-    } else {
-        Err(Refusal::MissingScopes(missing))
+    let missing = scopes::missing_matching(
+        &requirements.scopes,
+        &identity.scopes,
+        identity.scope_wildcards,
+    );
+    if !missing.is_empty() {
+        return Err(Refusal::MissingScopes(missing));
     }
+    if !requirements.any_scopes.is_empty()
+        && !scopes::any_granted(
+            &requirements.any_scopes,
+            &identity.scopes,
+            identity.scope_wildcards,
+        )
+    {
+        return Err(Refusal::NoneOfScopes(&requirements.any_scopes));
+    }
+    authorize_roles(requirements, identity)?;
+    // After the scopes and roles: stepping up is pointless when the caller would still be forbidden.
+    if !requirements
+        .step_up
+        .met_by(&identity.user_authentication, resource.now)
+    {
+        return Err(Refusal::StepUp(&requirements.step_up));
+    }
+    // Last: a caller who may not use the route learns nothing of its request rules.
+    requirements
+        .hygiene
+        .check(resource.method, resource.headers)
+        .map_err(Refusal::Hygiene)
 }
 
 /// RBAC: any one of the route's roles, then every one of its permissions through the roles the
@@ -151,6 +195,8 @@ mod tests {
         }
     }
 
+    static NO_HEADERS: std::sync::LazyLock<Headers> = std::sync::LazyLock::new(Headers::default);
+
     fn document(doc_id: &str) -> Resource<'_> {
         Resource {
             route: "documents",
@@ -158,6 +204,8 @@ mod tests {
             host: "api.example.com",
             path: "/documents/42",
             params: Params(vec![("doc_id", doc_id)]),
+            now: 1_700_000_000,
+            headers: &NO_HEADERS,
         }
     }
 
@@ -298,6 +346,105 @@ mod tests {
         assert_eq!(
             authorize(&requirements, &caller_holding(&["admin"]), &document("42")),
             Err(Refusal::MissingScopes(vec!["documents"]))
+        );
+    }
+
+    #[test]
+    fn any_scopes_needs_one_of_them_besides_every_required_scope() {
+        let requirements = Requirements {
+            scopes: strings(&["openid"]),
+            any_scopes: strings(&["documents:read", "admin"]),
+            ..Requirements::default()
+        };
+        let reader = caller_granted(&["openid", "documents:read"]);
+        assert_eq!(authorize(&requirements, &reader, &document("42")), Ok(()));
+        let neither = caller_granted(&["openid", "documents:write"]);
+        assert_eq!(
+            authorize(&requirements, &neither, &document("42")),
+            Err(Refusal::NoneOfScopes(&requirements.any_scopes))
+        );
+        let admin_without_openid = caller_granted(&["admin"]);
+        assert_eq!(
+            authorize(&requirements, &admin_without_openid, &document("42")),
+            Err(Refusal::MissingScopes(vec!["openid"]))
+        );
+    }
+
+    #[test]
+    fn a_wildcard_scope_counts_only_for_an_issuer_that_turns_wildcards_on() {
+        let requirements = Requirements {
+            scopes: strings(&["documents:read"]),
+            any_scopes: strings(&["documents:write", "admin"]),
+            ..Requirements::default()
+        };
+        let mut caller = caller_granted(&["documents:*"]);
+        assert_eq!(
+            authorize(&requirements, &caller, &document("42")),
+            Err(Refusal::MissingScopes(vec!["documents:read"]))
+        );
+        caller.scope_wildcards = true;
+        assert_eq!(authorize(&requirements, &caller, &document("42")), Ok(()));
+    }
+
+    #[test]
+    fn a_step_up_failure_is_refused_after_the_scopes_are_met() {
+        let requirements = Requirements {
+            scopes: strings(&["read:documents"]),
+            step_up: step_up::StepUpRequirement {
+                mfa: true,
+                ..Default::default()
+            },
+            ..Requirements::default()
+        };
+        let alice = caller_granted(&["read:documents"]);
+        assert_eq!(
+            authorize(&requirements, &alice, &document("42")),
+            Err(Refusal::StepUp(&requirements.step_up))
+        );
+        let mut strong = alice.clone();
+        strong.user_authentication.mfa = true;
+        assert_eq!(authorize(&requirements, &strong, &document("42")), Ok(()));
+        let lacks_scope = caller_granted(&[]);
+        assert_eq!(
+            authorize(&requirements, &lacks_scope, &document("42")),
+            Err(Refusal::MissingScopes(vec!["read:documents"]))
+        );
+    }
+
+    #[test]
+    fn request_hygiene_is_checked_after_the_caller_may_use_the_route() {
+        let requirements = Requirements {
+            scopes: strings(&["write:documents"]),
+            hygiene: hygiene::Hygiene {
+                content_types: strings(&["application/json"]),
+                idempotency_key: true,
+            },
+            ..Requirements::default()
+        };
+        let form = Headers::new([("content-type".to_owned(), "text/plain".to_owned())]);
+        let post = |headers| Resource {
+            method: "POST",
+            headers,
+            ..document("42")
+        };
+        let writer = caller_granted(&["write:documents"]);
+        assert_eq!(
+            authorize(&requirements, &writer, &post(&form)),
+            Err(Refusal::Hygiene(
+                hygiene::HygieneProblem::UnsupportedMediaType
+            ))
+        );
+        let json = Headers::new([("content-type".to_owned(), "application/json".to_owned())]);
+        assert_eq!(
+            authorize(&requirements, &writer, &post(&json)),
+            Err(Refusal::Hygiene(
+                hygiene::HygieneProblem::MissingIdempotencyKey
+            ))
+        );
+        let reader = caller_granted(&["read:documents"]);
+        assert_eq!(
+            authorize(&requirements, &reader, &post(&form)),
+            Err(Refusal::MissingScopes(vec!["write:documents"]))
         );
     }
 }

@@ -29,8 +29,10 @@ use crate::authn::attempts::{
     AttemptQuota, AttemptSettings, ClientAddressHeader, MAX_TRUSTED_HOPS,
 };
 use crate::authn::{Algorithm, AuthnSettings, ClaimPaths, IssuerConfig, KeySource, RefreshPolicy};
+use crate::authz::hygiene::Hygiene;
 use crate::authz::roles::{RoleDefinition, RoleError, RoleGrants};
 use crate::authz::routes::{PathMatch, RouteMatch, prefix_matches};
+use crate::authz::step_up::StepUpRequirement;
 use crate::authz::{OnDeny, Policy, Requirements, Route};
 use crate::fetch;
 
@@ -363,6 +365,7 @@ impl Ctx<'_> {
         let refresh = self.refresh(path, raw);
         let claims = self.claims(path, raw);
         let claim_headers = self.claim_headers(path, raw);
+        let mfa_methods = self.mfa_methods(path, raw);
 
         if self.problems.len() > before {
             return None;
@@ -379,7 +382,28 @@ impl Ctx<'_> {
             source: source?,
             refresh: refresh?,
             claim_headers: claim_headers?,
+            mfa_methods: mfa_methods?,
+            scope_wildcards: raw.scope_wildcards,
         })
+    }
+
+    /// `mfa_methods`: the `amr` values that count as multi-factor; the RFC 8176 default when
+    /// absent, never empty (an empty list would make `require.mfa` refuse every token
+    /// silently).
+    fn mfa_methods(&mut self, path: &YamlPath, raw: &RawIssuer) -> Option<Vec<String>> {
+        let Some(methods) = &raw.mfa_methods else {
+            return Some(crate::authn::default_mfa_methods());
+        };
+        let at = path.key("mfa_methods");
+        if methods.is_empty() {
+            self.value(
+                at.clone(),
+                "list at least one `amr` value, or leave `mfa_methods` out for the default \
+                 `[mfa, otp, hwk, sms, swk]`",
+            );
+        }
+        let methods = self.get_all(&at, methods)?;
+        Some(methods.into_iter().map(|m| m.0.clone()).collect())
     }
 
     fn key_source(
@@ -902,8 +926,15 @@ impl Ctx<'_> {
             None => Vec::new(),
         };
         let (roles, permissions) = rbac?;
-        let nothing_else = roles.is_empty() && permissions.is_empty();
-        if scopes.is_empty() && (require.scopes.is_some() || nothing_else) {
+        let step_up = self.step_up(&require_path, require)?;
+        let any_scopes = self.any_scopes(&require_path, require)?;
+        let hygiene = self.hygiene(&require_path, require)?;
+        let demands_more = !roles.is_empty()
+            || !permissions.is_empty()
+            || !step_up.is_empty()
+            || !any_scopes.is_empty()
+            || !hygiene.is_empty();
+        if scopes.is_empty() && (require.scopes.is_some() || !demands_more) {
             let (at, what) = if require.scopes.is_some() {
                 (scopes_path, "`scopes` lists no scope")
             } else {
@@ -923,6 +954,9 @@ impl Ctx<'_> {
             roles,
             permissions,
             grants: self.grants.clone().unwrap_or_default(),
+            step_up,
+            any_scopes,
+            hygiene,
         }))
     }
 
@@ -1055,6 +1089,103 @@ impl Ctx<'_> {
             }
         }
         valid.then(|| names.iter().map(|name| name.as_ref().to_owned()).collect())
+    }
+
+    /// `require.content_types` and `require.idempotency_key`.
+    fn hygiene(&mut self, require_path: &YamlPath, require: &RawRequire) -> Option<Hygiene> {
+        let before = self.problems.len();
+        if require.idempotency_key == Some(false) {
+            self.value(
+                require_path.key("idempotency_key"),
+                "`idempotency_key: false` demands nothing: leave `idempotency_key` out",
+            );
+        }
+        let content_types = match &require.content_types {
+            None => Some(Vec::new()),
+            Some(types) => {
+                let at = require_path.key("content_types");
+                if types.is_empty() {
+                    self.value(
+                        at.clone(),
+                        "`content_types` lists no media type: list the accepted ones (e.g. \
+                         `[application/json]`), or leave `content_types` out",
+                    );
+                }
+                self.get_all(&at, types)
+                    .map(|types| types.into_iter().map(|t| t.0.clone()).collect::<Vec<_>>())
+            }
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Hygiene {
+            content_types: content_types?,
+            idempotency_key: require.idempotency_key == Some(true),
+        })
+    }
+
+    /// `require.any_scopes`: at least one of them; an empty list is an error (it would read as
+    /// a restriction and demand nothing).
+    fn any_scopes(&mut self, require_path: &YamlPath, require: &RawRequire) -> Option<Vec<String>> {
+        let Some(any_scopes) = &require.any_scopes else {
+            return Some(Vec::new());
+        };
+        let at = require_path.key("any_scopes");
+        if any_scopes.is_empty() {
+            self.value(
+                at,
+                "`any_scopes` lists no scope: list the scopes of which one must be granted, or \
+                 leave `any_scopes` out",
+            );
+            return None;
+        }
+        let any_scopes = self.get_all(&at, any_scopes)?;
+        Some(any_scopes.into_iter().map(|s| s.0.clone()).collect())
+    }
+
+    /// `require.mfa`, `require.acr` and `require.max_auth_age` (RFC 9470 step-up).
+    fn step_up(
+        &mut self,
+        require_path: &YamlPath,
+        require: &RawRequire,
+    ) -> Option<StepUpRequirement> {
+        let before = self.problems.len();
+        if require.mfa == Some(false) {
+            self.value(
+                require_path.key("mfa"),
+                "`mfa: false` demands nothing: leave `mfa` out",
+            );
+        }
+        let acr = match &require.acr {
+            None => Some(Vec::new()),
+            Some(values) => {
+                if values.is_empty() {
+                    self.value(
+                        require_path.key("acr"),
+                        "`acr` lists no value: list the acceptable `acr` values, or leave \
+                         `acr` out",
+                    );
+                }
+                self.get_all(&require_path.key("acr"), values)
+                    .map(|values| values.into_iter().map(|v| v.0.clone()).collect::<Vec<_>>())
+            }
+        };
+        let max_auth_age = match &require.max_auth_age {
+            None => Some(None),
+            Some(age) => self
+                .get(require_path.key("max_auth_age"), age)
+                .map(|age| Some(age.0.as_secs())),
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        let acr = acr?;
+        Some(StepUpRequirement {
+            mfa: require.mfa == Some(true),
+            acr_values: (!acr.is_empty()).then(|| Arc::from(acr.join(" "))),
+            acr,
+            max_auth_age: max_auth_age?,
+        })
     }
 
     fn unique_routes(&mut self, routes: &[(usize, RawRoute)]) {

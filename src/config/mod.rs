@@ -567,18 +567,11 @@ issuers:
     #[test]
     fn design_keys_not_built_yet_say_not_supported() {
         let text = with_issuer(
-            "api_keys: {file: keys.yaml}\nroutes:\n  - name: a\n    match: {path: /a}\n    require: {scopes: [x], when: \"true\", mfa: true}\n",
+            "api_keys: {file: keys.yaml}\nroutes:\n  - name: a\n    match: {path: /a}\n    require: {scopes: [x], when: \"true\"}\n",
         );
         let errors = located(&text);
         let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
-        assert_eq!(
-            paths,
-            [
-                "api_keys",
-                "routes[0].require.when",
-                "routes[0].require.mfa"
-            ]
-        );
+        assert_eq!(paths, ["api_keys", "routes[0].require.when"]);
         assert!(
             errors
                 .iter()
@@ -1702,5 +1695,145 @@ routes:
             .map(|line| format!("{line}\n"))
             .collect();
         assert_eq!(block, body, "docs/configuration.md and example.yaml differ");
+    }
+
+    const STEP_UP_ROUTE: &str = "routes:\n  - name: transfer\n    match: {path: /transfer}\n";
+
+    #[test]
+    fn step_up_requirements_compile_with_their_challenge() {
+        let config = load_text(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{mfa: true, acr: [phrh, phr], max_auth_age: 5m}}\n"
+        )))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Policy::Require(requirements) = &config.routes[0].policy else {
+            panic!("a requiring route");
+        };
+        let step_up = &requirements.step_up;
+        assert!(step_up.mfa);
+        assert_eq!(step_up.acr, ["phrh", "phr"]);
+        assert_eq!(step_up.acr_values.as_deref(), Some("phrh phr"));
+        assert_eq!(step_up.max_auth_age, Some(300));
+        assert!(requirements.scopes.is_empty());
+        assert_eq!(
+            config.issuers[0].mfa_methods,
+            ["mfa", "otp", "hwk", "sms", "swk"]
+        );
+    }
+
+    #[test]
+    fn step_up_values_are_checked_where_they_are_written() {
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{mfa: false, acr: [\"a b\"], max_auth_age: soon}}\n"
+        )));
+        let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "routes[0].require.mfa",
+                "routes[0].require.acr[0]",
+                "routes[0].require.max_auth_age"
+            ]
+        );
+        assert_eq!(errors[2].0, 10);
+        assert!(errors[2].3.contains("invalid duration"));
+    }
+
+    #[test]
+    fn an_empty_acr_list_or_mfa_methods_list_is_an_error() {
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{acr: []}}\n"
+        )));
+        assert_eq!(errors[0].2, "routes[0].require.acr");
+        let errors = located(&format!(
+            "{ISSUER}    mfa_methods: []\n{STEP_UP_ROUTE}    require: {{mfa: true}}\n"
+        ));
+        assert_eq!(errors[0].2, "issuers[0].mfa_methods");
+    }
+
+    #[test]
+    fn an_issuer_names_its_own_mfa_methods() {
+        let config = load_text(&format!(
+            "{ISSUER}    mfa_methods: [hwk, face]\n{STEP_UP_ROUTE}    require: {{mfa: true}}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.issuers[0].mfa_methods, ["hwk", "face"]);
+    }
+
+    #[test]
+    fn any_scopes_compiles_and_an_empty_one_is_an_error() {
+        let config = load_text(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{any_scopes: [\"documents:read\", admin]}}\n"
+        )))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Policy::Require(requirements) = &config.routes[0].policy else {
+            panic!("a requiring route");
+        };
+        assert_eq!(requirements.any_scopes, ["documents:read", "admin"]);
+        assert!(!config.issuers[0].scope_wildcards);
+
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{any_scopes: []}}\n"
+        )));
+        assert_eq!(errors[0].2, "routes[0].require.any_scopes");
+        // An empty `scopes` stays an error beside other requirements.
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{scopes: [], mfa: true}}\n"
+        )));
+        assert_eq!(errors[0].2, "routes[0].require.scopes");
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{any_scopes: [\"a b\"]}}\n"
+        )));
+        assert_eq!(errors[0].2, "routes[0].require.any_scopes[0]");
+    }
+
+    #[test]
+    fn scope_wildcards_is_an_issuer_switch() {
+        let config = load_text(&format!(
+            "{ISSUER}    scope_wildcards: true\n{STEP_UP_ROUTE}    require: {{scopes: [a]}}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.issuers[0].scope_wildcards);
+        let errors = located(&format!(
+            "{ISSUER}    scope_wildcards: yes please\n{STEP_UP_ROUTE}    require: {{scopes: [a]}}\n"
+        ));
+        assert_eq!(errors[0].2, "issuers[0].scope_wildcards");
+    }
+
+    #[test]
+    fn request_hygiene_compiles_lower_cased_and_bad_media_types_are_located() {
+        let config = load_text(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{scopes: [a], content_types: [Application/JSON, \
+             application/merge-patch+json], idempotency_key: true}}\n"
+        )))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Policy::Require(requirements) = &config.routes[0].policy else {
+            panic!("a requiring route");
+        };
+        assert_eq!(
+            requirements.hygiene.content_types,
+            ["application/json", "application/merge-patch+json"]
+        );
+        assert!(requirements.hygiene.idempotency_key);
+
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{scopes: [a], content_types: [json, \"application/*\", \
+             \"text/plain; charset=utf-8\"], idempotency_key: false}}\n"
+        )));
+        let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "routes[0].require.content_types[0]",
+                "routes[0].require.content_types[1]",
+                "routes[0].require.content_types[2]",
+                "routes[0].require.idempotency_key"
+            ]
+        );
+        assert_eq!(errors[0].0, 10);
+        assert!(errors[0].3.contains("invalid media type `json`"));
+        let errors = located(&with_issuer(&format!(
+            "{STEP_UP_ROUTE}    require: {{scopes: [a], content_types: []}}\n"
+        )));
+        assert_eq!(errors[0].2, "routes[0].require.content_types");
     }
 }

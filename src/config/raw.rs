@@ -505,6 +505,12 @@ pub struct RawIssuer {
     pub allow_insecure_http: bool,
     #[serde(default)]
     pub claim_headers: OrderedMap<String, Checked<ClaimHeaderName>>,
+    /// `amr` values that satisfy `require.mfa` (default `[mfa, otp, hwk, sms, swk]`).
+    #[serde(default)]
+    pub mfa_methods: Option<Vec<Checked<NonEmpty>>>,
+    /// A granted `prefix:*` scope satisfies a required `prefix:...` scope (off by default).
+    #[serde(default)]
+    pub scope_wildcards: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -666,14 +672,30 @@ pub enum OnDenyName {
 pub struct RawRequire {
     #[serde(default)]
     pub scopes: Option<Vec<Checked<ScopeToken>>>,
+    /// At least one of these must be granted.
+    #[serde(default)]
+    pub any_scopes: Option<Vec<Checked<ScopeToken>>>,
     #[serde(default)]
     pub permissions: Option<Vec<Checked<Permission>>>,
     #[serde(default)]
     pub roles: Option<Vec<Checked<RoleName>>>,
     #[serde(default)]
     pub when: Unsupported,
+    /// `amr` must name one of the issuer's `mfa_methods` (RFC 9470 step-up).
     #[serde(default)]
-    pub mfa: Unsupported,
+    pub mfa: Option<bool>,
+    /// `acr` must be one of these.
+    #[serde(default)]
+    pub acr: Option<Vec<Checked<AcrValue>>>,
+    /// Longest time since `auth_time`.
+    #[serde(default)]
+    pub max_auth_age: Option<Checked<HumanDuration>>,
+    /// Media types a POST, PUT or PATCH may declare.
+    #[serde(default)]
+    pub content_types: Option<Vec<Checked<MediaType>>>,
+    /// POST and PATCH must carry `Idempotency-Key`.
+    #[serde(default)]
+    pub idempotency_key: Option<bool>,
 }
 
 /// One entry of `roles:`, short form (a list of permissions) or long form.
@@ -911,6 +933,22 @@ impl AsRef<str> for Permission {
         &self.0
     }
 }
+
+string_newtype!(
+    /// A media type for `require.content_types`: `type/subtype` (RFC 9110 §8.3.1 tokens), no
+    /// parameters and no wildcard; kept in lower case.
+    MediaType(String),
+    "a media type such as `application/json`",
+    parse_media_type
+);
+
+string_newtype!(
+    /// An authentication context class reference for `require.acr`: sent space separated in
+    /// the step-up challenge's `acr_values`, so one token, no spaces, quotes or backslashes.
+    AcrValue(String),
+    "an `acr` value such as `phrh` or `urn:mace:incommon:iap:silver`",
+    parse_acr
+);
 
 string_newtype!(
     /// An OAuth scope token (RFC 6749 §3.3).
@@ -1193,6 +1231,29 @@ fn parse_role(text: &str) -> Result<String, String> {
 fn parse_permission(text: &str) -> Result<String, String> {
     parse_scope(text).map_err(|_| {
         format!("invalid permission `{text}`: one token, no spaces, quotes or backslashes")
+    })
+}
+
+fn parse_media_type(text: &str) -> Result<String, String> {
+    // RFC 9110 §5.6.2: tchar.
+    let token = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b))
+    };
+    match text.split_once('/') {
+        Some((kind, subtype)) if token(kind) && token(subtype) => Ok(text.to_ascii_lowercase()),
+        _ => Err(format!(
+            "invalid media type `{text}`: write `type/subtype` such as `application/json`, \
+             without parameters or `*`"
+        )),
+    }
+}
+
+fn parse_acr(text: &str) -> Result<String, String> {
+    parse_scope(text).map_err(|_| {
+        format!("invalid `acr` value `{text}`: one token, no spaces, quotes or backslashes")
     })
 }
 

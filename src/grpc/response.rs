@@ -33,6 +33,9 @@ pub fn rpc_code(http_status: u16) -> i32 {
         401 => code::UNAUTHENTICATED,
         403 => code::PERMISSION_DENIED,
         404 => code::NOT_FOUND,
+        // No canonical google.rpc code for 415: the request itself is unacceptable, whatever
+        // the server's state, which is INVALID_ARGUMENT (as 400).
+        415 => code::INVALID_ARGUMENT,
         429 => code::RESOURCE_EXHAUSTED,
         _ => code::UNAVAILABLE,
     }
@@ -181,6 +184,8 @@ mod tests {
         let cases = [
             (DenyReason::BadPath, code::INVALID_ARGUMENT),
             (DenyReason::BadAuthority, code::INVALID_ARGUMENT),
+            (DenyReason::UnsupportedMediaType, code::INVALID_ARGUMENT),
+            (DenyReason::MissingIdempotencyKey, code::INVALID_ARGUMENT),
             (DenyReason::NoRoute { status: 404 }, code::NOT_FOUND),
             (DenyReason::NoRoute { status: 403 }, code::PERMISSION_DENIED),
             (DenyReason::Forbidden, code::PERMISSION_DENIED),
@@ -252,7 +257,7 @@ mod tests {
         assert_eq!(
             header_value(&denied, "www-authenticate"),
             Some(
-                r#"Bearer realm="portcullis", error="insufficient_user_authentication", acr_values="phrh", max_age=60"#
+                r#"Bearer realm="portcullis", error="insufficient_user_authentication", acr_values="phrh", max_age="60""#
             )
         );
     }

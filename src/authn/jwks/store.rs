@@ -764,6 +764,8 @@ mod tests {
                     source: KeySource::JwksUri(url.to_owned()),
                     refresh: RefreshPolicy::default(),
                     claim_headers: Vec::new(),
+                    mfa_methods: crate::authn::default_mfa_methods(),
+                    scope_wildcards: false,
                 };
                 (url, allowed, registry.store_for(&config))
             })
