@@ -8,6 +8,15 @@ use crate::authz::routes::{PathMatch, RouteMatch};
 use crate::authz::{OnDeny, Policy, Route};
 use crate::config::{Config, ReadinessConfig, ResponseSettings, ServerConfig};
 
+/// Request headers from `(name, value)` pairs, as an adapter would build them.
+pub(crate) fn headers(pairs: &[(&str, &str)]) -> crate::input::Headers {
+    crate::input::Headers::new(
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+    )
+}
+
 pub(crate) fn route(name: &str, path: &str, policy: Policy) -> Route {
     Route {
         name: Arc::from(name),

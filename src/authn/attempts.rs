@@ -492,13 +492,7 @@ mod tests {
         assert_eq!(quota.per, Duration::from_secs(60));
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> Headers {
-        Headers::new(
-            pairs
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
-        )
-    }
+    use crate::testing::headers;
 
     fn xff(trusted_hops: u8) -> ClientAddressHeader {
         ClientAddressHeader {

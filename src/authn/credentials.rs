@@ -141,13 +141,7 @@ fn is_credential_name(raw: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> Headers {
-        Headers::new(
-            pairs
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
-        )
-    }
+    use crate::testing::headers;
 
     #[test]
     fn reads_bearer_token_with_any_scheme_case() {

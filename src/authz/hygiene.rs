@@ -69,13 +69,7 @@ impl Hygiene {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> Headers {
-        Headers::new(
-            pairs
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
-        )
-    }
+    use crate::testing::headers;
 
     fn json_only() -> Hygiene {
         Hygiene {
