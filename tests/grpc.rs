@@ -87,20 +87,21 @@ fn ed() -> TestKey {
 /// The configuration every test starts from: one issuer (`corp`) whose keys come from
 /// `jwks_uri`, refreshed per `refresh`; `extra` is appended at the top level (e.g. `response:`).
 ///
+/// The listeners on free ports and the `corp` issuer up to its `algorithms` line.
+fn server_and_issuer(jwks_uri: &str, algorithms: &str) -> String {
+    format!(
+        "server:\n  grpc_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\nissuers:\n  - name: \
+         corp\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks_uri: {jwks_uri}\n    \
+         algorithms: {algorithms}"
+    )
+}
+
 /// Routes: `/healthz` anonymous; `GET /documents` needs `read:documents`; `POST /documents`
 /// needs `read:documents write:documents`; `GET /documents/{id}` needs `read:documents` and
 /// answers denials with 404; `/api/...` needs any valid token.
 fn config_yaml(jwks_uri: &str, refresh: &str, extra: &str) -> String {
     format!(
-        r#"server:
-  grpc_listen: 127.0.0.1:0
-  admin_listen: 127.0.0.1:0
-issuers:
-  - name: corp
-    issuer: {ISSUER}
-    audiences: [{AUDIENCE}]
-    jwks_uri: {jwks_uri}
-    algorithms: [RS256, ES256, EdDSA]
+        r#"{prelude}
     clock_skew: 30s
     refresh: {refresh}
     claim_headers:
@@ -124,7 +125,8 @@ routes:
   - name: api
     match: {{path_prefix: /api}}
     allow: authenticated
-"#
+"#,
+        prelude = server_and_issuer(jwks_uri, "[RS256, ES256, EdDSA]"),
     )
 }
 
@@ -1633,15 +1635,7 @@ const FORBIDDEN: Expected<'static> = Expected {
 /// needs the `admin` role and hides itself.
 fn rbac_config_yaml(jwks_uri: &str) -> String {
     format!(
-        r#"server:
-  grpc_listen: 127.0.0.1:0
-  admin_listen: 127.0.0.1:0
-issuers:
-  - name: corp
-    issuer: {ISSUER}
-    audiences: [{AUDIENCE}]
-    jwks_uri: {jwks_uri}
-    algorithms: [RS256]
+        r#"{prelude}
     refresh: {FAST_REFRESH}
     claims: {{roles: realm_access.roles}}
 roles:
@@ -1662,7 +1656,8 @@ routes:
     match: {{path_prefix: /admin}}
     require: {{roles: [admin]}}
     on_deny: not_found
-"#
+"#,
+        prelude = server_and_issuer(jwks_uri, "[RS256]"),
     )
 }
 
