@@ -155,12 +155,14 @@ impl Stack {
 
     /// Starts portcullis against `idp` without waiting for keys.
     async fn start_with_idp(idp: JwksServer, refresh: &str, extra: &str) -> Self {
+        let yaml = config_yaml(&idp.jwks_url(), refresh, extra);
+        Self::start_with_yaml(idp, &yaml).await
+    }
+
+    /// Starts portcullis on `yaml`, written to a file it watches, without waiting for keys.
+    async fn start_with_yaml(idp: JwksServer, yaml: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = write_config(
-            dir.path(),
-            "portcullis.yaml",
-            &config_yaml(&idp.jwks_url(), refresh, extra),
-        );
+        let config = write_config(dir.path(), "portcullis.yaml", yaml);
         let agent = InProcessAgent::start_file(&config).await;
         let client = agent.client().await;
         Self {
@@ -179,23 +181,14 @@ impl Stack {
     /// As [`Stack::start`], with `routes` (YAML list items) listed before the others.
     async fn start_with_routes(routes: &str) -> Self {
         let idp = JwksServer::start(&tokens::jwks(&[&rsa(), &ec(), &ed()])).await;
-        let dir = tempfile::tempdir().expect("tempdir");
         let yaml = config_yaml(&idp.jwks_url(), FAST_REFRESH, "").replacen(
             "routes:\n",
             &format!("routes:\n{routes}"),
             1,
         );
-        let config = write_config(dir.path(), "portcullis.yaml", &yaml);
-        let agent = InProcessAgent::start_file(&config).await;
-        let client = agent.client().await;
-        wait_ready(&agent.addrs, WAIT).await;
-        Self {
-            idp,
-            agent,
-            client,
-            config,
-            _dir: dir,
-        }
+        let stack = Self::start_with_yaml(idp, &yaml).await;
+        wait_ready(&stack.agent.addrs, WAIT).await;
+        stack
     }
 
     fn addrs(&self) -> Addrs {
