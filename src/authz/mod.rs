@@ -121,7 +121,7 @@ pub fn authorize<'r>(
     identity: &Identity,
     resource: &Resource<'_>,
 ) -> Result<(), Refusal<'r>> {
-    let missing = scopes::missing_matching(
+    let missing = scopes::missing(
         &requirements.scopes,
         &identity.scopes,
         identity.scope_wildcards,

@@ -7,15 +7,6 @@
 //! trailing `*` right after a `:` is a wildcard; `*` alone, `documents*` or `a:*:b` match only
 //! themselves.
 
-/// The required scopes the caller lacks, in the route's order; empty means allowed.
-pub fn missing<'a>(required: &'a [String], granted: &[String]) -> Vec<&'a str> {
-    required
-        .iter()
-        .filter(|need| !granted.iter().any(|have| have == *need))
-        .map(String::as_str)
-        .collect()
-}
-
 /// Whether the granted scope `have` satisfies the required scope `need`.
 pub fn grants(have: &str, need: &str, wildcards: bool) -> bool {
     if have == need {
@@ -28,12 +19,9 @@ pub fn grants(have: &str, need: &str, wildcards: bool) -> bool {
             .is_some_and(|prefix| need.len() > prefix.len() && need.starts_with(prefix))
 }
 
-/// [`missing`], with the issuer's wildcard rule when `wildcards` is set.
-pub fn missing_matching<'a>(
-    required: &'a [String],
-    granted: &[String],
-    wildcards: bool,
-) -> Vec<&'a str> {
+/// The required scopes not granted, in the route's order (empty: all granted), with the
+/// issuer's wildcard rule when `wildcards` is set.
+pub fn missing<'a>(required: &'a [String], granted: &[String], wildcards: bool) -> Vec<&'a str> {
     required
         .iter()
         .filter(|need| !granted.iter().any(|have| grants(have, need, wildcards)))
@@ -60,21 +48,21 @@ mod tests {
     fn allows_when_every_required_scope_is_granted() {
         let required = strings(&["read:documents", "write:documents"]);
         let granted = strings(&["write:documents", "openid", "read:documents"]);
-        assert!(missing(&required, &granted).is_empty());
+        assert!(missing(&required, &granted, false).is_empty());
     }
 
     #[test]
     fn denies_when_one_scope_is_missing() {
         let required = strings(&["read:documents", "write:documents"]);
         let granted = strings(&["read:documents"]);
-        assert_eq!(missing(&required, &granted), vec!["write:documents"]);
+        assert_eq!(missing(&required, &granted, false), vec!["write:documents"]);
     }
 
     #[test]
     fn scope_prefix_is_not_a_match() {
         let required = strings(&["read:documents"]);
         let granted = strings(&["read:doc", "read:documents:all"]);
-        assert_eq!(missing(&required, &granted), vec!["read:documents"]);
+        assert_eq!(missing(&required, &granted, false), vec!["read:documents"]);
     }
 
     #[test]
@@ -102,7 +90,7 @@ mod tests {
         assert!(any_granted(&wanted, &strings(&["documents:*"]), true));
         assert!(!any_granted(&wanted, &strings(&["documents:*"]), false));
         assert_eq!(
-            missing_matching(&wanted, &strings(&["documents:*"]), true),
+            missing(&wanted, &strings(&["documents:*"]), true),
             vec!["admin"]
         );
     }
