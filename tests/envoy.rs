@@ -1863,3 +1863,159 @@ in_both_modes!(
     grpc_mode_forged_forwarding_headers_do_not_change_the_limited_address,
     http_mode_forged_forwarding_headers_do_not_change_the_limited_address
 );
+
+// ---------------------------------------------------------------------------------------------
+// Authorization models: roles and permissions, step-up
+
+/// Roles and step-up routes over the provider's clients: the test client holds `admin`, the
+/// reader `viewer`, the writer and the MFA client `user` (the MFA client's tokens also record
+/// `amr: [pwd, otp]`).
+fn policy_config(ports: AgentPorts, idp: &Idp) -> String {
+    format!(
+        r#"{server}issuers:
+  - name: test-idp
+    issuer: {issuer}
+    audiences: [{AUDIENCE}]
+    discovery: true
+    algorithms: [RS256, ES256]
+    types: [at+jwt]
+    clock_skew: 30s
+roles:
+  admin: {{permissions: [delete, admin], includes: [user]}}
+  user: {{permissions: [write], includes: [viewer]}}
+  viewer: [read]
+routes:
+  - name: list-documents
+    match: {{methods: [GET], path: /documents}}
+    require: {{scopes: ["read:documents"]}}
+  - name: read-document
+    match: {{methods: [GET], path: "/documents/{{doc_id}}"}}
+    require: {{permissions: [read]}}
+  - name: edit-document
+    match: {{methods: [PUT], path: "/documents/{{doc_id}}"}}
+    require: {{permissions: [write]}}
+  - name: delete-document
+    match: {{methods: [DELETE], path: "/documents/{{doc_id}}"}}
+    require: {{roles: [admin]}}
+  - name: transfer
+    match: {{methods: [POST], path: /transfers}}
+    require: {{roles: [user, admin], mfa: true, max_auth_age: 5m}}
+"#,
+        server = ports.server_yaml(),
+        issuer = idp.issuer(),
+    )
+}
+
+async fn roles_and_step_up_through_envoy(mode: SidecarMode) {
+    let Some(idp) = Idp::start().await else {
+        return;
+    };
+    let Some((upstream, agent, envoy)) = start_sidecar(
+        mode,
+        |ports| policy_config(ports, &idp),
+        true,
+        |_, rendered| rendered,
+    )
+    .await
+    else {
+        return;
+    };
+    let client = http_client();
+    let read = ["read:documents"];
+    let admin = idp.token(&read, AUDIENCE).await;
+    let viewer = idp
+        .token_as(
+            (
+                common::idp::READER_CLIENT_ID,
+                common::idp::READER_CLIENT_SECRET,
+            ),
+            &read,
+            AUDIENCE,
+        )
+        .await;
+    let writer = idp
+        .token_as(common::idp::WRITER_CLIENT, &read, AUDIENCE)
+        .await;
+    let mfa = idp.token_as(common::idp::MFA_CLIENT, &read, AUDIENCE).await;
+    wait_until_allowed(&client, &envoy, &admin, &agent).await;
+
+    // Who may do what: the classic three roles across the routes, as the provider issued them.
+    let table: [(&str, &str, &str, &str, u16); 13] = [
+        ("viewer", &viewer, "GET", "/documents/7", 200),
+        ("viewer", &viewer, "PUT", "/documents/7", 403),
+        ("viewer", &viewer, "DELETE", "/documents/7", 403),
+        ("user", &writer, "GET", "/documents/7", 200),
+        ("user", &writer, "PUT", "/documents/7", 200),
+        ("user", &writer, "DELETE", "/documents/7", 403),
+        ("admin", &admin, "GET", "/documents/7", 200),
+        ("admin", &admin, "PUT", "/documents/7", 200),
+        ("admin", &admin, "DELETE", "/documents/7", 200),
+        // Step-up: the role is not enough without a second factor.
+        ("viewer", &viewer, "POST", "/transfers", 403),
+        ("user", &writer, "POST", "/transfers", 401),
+        ("user+otp", &mfa, "POST", "/transfers", 200),
+        ("admin (no amr)", &admin, "POST", "/transfers", 401),
+    ];
+    for (who, token, method, path, expected) in table {
+        let bearer = format!("Bearer {token}");
+        let reply = send(&client, &envoy, method, path, &[("authorization", &bearer)]).await;
+        assert_eq!(
+            reply.status,
+            expected,
+            "{mode:?}: {who} {method} {path}\n{reply:?}\nportcullis:\n{}",
+            tail(&agent.logs(), 20)
+        );
+        if expected == 200 {
+            let echo = reply.echo();
+            assert_eq!(echo.method, method, "{reply:?}");
+            assert!(
+                echo.header("authorization").is_none(),
+                "the credential reached the app: {echo:?}"
+            );
+        }
+    }
+
+    // The roles travel to the application as portcullis read them from the token.
+    let bearer = format!("Bearer {writer}");
+    let reply = send(
+        &client,
+        &envoy,
+        "GET",
+        "/documents/7",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(
+        reply.echo().header("x-auth-roles"),
+        Some("user"),
+        "{reply:?}"
+    );
+
+    // RFC 9470: the 401 tells the client how to step up, in the standard form.
+    let bearer = format!("Bearer {writer}");
+    let reply = send(
+        &client,
+        &envoy,
+        "POST",
+        "/transfers",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(reply.status, 401, "{reply:?}");
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(
+            r#"Bearer realm="portcullis", error="insufficient_user_authentication", max_age="300""#
+        ),
+        "{mode:?}: {reply:?}"
+    );
+    // The body stays the generic 401 one: only the challenge says what is missing.
+    assert_eq!(reply.json()["error"], "unauthorized", "{reply:?}");
+    drop(upstream);
+}
+
+in_both_modes!(
+    roles_and_step_up_through_envoy =>
+    grpc_mode_roles_and_step_up_through_envoy,
+    http_mode_roles_and_step_up_through_envoy
+);

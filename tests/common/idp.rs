@@ -19,6 +19,12 @@ pub const CLIENT_SECRET: &str = "portcullis-test-secret";
 /// A second client allowed only `read:documents`; its tokens carry `roles: ["viewer"]`.
 pub const READER_CLIENT_ID: &str = "portcullis-reader";
 pub const READER_CLIENT_SECRET: &str = "portcullis-reader-secret";
+/// A user-like client (`read:documents write:documents`, `roles: ["user"]`) whose tokens say it
+/// signed in with a password only: `amr: ["pwd"]`, `acr: "urn:example:loa:1"`, `auth_time`.
+pub const WRITER_CLIENT: (&str, &str) = ("portcullis-writer", "portcullis-writer-secret");
+/// Like [`WRITER_CLIENT`], but its tokens record a second factor: `amr: ["pwd", "otp"]`,
+/// `acr: "urn:example:loa:2"`.
+pub const MFA_CLIENT: (&str, &str) = ("portcullis-mfa", "portcullis-mfa-secret");
 
 /// The key state the provider reports (`GET /state` on its admin port).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -103,6 +109,13 @@ impl Idp {
         self.token_for(CLIENT_ID, CLIENT_SECRET, scopes, Some(resource))
             .await
             .unwrap_or_else(|e| panic!("idp token request failed: {e}"))
+    }
+
+    /// A JWT access token for `client` (id, secret) with `aud` = `resource`.
+    pub async fn token_as(&self, client: (&str, &str), scopes: &[&str], resource: &str) -> String {
+        self.token_for(client.0, client.1, scopes, Some(resource))
+            .await
+            .unwrap_or_else(|e| panic!("idp token request for {} failed: {e}", client.0))
     }
 
     /// The client-credentials grant for any client; without `resource` the provider issues an

@@ -51,7 +51,7 @@ const ALL_SCOPES = [
 ];
 const TOKEN_TTL = Number.parseInt(args['token-ttl'], 10);
 
-// Static clients. `roles` are added to their access tokens (see extraTokenClaims).
+// Static clients. `roles` and `claims` are added to their access tokens (see extraTokenClaims).
 const CLIENTS = [
   {
     client_id: 'portcullis-test',
@@ -64,6 +64,23 @@ const CLIENTS = [
     client_secret: 'portcullis-reader-secret',
     scope: 'read:documents',
     roles: ['viewer'],
+  },
+  // A user-like caller that signed in with a password only, and one that also used a one-time
+  // code: `amr`/`acr`/`auth_time` (RFC 8176, OIDC Core) as an OP records them for step-up
+  // (RFC 9470) tests. `auth_time` is the time the token is issued.
+  {
+    client_id: 'portcullis-writer',
+    client_secret: 'portcullis-writer-secret',
+    scope: 'read:documents write:documents',
+    roles: ['user'],
+    claims: { amr: ['pwd'], acr: 'urn:example:loa:1' },
+  },
+  {
+    client_id: 'portcullis-mfa',
+    client_secret: 'portcullis-mfa-secret',
+    scope: 'read:documents write:documents',
+    roles: ['user'],
+    claims: { amr: ['pwd', 'otp'], acr: 'urn:example:loa:2' },
   },
 ];
 
@@ -92,7 +109,7 @@ let provider;
 function buildProvider() {
   const jwks = { keys: SUPPORTED_ALGS.flatMap((alg) => keys[alg]) };
   const p = new Provider(issuer, {
-    clients: CLIENTS.map(({ roles: _roles, ...client }) => ({
+    clients: CLIENTS.map(({ roles: _roles, claims: _claims, ...client }) => ({
       ...client,
       grant_types: ['client_credentials'],
       response_types: [],
@@ -121,7 +138,11 @@ function buildProvider() {
     },
     extraTokenClaims: (_ctx, token) => {
       const client = CLIENTS.find((c) => c.client_id === token.clientId);
-      return client ? { roles: client.roles } : undefined;
+      if (!client) return undefined;
+      const user = client.claims
+        ? { ...client.claims, auth_time: Math.floor(Date.now() / 1000) }
+        : {};
+      return { roles: client.roles, ...user };
     },
     ttl: { ClientCredentials: TOKEN_TTL },
   });
