@@ -52,11 +52,36 @@ pub fn missing_tool<T>(what: &str, how_to_install: &str) -> Option<T> {
 
 /// A free loopback port (bound, then released). Only for components that must be told their
 /// port up front and must keep it across a restart (portcullis); everything else binds port 0.
+///
+/// Taken from below the kernel's ephemeral range (`ip_local_port_range`), never from it: a
+/// released ephemeral port can be handed straight back as the local port of one of the many
+/// outgoing connections a test makes (Envoy to the app, clients to Envoy), and portcullis
+/// then fails to bind it. Below that range only this function hands out ports, once each per
+/// test process, starting from an offset that differs between processes.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral loopback port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let low = 10_000;
+    let span = ephemeral_low.saturating_sub(low).max(1);
+    let _ = NEXT.compare_exchange(
+        0,
+        std::process::id().wrapping_mul(7919) % span + 1,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let candidate = low + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let Ok(port) = u16::try_from(candidate) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range")
 }
 
 /// A child process with its stdout and stderr captured (drained by background threads so the
