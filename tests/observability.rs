@@ -110,6 +110,30 @@ fn dashboard_queries(dashboard: &Value) -> Vec<Query> {
         .collect()
 }
 
+/// The `label_values(selector, label)` queries of the dashboard's variables, as (variable,
+/// selector, label).
+fn variable_queries(dashboard: &Value) -> Vec<(String, String, String)> {
+    dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .filter(|variable| variable["type"] == "query")
+        .map(|variable| {
+            let query = variable["query"].as_str().expect("a label_values query");
+            let (selector, label) = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .and_then(|q| q.rsplit_once(','))
+                .unwrap_or_else(|| panic!("not label_values(selector, label): {query}"));
+            (
+                variable["name"].as_str().expect("name").to_owned(),
+                selector.trim().to_owned(),
+                label.trim().to_owned(),
+            )
+        })
+        .collect()
+}
+
 fn panel_error(panel: &Value, problem: &str) -> ! {
     panic!("panel {:?}: {problem}", panel["title"])
 }
@@ -247,8 +271,16 @@ async fn dashboard_and_alerts_query_only_metrics_portcullis_exports() {
     assert_eq!(code, 200);
     let exposed = exposed_names(&exposition);
 
-    let queries: Vec<Query> = dashboard_queries(&dashboard())
+    let dashboard = dashboard();
+    let variables = variable_queries(&dashboard)
         .into_iter()
+        .map(|(name, selector, _)| Query {
+            origin: format!("variable ${name}"),
+            expr: selector,
+        });
+    let queries: Vec<Query> = dashboard_queries(&dashboard)
+        .into_iter()
+        .chain(variables)
         .chain(rule_queries(&yaml(RULES)))
         .collect();
     let mut queried = BTreeSet::new();
@@ -650,6 +682,30 @@ async fn prometheus_reads_back_the_checks_portcullis_answered() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    // The variables' `label_values` find the scrape's namespace and pod.
+    for (name, selector, label) in variable_queries(&dashboard()) {
+        let selector = as_promql(&selector, "1m", "5m");
+        let answer = prometheus
+            .get("/api/v1/series", &[("match[]", selector.as_str())])
+            .await
+            .unwrap_or_default();
+        let values: BTreeSet<&str> = answer["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|series| series[label.as_str()].as_str())
+            .collect();
+        let expected = match label.as_str() {
+            "namespace" => "observability-test",
+            "pod" => "portcullis-0",
+            other => panic!("${name} reads {other}, a label this scrape does not set"),
+        };
+        assert!(
+            values.contains(expected),
+            "${name} ({selector}, {label}) finds {values:?}: {answer}"
+        );
     }
 
     // The alert rules load into the server and evaluate without error.
