@@ -45,10 +45,13 @@ endef
 
 deps: envoy idp promtool
 
-# promtool (Debian's prometheus package) lints the /metrics exposition in tests/app.rs.
+# Debian's prometheus package: promtool lints the /metrics exposition (tests/app.rs) and checks
+# the dashboard's queries and the alert rules; the prometheus server scrapes portcullis in
+# tests/observability.rs.
 promtool:
-	@command -v promtool >/dev/null || { echo ">> installing prometheus (for promtool)"; \
-		$(call apt_install,prometheus); }
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+		echo ">> installing prometheus (promtool and the server)"; $(call apt_install,prometheus); \
+	fi
 
 envoy: $(ENVOY_STAMP)
 
