@@ -4,6 +4,7 @@
 #   make demo         provider + portcullis + Envoy + an upstream on loopback, with curl commands
 #   make bench-envoy  the Envoy load benchmark (no auth vs jwt_authn vs ext_authz + portcullis)
 #   make bench-grpc   portcullis alone behind h2load: CPU per check
+#   make bench-grpc-instructions   the same under callgrind: instructions per check (exact)
 #   make lint         rustfmt check, clippy with warnings as errors, one-way imports
 #   make build        debug build of the portcullis binary
 #
@@ -41,7 +42,7 @@ define install_missing
 		if [ -n "$$missing" ]; then echo ">> installing$$missing"; $(call apt_install,$$missing); fi
 endef
 
-.PHONY: test build lint demo bench-envoy bench-grpc deps envoy idp promtool print-envoy clean-deps
+.PHONY: test build lint demo bench-envoy bench-grpc bench-grpc-instructions deps envoy idp promtool print-envoy clean-deps
 
 deps: envoy idp promtool
 
@@ -111,6 +112,17 @@ bench-grpc: idp
 	@$(call install_missing,h2load:nghttp2-client taskset:util-linux)
 	$(CARGO) build --release --bin portcullis
 	PORTCULLIS_BIN=$(CURDIR)/target/release/portcullis deploy/bench/grpc-bench.sh
+
+# The same cases counted in instructions under valgrind: slow, but the same on any day, so a
+# before/after pair shows changes too small for CPU time on a shared VM. BASE_BIN=path/to/an
+# older build runs it first, for the side-by-side.
+bench-grpc-instructions: idp
+	@$(call install_missing,h2load:nghttp2-client taskset:util-linux valgrind:valgrind)
+	$(CARGO) build --release --bin portcullis
+	@if [ -n "$${BASE_BIN:-}" ]; then echo ">> base: $$BASE_BIN"; \
+		COUNT=instructions OUT=$(CURDIR)/target/bench-grpc/base PORTCULLIS_BIN=$$BASE_BIN deploy/bench/grpc-bench.sh; \
+		echo ">> this tree"; fi
+	COUNT=instructions PORTCULLIS_BIN=$(CURDIR)/target/release/portcullis deploy/bench/grpc-bench.sh
 
 clean-deps:
 	rm -rf $(VENV) $(IDP_DIR)/node_modules

@@ -14,20 +14,33 @@
 # (401). One repeated token: the cached path, which is what 10,000 distinct cached tokens cost
 # too, minus CPU-cache misses.
 #
-# Env: PORTCULLIS_BIN (set by make), REQUESTS (300000 per run), REPEAT (3; median reported),
-#      OUT (target/bench-grpc), PROTOC (default: protoc on PATH, else the vendored one),
-#      DYNAMIC_METADATA (portcullis's `response.dynamic_metadata`; default true, as shipped).
+# With COUNT=instructions (`make bench-grpc-instructions`), portcullis runs under valgrind's
+# callgrind instead and the report gives the instructions it executes per check, counted from
+# after the warm-up to the end of the run. Slower (~50x) and blind to CPU-cache and SIMD
+# differences (valgrind hides SHA-NI, so token hashing counts more than it costs), but exact:
+# the same binary gives the same count on any day, so two builds compared this way show a
+# change of a few hundred instructions that CPU time on a shared VM cannot.
+#
+# Env: PORTCULLIS_BIN (set by make), REQUESTS (300000 per run; 5000 when counting
+#      instructions), REPEAT (3; median reported; 1 when counting), OUT (target/bench-grpc),
+#      PROTOC (default: protoc on PATH, else the vendored one), DYNAMIC_METADATA (portcullis's
+#      `response.dynamic_metadata`; default true, as shipped), COUNT (cpu or instructions).
 set -euo pipefail
 
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-REQUESTS="${REQUESTS:-300000}"
-REPEAT="${REPEAT:-3}"
+COUNT="${COUNT:-cpu}"
+case "$COUNT" in
+  cpu) REQUESTS="${REQUESTS:-300000}" REPEAT="${REPEAT:-3}" UNIT="µs CPU per check" ;;
+  instructions) REQUESTS="${REQUESTS:-5000}" REPEAT="${REPEAT:-1}" UNIT="instructions per check" ;;
+  *) echo "bench-grpc: COUNT is cpu or instructions, not $COUNT" >&2; exit 1 ;;
+esac
 OUT="${OUT:-$ROOT/target/bench-grpc}"
 GRPC_PORT=9391
 ADMIN_PORT=9392
 
 require_tools bench-grpc "make bench-grpc installs it" h2load taskset curl node python3
+[[ "$COUNT" == cpu ]] || require_tools bench-grpc "make bench-grpc-instructions installs it" valgrind callgrind_control
 [[ -x "$PORTCULLIS" ]] || { echo "bench-grpc: no portcullis at $PORTCULLIS (cargo build --release)" >&2; exit 1; }
 (($(nproc) >= 2)) || { echo "bench-grpc: needs 2 CPUs (portcullis and h2load apart)" >&2; exit 1; }
 
@@ -95,32 +108,47 @@ body no-token /documents
 CONFIG="$(write_portcullis_config "$WORK" "$GRPC_PORT" "$ADMIN_PORT" "$WORK/tokens/jwks.json" RS256)"
 
 RESULTS="$OUT/results.tsv"
-printf 'case\tround\trps\tcpu_us_per_check\n' >"$RESULTS"
+printf 'case\tround\trps\tper_check\n' >"$RESULTS"
 
 run() { # case body log_filter round
-  local name="$1" body="$2" filter="$3" round="$4"
-  PORTCULLIS_LOG="$filter" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$CONFIG" \
+  local name="$1" body="$2" filter="$3" round="$4" under=(taskset -c "$SUT_CPU") tries=200 warm=50000
+  if [[ "$COUNT" == instructions ]]; then
+    under=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.$name.%p")
+    tries=1200 warm=2000
+  fi
+  PORTCULLIS_LOG="$filter" "${under[@]}" "$PORTCULLIS" serve --config "$CONFIG" \
     >"$WORK/portcullis.log" 2>&1 &
   local pid=$!
   PIDS=("$pid")
-  wait_until_up bench-grpc portcullis "$WORK/portcullis.log" "$pid" 200 0.05 \
+  wait_until_up bench-grpc portcullis "$WORK/portcullis.log" "$pid" "$tries" 0.05 \
     curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz"
+  local timeout=500m
+  [[ "$COUNT" == cpu ]] || timeout=20S # valgrind is slow
   local load=(taskset -c "$LOAD_CPU" h2load -c 1 -m 64 -d "$WORK/$body.bin"
-    -H content-type:application/grpc -H te:trailers -H grpc-timeout:500m
+    -H content-type:application/grpc -H te:trailers -H "grpc-timeout:$timeout"
     "http://127.0.0.1:$GRPC_PORT/envoy.service.auth.v3.Authorization/Check")
-  "${load[@]}" -n 50000 >/dev/null # warm-up
-  local t0 t1 out
-  t0=$(cpu_ticks "$pid")
-  out=$("${load[@]}" -n "$REQUESTS")
-  t1=$(cpu_ticks "$pid")
+  "${load[@]}" -n "$warm" >/dev/null # warm-up
+  local t0 t1 out per_check
+  if [[ "$COUNT" == cpu ]]; then
+    t0=$(cpu_ticks "$pid")
+    out=$("${load[@]}" -n "$REQUESTS")
+    t1=$(cpu_ticks "$pid")
+    per_check=$(awk -v d="$((t1 - t0))" -v tck="$CLK_TCK" -v req="$REQUESTS" 'BEGIN {printf "%.2f", d / tck * 1e6 / req}')
+  else
+    callgrind_control --zero "$pid" >/dev/null
+    out=$("${load[@]}" -n "$REQUESTS")
+    callgrind_control --dump="$name" "$pid" >/dev/null
+    # The dump's `totals:` line: instructions executed since the zeroing, every thread.
+    per_check=$(awk -v req="$REQUESTS" '/^totals:/ {printf "%.0f", $2 / req; exit}' "$WORK"/callgrind."$name".*.1)
+  fi
   stop_pids 3 "$pid"
   PIDS=()
   grep -q "status codes: $REQUESTS 2xx" <<<"$out" || { echo "bench-grpc: $name: not every request answered:" >&2; echo "$out" >&2; exit 1; }
   local rps
   rps=$(sed -n 's/^finished in [0-9.]*m\?s, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
-  awk -v n="$name" -v r="$round" -v rps="$rps" -v d="$((t1 - t0))" -v tck="$CLK_TCK" -v req="$REQUESTS" \
-    'BEGIN {printf "%s\t%s\t%.0f\t%.2f\n", n, r, rps, d / tck * 1e6 / req}' >>"$RESULTS"
-  tail -n 1 "$RESULTS" | awk -F'\t' '{printf "  %-26s %8s checks/s  %6s µs CPU per check\n", $1, $3, $4}'
+  printf '%s\t%s\t%.0f\t%s\n' "$name" "$round" "$rps" "$per_check" >>"$RESULTS"
+  tail -n 1 "$RESULTS" | awk -F'\t' -v unit="$UNIT" '{printf "  %-26s %8s checks/s  %8s %s\n", $1, $3, $4, unit}'
+  rm -f "$WORK"/callgrind."$name".*
 }
 
 echo "bench-grpc: $REQUESTS checks per run, $REPEAT rounds; portcullis on CPU $SUT_CPU, h2load on CPU $LOAD_CPU (1 connection, 64 streams)"
@@ -133,17 +161,19 @@ done
 
 REPORT="$OUT/results.md"
 {
-  echo "## portcullis alone: CPU per check (h2load, one connection, 64 streams)"
+  echo "## portcullis alone: $UNIT (h2load, one connection, 64 streams)"
   echo
-  echo "$(date -u +%Y-%m-%d), $REQUESTS checks per run, median of $REPEAT rounds; portcullis pinned to one CPU."
+  where="portcullis pinned to one CPU"
+  [[ "$COUNT" == cpu ]] || where="portcullis under callgrind (checks/s is valgrind's, not a speed)"
+  echo "$(date -u +%Y-%m-%d), $REQUESTS checks per run, median of $REPEAT rounds; $where."
   echo
-  echo "| case | checks/s | µs CPU per check |"
+  echo "| case | checks/s | $UNIT |"
   echo "|---|---:|---:|"
   for c in allowed-cached-rs256 allowed-audit-off anonymous-route denied-no-token; do
     echo "| $c | $(median "$RESULTS" "$c" 3) | $(median "$RESULTS" "$c" 4) |"
   done
   echo
-  echo "Reproduce: \`make bench-grpc\` (env REQUESTS, REPEAT)."
+  echo "Reproduce: \`make bench-grpc\` or \`make bench-grpc-instructions\` (env REQUESTS, REPEAT)."
 } >"$REPORT"
 echo
 cat "$REPORT"
