@@ -1,0 +1,191 @@
+{{/*
+Names, labels and the rendered configuration. Every named template here takes the chart's own
+context (`.` inside this chart, `.Subcharts.portcullis` from a parent chart).
+*/}}
+
+{{- define "portcullis.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "portcullis.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "portcullis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "portcullis.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "portcullis.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "portcullis.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: portcullis
+{{- end -}}
+
+{{- define "portcullis.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "portcullis.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "portcullis.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "portcullis.configMapName" -}}
+{{- default (printf "%s-config" (include "portcullis.fullname" .)) .Values.config.existingConfigMap -}}
+{{- end -}}
+
+{{- define "portcullis.envoyConfigMapName" -}}
+{{- default (printf "%s-envoy" (include "portcullis.fullname" .)) .Values.envoy.existingConfigMap -}}
+{{- end -}}
+
+{{- define "portcullis.secretName" -}}
+{{- if .Values.secrets.existingSecret -}}
+{{- .Values.secrets.existingSecret -}}
+{{- else if .Values.secrets.data -}}
+{{- printf "%s-secrets" (include "portcullis.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where portcullis's gRPC listener binds: loopback beside Envoy, every address in istio mode. */}}
+{{- define "portcullis.grpcListen" -}}
+{{- if eq .Values.mode "istio" -}}
+{{- printf "0.0.0.0:%d" (int .Values.ports.grpc) -}}
+{{- else -}}
+{{- printf "127.0.0.1:%d" (int .Values.ports.grpc) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The checks Helm can make before portcullis sees the file, with portcullis's own wording where
+it has one (`portcullis check-config` finds the rest when the pod starts: the reload keeps the
+last good configuration, a first start fails its probes).
+*/}}
+{{- define "portcullis.validate" -}}
+{{- if not .Values.config.existingConfigMap -}}
+{{- $c := .Values.config -}}
+{{- if not $c.routes -}}
+{{- fail "config.routes: no routes: every request would be denied; list at least one route (docs/configuration.md, routes)" -}}
+{{- end -}}
+{{- $anonymousOnly := true -}}
+{{- range $i, $route := $c.routes -}}
+{{- if not $route.name -}}
+{{- fail (printf "config.routes[%d].name: missing field `name`" $i) -}}
+{{- end -}}
+{{- if not $route.match -}}
+{{- fail (printf "config.routes[%d].match: missing field `match`" $i) -}}
+{{- end -}}
+{{- if and (not $route.allow) (not $route.require) -}}
+{{- fail (printf "config.routes[%d]: a route says who may use it: `allow: anonymous`, `allow: authenticated` or a `require`" $i) -}}
+{{- end -}}
+{{- if ne (toString $route.allow) "anonymous" -}}
+{{- $anonymousOnly = false -}}
+{{- end -}}
+{{- end -}}
+{{- if and (not $c.issuers) (not $anonymousOnly) -}}
+{{- fail "config.issuers: no issuer: routes that need a token could never be satisfied; list at least one issuer" -}}
+{{- end -}}
+{{- range $i, $issuer := $c.issuers -}}
+{{- range $field := list "name" "issuer" "audiences" -}}
+{{- if not (index $issuer $field) -}}
+{{- fail (printf "config.issuers[%d].%s: missing field `%s`" $i $field $field) -}}
+{{- end -}}
+{{- end -}}
+{{- $sources := 0 -}}
+{{- range $field := list "jwks_uri" "discovery" "jwks_file" -}}
+{{- if index $issuer $field -}}{{- $sources = add1 $sources -}}{{- end -}}
+{{- end -}}
+{{- if ne (int $sources) 1 -}}
+{{- fail (printf "config.issuers[%d]: set exactly one key source: `jwks_uri`, `discovery: true` or `jwks_file`" $i) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq .Values.mode "standalone") (not .Values.standalone.app.image.repository) -}}
+{{- fail "standalone.app.image.repository: standalone mode needs the application's image" -}}
+{{- end -}}
+{{- if and (eq .Values.mode "standalone") (not .Values.standalone.app.image.tag) -}}
+{{- fail "standalone.app.image.tag: name the application's image tag (never an implicit latest)" -}}
+{{- end -}}
+{{- if and .Values.revocation.redis.url .Values.revocation.redis.existingSecret -}}
+{{- fail "revocation.redis: set either url or existingSecret, not both" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The portcullis configuration (YAML) rendered from values. */}}
+{{- define "portcullis.config" -}}
+{{- include "portcullis.validate" . -}}
+{{- $c := .Values.config -}}
+{{- $server := deepCopy (default dict $c.server) -}}
+{{- $_ := set $server "grpc_listen" (include "portcullis.grpcListen" .) -}}
+{{- $_ := set $server "admin_listen" (printf "0.0.0.0:%d" (int .Values.ports.admin)) -}}
+{{- $config := deepCopy (default dict $c.settings) -}}
+{{- $_ := set $config "server" $server -}}
+{{- if $c.issuers }}{{ $_ := set $config "issuers" $c.issuers }}{{ end -}}
+{{- if $c.roles }}{{ $_ := set $config "roles" $c.roles }}{{ end -}}
+{{- $_ := set $config "routes" $c.routes -}}
+{{- if .Values.apiKeys.existingSecret -}}
+{{- $keys := dict "file" (printf "/etc/portcullis/api-keys/%s" .Values.apiKeys.key) -}}
+{{- if .Values.apiKeys.header }}{{ $_ := set $keys "header" .Values.apiKeys.header }}{{ end -}}
+{{- $_ := set $config "api_keys" $keys -}}
+{{- end -}}
+{{- $redis := .Values.revocation.redis -}}
+{{- if or $redis.url $redis.existingSecret -}}
+{{- $r := dict -}}
+{{- if $redis.url }}{{ $_ := set $r "url" $redis.url }}{{ end -}}
+{{- if $redis.existingSecret }}{{ $_ := set $r "url_file" (printf "/etc/portcullis/redis/%s" $redis.key) }}{{ end -}}
+{{- if $redis.channel }}{{ $_ := set $r "channel" $redis.channel }}{{ end -}}
+{{- $_ := set $config "revocation" (dict "redis" $r) -}}
+{{- end -}}
+# portcullis configuration rendered by the portcullis Helm chart (docs/configuration.md).
+{{ toYaml $config }}
+{{- end -}}
+
+{{/* The hardened container securityContext every container of the chart runs with. */}}
+{{- define "portcullis.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ int .Values.runAsUser }}
+runAsGroup: {{ int .Values.runAsGroup }}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The pod securityContext of the chart's own pods. */}}
+{{- define "portcullis.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ int .Values.runAsUser }}
+runAsGroup: {{ int .Values.runAsGroup }}
+fsGroup: {{ int .Values.runAsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The labels that select the pods running portcullis (sidecar mode: the user's pods). */}}
+{{- define "portcullis.podSelector" -}}
+{{- if eq .Values.mode "sidecar" -}}
+{{- if not .Values.sidecar.podSelector -}}
+{{- fail "sidecar.podSelector: the ServiceMonitor and the NetworkPolicy need the labels of the pods that include the sidecar" -}}
+{{- end -}}
+{{- toYaml .Values.sidecar.podSelector -}}
+{{- else -}}
+{{- include "portcullis.selectorLabels" . -}}
+{{- end -}}
+{{- end -}}
