@@ -638,6 +638,17 @@ fn values_schema_rejects_wrong_types_unknown_keys_and_bad_enums() {
             "invalid propertyName 'routes'",
         ),
         (
+            "issuer-without-audience",
+            json!({"config": {"issuers": [{"name": "corp", "issuer": "https://idp.example.com",
+                   "audiences": [], "discovery": true}]}}),
+            "/config/issuers/0/audiences",
+        ),
+        (
+            "route-without-match",
+            json!({"config": {"routes": [{"name": "x", "allow": "anonymous"}]}}),
+            "/config/routes/0",
+        ),
+        (
             "string-for-a-boolean",
             json!({"serviceMonitor": {"enabled": "yes"}}),
             "/serviceMonitor/enabled",
@@ -682,19 +693,25 @@ fn templates_refuse_a_policy_that_helm_can_see_is_wrong() {
         (
             "route-without-a-rule",
             json!({"config": {"routes": [{"name": "x", "match": {"path": "/x"}}]}}),
-            "config.routes[0]: a route says who may use it",
+            "config.routes[0]: say who may use this route: `allow: anonymous`",
         ),
         (
             "token-route-without-issuer",
             json!({"config": {"routes": [anonymous, needs_token]}}),
-            "config.issuers: no issuer",
+            "config.routes[1]: this route needs a token, but no `issuers` are configured",
         ),
         (
             "two-key-sources",
             json!({"config": {"routes": [needs_token], "issuers": [{"name": "corp",
                    "issuer": "https://idp.example.com", "audiences": ["api"],
                    "discovery": true, "jwks_uri": "https://idp.example.com/jwks"}]}}),
-            "config.issuers[0]: set exactly one key source",
+            "config.issuers[0]: `jwks_uri` and `discovery` are all set: an issuer has exactly one key source",
+        ),
+        (
+            "issuer-without-key-source",
+            json!({"config": {"routes": [needs_token], "issuers": [{"name": "corp",
+                   "issuer": "https://idp.example.com", "audiences": ["api"]}]}}),
+            "config.issuers[0]: no key source: set exactly one of",
         ),
         (
             "standalone-without-application",

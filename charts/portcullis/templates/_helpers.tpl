@@ -71,8 +71,9 @@ app.kubernetes.io/part-of: portcullis
 {{- end -}}
 
 {{/*
-The checks Helm can make before portcullis sees the file, with portcullis's own wording where
-it has one (`portcullis check-config` finds the rest when the pod starts: the reload keeps the
+The checks Helm can make before portcullis sees the file, in portcullis's own words where it has
+them. values.schema.json already requires a route's name and match and an issuer's name, issuer
+and audiences; `portcullis check-config` finds the rest when the pod starts (a reload keeps the
 last good configuration, a first start fails its probes).
 */}}
 {{- define "portcullis.validate" -}}
@@ -81,36 +82,24 @@ last good configuration, a first start fails its probes).
 {{- if not $c.routes -}}
 {{- fail "config.routes: no routes: every request would be denied; list at least one route (docs/configuration.md, routes)" -}}
 {{- end -}}
-{{- $anonymousOnly := true -}}
 {{- range $i, $route := $c.routes -}}
-{{- if not $route.name -}}
-{{- fail (printf "config.routes[%d].name: missing field `name`" $i) -}}
-{{- end -}}
-{{- if not $route.match -}}
-{{- fail (printf "config.routes[%d].match: missing field `match`" $i) -}}
-{{- end -}}
 {{- if and (not $route.allow) (not $route.require) -}}
-{{- fail (printf "config.routes[%d]: a route says who may use it: `allow: anonymous`, `allow: authenticated` or a `require`" $i) -}}
+{{- fail (printf "config.routes[%d]: say who may use this route: `allow: anonymous`, `allow: authenticated` (any valid token) or `require: {scopes: [...]}` (there is no implicit allow)" $i) -}}
 {{- end -}}
-{{- if ne (toString $route.allow) "anonymous" -}}
-{{- $anonymousOnly = false -}}
+{{- if and (ne (toString $route.allow) "anonymous") (not $c.issuers) -}}
+{{- fail (printf "config.routes[%d]: this route needs a token, but no `issuers` are configured" $i) -}}
 {{- end -}}
-{{- end -}}
-{{- if and (not $c.issuers) (not $anonymousOnly) -}}
-{{- fail "config.issuers: no issuer: routes that need a token could never be satisfied; list at least one issuer" -}}
 {{- end -}}
 {{- range $i, $issuer := $c.issuers -}}
-{{- range $field := list "name" "issuer" "audiences" -}}
-{{- if not (index $issuer $field) -}}
-{{- fail (printf "config.issuers[%d].%s: missing field `%s`" $i $field $field) -}}
+{{- $sources := list -}}
+{{- range $field := list "jwks_uri" "discovery" "jwks_file" "shared_secret_file" -}}
+{{- if index $issuer $field -}}{{- $sources = append $sources (printf "`%s`" $field) -}}{{- end -}}
 {{- end -}}
+{{- if not $sources -}}
+{{- fail (printf "config.issuers[%d]: no key source: set exactly one of `jwks_uri`, `discovery: true`, `jwks_file` or `shared_secret_file`" $i) -}}
 {{- end -}}
-{{- $sources := 0 -}}
-{{- range $field := list "jwks_uri" "discovery" "jwks_file" -}}
-{{- if index $issuer $field -}}{{- $sources = add1 $sources -}}{{- end -}}
-{{- end -}}
-{{- if ne (int $sources) 1 -}}
-{{- fail (printf "config.issuers[%d]: set exactly one key source: `jwks_uri`, `discovery: true` or `jwks_file`" $i) -}}
+{{- if gt (len $sources) 1 -}}
+{{- fail (printf "config.issuers[%d]: %s are all set: an issuer has exactly one key source" $i (join " and " $sources)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
