@@ -306,7 +306,7 @@ fn feature_cases() -> Vec<Case> {
                 "otlp": {"endpoint": "http://otel-collector.observability:4317"},
                 "revocation": {"redis": {"url": "redis://redis.revocation:6379/0"}},
                 "secrets": {"data": {"hmac-secret": "s3cr3t-never-in-a-configmap"}},
-                "apiKeys": {"existingSecret": "documents-api-keys"},
+                "apiKeys": {"existingSecret": "documents-api-keys", "env": "live"},
             }),
         ),
         case(
@@ -491,6 +491,7 @@ fn every_mode_and_feature_renders_lints_clean_and_validates_against_kubernetes()
         config.contains("file: /etc/portcullis/api-keys/api-keys.yaml"),
         "{config}"
     );
+    assert!(config.contains("env: live"), "{config}");
     let default_config = config_map(&documents(&answer, "default"), "-config", "portcullis.yaml");
     for key in ["api_keys", "revocation", "telemetry", "introspection"] {
         assert!(!default_config.contains(key), "{key} in {default_config}");

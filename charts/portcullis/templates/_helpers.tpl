@@ -129,6 +129,7 @@ last good configuration, a first start fails its probes).
 {{- if .Values.apiKeys.existingSecret -}}
 {{- $keys := dict "file" (printf "/etc/portcullis/api-keys/%s" .Values.apiKeys.key) -}}
 {{- if .Values.apiKeys.header }}{{ $_ := set $keys "header" .Values.apiKeys.header }}{{ end -}}
+{{- if .Values.apiKeys.env }}{{ $_ := set $keys "env" .Values.apiKeys.env }}{{ end -}}
 {{- $_ := set $config "api_keys" $keys -}}
 {{- end -}}
 {{- $redis := .Values.revocation.redis -}}
