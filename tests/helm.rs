@@ -57,7 +57,7 @@ fn python() -> Option<PathBuf> {
     let python = repo_root().join(".venv/bin/python");
     let installed = python.is_file()
         && Command::new(&python)
-            .args(["-c", "import helm_python, kubernetes_validate"])
+            .args(["-c", "import dockerfile, helm_python, kubernetes_validate"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -67,7 +67,7 @@ fn python() -> Option<PathBuf> {
         Some(python)
     } else {
         missing_tool(
-            "helm-python-sdk and kubernetes-validate (PyPI, in .venv)",
+            "helm-python-sdk, kubernetes-validate and dockerfile (PyPI, in .venv)",
             "`make deps` (its `helm` target)",
         )
     }
@@ -75,8 +75,14 @@ fn python() -> Option<PathBuf> {
 
 /// Renders every case; the answer is render.py's JSON (see its docstring).
 fn render(cases: &[Case]) -> Option<Value> {
+    run_render_py(cases, None)
+}
+
+/// render.py with `cases` and, when given, a Dockerfile to parse.
+fn run_render_py(cases: &[Case], dockerfile: Option<&Path>) -> Option<Value> {
     let python = python()?;
     let request = json!({
+        "dockerfile": dockerfile,
         "chart": repo_root().join("charts/portcullis"),
         "release": RELEASE,
         "namespace": NAMESPACE,
@@ -778,90 +784,161 @@ fn rendered_configuration_passes_check_config_and_the_bootstrap_passes_envoy_val
     }
 }
 
+/// One Dockerfile instruction as BuildKit's parser reads it.
+struct Instruction {
+    cmd: String,
+    flags: Vec<String>,
+    value: Vec<String>,
+}
+
+fn strings(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
 #[test]
 fn dockerfile_builds_the_locked_release_binary_that_the_chart_runs() {
-    let dockerfile = std::fs::read_to_string(repo_root().join("deploy/docker/Dockerfile"))
-        .expect("deploy/docker/Dockerfile");
-    let lines: Vec<&str> = dockerfile
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    let stages: Vec<&str> = lines
+    let path = repo_root().join("deploy/docker/Dockerfile");
+    let istio = case("istio", json!({"mode": "istio", "config": policy()}));
+    let Some(answer) = run_render_py(&[istio], Some(&path)) else {
+        return;
+    };
+    let instructions: Vec<Instruction> = answer["dockerfile"]
+        .as_array()
+        .expect("the parsed Dockerfile")
         .iter()
-        .copied()
-        .filter(|l| l.starts_with("FROM "))
+        .map(|i| Instruction {
+            cmd: i["cmd"].as_str().unwrap_or_default().to_owned(),
+            flags: strings(&i["flags"]),
+            value: strings(&i["value"]),
+        })
         .collect();
-    assert_eq!(stages.len(), 2, "a build and a runtime stage: {stages:?}");
-    assert!(stages[0].ends_with(" AS build"), "{}", stages[0]);
-    // The build stage's Rust is at least the crate's rust-version.
+    let stages: Vec<usize> = (0..instructions.len())
+        .filter(|&i| instructions[i].cmd == "FROM")
+        .collect();
+    assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
+    let (build, runtime) = (
+        &instructions[stages[0]..stages[1]],
+        &instructions[stages[1]..],
+    );
+    let find = |stage: &'_ [Instruction], cmd: &str| -> Vec<Vec<String>> {
+        stage
+            .iter()
+            .filter(|i| i.cmd == cmd)
+            .map(|i| i.value.clone())
+            .collect()
+    };
+
+    // Build: the official Rust image, at least the crate's rust-version, named `build`.
+    let from = &build[0].value;
+    assert_eq!(
+        from.get(1..),
+        Some(&["AS".to_owned(), "build".to_owned()][..]),
+        "{from:?}"
+    );
     let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("Cargo.toml");
-    let rust_version = manifest
-        .lines()
-        .find_map(|l| l.strip_prefix("rust-version = "))
-        .map(|v| v.trim_matches('"'))
-        .expect("rust-version");
-    let image_rust = stages[0]
-        .split_whitespace()
-        .nth(1)
-        .and_then(|image| image.strip_prefix("docker.io/library/rust:"))
+    let field = |name: &str| -> String {
+        manifest
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+            .map(|v| v.trim_matches('"').to_owned())
+            .unwrap_or_else(|| panic!("Cargo.toml {name}"))
+    };
+    let image_rust = from[0]
+        .strip_prefix("docker.io/library/rust:")
         .and_then(|tag| tag.split('-').next())
-        .expect("the build stage is the official rust image");
+        .unwrap_or_else(|| panic!("the build stage is the official rust image: {}", from[0]));
     let parse = |v: &str| -> Vec<u32> { v.split('.').filter_map(|p| p.parse().ok()).collect() };
     assert!(
-        parse(image_rust) >= parse(rust_version),
-        "rust {image_rust} < rust-version {rust_version}"
+        parse(image_rust) >= parse(&field("rust-version")),
+        "rust {image_rust} is older than the crate's rust-version"
     );
-    // Locked dependencies, release profile, the portcullis binary.
-    let build = lines
-        .iter()
-        .find(|l| l.contains("cargo build"))
-        .expect("a cargo build");
-    for flag in ["--release", "--locked", "--bin portcullis"] {
-        assert!(build.contains(flag), "{flag} missing in {build}");
+    // The locked dependencies, the release profile, the portcullis binary.
+    let runs = find(build, "RUN").concat().join(" ");
+    for flag in ["cargo build", "--release", "--locked", "--bin portcullis"] {
+        assert!(runs.contains(flag), "{flag:?} missing in the build: {runs}");
     }
-    // Runtime: distroless with CA certificates, the release binary, a numeric non-root user.
+
+    // Runtime: distroless (glibc, CA certificates, no shell) with only the release binary.
     assert!(
-        stages[1].contains("gcr.io/distroless/cc"),
-        "runtime stage: {}",
-        stages[1]
+        runtime[0].value[0].starts_with("gcr.io/distroless/cc-"),
+        "{:?}",
+        runtime[0].value
+    );
+    let copies: Vec<&Instruction> = runtime.iter().filter(|i| i.cmd == "COPY").collect();
+    assert_eq!(copies.len(), 1, "the runtime stage copies the binary only");
+    assert_eq!(copies[0].flags, ["--from=build"]);
+    assert!(
+        copies[0].value[0].ends_with("/target/release/portcullis"),
+        "the release build: {:?}",
+        copies[0].value
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("COPY --from=build")
-            && l.contains("/target/release/portcullis /usr/local/bin/portcullis")),
-        "the runtime stage copies the release binary"
+        runs.contains(&copies[0].value[0]),
+        "the file the build wrote"
     );
-    let user = lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("USER "))
-        .next_back()
-        .expect("a USER");
-    let uid: u32 = user
+    assert_eq!(copies[0].value[1], "/usr/local/bin/portcullis");
+    assert!(
+        find(runtime, "RUN").is_empty(),
+        "no shell in the runtime stage"
+    );
+    // A numeric non-root user, the one the chart runs every container as.
+    let user = find(runtime, "USER").concat();
+    assert_eq!(user.len(), 1, "{user:?}");
+    let ids: Vec<u32> = user[0]
         .split(':')
-        .next()
-        .and_then(|u| u.parse().ok())
-        .unwrap_or_else(|| panic!("USER {user} is not numeric"));
-    assert!(uid > 0, "USER {user} is root");
-    // The chart runs the image's entrypoint with `serve --config`, as the same user.
-    let entrypoint = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
-        .expect("an ENTRYPOINT");
-    assert_eq!(entrypoint, r#"["/usr/local/bin/portcullis"]"#);
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    assert_eq!(ids.len(), 2, "USER {} is uid:gid, numeric", user[0]);
+    assert!(ids.iter().all(|&id| id > 0), "USER {} is root", user[0]);
     let values = std::fs::read_to_string(repo_root().join("charts/portcullis/values.yaml"))
         .expect("values.yaml");
     assert!(
-        values.contains(&format!("runAsUser: {uid}\n")),
-        "chart user {uid}"
+        values.contains(&format!("\nrunAsUser: {}\n", ids[0])),
+        "chart user"
     );
+    assert!(
+        values.contains(&format!("\nrunAsGroup: {}\n", ids[1])),
+        "chart group"
+    );
+    // The chart runs the image's entrypoint with the image's own command line.
+    assert_eq!(find(runtime, "ENTRYPOINT"), [["/usr/local/bin/portcullis"]]);
+    let command = find(runtime, "CMD").concat();
+    let docs = documents(&answer, "istio");
+    let portcullis = container(pod_specs(&docs)[0], "portcullis");
+    assert_eq!(strings(&portcullis["args"]), command);
+    assert!(
+        portcullis["command"].is_null(),
+        "the image's entrypoint runs"
+    );
+    // OCI labels, the version being the crate's (the chart's appVersion).
+    let labels = find(runtime, "LABEL").concat();
     for label in [
         "org.opencontainers.image.title",
         "org.opencontainers.image.source",
         "org.opencontainers.image.licenses",
         "org.opencontainers.image.version",
+        "org.opencontainers.image.revision",
     ] {
-        assert!(dockerfile.contains(label), "OCI label {label}");
+        assert!(labels.iter().any(|l| l == label), "OCI label {label}");
     }
+    let version = field("version");
+    assert!(
+        find(runtime, "ARG")
+            .concat()
+            .contains(&format!("VERSION={version}")),
+        "the image's VERSION is {version}"
+    );
+    let chart = std::fs::read_to_string(repo_root().join("charts/portcullis/Chart.yaml"))
+        .expect("Chart.yaml");
+    assert!(
+        chart.contains(&format!("\nappVersion: \"{version}\"\n")),
+        "Chart.yaml appVersion is not {version}"
+    );
+    // The build context: no build output, no venv, no node_modules, no git history.
     let ignore = std::fs::read_to_string(repo_root().join(".dockerignore")).expect(".dockerignore");
     for path in ["target", ".venv", "tests/idp/node_modules", ".git"] {
         assert!(
@@ -869,17 +946,6 @@ fn dockerfile_builds_the_locked_release_binary_that_the_chart_runs() {
             ".dockerignore keeps {path} out of the build context"
         );
     }
-    // The chart's default image tag is its appVersion, which is the crate's version.
-    let chart = std::fs::read_to_string(repo_root().join("charts/portcullis/Chart.yaml"))
-        .expect("Chart.yaml");
-    let version = manifest
-        .lines()
-        .find_map(|l| l.strip_prefix("version = "))
-        .expect("version");
-    assert!(
-        chart.contains(&format!("appVersion: {version}\n")),
-        "Chart.yaml appVersion is not {version}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,14 +1,18 @@
 """Renders, lints and validates the Helm chart for tests/helm.rs, with the real Helm (the PyPI
 package helm-python-sdk embeds Helm v4's Go SDK) and kubernetes-validate (the Kubernetes
-OpenAPI schemas, strict: unknown fields are errors).
+OpenAPI schemas, strict: unknown fields are errors); parses the image's Dockerfile with
+BuildKit's own parser (the PyPI package dockerfile).
 
 Reads one JSON request on stdin and writes one JSON answer on stdout:
 
   request  {"chart": PATH, "release": NAME, "namespace": NS, "kube_versions": ["1.37", ...],
+            "dockerfile": null | PATH,
             "cases": [{"name": ..., "values": {...}, "parent": null | PATH}]}
            A case with a `parent` renders that application chart with the chart under test
            copied into its charts/ (as `helm dependency update` puts it): the sidecar example.
-  answer   {"helm": VERSION, "kube_versions": [...], "cases": {NAME: {
+  answer   {"helm": VERSION, "kube_versions": [...],
+            "dockerfile": [{"cmd": "FROM", "flags": [...], "value": [...]}, ...] (when asked),
+            "cases": {NAME: {
               "error": null | "helm's message" (a failed render: schema or template `fail`),
               "lint": [{"severity", "path", "error"}],
               "manifests": {"portcullis/templates/x.yaml": TEXT, ...},
@@ -27,6 +31,7 @@ import shutil
 import sys
 import tempfile
 
+import dockerfile
 import helm_python as helm
 import kubernetes_validate
 import yaml
@@ -107,6 +112,11 @@ def main():
     request = json.load(sys.stdin)
     versions = resolve_versions(request.get("kube_versions", ["latest"]))
     answer = {"helm": helm.helm_sdk_version(), "kube_versions": versions, "cases": {}}
+    if request.get("dockerfile"):
+        answer["dockerfile"] = [
+            {"cmd": c.cmd.upper(), "flags": list(c.flags), "value": list(c.value)}
+            for c in dockerfile.parse_file(request["dockerfile"])
+        ]
     with tempfile.TemporaryDirectory() as workdir:
         for case in request["cases"]:
             path = with_parent(request, case, workdir)
