@@ -51,4 +51,5 @@ pub mod service;
 pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tools;
 pub mod watch;
