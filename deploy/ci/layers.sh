@@ -4,6 +4,7 @@
 # stays a DAG.
 #
 #   main → app → admin → app::state → {grpc, http, listener, envoy_filter} → service
+#        → tools (the offline explain/test tools, used by main only)
 #        → {engine, telemetry} → config → {authn, authz, revocation}
 #        → {input, decision, error, fetch, watch, proto} → identity
 #

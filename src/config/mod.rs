@@ -493,6 +493,8 @@ issuers:
         );
         assert_eq!(config.routes[0].policy, Policy::Anonymous);
         assert_eq!(config.routes[2].on_deny, OnDeny::NotFound);
+        assert_eq!(config.routes[2].mode, crate::authz::Mode::Enforce);
+        assert_eq!(config.routes[3].mode, crate::authz::Mode::Shadow);
         assert_eq!(
             config.routes[5].policy,
             Policy::Require(Requirements::default())
