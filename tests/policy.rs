@@ -3,43 +3,20 @@
 //! picked up), on a file with failing cases (exit 1, the runner's output shape) and on a file
 //! it must refuse (exit 2, located error); and `portcullis explain`, human and JSON.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-/// Longest a tool may run: it decides offline, in milliseconds.
-const TIMEOUT: Duration = Duration::from_secs(30);
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+
+use common::agent::run_binary;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs the binary with `args` from the repository root (bounded); status, stdout, stderr.
+/// Runs the binary with `args` (bounded), from the package root where cargo runs tests.
 fn portcullis(args: &[&str]) -> (ExitStatus, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .current_dir(root())
-        .env_remove("PORTCULLIS_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let deadline = Instant::now() + TIMEOUT;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("portcullis {args:?} did not finish in {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().expect("output");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_binary(args)
 }
 
 fn example_test_files() -> Vec<PathBuf> {

@@ -181,11 +181,7 @@ pub const STEPS: &[Step] = &[
         describe: |r| format!("all of {}", r.scopes.join(" ")),
         check: |r, identity, _| {
             let missing = scopes::missing(&r.scopes, &identity.scopes, identity.scope_wildcards);
-            if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(Refusal::MissingScopes(missing))
-            }
+            met(missing.is_empty(), Refusal::MissingScopes(missing))
         },
     },
     Step {
@@ -193,13 +189,15 @@ pub const STEPS: &[Step] = &[
         asked: |r| !r.any_scopes.is_empty(),
         describe: |r| format!("one of {}", r.any_scopes.join(" ")),
         check: |r, identity, _| {
-            if r.any_scopes.is_empty()
-                || scopes::any_granted(&r.any_scopes, &identity.scopes, identity.scope_wildcards)
-            {
-                Ok(())
-            } else {
-                Err(Refusal::NoneOfScopes(&r.any_scopes))
-            }
+            met(
+                r.any_scopes.is_empty()
+                    || scopes::any_granted(
+                        &r.any_scopes,
+                        &identity.scopes,
+                        identity.scope_wildcards,
+                    ),
+                Refusal::NoneOfScopes(&r.any_scopes),
+            )
         },
     },
     Step {
@@ -207,11 +205,10 @@ pub const STEPS: &[Step] = &[
         asked: |r| !r.roles.is_empty(),
         describe: |r| format!("one of {}", r.roles.join(", ")),
         check: |r, identity, _| {
-            if roles::holds_any(&r.roles, &identity.roles) {
-                Ok(())
-            } else {
-                Err(Refusal::MissingRole)
-            }
+            met(
+                roles::holds_any(&r.roles, &identity.roles),
+                Refusal::MissingRole,
+            )
         },
     },
     Step {
@@ -220,11 +217,7 @@ pub const STEPS: &[Step] = &[
         describe: |r| format!("all of {}", r.permissions.join(", ")),
         check: |r, identity, _| {
             let missing = r.grants.missing(&r.permissions, &identity.roles);
-            if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(Refusal::MissingPermissions(missing))
-            }
+            met(missing.is_empty(), Refusal::MissingPermissions(missing))
         },
     },
     Step {
@@ -232,13 +225,11 @@ pub const STEPS: &[Step] = &[
         asked: |r| !r.step_up.is_empty(),
         describe: |r| r.step_up.describe(),
         check: |r, identity, resource| {
-            if r.step_up
-                .met_by(&identity.user_authentication, resource.now)
-            {
-                Ok(())
-            } else {
-                Err(Refusal::StepUp(&r.step_up))
-            }
+            met(
+                r.step_up
+                    .met_by(&identity.user_authentication, resource.now),
+                Refusal::StepUp(&r.step_up),
+            )
         },
     },
     Step {
@@ -262,6 +253,12 @@ pub const STEPS: &[Step] = &[
         },
     },
 ];
+
+/// `Ok` when `passed`, else `refusal` (cheap to build: it borrows from the requirements, and
+/// an empty list allocates nothing).
+fn met(passed: bool, refusal: Refusal<'_>) -> Result<(), Refusal<'_>> {
+    if passed { Ok(()) } else { Err(refusal) }
+}
 
 impl Refusal<'_> {
     /// Whether a shadow route may let the request through despite this refusal: every refusal
