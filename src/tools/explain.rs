@@ -106,6 +106,18 @@ pub fn explain(
     let now = unix_now();
     let mut notes = Vec::new();
     let (resolved, caller_text) = resolve(config, caller, now, &mut notes)?;
+    if matches!(caller, Caller::Anonymous)
+        && request
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+    {
+        notes.push(
+            "the caller is anonymous: an authorization header is not read as a credential \
+             (pass the token with --token, or its claims with --claims)"
+                .into(),
+        );
+    }
     let mut headers = request.headers.clone();
     if let Caller::Token(token) = caller {
         headers.push(("authorization".to_owned(), format!("Bearer {token}")));
