@@ -117,6 +117,7 @@ fn config(jwks_file: std::path::PathBuf) -> Config {
                 ..Requirements::default()
             }),
             on_deny: OnDeny::Forbidden,
+            mode: portcullis::authz::Mode::Enforce,
         }],
         response: ResponseSettings::default(),
         readiness: ReadinessConfig::default(),

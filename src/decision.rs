@@ -27,6 +27,10 @@ pub struct Permit {
     pub remove_headers: Vec<String>,
     /// Whether the answer carries dynamic metadata (`response.dynamic_metadata`).
     pub dynamic_metadata: bool,
+    /// Set on a shadow route (`mode: shadow`) whose policy refused the request: what an
+    /// enforcing route would have answered. The request is allowed all the same; the audit
+    /// event and the metrics record the refusal (`shadow_deny`).
+    pub would_deny: Option<DenyReason>,
 }
 
 /// Why a request was refused. The client only ever sees the status, the generic code and
@@ -300,9 +304,17 @@ impl Decision {
         matches!(self, Self::Allow(_))
     }
 
-    /// `allow` or `deny`, for metrics and audit.
+    /// `allow`, `deny`, or `shadow_deny` (allowed by a shadow route that would have denied),
+    /// for metrics and audit.
     pub fn outcome(&self) -> &'static str {
-        if self.is_allow() { "allow" } else { "deny" }
+        match self {
+            Self::Allow(Permit {
+                would_deny: Some(_),
+                ..
+            }) => "shadow_deny",
+            Self::Allow(_) => "allow",
+            Self::Deny(_) => "deny",
+        }
     }
 
     pub fn route(&self) -> Option<&str> {
@@ -312,9 +324,13 @@ impl Decision {
         }
     }
 
-    /// Label for metrics: `allowed` or the deny reason.
+    /// Label for metrics: `allowed` or the deny reason (a shadow route's would-be one).
     pub fn reason(&self) -> &'static str {
         match self {
+            Self::Allow(Permit {
+                would_deny: Some(reason),
+                ..
+            }) => reason.label(),
             Self::Allow(_) => "allowed",
             Self::Deny(denial) => denial.reason.label(),
         }

@@ -7,6 +7,7 @@
 //! one and swaps it in, so every request sees exactly one configuration. It knows nothing of
 //! gRPC or protobuf.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use crate::authn::{Authenticator, AuthnError, CacheCounters, KeyRegistry, Lookup
 use crate::authz::hygiene::HygieneProblem;
 use crate::authz::path;
 use crate::authz::routes::RouteTable;
-use crate::authz::{self, OnDeny, Policy, Refusal, Resource, Route};
+use crate::authz::{self, Mode, OnDeny, Policy, Refusal, Requirements, Resource, Route};
 use crate::config::Config;
 use crate::decision::{
     Decision, Denial, DenyReason, Hidden, Identity, Permit, ResponseSettings, StepUp, TokenProblem,
@@ -86,35 +87,25 @@ impl Engine {
 
     /// Decides one request.
     pub async fn check(&self, input: &CheckInput) -> Decision {
-        let Ok(target) = path::normalize(&input.path) else {
-            return Decision::deny(None, DenyReason::BadPath);
+        let (target, host) = match request_line(input) {
+            Ok(line) => line,
+            Err(reason) => return Decision::deny(None, reason),
         };
-        if target.query.is_some_and(credentials::query_has_credential)
-            || credentials::path_has_credential(&target.path)
-        {
-            return Decision::deny(None, DenyReason::CredentialInQuery);
-        }
-        // Before any route is matched: an authority that is not a host would miss a host-scoped
-        // route and fall through to a later one, while the upstream still reads it as that host.
-        let Ok(host) = path::normalize_authority(&input.host) else {
-            return Decision::deny(None, DenyReason::BadAuthority);
-        };
-        let Some((route, params)) = self.routes.find(&input.method, &host, &target.path) else {
-            let status = self.response.no_route_status;
-            return Decision::deny(None, DenyReason::NoRoute { status });
+        let Some((route, params)) = self.routes.find(&input.method, &host, &target) else {
+            return self.no_route();
         };
         let resource = Resource {
             route: &route.name,
             method: &input.method,
             host: &host,
-            path: &target.path,
+            path: &target,
             params,
             now: crate::authn::cache::unix_now(),
             headers: &input.headers,
         };
 
         let requirements = match &route.policy {
-            Policy::Anonymous => return self.permit(route, self.anonymous.clone(), input),
+            Policy::Anonymous => return self.permit(route, self.anonymous.clone(), input, None),
             Policy::Require(requirements) => requirements,
         };
         let deny = |reason| self.deny(route, reason);
@@ -158,32 +149,56 @@ impl Engine {
             }
         };
 
-        if let Err(refusal) = authz::authorize(requirements, &identity, &resource) {
-            // On a hidden route `deny` answers like no route, so the scopes are never named.
-            return deny(match refusal {
-                // The challenge names every scope the route requires (RFC 6750 §3), not only
-                // the missing ones.
-                Refusal::MissingScopes(_) => DenyReason::InsufficientScope {
-                    required: requirements.scopes.join(" "),
-                },
-                // 403 without naming the role or permission: that is the operator's business.
-                Refusal::MissingRole | Refusal::MissingPermissions(_) => DenyReason::Forbidden,
-                Refusal::NoneOfScopes(any_scopes) => DenyReason::InsufficientScope {
-                    required: any_scopes.join(" "),
-                },
-                Refusal::Hygiene(HygieneProblem::UnsupportedMediaType) => {
-                    DenyReason::UnsupportedMediaType
+        self.authorized(route, requirements, identity, &resource, input)
+    }
+
+    /// The routes, in the order they are tried (for `portcullis explain`).
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The answer to a request no route matches.
+    pub fn no_route(&self) -> Decision {
+        let status = self.response.no_route_status;
+        Decision::deny(None, DenyReason::NoRoute { status })
+    }
+
+    /// Authorizes the verified `identity` on `route` and answers: allowed, or refused. On a
+    /// shadow route (`mode: shadow`) a refusal of the caller's rights lets the request through
+    /// with the refusal recorded (`would_deny`); the request's shape (`content_types`,
+    /// `idempotency_key`) is still enforced. An enforcing route pays nothing for shadow mode.
+    pub fn authorized(
+        &self,
+        route: &Route,
+        requirements: &Requirements,
+        identity: Arc<Identity>,
+        resource: &Resource<'_>,
+        input: &CheckInput,
+    ) -> Decision {
+        let Err(refusal) = authz::authorize(requirements, &identity, resource) else {
+            return self.permit(route, identity, input, None);
+        };
+        if route.mode == Mode::Shadow && refusal.shadowable() {
+            // The whole policy: a refusal that is never shadowed may come after this one.
+            let enforced = authz::evaluate(requirements, &identity, resource)
+                .into_iter()
+                .filter_map(|(_, result)| result.err())
+                .find(|later| !later.shadowable());
+            return match enforced {
+                Some(enforced) => self.deny(route, refusal_reason(requirements, enforced)),
+                None => {
+                    let would_deny = refusal_reason(requirements, refusal);
+                    self.permit(route, identity, input, Some(would_deny))
                 }
-                Refusal::Hygiene(HygieneProblem::MissingIdempotencyKey) => {
-                    DenyReason::MissingIdempotencyKey
-                }
-                Refusal::StepUp(step_up) => DenyReason::StepUpRequired(StepUp {
-                    acr_values: step_up.acr_values.clone(),
-                    max_age: step_up.max_auth_age,
-                }),
-            });
+            };
         }
-        self.permit(route, identity, input)
+        // On a hidden route `deny` answers like no route, so the scopes are never named.
+        self.deny(route, refusal_reason(requirements, refusal))
+    }
+
+    /// The identity of an `allow: anonymous` route.
+    pub fn anonymous(&self) -> Arc<Identity> {
+        self.anonymous.clone()
     }
 
     /// The source the failed-attempt limiter charges: the client address Envoy established,
@@ -199,7 +214,7 @@ impl Engine {
     /// refusal of the caller — no credential, a bad one, a missing scope, too many failures —
     /// exactly like a path with no route, so that no answer confirms it exists; the denial
     /// keeps the real reason for the audit log and the metrics.
-    fn deny(&self, route: &Route, reason: DenyReason) -> Decision {
+    pub fn deny(&self, route: &Route, reason: DenyReason) -> Decision {
         let hidden = (route.on_deny == OnDeny::NotFound && reason.hideable()).then_some(Hidden {
             no_route_status: self.response.no_route_status,
         });
@@ -234,7 +249,15 @@ impl Engine {
                 .any(|claim| folded_eq(name, claim.as_bytes()))
     }
 
-    fn permit(&self, route: &Route, identity: Arc<Identity>, input: &CheckInput) -> Decision {
+    /// An allowed request on `route`: identity headers set, forged ones and the credential
+    /// removed; `would_deny` is a shadow route's recorded refusal.
+    pub fn permit(
+        &self,
+        route: &Route,
+        identity: Arc<Identity>,
+        input: &CheckInput,
+        would_deny: Option<DenyReason>,
+    ) -> Decision {
         let set_headers = identity_headers(&identity);
         // Envoy applies removals after sets, so a header we set must not also be removed: ours
         // overwrite the client's value, and every other client `x-auth-*` is removed.
@@ -260,7 +283,51 @@ impl Engine {
             set_headers,
             remove_headers,
             dynamic_metadata: self.response.dynamic_metadata,
+            would_deny,
         })
+    }
+}
+
+/// The request line as routes see it: the normalized path (without the query string) and the
+/// normalized host; or the 400 that refuses the request before any route is looked up.
+pub fn request_line(input: &CheckInput) -> Result<(String, Cow<'_, str>), DenyReason> {
+    let Ok(target) = path::normalize(&input.path) else {
+        return Err(DenyReason::BadPath);
+    };
+    if target.query.is_some_and(credentials::query_has_credential)
+        || credentials::path_has_credential(&target.path)
+    {
+        return Err(DenyReason::CredentialInQuery);
+    }
+    // Before any route is matched: an authority that is not a host would miss a host-scoped
+    // route and fall through to a later one, while the upstream still reads it as that host.
+    let Ok(host) = path::normalize_authority(&input.host) else {
+        return Err(DenyReason::BadAuthority);
+    };
+    Ok((target.path, host))
+}
+
+/// The refusal [`authz::authorize`] found, as the reason the client is answered for.
+pub fn refusal_reason(requirements: &Requirements, refusal: Refusal<'_>) -> DenyReason {
+    match refusal {
+        // The challenge names every scope the route requires (RFC 6750 §3), not only the
+        // missing ones.
+        Refusal::MissingScopes(_) => DenyReason::InsufficientScope {
+            required: requirements.scopes.join(" "),
+        },
+        // 403 without naming the role or permission: that is the operator's business.
+        Refusal::MissingRole | Refusal::MissingPermissions(_) => DenyReason::Forbidden,
+        Refusal::NoneOfScopes(any_scopes) => DenyReason::InsufficientScope {
+            required: any_scopes.join(" "),
+        },
+        Refusal::Hygiene(HygieneProblem::UnsupportedMediaType) => DenyReason::UnsupportedMediaType,
+        Refusal::Hygiene(HygieneProblem::MissingIdempotencyKey) => {
+            DenyReason::MissingIdempotencyKey
+        }
+        Refusal::StepUp(step_up) => DenyReason::StepUpRequired(StepUp {
+            acr_values: step_up.acr_values.clone(),
+            max_age: step_up.max_auth_age,
+        }),
     }
 }
 
@@ -586,6 +653,122 @@ routes:
                 .await,
         );
         assert!(permit.remove_headers.is_empty());
+    }
+
+    /// A shadow route on `/shadow/{id}` requiring `admin` (and JSON bodies), beside the
+    /// enforcing routes of [`engine_with`].
+    const SHADOW_ROUTE: &str = "  - name: shadow\n    match: {path: \"/shadow/{id}\"}\n    require: {scopes: [admin], content_types: [application/json]}\n    mode: shadow\n";
+
+    #[tokio::test]
+    async fn a_shadow_route_allows_what_its_policy_refuses_and_records_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), SHADOW_ROUTE).await;
+        let auth = bearer(&token("read:documents"));
+        let decision = engine
+            .check(&request("GET", "/shadow/7", &[("authorization", &auth)]))
+            .await;
+        assert_eq!(decision.outcome(), "shadow_deny");
+        assert_eq!(decision.reason(), "insufficient_scope");
+        let allowed = permit(decision);
+        assert_eq!(
+            allowed.would_deny,
+            Some(DenyReason::InsufficientScope {
+                required: "admin".into()
+            })
+        );
+        // Allowed like any other request: identity headers set, the credential stripped.
+        assert_eq!(set(&allowed, "x-auth-subject"), Some("alice"));
+        assert_eq!(allowed.remove_headers, vec!["authorization".to_owned()]);
+
+        // A caller the policy accepts is a plain allow.
+        let admin = bearer(&token("admin"));
+        let decision = engine
+            .check(&request("GET", "/shadow/7", &[("authorization", &admin)]))
+            .await;
+        assert_eq!(
+            (decision.outcome(), decision.reason()),
+            ("allow", "allowed")
+        );
+        assert_eq!(permit(decision).would_deny, None);
+    }
+
+    #[tokio::test]
+    async fn a_shadow_route_still_enforces_authentication_and_the_request_shape() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), SHADOW_ROUTE).await;
+        assert_eq!(
+            reason(engine.check(&request("GET", "/shadow/7", &[])).await),
+            DenyReason::MissingCredential
+        );
+        assert!(matches!(
+            reason(
+                engine
+                    .check(&request(
+                        "GET",
+                        "/shadow/7",
+                        &[("authorization", &forged_bearer())]
+                    ))
+                    .await
+            ),
+            DenyReason::InvalidToken(_)
+        ));
+        let expired = bearer(&token_with(
+            json!({"exp": 1_000_000_000, "iat": 999_999_000}),
+        ));
+        assert_eq!(
+            reason(
+                engine
+                    .check(&request("GET", "/shadow/7", &[("authorization", &expired)]))
+                    .await
+            ),
+            DenyReason::InvalidToken(TokenProblem::Expired)
+        );
+        // The scope refusal would be shadowed, but the body's type is checked on every route.
+        let auth = bearer(&token("read:documents"));
+        assert_eq!(
+            reason(
+                engine
+                    .check(&request(
+                        "POST",
+                        "/shadow/7",
+                        &[("authorization", &auth), ("content-type", "text/plain")]
+                    ))
+                    .await
+            ),
+            DenyReason::UnsupportedMediaType
+        );
+        assert_eq!(
+            reason(engine.check(&request("GET", "/shadow/../x", &[])).await),
+            DenyReason::BadPath
+        );
+    }
+
+    #[tokio::test]
+    async fn the_top_level_mode_shadows_every_route_that_sets_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(
+            dir.path(),
+            "  - {name: strict, match: {path: /strict}, require: {scopes: [admin]}, mode: enforce}\nmode: shadow\n",
+        )
+        .await;
+        let auth = bearer(&token("openid"));
+        let shadowed = engine
+            .check(&request("GET", "/documents/7", &[("authorization", &auth)]))
+            .await;
+        assert_eq!(
+            (shadowed.outcome(), shadowed.reason()),
+            ("shadow_deny", "insufficient_scope")
+        );
+        assert_eq!(
+            reason(
+                engine
+                    .check(&request("GET", "/strict", &[("authorization", &auth)]))
+                    .await
+            ),
+            DenyReason::InsufficientScope {
+                required: "admin".into()
+            }
+        );
     }
 
     #[tokio::test]

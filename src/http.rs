@@ -460,6 +460,7 @@ mod tests {
             set_headers: vec![("x-auth-subject".into(), "line\nbreak".into())],
             remove_headers: Vec::new(),
             dynamic_metadata: true,
+            would_deny: None,
         });
         let response = to_response(&decision, None);
         assert!(response.status().is_server_error());

@@ -4,8 +4,8 @@
 //! `deploy/ci/layers.sh`): `main → app → admin → app::state → {grpc, http, listener,
 //! envoy_filter} → service → {engine, telemetry} → config → {authn, authz} → {input, decision,
 //! proto, error, fetch, watch} → identity` (`error`, `fetch`, `watch` and `identity` import
-//! nothing from the crate); the decision core (engine, authn, authz, decision, input, identity)
-//! never uses tonic or the protos.
+//! nothing from the crate), and `main → tools → {engine, config}`; the decision core (engine,
+//! authn, authz, decision, input, identity) never uses tonic or the protos.
 //!
 //! | module | job |
 //! |---|---|
@@ -18,13 +18,14 @@
 //! | [`identity`] | `Identity`, the verified caller (re-exported by [`decision`]), and the `CachePolicy` it carries: key-bound, until an instant, or uncacheable |
 //! | [`engine`] | route → authenticate → authorize, immutable per configuration generation; built on `Shared`, the app-lifetime stores (key registry, token-cache counters) |
 //! | [`authn`] | `authenticate(Presented)` by credential kind, credentials, JWT verification, JWKS key sets (`jwks/{document,schedule,store}`), verified-token cache and its process-lifetime counters |
-//! | [`authz`] | `authorize` (requirements, identity, resource: the route and its path parameters); `path` normalization; `routes` (table, templates); `scopes` (all of, any of, wildcards); `roles` (RBAC: the `roles:` map resolved into one permission set per role); `step_up` (RFC 9470: `mfa`, `acr`, `max_auth_age`); `hygiene` (`content_types`, `idempotency_key`) |
+//! | [`authz`] | `authorize` (requirements, identity, resource: the route and its path parameters; one table of requirement steps, which `evaluate` runs whole for shadow routes and `explain`); `path` normalization; `routes` (table, templates); `scopes` (all of, any of, wildcards); `roles` (RBAC: the `roles:` map resolved into one permission set per role); `step_up` (RFC 9470: `mfa`, `acr`, `max_auth_age`); `hygiene` (`content_types`, `idempotency_key`) |
 //! | [`config`] | YAML → validated `Config` with located errors; hot reload (on [`watch`]) |
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
 //! | [`telemetry`] | metrics, audit events, logging setup |
 //! | [`fetch`] | outbound fetches: the URL rule (https except loopback, no credentials or fragment), redaction, size cap, timeout, `Cache-Control`/`ETag` |
 //! | [`watch`] | the ConfigMap-safe, debounced file watcher (configuration today; keys and revocation files later) |
 //! | [`error`] | `ErrorChain`: an error and its sources on one line; a leaf, imports nothing from the crate |
+//! | [`tools`] | the offline operator tools on the real engine: `explain` (one request's decision and reasoning) and `policy_test` (`portcullis test`: YAML policy test cases) |
 //! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` (reads [`app::state`]) |
 //! | [`listener`] | accept loops (connection limit, back-off on accept errors), HTTP connection timeouts |
 //! | [`app`] | wiring: shared caches and counters, engine, reload task; `app::servers`: listeners, the gRPC, HTTP `ext_authz` and admin servers, gRPC health, ordered shutdown; [`app::state`]: `AppState`, readiness, reload |
@@ -51,4 +52,5 @@ pub mod service;
 pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tools;
 pub mod watch;

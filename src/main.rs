@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use portcullis::tools::{explain, policy_test};
 use portcullis::{app, config, envoy_filter, telemetry};
 
 // glibc's malloc was ~13% of the CPU of a check (perf, cache-hit checks pinned to one core):
@@ -55,6 +56,64 @@ enum Command {
         #[arg(long, value_enum, default_value_t = FilterMode::Grpc)]
         mode: FilterMode,
     },
+    /// Decide one request offline and print the reasoning: the normalized path and host, every
+    /// route tried and why it did not match, each requirement of the matched route with pass or
+    /// fail, and the outcome, status, reason and headers. No network: with --token the claims
+    /// are decoded and checked but the signature is NOT verified.
+    Explain(ExplainArgs),
+    /// Run YAML policy test cases (requests, callers and the answers expected) against the
+    /// configuration each file names. Exit status 0 when all pass, 1 on a mismatch, 2 when a
+    /// file cannot be read.
+    Test {
+        /// Test files (`*.test.yaml`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The request's method.
+    #[arg(long, value_name = "M")]
+    method: String,
+    /// The request target: path and, optionally, query string.
+    #[arg(long, value_name = "P")]
+    path: String,
+    /// The request's host (`:authority`).
+    #[arg(long, value_name = "H", default_value = policy_test::DEFAULT_HOST)]
+    host: String,
+    /// A request header, `'Name: value'`; repeat for more.
+    #[arg(long = "header", value_name = "K: V", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// The caller's claims as a JSON object, mapped through the claim mapping of the issuer
+    /// `iss` names (or the only issuer); nothing is verified.
+    #[arg(long, value_name = "JSON", conflicts_with = "token", value_parser = parse_claims)]
+    claims: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The caller's JWT: decoded and checked, signature NOT verified. Without --claims or
+    /// --token the caller is anonymous.
+    #[arg(long, value_name = "JWT")]
+    token: Option<String>,
+    /// Print the explanation as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not `Name: value`"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("`{text}` has no header name"));
+    }
+    Ok((name.to_ascii_lowercase(), value.trim().to_owned()))
+}
+
+fn parse_claims(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    serde_json::from_str(text).map_err(|error| format!("not a JSON object: {error}"))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -77,6 +136,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::EnvoyFilter { config, mode }) => print_envoy_filter(&config, mode),
+        Some(Command::Explain(args)) => print_explanation(args),
+        Some(Command::Test { files }) => run_policy_tests(&files),
         Some(Command::Serve(args)) => report(serve(args)),
         None => report(serve(cli.serve)),
     }
@@ -122,6 +183,55 @@ fn print_envoy_filter(file: &std::path::Path, mode: FilterMode) -> ExitCode {
         Err(error) => {
             eprintln!("{}: {error}", file.display());
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_explanation(args: ExplainArgs) -> ExitCode {
+    let config = match config::load(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            for problem in &error.errors {
+                eprintln!("{problem}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let request = explain::Request {
+        method: args.method.to_ascii_uppercase(),
+        path: args.path,
+        host: args.host,
+        headers: args.headers,
+    };
+    let caller = match (args.claims, args.token) {
+        (Some(claims), _) => explain::Caller::Claims(claims),
+        (None, Some(token)) => explain::Caller::Token(token),
+        (None, None) => explain::Caller::Anonymous,
+    };
+    match explain::explain(&config, &request, &caller) {
+        Ok(explanation) if args.json => {
+            println!("{:#}", explanation.to_json());
+            ExitCode::SUCCESS
+        }
+        Ok(explanation) => {
+            print!("{}", explanation.render());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("portcullis explain: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_policy_tests(files: &[PathBuf]) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    match policy_test::run(files, &mut out, &mut err) {
+        Ok(summary) => ExitCode::from(summary.exit_code()),
+        Err(error) => {
+            eprintln!("portcullis test: {error}");
+            ExitCode::from(2)
         }
     }
 }

@@ -27,6 +27,7 @@ pub(crate) fn route(name: &str, path: &str, policy: Policy) -> Route {
         },
         policy,
         on_deny: OnDeny::default(),
+        mode: crate::authz::Mode::default(),
     }
 }
 

@@ -1809,3 +1809,85 @@ async fn a_body_in_an_unlisted_media_type_is_415_and_a_post_without_idempotency_
     assert_allowed(&outcome, "json with an idempotency key");
     stack.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shadow mode
+
+/// A shadow route (`mode: shadow`) lets through what its policy refuses, with the identity
+/// headers of any allowed request, and counts and audits it as `shadow_deny`; authentication
+/// is still enforced. Run as the built binary, whose audit lines are read from its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_route_allows_a_refused_request_and_counts_and_audits_it() {
+    let idp = JwksServer::start(&tokens::jwks(&[&rsa(), &ec(), &ed()])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shadow = "routes:\n  - name: reports\n    match: {path_prefix: /reports}\n    require: {scopes: [\"read:reports\"]}\n    mode: shadow\n";
+    let yaml = config_yaml(&idp.jwks_url(), FAST_REFRESH, NO_ATTEMPT_LIMIT).replacen(
+        "routes:\n",
+        shadow,
+        1,
+    );
+    let config = write_config(dir.path(), "portcullis.yaml", &yaml);
+    let agent = tokio::task::spawn_blocking(move || BinaryAgent::start(&config))
+        .await
+        .expect("binary start");
+    wait_ready(&agent.addrs, WAIT).await;
+    let mut client = agent.client().await;
+
+    // Lacks read:reports: an enforcing route would answer 403; this one allows.
+    let rid = request_id("shadow");
+    let outcome = client
+        .check(&get("/reports/7", &token(&rsa(), "read:documents")).request_id(&rid))
+        .await;
+    assert_allowed(&outcome, "shadowed refusal");
+    assert_eq!(outcome.upstream("x-auth-subject"), Some("alice"));
+    assert!(outcome.removes("authorization"), "{outcome:#?}");
+    // A caller the policy accepts is a plain allow.
+    let granted = client
+        .check(&get("/reports/7", &token(&rsa(), "read:reports")))
+        .await;
+    assert_allowed(&granted, "granted");
+
+    // Authentication is never shadowed.
+    let anonymous_rid = request_id("shadow-anonymous");
+    let anonymous = client
+        .check(&EnvoyRequest::get("/reports/7").request_id(&anonymous_rid))
+        .await;
+    assert_denied(&anonymous, &NO_CREDENTIAL, &anonymous_rid);
+    let expired = rsa().token(&with(
+        &claims(ISSUER, AUDIENCE, "alice", "read:reports", 300),
+        &json!({"exp": now() - 3600, "iat": now() - 7200}),
+    ));
+    let expired_rid = request_id("shadow-expired");
+    let refused = client
+        .check(&get("/reports/7", &expired).request_id(&expired_rid))
+        .await;
+    assert_denied(&refused, &UNAUTHORIZED, &expired_rid);
+
+    let metrics = admin_get(&agent.addrs, "/metrics").await.2;
+    for (outcome, reason, count) in [
+        ("shadow_deny", "insufficient_scope", 1.0),
+        ("allow", "allowed", 1.0),
+        ("deny", "missing_credential", 1.0),
+        ("deny", "expired", 1.0),
+    ] {
+        let series = format!(
+            r#"portcullis_decisions_total{{outcome="{outcome}",reason="{reason}",route="reports"}}"#
+        );
+        assert_eq!(
+            sample(&metrics, &series),
+            Some(count),
+            "{series}:\n{metrics}"
+        );
+    }
+
+    let line = agent
+        .wait_for_log(&rid, WAIT)
+        .unwrap_or_else(|| panic!("no audit line for {rid}: {:?}", agent.stdout()));
+    let event: Value = serde_json::from_str(&line).expect("JSON audit line");
+    assert_eq!(event["authz.outcome"], "shadow_deny", "{line}");
+    assert_eq!(event["authz.would_deny"], true, "{line}");
+    assert_eq!(event["authz.reason"], "insufficient_scope", "{line}");
+    assert_eq!(event["http.status"], 200, "{line}");
+    assert_eq!(event["route.name"], "reports", "{line}");
+    assert_eq!(event["auth.subject"], "alice", "{line}");
+}

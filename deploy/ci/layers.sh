@@ -4,6 +4,7 @@
 # stays a DAG.
 #
 #   main → app → admin → app::state → {grpc, http, listener, envoy_filter} → service
+#        → tools (the offline explain/test tools, used by main only)
 #        → {engine, telemetry} → config → {authn, authz, revocation}
 #        → {input, decision, error, fetch, watch, proto} → identity
 #
@@ -24,7 +25,7 @@ src=${1:-src}
 awk '
 BEGIN {
     n = split("app=90 admin=80 app::state=70 grpc=60 http=60 listener=60 envoy_filter=60 " \
-              "service=50 engine=40 telemetry=40 config=35 authn=30 authz=30 revocation=30 " \
+              "service=50 tools=45 engine=40 telemetry=40 config=35 authn=30 authz=30 revocation=30 " \
               "input=10 decision=10 error=10 fetch=10 watch=10 proto=10 identity=5", pairs, " ")
     for (i = 1; i <= n; i++) { split(pairs[i], kv, "="); rank[kv[1]] = kv[2] }
     n = split("engine authn authz revocation decision input identity", names, " ")

@@ -343,6 +343,12 @@ pub struct Checked<'t, 'i> {
 }
 
 impl Checked<'_, '_> {
+    /// The identity the claims map to, WITHOUT verifying the signature: only for the offline
+    /// tools (`portcullis explain --token`), which say so in their output. Never for a request.
+    pub fn identity_unverified(self) -> Result<Identity, TokenProblem> {
+        build_identity(self.token.claims, self.issuer, None)
+    }
+
     /// The unverified `kid`, to resolve the key set with (a kid miss may refetch).
     pub fn kid(&self) -> Option<&str> {
         self.token.kid()
@@ -599,6 +605,16 @@ fn user_authentication(claims: &Map<String, Value>, issuer: &IssuerConfig) -> Us
         auth_time: claims.get("auth_time").and_then(numeric_date),
         clock_skew: issuer.clock_skew.as_secs(),
     }
+}
+
+/// The identity `claims` map to under `issuer`'s claim mapping (subject, scopes, roles, claim
+/// headers, `amr`/`acr`/`auth_time`), as verification maps a token's: for the offline tools
+/// (`portcullis explain --claims`, `portcullis test`), which take the claims as given.
+pub fn identity_from_claims(
+    claims: Map<String, Value>,
+    issuer: &IssuerConfig,
+) -> Result<Identity, TokenProblem> {
+    build_identity(claims, issuer, None)
 }
 
 /// Parses, checks and verifies `token` for one known issuer in one go (no kid-miss refetch):

@@ -32,6 +32,16 @@ impl Hygiene {
     /// Checks `method` and `headers` against the rules. Methods are compared exactly, as route
     /// matching compares them (upper case).
     pub fn check(&self, method: &str, headers: &Headers) -> Result<(), HygieneProblem> {
+        self.check_content_type(method, headers)?;
+        self.check_idempotency_key(method, headers)
+    }
+
+    /// `content_types`: a POST, PUT or PATCH declares one of the accepted media types.
+    pub fn check_content_type(
+        &self,
+        method: &str,
+        headers: &Headers,
+    ) -> Result<(), HygieneProblem> {
         if !self.content_types.is_empty()
             && matches!(method, "POST" | "PUT" | "PATCH")
             && !headers
@@ -40,6 +50,15 @@ impl Hygiene {
         {
             return Err(HygieneProblem::UnsupportedMediaType);
         }
+        Ok(())
+    }
+
+    /// `idempotency_key`: a POST or PATCH carries a non-empty `Idempotency-Key` header.
+    pub fn check_idempotency_key(
+        &self,
+        method: &str,
+        headers: &Headers,
+    ) -> Result<(), HygieneProblem> {
         if self.idempotency_key
             && matches!(method, "POST" | "PATCH")
             && headers

@@ -52,6 +52,16 @@ pub struct Requirements {
     pub hygiene: hygiene::Hygiene,
 }
 
+/// Whether a route's authorization refusals are answered (`mode: enforce`, the default) or
+/// only recorded (`mode: shadow`: the request is allowed and the audit event and the metrics
+/// say it would have been denied). Authentication is enforced in either mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
 /// How a refusal on this route is answered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum OnDeny {
@@ -70,6 +80,7 @@ pub struct Route {
     pub matcher: routes::RouteMatch,
     pub policy: Policy,
     pub on_deny: OnDeny,
+    pub mode: Mode,
 }
 
 /// What a request asks for, as authorization sees it: the route it matched, the parameters
@@ -114,61 +125,147 @@ pub enum Refusal<'r> {
 }
 
 /// Whether the verified `identity` may do what `resource` describes under the route's
-/// `requirements`. Pure: no I/O, no clock, and no allocation when it allows. Nothing reads the
-/// resource yet; conditions on the path parameters will.
+/// `requirements`: every [`STEPS`] check in order, stopping at the first refusal. Pure: no I/O,
+/// no clock, and no allocation when it allows.
 pub fn authorize<'r>(
     requirements: &'r Requirements,
     identity: &Identity,
     resource: &Resource<'_>,
 ) -> Result<(), Refusal<'r>> {
-    let missing = scopes::missing(
-        &requirements.scopes,
-        &identity.scopes,
-        identity.scope_wildcards,
-    );
-    if !missing.is_empty() {
-        return Err(Refusal::MissingScopes(missing));
+    for step in STEPS {
+        (step.check)(requirements, identity, resource)?;
     }
-    if !requirements.any_scopes.is_empty()
-        && !scopes::any_granted(
-            &requirements.any_scopes,
-            &identity.scopes,
-            identity.scope_wildcards,
-        )
-    {
-        return Err(Refusal::NoneOfScopes(&requirements.any_scopes));
-    }
-    authorize_roles(requirements, identity)?;
-    // After the scopes and roles: stepping up is pointless when the caller would still be forbidden.
-    if !requirements
-        .step_up
-        .met_by(&identity.user_authentication, resource.now)
-    {
-        return Err(Refusal::StepUp(&requirements.step_up));
-    }
-    // Last: a caller who may not use the route learns nothing of its request rules.
-    requirements
-        .hygiene
-        .check(resource.method, resource.headers)
-        .map_err(Refusal::Hygiene)
+    Ok(())
 }
 
-/// RBAC: any one of the route's roles, then every one of its permissions through the roles the
-/// identity holds (from whatever authenticated it). Allocates nothing when it allows.
-fn authorize_roles<'r>(
+/// Every requirement the route asks for, each with its own result, in [`authorize`]'s order:
+/// what `portcullis explain` reports and what a shadow route records. The same checks as
+/// [`authorize`], without stopping at the first refusal; never on the enforcing hot path.
+pub fn evaluate<'r>(
     requirements: &'r Requirements,
     identity: &Identity,
-) -> Result<(), Refusal<'r>> {
-    if !roles::holds_any(&requirements.roles, &identity.roles) {
-        return Err(Refusal::MissingRole);
+    resource: &Resource<'_>,
+) -> Vec<(&'static Step, Result<(), Refusal<'r>>)> {
+    STEPS
+        .iter()
+        .filter(|step| (step.asked)(requirements))
+        .map(|step| (step, (step.check)(requirements, identity, resource)))
+        .collect()
+}
+
+/// One requirement of a route: how [`authorize`] checks it and how `portcullis explain` names
+/// it. A new requirement is one more entry in [`STEPS`].
+pub struct Step {
+    /// The `require` key it comes from.
+    pub name: &'static str,
+    /// Whether the route asks for it at all (a step not asked for always passes).
+    pub asked: fn(&Requirements) -> bool,
+    /// What the route asks for, for a person reading an explanation.
+    pub describe: fn(&Requirements) -> String,
+    pub check: for<'r> fn(&'r Requirements, &Identity, &Resource<'_>) -> Result<(), Refusal<'r>>,
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Step").field("name", &self.name).finish()
     }
-    let missing = requirements
-        .grants
-        .missing(&requirements.permissions, &identity.roles);
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(Refusal::MissingPermissions(missing))
+}
+
+/// The requirements, in the order they are checked: scopes, then roles and permissions, then
+/// step-up (stepping up is pointless when the caller would still be forbidden), and the request
+/// hygiene last (a caller who may not use the route learns nothing of its request rules).
+pub const STEPS: &[Step] = &[
+    Step {
+        name: "scopes",
+        asked: |r| !r.scopes.is_empty(),
+        describe: |r| format!("all of {}", r.scopes.join(" ")),
+        check: |r, identity, _| {
+            let missing = scopes::missing(&r.scopes, &identity.scopes, identity.scope_wildcards);
+            met(missing.is_empty(), Refusal::MissingScopes(missing))
+        },
+    },
+    Step {
+        name: "any_scopes",
+        asked: |r| !r.any_scopes.is_empty(),
+        describe: |r| format!("one of {}", r.any_scopes.join(" ")),
+        check: |r, identity, _| {
+            met(
+                r.any_scopes.is_empty()
+                    || scopes::any_granted(
+                        &r.any_scopes,
+                        &identity.scopes,
+                        identity.scope_wildcards,
+                    ),
+                Refusal::NoneOfScopes(&r.any_scopes),
+            )
+        },
+    },
+    Step {
+        name: "roles",
+        asked: |r| !r.roles.is_empty(),
+        describe: |r| format!("one of {}", r.roles.join(", ")),
+        check: |r, identity, _| {
+            met(
+                roles::holds_any(&r.roles, &identity.roles),
+                Refusal::MissingRole,
+            )
+        },
+    },
+    Step {
+        name: "permissions",
+        asked: |r| !r.permissions.is_empty(),
+        describe: |r| format!("all of {}", r.permissions.join(", ")),
+        check: |r, identity, _| {
+            let missing = r.grants.missing(&r.permissions, &identity.roles);
+            met(missing.is_empty(), Refusal::MissingPermissions(missing))
+        },
+    },
+    Step {
+        name: "step_up",
+        asked: |r| !r.step_up.is_empty(),
+        describe: |r| r.step_up.describe(),
+        check: |r, identity, resource| {
+            met(
+                r.step_up
+                    .met_by(&identity.user_authentication, resource.now),
+                Refusal::StepUp(&r.step_up),
+            )
+        },
+    },
+    Step {
+        name: "content_types",
+        asked: |r| !r.hygiene.content_types.is_empty(),
+        describe: |r| format!("one of {}", r.hygiene.content_types.join(", ")),
+        check: |r, _, resource| {
+            r.hygiene
+                .check_content_type(resource.method, resource.headers)
+                .map_err(Refusal::Hygiene)
+        },
+    },
+    Step {
+        name: "idempotency_key",
+        asked: |r| r.hygiene.idempotency_key,
+        describe: |_| "an Idempotency-Key header on POST and PATCH".to_owned(),
+        check: |r, _, resource| {
+            r.hygiene
+                .check_idempotency_key(resource.method, resource.headers)
+                .map_err(Refusal::Hygiene)
+        },
+    },
+];
+
+/// `Ok` when `passed`, else `refusal` (cheap to build: it borrows from the requirements, and
+/// an empty list allocates nothing).
+fn met(passed: bool, refusal: Refusal<'_>) -> Result<(), Refusal<'_>> {
+    if passed { Ok(()) } else { Err(refusal) }
+}
+
+impl Refusal<'_> {
+    /// Whether a shadow route may let the request through despite this refusal: every refusal
+    /// of the caller's rights, never one of the request's shape (`content_types`,
+    /// `idempotency_key`), which the upstream would have to cope with.
+    pub fn shadowable(&self) -> bool {
+        !matches!(self, Self::Hygiene(_))
     }
 }
 

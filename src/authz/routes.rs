@@ -26,17 +26,37 @@ impl RouteMatch {
     /// `host` must be the output of [`normalize_authority`](super::path::normalize_authority),
     /// `path` the output of [`normalize`].
     pub fn matches<'a>(&'a self, method: &str, host: &str, path: &'a str) -> Option<Params<'a>> {
-        let method_ok = self
+        self.check(method, host, path).ok()
+    }
+
+    /// [`matches`](Self::matches), saying which part of the request missed when it does not
+    /// (`portcullis explain` shows it for every route tried).
+    pub fn check<'a>(
+        &'a self,
+        method: &str,
+        host: &str,
+        path: &'a str,
+    ) -> Result<Params<'a>, Miss> {
+        if !self
             .methods
             .as_ref()
-            .is_none_or(|methods| methods.iter().any(|m| m == method));
-        let host_ok = self.host.as_ref().is_none_or(|want| want == host);
-        if method_ok && host_ok {
-            self.path.matches(path)
-        } else {
-            None
+            .is_none_or(|methods| methods.iter().any(|m| m == method))
+        {
+            return Err(Miss::Method);
         }
+        if self.host.as_ref().is_some_and(|want| want != host) {
+            return Err(Miss::Host);
+        }
+        self.path.matches(path).ok_or(Miss::Path)
     }
+}
+
+/// Which part of a request a route's matcher did not accept, checked in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    Method,
+    Host,
+    Path,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,6 +287,11 @@ impl RouteTable {
         Self { routes }
     }
 
+    /// Every route, in the order they are tried.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
     /// The first route matching, with its path parameters. `path` must be the output of
     /// [`normalize`] and `host` the output of
     /// [`normalize_authority`](super::path::normalize_authority).
@@ -312,6 +337,7 @@ pub(crate) mod tests {
             },
             policy: Policy::Anonymous,
             on_deny: OnDeny::Forbidden,
+            mode: crate::authz::Mode::Enforce,
         }
     }
 

@@ -25,6 +25,22 @@ impl StepUpRequirement {
         !self.mfa && self.acr.is_empty() && self.max_auth_age.is_none()
     }
 
+    /// What the route asks for, for a person reading an explanation (`mfa, acr one of phrh,
+    /// authenticated within 300s`).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.mfa {
+            parts.push("mfa".to_owned());
+        }
+        if !self.acr.is_empty() {
+            parts.push(format!("acr one of {}", self.acr.join(" ")));
+        }
+        if let Some(max_age) = self.max_auth_age {
+            parts.push(format!("authenticated within {max_age}s"));
+        }
+        parts.join(", ")
+    }
+
     /// Whether `user` meets every step-up requirement at `now` (Unix seconds). A missing claim
     /// fails the check that needs it.
     pub fn met_by(&self, user: &UserAuthentication, now: u64) -> bool {

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{
-    self, AllowKind, Checked, ClaimPath, FilePath, HumanDuration, OnDenyName, RawConfig, RawIssuer,
-    RawRequire, RawRoute, RawServer,
+    self, AllowKind, Checked, ClaimPath, FilePath, HumanDuration, ModeName, OnDenyName, RawConfig,
+    RawIssuer, RawRequire, RawRoute, RawServer,
 };
 use super::source::YamlPath;
 use super::{Config, Problem, ReadinessConfig, ResponseSettings, ServerConfig, TlsConfig};
@@ -33,7 +33,7 @@ use crate::authz::hygiene::Hygiene;
 use crate::authz::roles::{RoleDefinition, RoleError, RoleGrants};
 use crate::authz::routes::{PathMatch, RouteMatch, prefix_matches};
 use crate::authz::step_up::StepUpRequirement;
-use crate::authz::{OnDeny, Policy, Requirements, Route};
+use crate::authz::{Mode, OnDeny, Policy, Requirements, Route};
 use crate::fetch;
 
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
@@ -68,8 +68,12 @@ pub(crate) fn compile(
         base_dir,
         problems,
         grants: None,
+        default_mode: Mode::Enforce,
     };
     ctx.grants = ctx.roles(&raw);
+    if let Some(mode) = &raw.mode {
+        ctx.default_mode = ctx.mode(root().key("mode"), mode).unwrap_or_default();
+    }
     let server = ctx.server(&raw.server);
     let issuers: Vec<Option<IssuerConfig>> = raw
         .issuers
@@ -137,6 +141,8 @@ struct Ctx<'a> {
     /// `roles:` resolved; `None` when it could not be (its problems recorded), and then
     /// routes' roles and permissions are not checked against it.
     grants: Option<Arc<RoleGrants>>,
+    /// The top-level `mode`: a route's own `mode` when it sets none.
+    default_mode: Mode,
 }
 
 impl Ctx<'_> {
@@ -899,6 +905,17 @@ impl Ctx<'_> {
                 }),
         };
 
+        let mode = match &raw.mode {
+            None => Some(self.default_mode),
+            Some(mode) => self.mode(path.key("mode"), mode),
+        };
+        if raw.mode.is_some() && matches!(policy, Some(Policy::Anonymous)) {
+            self.value(
+                path.key("mode"),
+                "an `allow: anonymous` route refuses nothing, so it has no mode; leave `mode` out",
+            );
+        }
+
         if self.problems.len() > before {
             return None;
         }
@@ -911,6 +928,15 @@ impl Ctx<'_> {
             },
             policy: policy?,
             on_deny: on_deny?,
+            mode: mode?,
+        })
+    }
+
+    /// `mode: enforce | shadow`, of a route or the whole file.
+    fn mode(&mut self, path: YamlPath, mode: &Checked<ModeName>) -> Option<Mode> {
+        self.get(path, mode).map(|mode| match mode {
+            ModeName::Enforce => Mode::Enforce,
+            ModeName::Shadow => Mode::Shadow,
         })
     }
 

@@ -493,6 +493,8 @@ issuers:
         );
         assert_eq!(config.routes[0].policy, Policy::Anonymous);
         assert_eq!(config.routes[2].on_deny, OnDeny::NotFound);
+        assert_eq!(config.routes[2].mode, crate::authz::Mode::Enforce);
+        assert_eq!(config.routes[3].mode, crate::authz::Mode::Shadow);
         assert_eq!(
             config.routes[5].policy,
             Policy::Require(Requirements::default())
@@ -538,6 +540,60 @@ issuers:
             config.routes[0].policy,
             Policy::Require(crate::authz::Requirements::default())
         );
+    }
+
+    #[test]
+    fn mode_is_enforce_unless_the_route_or_the_file_says_shadow() {
+        use crate::authz::Mode;
+        let routes = "routes:\n  - {name: a, match: {path: /a}, allow: authenticated}\n  - {name: b, match: {path: /b}, allow: authenticated, mode: shadow}\n  - {name: c, match: {path: /c}, allow: authenticated, mode: enforce}\n";
+        let modes = |text: &str| -> Vec<Mode> {
+            load_text(text)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .routes
+                .iter()
+                .map(|route| route.mode)
+                .collect()
+        };
+        assert_eq!(
+            modes(&with_issuer(routes)),
+            [Mode::Enforce, Mode::Shadow, Mode::Enforce]
+        );
+        assert_eq!(
+            modes(&with_issuer(&format!("mode: shadow\n{routes}"))),
+            [Mode::Shadow, Mode::Shadow, Mode::Enforce]
+        );
+    }
+
+    #[test]
+    fn a_bad_mode_is_reported_where_it_is_written() {
+        let cases = [
+            (
+                with_issuer(
+                    "mode: audit\nroutes:\n  - {name: a, match: {}, allow: authenticated}\n",
+                ),
+                "mode",
+                "unknown variant `audit`",
+            ),
+            (
+                with_issuer(
+                    "routes:\n  - {name: a, match: {}, allow: authenticated, mode: Shadow}\n",
+                ),
+                "routes[0].mode",
+                "unknown variant `Shadow`",
+            ),
+            (
+                with_issuer("routes:\n  - {name: a, match: {}, allow: anonymous, mode: shadow}\n"),
+                "routes[0].mode",
+                "refuses nothing",
+            ),
+        ];
+        for (text, path, message) in cases {
+            let errors = errors(&text);
+            assert_eq!(errors.len(), 1, "{errors:#?}");
+            assert_eq!(errors[0].path, path, "{errors:#?}");
+            assert!(errors[0].message.contains(message), "{errors:#?}");
+            assert!(errors[0].line.is_some() && errors[0].column.is_some());
+        }
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "readiness",
     "routes",
     "roles",
+    "mode",
 ];
 
 /// Top-level keys design.md describes that this version refuses.
@@ -68,6 +69,8 @@ pub struct RawConfig {
     pub routes: Vec<(usize, RawRoute)>,
     /// `roles:`, in the file's order, by name.
     pub roles: Vec<(String, RawRole)>,
+    /// `mode:`, every route's default `mode`.
+    pub mode: Option<Checked<ModeName>>,
     /// The `roles` section had problems: some role may be missing, so checks that a route's
     /// role or permission is defined are skipped.
     pub roles_incomplete: bool,
@@ -122,6 +125,7 @@ impl RawConfig {
                 "readiness" => raw.readiness = section(value, &path, problems),
                 "issuers" => raw.issuers = list(value, &path, problems),
                 "routes" => raw.routes = list(value, &path, problems),
+                "mode" => raw.mode = section(value, &path, problems),
                 "roles" => {
                     raw.roles = roles(value, &path, problems);
                     raw.roles_incomplete = problems.len() > before;
@@ -635,6 +639,9 @@ pub struct RawRoute {
     pub require: Option<RawRequire>,
     #[serde(default)]
     pub on_deny: Option<Checked<OnDenyName>>,
+    /// `enforce` or `shadow`; the top-level `mode` when left out.
+    #[serde(default)]
+    pub mode: Option<Checked<ModeName>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -665,6 +672,13 @@ pub enum AllowKind {
 pub enum OnDenyName {
     Forbidden,
     NotFound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeName {
+    Enforce,
+    Shadow,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

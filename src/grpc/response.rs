@@ -218,6 +218,7 @@ mod tests {
             set_headers: vec![("x-auth-subject".into(), "alice".into())],
             remove_headers: vec!["authorization".into()],
             dynamic_metadata,
+            would_deny: None,
         }
     }
 

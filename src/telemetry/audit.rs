@@ -1,8 +1,11 @@
 //! Audit events: one structured event per decision at target `portcullis::audit`, with stable
 //! dotted field names, grouped by what they describe as linkerd writes them ([`FIELDS`]:
-//! `request.id`, `route.name`, `authz.outcome`, `authz.reason`, `auth.subject`, `auth.issuer`,
-//! `auth.method`, `http.method`, `http.path`, `client.ip`, `http.status`, `duration_us`).
-//! Denials are logged at info; allows at info when `audit_allows` is on, else at debug.
+//! `request.id`, `route.name`, `authz.outcome`, `authz.reason`, `authz.would_deny`,
+//! `auth.subject`, `auth.issuer`, `auth.method`, `http.method`, `http.path`, `client.ip`,
+//! `http.status`, `duration_us`).
+//! Denials are logged at info; allows at info when `audit_allows` is on, else at debug. A shadow
+//! route's would-be denial (`authz.outcome` `shadow_deny`, `authz.would_deny` true, the refusal in
+//! `authz.reason`, `http.status` 200: the request went through) is a denial for this purpose.
 //!
 //! An event must never carry a token, a header value or a key: it is built from the decision and
 //! a fixed list of request facts, and the path is logged without its query string and without
@@ -23,11 +26,12 @@ const MAX_LOGGED_PATH: usize = 1024;
 
 /// The names of an audit event's fields, in the order they are written (after `message`);
 /// `client.ip` only when the address is known. `trace_id` is left for the trace context.
-pub const FIELDS: [&str; 12] = [
+pub const FIELDS: [&str; 13] = [
     "request.id",
     "route.name",
     "authz.outcome",
     "authz.reason",
+    "authz.would_deny",
     "auth.subject",
     "auth.issuer",
     "auth.method",
@@ -45,6 +49,8 @@ pub struct AuditEvent<'a> {
     pub route: &'a str,
     pub outcome: &'static str,
     pub reason: &'static str,
+    /// A shadow route let through a request its policy refused.
+    pub would_deny: bool,
     pub subject: &'a str,
     pub issuer: &'a str,
     pub auth_method: &'static str,
@@ -71,6 +77,13 @@ impl<'a> AuditEvent<'a> {
             route: decision.route().unwrap_or(""),
             outcome: decision.outcome(),
             reason: decision.reason(),
+            would_deny: matches!(
+                decision,
+                Decision::Allow(crate::decision::Permit {
+                    would_deny: Some(_),
+                    ..
+                })
+            ),
             subject,
             issuer,
             auth_method,
@@ -128,6 +141,7 @@ macro_rules! audit_event {
                 route.name = event.route,
                 authz.outcome = event.outcome,
                 authz.reason = event.reason,
+                authz.would_deny = event.would_deny,
                 auth.subject = event.subject,
                 auth.issuer = event.issuer,
                 auth.method = event.auth_method,
@@ -145,7 +159,7 @@ macro_rules! audit_event {
 /// Emits the audit event of one decision.
 pub fn record(input: &CheckInput, decision: &Decision, elapsed: Duration, audit_allows: bool) {
     let event = AuditEvent::new(input, decision, elapsed);
-    if !decision.is_allow() || audit_allows {
+    if !decision.is_allow() || event.would_deny || audit_allows {
         audit_event!(INFO, &event);
     } else {
         audit_event!(DEBUG, &event);
@@ -255,6 +269,33 @@ mod tests {
         );
     }
 
+    /// A shadow route's would-be refusal: allowed (200), but the event says what an enforcing
+    /// route would have answered, and it is logged like a denial.
+    #[test]
+    fn shadow_event_records_the_refusal_it_let_through() {
+        let input = input("/orders");
+        let decision = Decision::Allow(Permit {
+            route: Arc::from("orders"),
+            identity: Arc::new(Identity {
+                subject: "alice".into(),
+                method: crate::decision::AuthMethod::Jwt,
+                ..Identity::anonymous()
+            }),
+            set_headers: Vec::new(),
+            remove_headers: Vec::new(),
+            dynamic_metadata: true,
+            would_deny: Some(DenyReason::Forbidden),
+        });
+        let event = AuditEvent::new(&input, &decision, Duration::ZERO);
+        assert_eq!(
+            (event.outcome, event.reason, event.would_deny, event.status),
+            ("shadow_deny", "forbidden", true, 200)
+        );
+        assert_eq!(event.subject, "alice");
+        let plain = Decision::deny(None, DenyReason::Forbidden);
+        assert!(!AuditEvent::new(&input, &plain, Duration::ZERO).would_deny);
+    }
+
     #[test]
     fn allow_event_carries_the_verified_identity() {
         let input = input("/orders");
@@ -270,6 +311,7 @@ mod tests {
             set_headers: Vec::new(),
             remove_headers: Vec::new(),
             dynamic_metadata: true,
+            would_deny: None,
         });
         let event = AuditEvent::new(&input, &decision, Duration::ZERO);
         assert_eq!(

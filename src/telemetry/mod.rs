@@ -266,6 +266,7 @@ mod tests {
             set_headers: Vec::new(),
             remove_headers: Vec::new(),
             dynamic_metadata: true,
+            would_deny: None,
         });
         let logs = json::tests::capture(|| {
             telemetry.decision(&input_with_secrets(), &decision, Duration::ZERO)
