@@ -129,6 +129,12 @@ impl Agent {
         self.process.as_mut().is_some_and(|p| p.exited().is_none())
     }
 
+    /// The Prometheus exposition from the admin port.
+    async fn metrics(&self) -> String {
+        let process = self.process.as_ref().expect("portcullis is running");
+        common::agent::admin_get(&process.addrs, "/metrics").await.2
+    }
+
     fn logs(&self) -> String {
         self.process
             .as_ref()
@@ -1869,7 +1875,7 @@ in_both_modes!(
 
 /// Roles and step-up routes over the provider's clients: the test client holds `admin`, the
 /// reader `viewer`, the writer and the MFA client `user` (the MFA client's tokens also record
-/// `amr: [pwd, otp]`).
+/// `amr: [pwd, otp]`); `audit-log` is a shadow route only admins would pass.
 fn policy_config(ports: AgentPorts, idp: &Idp) -> String {
     format!(
         r#"{server}issuers:
@@ -1900,6 +1906,10 @@ routes:
   - name: transfer
     match: {{methods: [POST], path: /transfers}}
     require: {{roles: [user, admin], mfa: true, max_auth_age: 5m}}
+  - name: audit-log
+    match: {{methods: [GET], path: /audit-log}}
+    require: {{roles: [admin]}}
+    mode: shadow
 "#,
         server = ports.server_yaml(),
         issuer = idp.issuer(),
@@ -2011,7 +2021,52 @@ async fn roles_and_step_up_through_envoy(mode: SidecarMode) {
     );
     // The body stays the generic 401 one: only the challenge says what is missing.
     assert_eq!(reply.json()["error"], "unauthorized", "{reply:?}");
-    drop(upstream);
+
+    // A shadow route: the viewer's request the policy refuses reaches the app, and is counted
+    // as the refusal it would have been; a forged token is still refused.
+    let hits_before = upstream.hits();
+    let bearer = format!("Bearer {viewer}");
+    let reply = send(
+        &client,
+        &envoy,
+        "GET",
+        "/audit-log",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(
+        reply.status, 200,
+        "{mode:?}: shadow route refused\n{reply:?}"
+    );
+    assert_eq!(
+        reply.echo().header("x-auth-roles"),
+        Some("viewer"),
+        "{reply:?}"
+    );
+    let forged = format!("Bearer {}", with_forged_signature(&viewer));
+    let reply = send(
+        &client,
+        &envoy,
+        "GET",
+        "/audit-log",
+        &[("authorization", &forged)],
+    )
+    .await;
+    assert_eq!(
+        reply.status, 401,
+        "{mode:?}: a shadow route let a forged token in\n{reply:?}"
+    );
+    assert_eq!(
+        upstream.hits(),
+        hits_before + 1,
+        "only the shadowed request reached the app"
+    );
+    let metrics = agent.metrics().await;
+    let series = r#"portcullis_decisions_total{outcome="shadow_deny",reason="forbidden",route="audit-log"} 1"#;
+    assert!(
+        metrics.lines().any(|line| line == series),
+        "{mode:?}: no `{series}` in\n{metrics}"
+    );
 }
 
 in_both_modes!(
