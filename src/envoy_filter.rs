@@ -188,9 +188,11 @@ fn http_filter(out: &mut String, config: &Config, target: SocketAddr) {
          # headers), so it can name a client's forged value for removal.\n      \
          allowed_headers:\n        patterns:\n",
     );
+    // The API key header too: Envoy's HTTP mode forwards only the headers listed.
     let extra = claims
         .iter()
         .map(String::as_str)
+        .chain(config.api_keys.as_ref().map(|keys| keys.header.as_str()))
         .filter(|name| !HTTP_REQUEST_HEADERS.contains(name));
     for name in HTTP_REQUEST_HEADERS.iter().copied().chain(extra) {
         let _ = writeln!(out, "          - {{exact: {}}}", scalar(name));
