@@ -466,6 +466,74 @@ async fn a_keys_file_replaced_by_garbage_keeps_the_last_good_keys_and_says_why()
     assert!(cleared, "{}", admin_status(&stack.addrs()).await);
 }
 
+/// The gRPC Check contract for API keys, as Envoy's `ext_authz` filter calls it (no Envoy
+/// needed): the identity set upstream, the key header removed, the dynamic metadata's method;
+/// a bad key is UNAUTHENTICATED with the 401 body; a reload that removes `api_keys` stops
+/// accepting keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_api_answers_api_keys_like_envoy_expects() {
+    use common::agent::{EnvoyRequest, InProcessAgent, wait_generation};
+
+    let key = TestKey::new(KeyEnv::Live, "billing");
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_config(dir.path(), "api-keys.yaml", &keys_yaml(&[&key]));
+    let routes = "routes:\n  - name: documents\n    match: {path_prefix: /documents}\n    \
+                  require: {scopes: [read:documents]}\n";
+    let server = "server: {grpc_listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0}\n";
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &format!("{server}api_keys: {{file: api-keys.yaml, env: live}}\n{routes}"),
+    );
+    let agent = InProcessAgent::start_file(&config).await;
+    let mut client = agent.client().await;
+
+    let allowed = client
+        .check(&EnvoyRequest::get("/documents/1").header("x-api-key", &key.key))
+        .await;
+    assert!(allowed.allowed(), "{allowed:?}");
+    assert_eq!(allowed.upstream("x-auth-method"), Some("api_key"));
+    assert_eq!(allowed.upstream("x-auth-subject"), Some("billing"));
+    assert!(allowed.removes("x-api-key"), "{allowed:?}");
+    assert_eq!(
+        allowed.metadata["portcullis"]["method"], "api_key",
+        "{allowed:?}"
+    );
+
+    let refused = client
+        .check(
+            &EnvoyRequest::get("/documents/1")
+                .header("x-api-key", &with_wrong_secret(&key.key))
+                .request_id("r-1"),
+        )
+        .await;
+    assert_eq!((refused.code, refused.status), (16, 401), "{refused:?}");
+    assert_eq!(refused.body_json()["error"], "unauthorized");
+    assert!(!refused.body.contains(&key.key));
+
+    // Without `api_keys`, the key header is no credential at all.
+    let jwk: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/jwks/rsa-2048.jwk.json")).expect("fixture jwk");
+    write_config(
+        dir.path(),
+        "jwks.json",
+        &serde_json::json!({"keys": [jwk]}).to_string(),
+    );
+    let issuer = "issuers:\n  - {name: t, issuer: https://idp.test, audiences: [a], \
+                  jwks_file: jwks.json, algorithms: [RS256]}\n";
+    replace_config(&config, &format!("{server}{issuer}{routes}"));
+    wait_generation(&agent.addrs, 2, RELOAD_TIMEOUT).await;
+    let without = client
+        .check(&EnvoyRequest::get("/documents/1").header("x-api-key", &key.key))
+        .await;
+    assert_eq!(without.status, 401, "{without:?}");
+    assert!(
+        admin_status(&agent.addrs).await.get("api_keys").is_none(),
+        "the keys store outlived its configuration"
+    );
+    agent.shutdown().await;
+}
+
 /// `portcullis keys generate | hash | check`, as an operator runs them.
 #[test]
 fn the_keys_commands_make_and_check_entries() {
