@@ -434,6 +434,20 @@ mod tests {
     }
 
     #[test]
+    fn http_mode_forwards_the_api_key_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("keys.yaml"), "keys: []\n").expect("write keys");
+        let yaml = "server: {http_listen: 127.0.0.1:9192}\n\
+                    api_keys: {file: keys.yaml, header: x-client-key, env: live}\n\
+                    routes:\n  - {name: a, match: {path: /a}, require: {scopes: [x]}}\n";
+        let config = crate::config::load_str(yaml, &dir.path().join("portcullis.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let doc = parsed(&render(&config, Mode::Http).expect("render"));
+        let allowed = patterns(&filter(&doc)["allowed_headers"]);
+        assert!(allowed.contains(&"x-client-key".to_owned()), "{allowed:?}");
+    }
+
+    #[test]
     fn grpc_mode_points_at_the_grpc_listener_and_carries_no_header_lists() {
         let config = config("{grpc_listen: \"[::]:7000\"}", "{email: x-user-email}");
         let doc = parsed(&render(&config, Mode::Grpc).expect("renders"));

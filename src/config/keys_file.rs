@@ -603,6 +603,60 @@ mod tests {
     }
 
     #[test]
+    fn the_api_keys_section_is_checked_with_located_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("portcullis.yaml");
+        let route = "routes:\n  - {name: a, match: {path: /a}, require: {scopes: [x]}}\n";
+        let text = format!(
+            "api_keys:\n  file: missing.yaml\n  header: Authorization\n  env: prod\n  \
+             authorization_scheme: Bearer\n{route}"
+        );
+        let errors: Vec<String> = super::super::load_str(&text, &config)
+            .expect_err("invalid section")
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let joined = errors.join("\n");
+        for expected in [
+            ":2:9: api_keys.file: `",
+            ":3:11: api_keys.header: a header name",
+            ":4:8: api_keys.env: an environment",
+            ":5:25: api_keys.authorization_scheme: `Bearer` is for tokens",
+        ] {
+            assert!(joined.contains(expected), "{expected:?} not in:\n{joined}");
+        }
+
+        // A valid section: defaults, the keys file read, and a route needs no issuer.
+        std::fs::write(
+            dir.path().join("keys.yaml"),
+            format!("keys:\n  - {{id: AbCdEf012345, hash: {HASH}, subject: a, env: live}}\n"),
+        )
+        .expect("write keys");
+        let loaded = super::super::load_str(
+            &format!("api_keys: {{file: keys.yaml, env: live}}\n{route}"),
+            &config,
+        )
+        .expect("valid");
+        let settings = loaded.api_keys.expect("api_keys");
+        assert_eq!(settings.header, "x-api-key");
+        assert_eq!(settings.authorization_scheme, None);
+        assert_eq!(settings.entries.len(), 1);
+
+        // The keys file's own errors fail the configuration, located in the keys file.
+        std::fs::write(dir.path().join("keys.yaml"), "keys:\n  - {id: x}\n").expect("write");
+        let error = super::super::load_str(
+            &format!("api_keys: {{file: keys.yaml, env: live}}\n{route}"),
+            &config,
+        )
+        .expect_err("bad keys file");
+        assert!(
+            error.errors.iter().all(|e| e.file.ends_with("keys.yaml")),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn garbage_and_empty_files_are_refused() {
         for text in ["", "keys: [\n", "- a\n- b\n", "other: 1\n", "keys: 5\n"] {
             assert!(load_text(text).is_err(), "{text:?}");
