@@ -17,7 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::agent::{
     Addrs, BinaryAgent, admin_get, eventually, replace_config, status as admin_status, write_config,
 };
-use common::envoy::{Envoy, START_TIMEOUT, SidecarMode, SidecarPorts, free_port, render_sidecar};
+use common::envoy::{
+    Envoy, START_TIMEOUT, SidecarMode, SidecarPorts, free_port, render_sidecar, splice_filter,
+};
 use common::upstream::{Echo, Upstream};
 use portcullis::authn::api_keys::{self, GeneratedKey, KeyEntry, KeyEnv};
 use portcullis::config::keys_file;
@@ -87,15 +89,22 @@ struct Stack {
 impl Stack {
     /// `None` when Envoy is not installed (skip; a failure under CI).
     async fn start(keys: &[&TestKey]) -> Option<Self> {
+        Self::start_in(SidecarMode::Grpc, keys).await
+    }
+
+    /// In Envoy's HTTP mode the sidecar's `ext_authz` filter is what `portcullis envoy-filter
+    /// --mode http` prints for this configuration (it lists the key header).
+    async fn start_in(mode: SidecarMode, keys: &[&TestKey]) -> Option<Self> {
         let upstream = Upstream::start().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let keys_file = write_config(dir.path(), "api-keys.yaml", &keys_yaml(keys));
-        let (grpc, admin) = (free_port(), free_port());
+        let (grpc, http, admin) = (free_port(), free_port(), free_port());
         let config = write_config(
             dir.path(),
             "portcullis.yaml",
             &format!(
-                "server: {{grpc_listen: 127.0.0.1:{grpc}, admin_listen: 127.0.0.1:{admin}}}\n\
+                "server: {{grpc_listen: 127.0.0.1:{grpc}, http_listen: 127.0.0.1:{http}, \
+                 admin_listen: 127.0.0.1:{admin}}}\n\
                  api_keys: {{file: api-keys.yaml, header: x-api-key, env: live, \
                  authorization_scheme: ApiKey}}\n\
                  routes:\n  \
@@ -104,17 +113,24 @@ impl Stack {
                  require: {{scopes: [read:documents]}}\n"
             ),
         );
-        let agent = tokio::task::spawn_blocking(move || BinaryAgent::start(&config))
-            .await
-            .expect("portcullis start-up task");
-        let rendered = render_sidecar(
-            SidecarMode::Grpc,
+        let mut rendered = render_sidecar(
+            mode,
             SidecarPorts {
                 app: upstream.port(),
                 portcullis_grpc: grpc,
-                portcullis_http: free_port(),
+                portcullis_http: http,
             },
         );
+        if mode == SidecarMode::Http {
+            let path = config.to_str().expect("utf-8 path");
+            let (code, filter, stderr) =
+                common::agent::run_binary(&["envoy-filter", "--config", path, "--mode", "http"]);
+            assert!(code.success(), "envoy-filter failed: {stderr}");
+            rendered = splice_filter(&rendered, &filter);
+        }
+        let agent = tokio::task::spawn_blocking(move || BinaryAgent::start(&config))
+            .await
+            .expect("portcullis start-up task");
         let envoy = Envoy::start(&rendered).await?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
@@ -265,6 +281,28 @@ async fn a_valid_key_reaches_the_app_with_its_identity_and_without_the_key() {
     assert!(last_used.abs_diff(unix_now()) < 60, "{report}");
     let logs = stack.logs();
     assert!(!logs.contains(&key.key), "the key was logged:\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_mode_a_valid_key_reaches_the_app_without_the_key_and_a_bad_one_is_401() {
+    let key = TestKey::new(KeyEnv::Live, "billing-batch");
+    let Some(stack) = Stack::start_in(SidecarMode::Http, &[&key]).await else {
+        return;
+    };
+    let (status, body, _) = stack.with_key(&key.key).await;
+    assert_eq!(status, 200, "{body}\n{}", stack.logs());
+    let echo: Echo = serde_json::from_str(&body).expect("upstream echo");
+    assert_eq!(echo.header("x-auth-method"), Some("api_key"));
+    assert_eq!(echo.header("x-auth-subject"), Some("billing-batch"));
+    assert_eq!(
+        echo.header("x-api-key"),
+        None,
+        "the key reached the app: {echo:?}"
+    );
+    assert_standard_401(
+        &stack.with_key(&with_wrong_secret(&key.key)).await,
+        "wrong secret",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
