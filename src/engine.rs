@@ -1420,7 +1420,7 @@ roles:
             ),
         )
         .expect("write keys");
-        let yaml = format!("api_keys: {{file: keys.yaml, env: live}}\n{extra_yaml}");
+        let yaml = format!("{extra_yaml}\napi_keys: {{file: keys.yaml, env: live}}\n");
         (engine_with(dir, &yaml).await, generated.key)
     }
 
@@ -1457,6 +1457,22 @@ roles:
             ),
             DenyReason::InvalidToken(TokenProblem::BadChecksum)
         );
+    }
+
+    #[tokio::test]
+    async fn an_api_key_never_satisfies_a_step_up_route() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let route = "  - name: transfer\n    match: {path: /transfer}\n    \
+                     require: {scopes: [read:documents], mfa: true}";
+        let (engine, key) = engine_with_api_key(dir.path(), route).await;
+        assert!(matches!(
+            reason(
+                engine
+                    .check(&request("GET", "/transfer", &[("x-api-key", &key)]))
+                    .await
+            ),
+            DenyReason::StepUpRequired(_)
+        ));
     }
 
     #[tokio::test]
