@@ -1,6 +1,7 @@
 //! The admin HTTP server (`server.admin_listen`): `GET /healthz` (liveness), `GET /readyz`
 //! (readiness: configuration loaded and, unless `readiness.require_keys` is off, keys for every
-//! issuer), `GET /status` (JSON: build, configuration generation and last reload, key sets) and
+//! issuer), `GET /status` (JSON: build, configuration generation and last reload, key sets, the
+//! API keys file and each key's last use) and
 //! `GET /metrics` (Prometheus text format).
 //!
 //! It reports state and changes nothing. It must never show a secret: no token, no key
@@ -68,6 +69,34 @@ pub struct StatusReport {
     pub not_ready_reason: Option<String>,
     pub config: ConfigStatus,
     pub issuers: Vec<IssuerStatus>,
+    /// The API keys file; absent without `api_keys`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<ApiKeysStatus>,
+}
+
+/// The keys file in use: never a hash or a key.
+#[derive(Debug, Serialize)]
+pub struct ApiKeysStatus {
+    pub file: String,
+    pub keys: usize,
+    /// The located problems of the last version of the file that was refused (the keys in use
+    /// are the last good ones); `null` once a good version loads.
+    pub last_error: Option<Vec<String>>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    /// Per key id: subject, last accepted use and checks by outcome (`unknown` counts the
+    /// attempts that named no key of the file).
+    pub keys_by_id: Vec<KeyUseStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyUseStatus {
+    pub id: String,
+    pub subject: String,
+    /// RFC 3339, UTC; `null` when never used.
+    pub last_used: Option<String>,
+    pub last_used_unix: Option<u64>,
+    pub checks: std::collections::BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -141,6 +170,33 @@ impl StatusReport {
                 last_reload,
             },
             issuers,
+            api_keys: state.api_keys().map(|status| ApiKeysStatus {
+                file: status.file.display().to_string(),
+                keys: status.keys,
+                last_error: status.last_error,
+                reloads_ok: status.reloads_ok,
+                reloads_failed: status.reloads_failed,
+                keys_by_id: status
+                    .per_key
+                    .into_iter()
+                    .map(|key| KeyUseStatus {
+                        last_used: key.last_used.map(|at| {
+                            humantime::format_rfc3339_seconds(
+                                UNIX_EPOCH + std::time::Duration::from_secs(at),
+                            )
+                            .to_string()
+                        }),
+                        last_used_unix: key.last_used,
+                        checks: key
+                            .counts
+                            .into_iter()
+                            .map(|(outcome, count)| (outcome.as_str(), count))
+                            .collect(),
+                        id: key.id,
+                        subject: key.subject,
+                    })
+                    .collect(),
+            }),
         }
     }
 }

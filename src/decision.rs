@@ -88,6 +88,14 @@ pub enum TokenProblem {
     /// characters or leading or trailing whitespace.
     UnsafeClaim,
     Revoked,
+    /// An API key whose checksum does not match (mistyped or made up).
+    BadChecksum,
+    /// An API key of another environment (`pk_test_` on a `live` deployment).
+    WrongEnvironment,
+    /// An API key whose id is not in the keys file.
+    UnknownApiKey,
+    /// An API key whose id is known but whose secret does not match.
+    WrongSecret,
 }
 
 impl TokenProblem {
@@ -110,6 +118,10 @@ impl TokenProblem {
             Self::LifetimeTooLong => "lifetime_too_long",
             Self::UnsafeClaim => "unsafe_claim",
             Self::Revoked => "revoked",
+            Self::BadChecksum => "bad_checksum",
+            Self::WrongEnvironment => "wrong_environment",
+            Self::UnknownApiKey => "unknown_api_key",
+            Self::WrongSecret => "wrong_secret",
         }
     }
 }

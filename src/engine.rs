@@ -11,8 +11,9 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::authn::api_keys::ApiKeyRegistry;
 use crate::authn::attempts::AttemptLimiter;
-use crate::authn::credentials::{self, Extraction};
+use crate::authn::credentials::{self, ApiKeySource, Extraction};
 use crate::authn::{Authenticator, AuthnError, CacheCounters, KeyRegistry, Lookup};
 use crate::authz::hygiene::HygieneProblem;
 use crate::authz::path;
@@ -31,13 +32,15 @@ pub const IDENTITY_HEADER_PREFIX: &str = "x-auth-";
 pub type SharedEngine = Arc<arc_swap::ArcSwap<Engine>>;
 
 /// The stores that live as long as the process, handed to every engine generation: the key
-/// registry (a reload keeps the keys of the issuers it keeps) and the token-cache counters (the
-/// counts outlive a reload). Revocations and API keys join them when they exist. Cloning it
+/// registry (a reload keeps the keys of the issuers it keeps), the token-cache counters (the
+/// counts outlive a reload) and the API keys store (a reload that keeps the keys file keeps
+/// its watcher and per-key counters). Revocations join them when they exist. Cloning it
 /// clones handles; `Shared::default()` makes fresh ones (a test, or the app at start).
 #[derive(Debug, Clone, Default)]
 pub struct Shared {
     pub keys: Arc<KeyRegistry>,
     pub cache_counters: Arc<CacheCounters>,
+    pub api_keys: Arc<ApiKeyRegistry>,
 }
 
 #[derive(Debug)]
@@ -53,20 +56,33 @@ pub struct Engine {
     /// Failed authentications per source (`limits.failed_attempts`); `None` when off. Its counts
     /// belong to this generation: a reload starts them afresh.
     attempts: Option<AttemptLimiter>,
+    /// Where API keys are read from; `None` without `api_keys` (then only bearer tokens).
+    api_key_source: Option<ApiKeySource>,
 }
 
 impl Engine {
     /// Builds the engine for `config` on the app-lifetime stores of `shared`: key stores come
     /// from its registry, and the token cache counts into its counters.
     pub fn new(config: &Config, shared: &Shared) -> Self {
+        let mut authn = Authenticator::new(
+            &config.issuers,
+            &shared.keys,
+            config.authn.clone(),
+            shared.cache_counters.clone(),
+        );
+        let api_key_source = config.api_keys.as_ref().map(|settings| {
+            let store = shared
+                .api_keys
+                .store_for(settings, crate::config::keys_file::load_entries);
+            authn.accept_api_keys(store, settings.env);
+            ApiKeySource {
+                header: settings.header.clone(),
+                scheme: settings.authorization_scheme.clone(),
+            }
+        });
         Self {
             routes: RouteTable::new(config.routes.clone()),
-            authn: Authenticator::new(
-                &config.issuers,
-                &shared.keys,
-                config.authn.clone(),
-                shared.cache_counters.clone(),
-            ),
+            authn,
             response: config.response.clone(),
             anonymous: Arc::new(Identity::anonymous()),
             claim_header_names: claim_header_names(config)
@@ -78,6 +94,7 @@ impl Engine {
                 })
                 .collect(),
             attempts: attempt_limiter(config),
+            api_key_source,
         }
     }
 
@@ -110,11 +127,12 @@ impl Engine {
         };
         let deny = |reason| self.deny(route, reason);
 
-        let credential = match credentials::extract(&input.headers) {
-            Extraction::Found(credential) => Some(credential),
-            Extraction::Missing => return deny(DenyReason::MissingCredential),
-            Extraction::Malformed => None,
-        };
+        let credential =
+            match credentials::extract_with(&input.headers, self.api_key_source.as_ref()) {
+                Extraction::Found(credential) => Some(credential),
+                Extraction::Missing => return deny(DenyReason::MissingCredential),
+                Extraction::Malformed => None,
+            };
         // A credential the cache already vouches for is served without asking the limiter: a
         // credential proven valid is never refused because its address is shared with
         // someone who keeps failing (design.md, "Safety of defaults"). One cache look-up;
@@ -271,9 +289,15 @@ impl Engine {
             .collect();
         if self.response.strip_credentials
             && identity.method != crate::decision::AuthMethod::Anonymous
-            && input.headers.get("authorization").is_some()
         {
-            remove_headers.push("authorization".to_owned());
+            if input.headers.get("authorization").is_some() {
+                remove_headers.push("authorization".to_owned());
+            }
+            if let Some(source) = &self.api_key_source
+                && input.headers.get(&source.header).is_some()
+            {
+                remove_headers.push(source.header.clone());
+            }
         }
         remove_headers.sort();
         remove_headers.dedup();
@@ -1561,6 +1585,114 @@ roles:
         permit(
             engine
                 .check(&request("GET", "/documents", &[("authorization", &auth)]))
+                .await,
+        );
+    }
+
+    /// An engine as [`engine_with`] makes it that also accepts live API keys from a keys file
+    /// holding one key for `billing` (read:documents); returns the key.
+    async fn engine_with_api_key(dir: &Path, extra_yaml: &str) -> (Engine, String) {
+        let generated =
+            crate::authn::api_keys::generate(crate::authn::api_keys::KeyEnv::Live).expect("random");
+        std::fs::write(
+            dir.join("keys.yaml"),
+            format!(
+                "keys:\n  - {{id: {}, hash: {}, subject: billing, scopes: [read:documents], \
+                 env: live}}\n",
+                generated.id, generated.hash
+            ),
+        )
+        .expect("write keys");
+        let yaml = format!("{extra_yaml}\napi_keys: {{file: keys.yaml, env: live}}\n");
+        (engine_with(dir, &yaml).await, generated.key)
+    }
+
+    #[tokio::test]
+    async fn allows_an_api_key_with_the_entrys_identity_and_strips_its_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (engine, key) = engine_with_api_key(dir.path(), "").await;
+        let allowed = permit(
+            engine
+                .check(&request("GET", "/documents/7", &[("x-api-key", &key)]))
+                .await,
+        );
+        assert_eq!(allowed.identity.method, AuthMethod::ApiKey);
+        assert_eq!(set(&allowed, "x-auth-method"), Some("api_key"));
+        assert_eq!(set(&allowed, "x-auth-subject"), Some("billing"));
+        assert_eq!(set(&allowed, "x-auth-issuer"), Some("api_keys"));
+        assert_eq!(set(&allowed, "x-auth-scopes"), Some("read:documents"));
+        assert_eq!(allowed.remove_headers, vec!["x-api-key".to_owned()]);
+        // JWTs keep working beside API keys.
+        let auth = bearer(&token("read:documents"));
+        permit(
+            engine
+                .check(&request("GET", "/documents/7", &[("authorization", &auth)]))
+                .await,
+        );
+        // A bad key is a 401 like a bad token.
+        let mut typo = key.clone();
+        typo.replace_range(10..11, if &key[10..11] == "x" { "y" } else { "x" });
+        assert_eq!(
+            reason(
+                engine
+                    .check(&request("GET", "/documents/7", &[("x-api-key", &typo)]))
+                    .await
+            ),
+            DenyReason::InvalidToken(TokenProblem::BadChecksum)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_api_key_never_satisfies_a_step_up_route() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let route = "  - name: transfer\n    match: {path: /transfer}\n    \
+                     require: {scopes: [read:documents], mfa: true}";
+        let (engine, key) = engine_with_api_key(dir.path(), route).await;
+        assert!(matches!(
+            reason(
+                engine
+                    .check(&request("GET", "/transfer", &[("x-api-key", &key)]))
+                    .await
+            ),
+            DenyReason::StepUpRequired(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_known_api_key_is_never_refused_by_the_failed_attempt_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = "limits: {failed_attempts: {per_source: 1, per: 1m}}";
+        let (engine, key) = engine_with_api_key(dir.path(), limits).await;
+        let client = "198.51.100.9:40000";
+        let mut wrong = key.clone();
+        wrong.replace_range(20..21, if &key[20..21] == "x" { "y" } else { "x" });
+        for _ in 0..3 {
+            engine
+                .check(&from(
+                    client,
+                    request("GET", "/documents/7", &[("x-api-key", &wrong)]),
+                ))
+                .await;
+        }
+        assert_eq!(
+            reason(
+                engine
+                    .check(&from(
+                        client,
+                        request("GET", "/documents/7", &[("x-api-key", &wrong)]),
+                    ))
+                    .await
+            )
+            .http_status(),
+            429,
+            "bad keys are charged to their source"
+        );
+        permit(
+            engine
+                .check(&from(
+                    client,
+                    request("GET", "/documents/7", &[("x-api-key", &key)]),
+                ))
                 .await,
         );
     }

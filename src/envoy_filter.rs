@@ -188,9 +188,11 @@ fn http_filter(out: &mut String, config: &Config, target: SocketAddr) {
          # headers), so it can name a client's forged value for removal.\n      \
          allowed_headers:\n        patterns:\n",
     );
+    // The API key header too: Envoy's HTTP mode forwards only the headers listed.
     let extra = claims
         .iter()
         .map(String::as_str)
+        .chain(config.api_keys.as_ref().map(|keys| keys.header.as_str()))
         .filter(|name| !HTTP_REQUEST_HEADERS.contains(name));
     for name in HTTP_REQUEST_HEADERS.iter().copied().chain(extra) {
         let _ = writeln!(out, "          - {{exact: {}}}", scalar(name));
@@ -429,6 +431,20 @@ mod tests {
         );
         let grpc = parsed(&render(&config("{}", "{}"), Mode::Grpc).expect("renders"));
         assert_eq!(idle(&grpc), Value::from("3600s"));
+    }
+
+    #[test]
+    fn http_mode_forwards_the_api_key_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("keys.yaml"), "keys: []\n").expect("write keys");
+        let yaml = "server: {http_listen: 127.0.0.1:9192}\n\
+                    api_keys: {file: keys.yaml, header: x-client-key, env: live}\n\
+                    routes:\n  - {name: a, match: {path: /a}, require: {scopes: [x]}}\n";
+        let config = crate::config::load_str(yaml, &dir.path().join("portcullis.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let doc = parsed(&render(&config, Mode::Http).expect("render"));
+        let allowed = patterns(&filter(&doc)["allowed_headers"]);
+        assert!(allowed.contains(&"x-client-key".to_owned()), "{allowed:?}");
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub struct Identity {
     pub issued_at: Option<u64>,
     /// Unix seconds; the token cache never keeps an identity past this.
     pub expires_at: Option<u64>,
+    /// The JWT's `kid`, or for [`AuthMethod::ApiKey`] the API key's id (never the key).
     pub key_id: Option<String>,
     /// How long the verified-token cache may serve this identity.
     pub cache_policy: CachePolicy,

@@ -16,14 +16,14 @@
 //! | [`input`] | the transport-free view of one request |
 //! | [`decision`] | `Decision` = allow (`Permit`) or deny (`Denial`: reason, status and challenge); the engine's `ResponseSettings` |
 //! | [`identity`] | `Identity`, the verified caller (re-exported by [`decision`]), and the `CachePolicy` it carries: key-bound, until an instant, or uncacheable |
-//! | [`engine`] | route → authenticate → authorize, immutable per configuration generation; built on `Shared`, the app-lifetime stores (key registry, token-cache counters) |
-//! | [`authn`] | `authenticate(Presented)` by credential kind, credentials, JWT verification, JWKS key sets (`jwks/{document,schedule,store}`), verified-token cache and its process-lifetime counters |
+//! | [`engine`] | route → authenticate → authorize, immutable per configuration generation; built on `Shared`, the app-lifetime stores (key registry, token-cache counters, API keys store) |
+//! | [`authn`] | `authenticate(Presented)` by credential kind, credentials, JWT verification, JWKS key sets (`jwks/{document,schedule,store}`), verified-token cache and its process-lifetime counters; `api_keys` (key format and checksum, the watched keys store, O(1) constant-time key check) |
 //! | [`authz`] | `authorize` (requirements, identity, resource: the route and its path parameters; one table of requirement steps, which `evaluate` runs whole for shadow routes and `explain`); `path` normalization; `routes` (table, templates); `scopes` (all of, any of, wildcards); `roles` (RBAC: the `roles:` map resolved into one permission set per role); `step_up` (RFC 9470: `mfa`, `acr`, `max_auth_age`); `hygiene` (`content_types`, `idempotency_key`) |
-//! | [`config`] | YAML → validated `Config` with located errors; hot reload (on [`watch`]) |
+//! | [`config`] | YAML → validated `Config` with located errors; hot reload (on [`watch`]); `keys_file`: the `api_keys` section and the keys file (located errors, never key material) |
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
 //! | [`telemetry`] | metrics, audit events, logging setup |
 //! | [`fetch`] | outbound fetches: the URL rule (https except loopback, no credentials or fragment), redaction, size cap, timeout, `Cache-Control`/`ETag` |
-//! | [`watch`] | the ConfigMap-safe, debounced file watcher (configuration today; keys and revocation files later) |
+//! | [`watch`] | the ConfigMap-safe, debounced file watcher (configuration and API keys file; revocation files later) |
 //! | [`error`] | `ErrorChain`: an error and its sources on one line; a leaf, imports nothing from the crate |
 //! | [`tools`] | the offline operator tools on the real engine: `explain` (one request's decision and reasoning) and `policy_test` (`portcullis test`: YAML policy test cases) |
 //! | [`admin`] | `/healthz`, `/readyz`, `/status`, `/metrics` (reads [`app::state`]) |

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use portcullis::authn::api_keys::{self, KeyEntry, KeyEnv, SecretHash};
+use portcullis::config::keys_file;
 use portcullis::tools::{explain, policy_test};
 use portcullis::{app, config, envoy_filter, telemetry};
 
@@ -69,6 +71,9 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Make and check API key entries (the keys file holds hashes, never keys).
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +121,69 @@ fn parse_claims(text: &str) -> Result<serde_json::Map<String, serde_json::Value>
     serde_json::from_str(text).map_err(|error| format!("not a JSON object: {error}"))
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a new key: prints the key once (on stderr) and the keys-file entry with its hash
+    /// (on stdout, ready to append under `keys:`).
+    Generate {
+        /// The environment the key is for.
+        #[arg(long, value_enum)]
+        env: EnvArg,
+        #[command(flatten)]
+        entry: EntryArgs,
+    },
+    /// Print the keys-file entry of an existing key (read from stdin when KEY is absent or
+    /// `-`, which keeps it out of the shell history).
+    Hash {
+        key: Option<String>,
+        #[command(flatten)]
+        entry: EntryArgs,
+    },
+    /// Validate a keys file: every problem as `file:line:column: path: message` (exit 1),
+    /// expired entries and entries of another environment as warnings.
+    Check {
+        file: PathBuf,
+        /// The environment the deployment accepts (warns about entries of the other).
+        #[arg(long, value_enum)]
+        env: Option<EnvArg>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum EnvArg {
+    Live,
+    Test,
+}
+
+impl EnvArg {
+    fn key_env(self) -> KeyEnv {
+        match self {
+            Self::Live => KeyEnv::Live,
+            Self::Test => KeyEnv::Test,
+        }
+    }
+}
+
+/// What the entry says besides the key itself.
+#[derive(Debug, Args)]
+struct EntryArgs {
+    /// The subject the key authenticates as (`x-auth-subject`).
+    #[arg(long, default_value = "CHANGE-ME")]
+    subject: String,
+    /// Granted scopes (comma separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    scopes: Vec<String>,
+    /// Granted roles (comma separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    roles: Vec<String>,
+    /// When the key stops working: a duration from now (`90d`) or an RFC 3339 UTC time.
+    #[arg(long)]
+    expires: Option<String>,
+    /// A note for operators (owner, purpose).
+    #[arg(long)]
+    description: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum FilterMode {
     /// `grpc_service` to `server.grpc_listen`.
@@ -138,6 +206,7 @@ fn main() -> ExitCode {
         Some(Command::EnvoyFilter { config, mode }) => print_envoy_filter(&config, mode),
         Some(Command::Explain(args)) => print_explanation(args),
         Some(Command::Test { files }) => run_policy_tests(&files),
+        Some(Command::Keys(command)) => keys(command),
         Some(Command::Serve(args)) => report(serve(args)),
         None => report(serve(cli.serve)),
     }
@@ -224,6 +293,27 @@ fn print_explanation(args: ExplainArgs) -> ExitCode {
     }
 }
 
+fn keys(command: KeysCommand) -> ExitCode {
+    match command {
+        KeysCommand::Generate { env, entry } => print_entry(generate_entry(env, &entry)),
+        KeysCommand::Hash { key, entry } => print_entry(hash_entry(key, &entry)),
+        KeysCommand::Check { file, env } => check_keys(&file, env),
+    }
+}
+
+fn print_entry(entry: anyhow::Result<KeyEntry>) -> ExitCode {
+    match entry.and_then(|entry| keys_file::render_entry(&entry).map_err(anyhow::Error::from)) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("portcullis keys: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run_policy_tests(files: &[PathBuf]) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
@@ -232,6 +322,90 @@ fn run_policy_tests(files: &[PathBuf]) -> ExitCode {
         Err(error) => {
             eprintln!("portcullis test: {error}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn generate_entry(env: EnvArg, args: &EntryArgs) -> anyhow::Result<KeyEntry> {
+    let generated = api_keys::generate(env.key_env())?;
+    let entry = entry_from(&generated.id, generated.hash, env.key_env(), args)?;
+    // stderr, so that stdout can be appended to the keys file as it is.
+    eprintln!(
+        "New API key (shown this once; portcullis keeps only its hash). Hand it to the client \
+         over a secure channel:\n{}\n",
+        generated.key
+    );
+    Ok(entry)
+}
+
+fn hash_entry(key: Option<String>, args: &EntryArgs) -> anyhow::Result<KeyEntry> {
+    let key = match key.filter(|key| key != "-") {
+        Some(key) => key,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the key from stdin")?;
+            line.trim().to_owned()
+        }
+    };
+    let parts = api_keys::parse(&key)
+        .map_err(|problem| anyhow::anyhow!("not a valid API key ({})", problem.as_str()))?;
+    entry_from(parts.id, SecretHash::of(parts.secret()), parts.env, args)
+}
+
+fn entry_from(
+    id: &str,
+    hash: SecretHash,
+    env: KeyEnv,
+    args: &EntryArgs,
+) -> anyhow::Result<KeyEntry> {
+    let not_after = match &args.expires {
+        None => None,
+        Some(text) => Some(expiry(text)?),
+    };
+    Ok(KeyEntry {
+        id: id.to_owned(),
+        hash,
+        subject: args.subject.clone(),
+        scopes: args.scopes.clone(),
+        roles: args.roles.clone(),
+        env,
+        not_before: None,
+        not_after,
+        description: args.description.clone(),
+    })
+}
+
+/// `--expires`: a duration from now or an RFC 3339 time, as Unix seconds.
+fn expiry(text: &str) -> anyhow::Result<u64> {
+    let at = match humantime::parse_duration(text) {
+        Ok(duration) => std::time::SystemTime::now() + duration,
+        Err(_) => humantime::parse_rfc3339(text).with_context(|| {
+            format!("--expires `{text}`: expected a duration (`90d`) or an RFC 3339 UTC time")
+        })?,
+    };
+    Ok(at.duration_since(std::time::UNIX_EPOCH)?.as_secs())
+}
+
+fn check_keys(file: &std::path::Path, env: Option<EnvArg>) -> ExitCode {
+    match keys_file::load(file) {
+        Ok(entries) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let warnings = keys_file::warnings(&entries, now, env.map(EnvArg::key_env));
+            for warning in &warnings {
+                eprintln!("{}: warning: {warning}", file.display());
+            }
+            println!("ok: {} keys, {} warnings", entries.len(), warnings.len());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            for problem in &error.errors {
+                eprintln!("{problem}");
+            }
+            ExitCode::FAILURE
         }
     }
 }

@@ -47,6 +47,7 @@ pub(crate) fn config_with_routes(routes: Vec<Route>) -> Config {
         routes,
         response: ResponseSettings::default(),
         readiness: ReadinessConfig::default(),
+        api_keys: None,
     }
 }
 

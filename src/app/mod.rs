@@ -224,6 +224,9 @@ pub async fn start_with(
     telemetry
         .metrics()
         .observe_token_cache(shared.cache_counters.clone());
+    telemetry
+        .metrics()
+        .observe_api_keys(shared.api_keys.clone());
     telemetry.metrics().set_generation(1);
 
     let state = Arc::new(AppState::new(

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::authn::KeyRegistry;
+use crate::authn::api_keys::ApiKeyStatus;
 use crate::config::{self, Config, ConfigError, ServerConfig};
 use crate::engine::{Engine, Shared, SharedEngine};
 use crate::telemetry::Telemetry;
@@ -110,6 +111,11 @@ impl AppState {
         &self.shared.keys
     }
 
+    /// The API keys store's status; `None` without `api_keys`.
+    pub fn api_keys(&self) -> Option<ApiKeyStatus> {
+        self.shared.api_keys.status()
+    }
+
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
     }
@@ -194,6 +200,7 @@ impl AppState {
         // After the swap: stores of removed issuers stop refreshing; in-flight checks on the
         // old engine keep their own handles until they finish.
         self.shared.keys.retain(&config.issuers);
+        self.shared.api_keys.retain(config.api_keys.as_ref());
 
         let changed = server_changes(&self.bound_server, &config.server);
         let restart = (!changed.is_empty()).then(|| {

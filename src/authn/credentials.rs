@@ -1,5 +1,6 @@
-//! Finding the credential in a request: the `Authorization: Bearer` header only. A credential
-//! in the URL query is refused outright (it ends up in logs, history and Referer headers).
+//! Finding the credential in a request: the `Authorization: Bearer` header, and with
+//! `api_keys` configured its key header (or `Authorization: <scheme> <key>`). A credential in
+//! the URL query is refused outright (it ends up in logs, history and Referer headers).
 
 use crate::input::Headers;
 
@@ -28,13 +29,16 @@ static B64TOKEN: [bool; 256] = {
 };
 
 /// A credential as presented, not yet verified; `Authenticator::authenticate` dispatches on its
-/// kind. An API key (read from its own configured header) will be a variant of its own; an
-/// opaque token for introspection comes as a `Bearer` too, told apart when it is verified.
-/// Its `Debug` names the kind and length only, so a stray `{:?}` cannot log the secret.
+/// kind. An opaque token for introspection comes as a `Bearer` too, told apart when it is
+/// verified. Its `Debug` names the kind and length only, so a stray `{:?}` cannot log the
+/// secret.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Presented<'a> {
-    /// `Authorization: Bearer`: a JWT (the only kind verified today).
+    /// `Authorization: Bearer`: a JWT (the only bearer kind verified today).
     Bearer(&'a str),
+    /// An API key, from the configured header or `Authorization: <scheme> <key>`, as sent
+    /// (trimmed); its shape is checked when it is verified.
+    ApiKey(&'a str),
 }
 
 impl<'a> Presented<'a> {
@@ -42,7 +46,7 @@ impl<'a> Presented<'a> {
     /// hash). Never log it.
     pub fn secret(self) -> &'a str {
         match self {
-            Self::Bearer(token) => token,
+            Self::Bearer(token) | Self::ApiKey(token) => token,
         }
     }
 }
@@ -51,8 +55,17 @@ impl std::fmt::Debug for Presented<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Bearer(token) => write!(f, "Bearer(<redacted, {} bytes>)", token.len()),
+            Self::ApiKey(key) => write!(f, "ApiKey(<redacted, {} bytes>)", key.len()),
         }
     }
+}
+
+/// Where API keys are read from (`api_keys.header` and `api_keys.authorization_scheme`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeySource {
+    /// Lower case.
+    pub header: String,
+    pub scheme: Option<String>,
 }
 
 /// Why the credential could not be read.
@@ -84,6 +97,42 @@ pub fn extract(headers: &Headers) -> Extraction<'_> {
         return Extraction::Malformed;
     }
     Extraction::Found(Presented::Bearer(token))
+}
+
+/// Reads the credential when API keys may be presented too: the key header, or
+/// `Authorization: <scheme> <key>` when a scheme is configured, or else a bearer token as
+/// [`extract`] reads it. A request that carries both a key header and an `Authorization`
+/// header, or the key header twice, is malformed: which credential would be the caller's is
+/// not ours to guess.
+pub fn extract_with<'a>(headers: &'a Headers, api_keys: Option<&ApiKeySource>) -> Extraction<'a> {
+    let Some(source) = api_keys else {
+        return extract(headers);
+    };
+    let authorization = headers.get("authorization");
+    let Some(key) = headers.get(&source.header) else {
+        if let (Some(scheme), Some(value)) = (&source.scheme, authorization)
+            && let Some((sent, key)) = value.trim().split_once(' ')
+            && sent.eq_ignore_ascii_case(scheme)
+        {
+            let key = key.trim();
+            return if key.is_empty() {
+                Extraction::Malformed
+            } else {
+                Extraction::Found(Presented::ApiKey(key))
+            };
+        }
+        return extract(headers);
+    };
+    let key = key.trim();
+    let repeated = headers
+        .iter()
+        .filter(|(name, _)| *name == source.header)
+        .nth(1)
+        .is_some();
+    if authorization.is_some() || repeated || key.is_empty() {
+        return Extraction::Malformed;
+    }
+    Extraction::Found(Presented::ApiKey(key))
 }
 
 /// True when the query string carries something that looks like a credential.
@@ -193,6 +242,61 @@ mod tests {
                 extract(&headers(&[("authorization", value)])),
                 Extraction::Malformed,
                 "{value}"
+            );
+        }
+    }
+
+    fn api_key_source(scheme: Option<&str>) -> ApiKeySource {
+        ApiKeySource {
+            header: "x-api-key".to_owned(),
+            scheme: scheme.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn reads_an_api_key_from_its_header_or_the_configured_scheme() {
+        let source = api_key_source(Some("ApiKey"));
+        let h = headers(&[("x-api-key", " pk_live_abc ")]);
+        assert_eq!(
+            extract_with(&h, Some(&source)),
+            Extraction::Found(Presented::ApiKey("pk_live_abc"))
+        );
+        let h = headers(&[("authorization", "apikey pk_live_abc")]);
+        assert_eq!(
+            extract_with(&h, Some(&source)),
+            Extraction::Found(Presented::ApiKey("pk_live_abc"))
+        );
+        // Without a scheme configured, `Authorization: ApiKey` is just not a bearer token.
+        assert_eq!(
+            extract_with(&h, Some(&api_key_source(None))),
+            Extraction::Malformed
+        );
+        // Bearer tokens still work beside API keys; no API keys configured reads as before.
+        let h = headers(&[("authorization", "Bearer a.b.c")]);
+        assert_eq!(
+            extract_with(&h, Some(&source)),
+            Extraction::Found(Presented::Bearer("a.b.c"))
+        );
+        let h = headers(&[("x-api-key", "pk_live_abc")]);
+        assert_eq!(extract_with(&h, None), Extraction::Missing);
+        assert_eq!(
+            extract_with(&headers(&[]), Some(&source)),
+            Extraction::Missing
+        );
+    }
+
+    #[test]
+    fn two_credentials_in_one_request_are_malformed() {
+        let source = api_key_source(None);
+        for pairs in [
+            &[("x-api-key", "pk_a"), ("x-api-key", "pk_b")][..],
+            &[("x-api-key", "pk_a"), ("authorization", "Bearer a.b.c")][..],
+            &[("x-api-key", "  ")][..],
+        ] {
+            assert_eq!(
+                extract_with(&headers(pairs), Some(&source)),
+                Extraction::Malformed,
+                "{pairs:?}"
             );
         }
     }

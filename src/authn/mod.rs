@@ -1,8 +1,10 @@
 //! Authentication: turns a presented credential into a verified `Identity`, or says why not.
 //! [`Authenticator::authenticate`] takes a [`Presented`] credential and dispatches on its kind
-//! (a bearer JWT today; an opaque token for introspection and an API key have their seams in
-//! [`Authenticator::lookup`] and [`Pending::verify`]).
+//! (a bearer JWT, or an API key; an opaque token for introspection has its seam in
+//! [`Pending::verify`]).
 //!
+//! `api_keys` checks API keys (format, checksum, O(1) lookup, constant-time hash compare)
+//! against the watched keys file;
 //! `credentials` finds the credential in the request (header, never the URL); `cache` keeps
 //! verified identities by token hash, each for as long as its `CachePolicy` says; `jwt`
 //! verifies a JWT against an issuer's policy and keys; `jwks` owns each issuer's key set
@@ -11,6 +13,7 @@
 //! for, see [`Authenticator::lookup`]).
 //! This module must never log a token, and never import tonic or the generated protos.
 
+pub mod api_keys;
 pub mod attempts;
 pub mod cache;
 pub mod credentials;
@@ -253,6 +256,8 @@ pub struct Authenticator {
     /// `iss` → index into `issuers`.
     by_iss: HashMap<String, usize>,
     cache: TokenCache,
+    /// The keys store and the accepted environment, when `api_keys` is configured.
+    api_keys: Option<(Arc<api_keys::ApiKeyStore>, api_keys::KeyEnv)>,
 }
 
 #[derive(Debug)]
@@ -263,7 +268,8 @@ struct IssuerEntry {
 
 /// What the verified-token cache knows of a presented credential ([`Authenticator::lookup`]).
 pub enum Lookup<'a> {
-    /// Verified before, and still good (not expired, its key still published): no work left.
+    /// Verified before, and still good (not expired, its key still published), or an API key
+    /// proven on the spot (its check costs less than a cache look-up): no work left.
     Cached(Arc<Identity>),
     /// Not proven valid yet: [`Pending::verify`] does the parsing and signature work.
     Unverified(Pending<'a>),
@@ -274,9 +280,18 @@ pub enum Lookup<'a> {
 pub struct Pending<'a> {
     authn: &'a Authenticator,
     credential: Presented<'a>,
-    /// `None` for a credential over the size cap, which is refused without being hashed.
-    hash: Option<cache::TokenHash>,
+    work: Work,
     now: u64,
+}
+
+/// What verifying a pending credential takes.
+enum Work {
+    /// Verification under this cache key.
+    Verify(cache::TokenHash),
+    /// Over the size cap: refused without being hashed.
+    TooLarge,
+    /// Already refused by a check that needs no further work (an API key).
+    Refused(AuthnError),
 }
 
 impl std::fmt::Debug for Lookup<'_> {
@@ -300,15 +315,18 @@ impl Pending<'_> {
     /// Verifies the credential by its kind (and caches the identity as its policy allows), or
     /// says why not.
     pub async fn verify(self) -> Result<Arc<Identity>, AuthnError> {
-        let Some(hash) = self.hash else {
-            return Err(AuthnError::Invalid(TokenProblem::TooLarge));
+        let hash = match self.work {
+            Work::Verify(hash) => hash,
+            Work::TooLarge => return Err(AuthnError::Invalid(TokenProblem::TooLarge)),
+            Work::Refused(error) => return Err(error),
         };
         match self.credential {
             // Every bearer token is a JWT today (an opaque one fails to parse as malformed).
             // Introspection (RFC 7662) will tell an opaque token apart here and cache its
-            // answer as `CachePolicy::Until`; an API key will be a `Presented` variant of its
-            // own, read from its configured header, with an arm here for its store.
+            // answer as `CachePolicy::Until`.
             Presented::Bearer(token) => self.authn.verify_jwt(token, hash, self.now).await,
+            // Checked in `lookup` already: never pending with work left.
+            Presented::ApiKey(_) => Err(AuthnError::Invalid(TokenProblem::Malformed)),
         }
     }
 }
@@ -351,7 +369,13 @@ impl Authenticator {
             settings,
             issuers,
             by_iss,
+            api_keys: None,
         }
+    }
+
+    /// Accepts API keys of `env` from `store` as well.
+    pub fn accept_api_keys(&mut self, store: Arc<api_keys::ApiKeyStore>, env: api_keys::KeyEnv) {
+        self.api_keys = Some((store, env));
     }
 
     /// Verifies `credential` (cache first), or says why it is not acceptable. Size cap →
@@ -374,26 +398,38 @@ impl Authenticator {
     /// up once. An oversized credential is never looked up: its verification refuses it at
     /// once.
     pub fn lookup<'a>(&'a self, credential: Presented<'a>) -> Lookup<'a> {
-        // The cache is keyed by the credential's bytes, whatever its kind.
         let secret = credential.secret();
         let now = cache::unix_now();
-        let unverified = |hash| {
+        let unverified = |work| {
             Lookup::Unverified(Pending {
                 authn: self,
                 credential,
-                hash,
+                work,
                 now,
             })
         };
+        if let Presented::ApiKey(key) = credential {
+            // Format, checksum, O(1) lookup and one SHA-256: cheaper than hashing for the
+            // cache, so API keys never enter it (docs/decisions.md).
+            let checked = match &self.api_keys {
+                Some((store, env)) => store.check(key, *env, now),
+                None => Err(TokenProblem::Malformed),
+            };
+            return match checked {
+                Ok(identity) => Lookup::Cached(identity),
+                Err(problem) => unverified(Work::Refused(AuthnError::Invalid(problem))),
+            };
+        }
+        // The cache is keyed by the credential's bytes.
         if secret.len() > self.settings.max_token_bytes {
-            return unverified(None);
+            return unverified(Work::TooLarge);
         }
         let hash = cache::token_hash(secret);
         match self.cache.get(&hash, now, |issuer, kid| {
             self.key_still_published(issuer, kid)
         }) {
             Some(identity) => Lookup::Cached(identity),
-            None => unverified(Some(hash)),
+            None => unverified(Work::Verify(hash)),
         }
     }
 

@@ -82,7 +82,8 @@ pub(crate) fn compile(
         .collect();
     ctx.unique_issuers(&raw.issuers);
     let authn = ctx.limits(&raw.limits);
-    let have_issuers = !raw.issuers.is_empty() || raw.incomplete;
+    // API keys are a credential too: a route may require them without any JWT issuer.
+    let have_issuers = !raw.issuers.is_empty() || raw.api_keys.is_some() || raw.incomplete;
     let routes: Vec<(usize, Option<Route>)> = raw
         .routes
         .iter()
@@ -103,6 +104,10 @@ pub(crate) fn compile(
     let readiness = ReadinessConfig {
         require_keys: raw.readiness.require_keys.unwrap_or(true),
     };
+    let api_keys = raw
+        .api_keys
+        .as_ref()
+        .map(|section| super::keys_file::compile(section, base_dir, ctx.problems));
     if ctx.problems.len() > before || raw.incomplete {
         return None;
     }
@@ -116,6 +121,10 @@ pub(crate) fn compile(
             .collect::<Option<Vec<_>>>()?,
         response,
         readiness,
+        api_keys: match api_keys {
+            Some(settings) => Some(settings?),
+            None => None,
+        },
     })
 }
 

@@ -11,6 +11,7 @@
 //! read secret file contents or put them in an error.
 
 pub mod compile;
+pub mod keys_file;
 pub mod raw;
 pub mod reload;
 pub(crate) mod source;
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::authn::api_keys::ApiKeySettings;
 use crate::authn::{AuthnSettings, IssuerConfig};
 use crate::authz::Route;
 pub use crate::decision::ResponseSettings;
@@ -33,6 +35,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub response: ResponseSettings,
     pub readiness: ReadinessConfig,
+    /// `api_keys:`, with the keys file's entries as checked at load; `None` when absent.
+    pub api_keys: Option<ApiKeySettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,9 +198,10 @@ impl Problem {
 /// against the directory of `path` as given (not of a symlink's target, so a Kubernetes
 /// ConfigMap mount behaves like a plain directory).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = read_capped(path).map_err(|message| ConfigError {
-        errors: vec![LocatedError::whole_file(path, message)],
-    })?;
+    let text =
+        read_capped(path, MAX_CONFIG_BYTES, "configuration").map_err(|message| ConfigError {
+            errors: vec![LocatedError::whole_file(path, message)],
+        })?;
     load_str(&text, path)
 }
 
@@ -206,10 +211,51 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let whole = |message: String| LocatedError::whole_file(path, message);
     if text.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError {
-            errors: vec![whole(too_large_message())],
+            errors: vec![whole(too_large_message(MAX_CONFIG_BYTES, "configuration"))],
         });
     }
+    let (scan, root) = parse_tree(text, path)?;
 
+    let nulls = raw::null_values(&root);
+    let mut problems = Vec::new();
+    let raw = raw::RawConfig::from_value(root, &mut problems);
+    let base_dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let compiled = compile::compile(raw, base_dir, &mut problems);
+    if !nulls.is_empty() {
+        // The null already says what is wrong there; what serde and the checks made of it (an
+        // empty list, a missing value, a mapping without the key) would only repeat it in other
+        // words, at its path or at the mapping that holds it.
+        problems.retain(|problem| !nulls.iter().any(|null| null.explains(problem)));
+        problems.extend(nulls);
+    }
+    match compiled {
+        Some(mut config) if problems.is_empty() => {
+            // The keys file is part of the configuration: a bad one fails the load with its
+            // own located problems.
+            if let Some(api_keys) = &mut config.api_keys {
+                api_keys.entries = std::sync::Arc::new(keys_file::load(&api_keys.file)?);
+            }
+            Ok(config)
+        }
+        _ => {
+            let mut errors = locate(problems, &scan.index, path);
+            if errors.is_empty() {
+                errors.push(whole("the configuration is invalid".to_owned()));
+            }
+            Err(ConfigError { errors })
+        }
+    }
+}
+
+/// The pre-scan and the YAML tree of `text` (read from `path`), or its source-level problems:
+/// hostile structure, repeated keys, a syntax error.
+fn parse_tree(
+    text: &str,
+    path: &Path,
+) -> Result<(source::Scan, serde_yaml_ng::Value), ConfigError> {
     let scan = source::scan(text);
     if !scan.problems.is_empty() {
         return Err(ConfigError {
@@ -248,63 +294,45 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         serde_yaml_ng::from_str(text).map_err(|error| ConfigError {
             errors: vec![yaml_error(path, &error)],
         })?;
+    Ok((scan, root))
+}
 
-    let nulls = raw::null_values(&root);
-    let mut problems = Vec::new();
-    let raw = raw::RawConfig::from_value(root, &mut problems);
-    let base_dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let compiled = compile::compile(raw, base_dir, &mut problems);
-    if !nulls.is_empty() {
-        // The null already says what is wrong there; what serde and the checks made of it (an
-        // empty list, a missing value, a mapping without the key) would only repeat it in other
-        // words, at its path or at the mapping that holds it.
-        problems.retain(|problem| !nulls.iter().any(|null| null.explains(problem)));
-        problems.extend(nulls);
-    }
-    match compiled {
-        Some(config) if problems.is_empty() => Ok(config),
-        _ => {
-            let mut errors: Vec<LocatedError> = problems
-                .into_iter()
-                .map(|problem| {
-                    let mark = scan.index.locate(&problem.path, problem.anchor);
-                    LocatedError {
-                        file: path.to_owned(),
-                        line: mark.map(|m| m.line),
-                        column: mark.map(|m| m.column),
-                        path: problem.path.to_string(),
-                        message: problem.message,
-                    }
-                })
-                .collect();
-            // Stable: problems at the same place keep the order they were found in.
-            errors.sort_by_key(|e| (e.line.unwrap_or(usize::MAX), e.column.unwrap_or(0)));
-            if errors.is_empty() {
-                errors.push(whole("the configuration is invalid".to_owned()));
+/// Problems found after parsing, located in `path` by the scan's `index` and sorted by
+/// position (stable: problems at the same place keep the order they were found in).
+fn locate(problems: Vec<Problem>, index: &source::PositionIndex, path: &Path) -> Vec<LocatedError> {
+    let mut errors: Vec<LocatedError> = problems
+        .into_iter()
+        .map(|problem| {
+            let mark = index.locate(&problem.path, problem.anchor);
+            LocatedError {
+                file: path.to_owned(),
+                line: mark.map(|m| m.line),
+                column: mark.map(|m| m.column),
+                path: problem.path.to_string(),
+                message: problem.message,
             }
-            Err(ConfigError { errors })
-        }
-    }
+        })
+        .collect();
+    errors.sort_by_key(|e| (e.line.unwrap_or(usize::MAX), e.column.unwrap_or(0)));
+    errors
 }
 
-fn too_large_message() -> String {
-    format!("the configuration is larger than {MAX_CONFIG_BYTES} bytes")
+fn too_large_message(max: usize, what: &str) -> String {
+    format!("the {what} is larger than {max} bytes")
 }
 
-/// Reads at most [`MAX_CONFIG_BYTES`] (plus one, to notice more) of `path` as UTF-8.
-fn read_capped(path: &Path) -> Result<String, String> {
+/// Reads at most `max` bytes (plus one, to notice more) of `path` as UTF-8; `what` names the
+/// file in the message when it is larger.
+fn read_capped(path: &Path, max: usize, what: &str) -> Result<String, String> {
     use std::io::Read as _;
 
     let file = std::fs::File::open(path).map_err(|error| format!("cannot open: {error}"))?;
     let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES as u64 + 1)
+    file.take(max as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(|error| format!("cannot read: {error}"))?;
-    if bytes.len() > MAX_CONFIG_BYTES {
-        return Err(too_large_message());
+    if bytes.len() > max {
+        return Err(too_large_message(max, what));
     }
     String::from_utf8(bytes).map_err(|error| format!("not valid UTF-8: {error}"))
 }
@@ -623,11 +651,11 @@ issuers:
     #[test]
     fn design_keys_not_built_yet_say_not_supported() {
         let text = with_issuer(
-            "api_keys: {file: keys.yaml}\nroutes:\n  - name: a\n    match: {path: /a}\n    require: {scopes: [x], when: \"true\"}\n",
+            "introspection: []\nroutes:\n  - name: a\n    match: {path: /a}\n    require: {scopes: [x], when: \"true\"}\n",
         );
         let errors = located(&text);
         let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
-        assert_eq!(paths, ["api_keys", "routes[0].require.when"]);
+        assert_eq!(paths, ["introspection", "routes[0].require.when"]);
         assert!(
             errors
                 .iter()

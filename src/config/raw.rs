@@ -52,10 +52,11 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "routes",
     "roles",
     "mode",
+    "api_keys",
 ];
 
 /// Top-level keys design.md describes that this version refuses.
-pub const UNSUPPORTED_TOP_LEVEL_KEYS: &[&str] = &["api_keys", "introspection", "revocation"];
+pub const UNSUPPORTED_TOP_LEVEL_KEYS: &[&str] = &["introspection", "revocation"];
 
 /// The whole file. List items keep their position in the file, because items that fail to
 /// deserialize are left out and paths must still name the right index.
@@ -74,6 +75,8 @@ pub struct RawConfig {
     /// The `roles` section had problems: some role may be missing, so checks that a route's
     /// role or permission is defined are skipped.
     pub roles_incomplete: bool,
+    /// `api_keys:` (the keys file is read once the configuration is valid).
+    pub api_keys: Option<super::keys_file::RawApiKeys>,
     /// Some section or item could not be deserialized (its problems are already recorded);
     /// checks that need the complete picture are skipped.
     pub incomplete: bool,
@@ -123,6 +126,7 @@ impl RawConfig {
                 "limits" => raw.limits = section(value, &path, problems),
                 "response" => raw.response = section(value, &path, problems),
                 "readiness" => raw.readiness = section(value, &path, problems),
+                "api_keys" => raw.api_keys = section(value, &path, problems),
                 "issuers" => raw.issuers = list(value, &path, problems),
                 "routes" => raw.routes = list(value, &path, problems),
                 "mode" => raw.mode = section(value, &path, problems),
@@ -297,7 +301,7 @@ fn section<T: DeserializeOwned + Default>(
 
 /// A list section; a `null` (refused by [`null_values`]) is left empty. Each item is
 /// deserialized on its own, so one bad item does not hide the errors of the next.
-fn list<T: DeserializeOwned>(
+pub(super) fn list<T: DeserializeOwned>(
     value: Value,
     path: &YamlPath,
     problems: &mut Vec<Problem>,
@@ -409,7 +413,7 @@ fn remove_deepest_key(value: &mut Value, path: &YamlPath) -> Option<YamlPath> {
     Some(YamlPath(path.0[..=position].to_vec()))
 }
 
-fn describe(value: &Value) -> &'static str {
+pub(super) fn describe(value: &Value) -> &'static str {
     match value {
         Value::Null => "nothing",
         Value::Bool(_) => "a boolean",

@@ -1,8 +1,8 @@
 //! Audit events: one structured event per decision at target `portcullis::audit`, with stable
 //! dotted field names, grouped by what they describe as linkerd writes them ([`FIELDS`]:
 //! `request.id`, `route.name`, `authz.outcome`, `authz.reason`, `authz.would_deny`,
-//! `auth.subject`, `auth.issuer`, `auth.method`, `http.method`, `http.path`, `client.ip`,
-//! `http.status`, `duration_us`).
+//! `auth.subject`, `auth.issuer`, `auth.method`, `auth.key_id` (the API key's id; empty for other
+//! credentials), `http.method`, `http.path`, `client.ip`, `http.status`, `duration_us`).
 //! Denials are logged at info; allows at info when `audit_allows` is on, else at debug. A shadow
 //! route's would-be denial (`authz.outcome` `shadow_deny`, `authz.would_deny` true, the refusal in
 //! `authz.reason`, `http.status` 200: the request went through) is a denial for this purpose.
@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use crate::decision::Decision;
+use crate::decision::{AuthMethod, Decision};
 use crate::input::CheckInput;
 
 /// Target of audit events, for routing them with a log filter (`portcullis::audit=info`).
@@ -26,7 +26,7 @@ const MAX_LOGGED_PATH: usize = 1024;
 
 /// The names of an audit event's fields, in the order they are written (after `message`);
 /// `client.ip` only when the address is known. `trace_id` is left for the trace context.
-pub const FIELDS: [&str; 13] = [
+pub const FIELDS: [&str; 14] = [
     "request.id",
     "route.name",
     "authz.outcome",
@@ -35,6 +35,7 @@ pub const FIELDS: [&str; 13] = [
     "auth.subject",
     "auth.issuer",
     "auth.method",
+    "auth.key_id",
     "http.method",
     "http.path",
     "client.ip",
@@ -54,6 +55,8 @@ pub struct AuditEvent<'a> {
     pub subject: &'a str,
     pub issuer: &'a str,
     pub auth_method: &'static str,
+    /// The id of the API key that proved the identity (never the key); empty otherwise.
+    pub key_id: &'a str,
     pub method: &'a str,
     pub path: Cow<'a, str>,
     pub source_ip: Option<std::net::IpAddr>,
@@ -63,14 +66,18 @@ pub struct AuditEvent<'a> {
 
 impl<'a> AuditEvent<'a> {
     pub fn new(input: &'a CheckInput, decision: &'a Decision, elapsed: Duration) -> Self {
-        let (subject, issuer, auth_method, status) = match decision {
+        let (subject, issuer, auth_method, key_id, status) = match decision {
             Decision::Allow(permit) => (
                 permit.identity.subject.as_str(),
                 permit.identity.issuer.as_str(),
                 permit.identity.method.as_str(),
+                match permit.identity.method {
+                    AuthMethod::ApiKey => permit.identity.key_id.as_deref().unwrap_or(""),
+                    _ => "",
+                },
                 200,
             ),
-            Decision::Deny(denial) => ("", "", "", denial.http_status()),
+            Decision::Deny(denial) => ("", "", "", "", denial.http_status()),
         };
         Self {
             request_id: input.request_id().unwrap_or(""),
@@ -87,6 +94,7 @@ impl<'a> AuditEvent<'a> {
             subject,
             issuer,
             auth_method,
+            key_id,
             method: &input.method,
             path: loggable_path(&input.path),
             source_ip: input.source.map(|s| s.ip()),
@@ -145,6 +153,7 @@ macro_rules! audit_event {
                 auth.subject = event.subject,
                 auth.issuer = event.issuer,
                 auth.method = event.auth_method,
+                auth.key_id = event.key_id,
                 http.method = event.method,
                 http.path = &*event.path,
                 client.ip = event.source_ip.map(tracing::field::display),
@@ -296,6 +305,18 @@ mod tests {
         assert!(!AuditEvent::new(&input, &plain, Duration::ZERO).would_deny);
     }
 
+    /// An allow on route `orders` for `identity`.
+    fn allowed(identity: Identity) -> Decision {
+        Decision::Allow(Permit {
+            route: Arc::from("orders"),
+            identity: Arc::new(identity),
+            set_headers: Vec::new(),
+            remove_headers: Vec::new(),
+            dynamic_metadata: true,
+            would_deny: None,
+        })
+    }
+
     #[test]
     fn allow_event_carries_the_verified_identity() {
         let input = input("/orders");
@@ -303,21 +324,32 @@ mod tests {
             subject: "alice".into(),
             issuer: "https://idp.example.com".into(),
             method: crate::decision::AuthMethod::Jwt,
+            key_id: Some("rsa-2048".into()),
             ..Identity::anonymous()
         };
-        let decision = Decision::Allow(Permit {
-            route: Arc::from("orders"),
-            identity: Arc::new(identity),
-            set_headers: Vec::new(),
-            remove_headers: Vec::new(),
-            dynamic_metadata: true,
-            would_deny: None,
-        });
+        let decision = allowed(identity);
         let event = AuditEvent::new(&input, &decision, Duration::ZERO);
         assert_eq!(
             (event.subject, event.issuer, event.auth_method, event.status),
             ("alice", "https://idp.example.com", "jwt", 200)
         );
         assert_eq!(event.reason, "allowed");
+        assert_eq!(event.key_id, "", "a JWT's kid is not an API key id");
+    }
+
+    #[test]
+    fn allow_event_by_api_key_names_the_key_id() {
+        let input = input("/orders");
+        let decision = allowed(Identity {
+            subject: "billing".into(),
+            method: AuthMethod::ApiKey,
+            key_id: Some("AbCdEf012345".into()),
+            ..Identity::anonymous()
+        });
+        let event = AuditEvent::new(&input, &decision, Duration::ZERO);
+        assert_eq!(
+            (event.auth_method, event.key_id),
+            ("api_key", "AbCdEf012345")
+        );
     }
 }

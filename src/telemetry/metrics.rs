@@ -20,6 +20,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::authn::api_keys::ApiKeyRegistry;
 use crate::authn::{CacheCounters, KeyRegistry};
 use crate::decision::Decision;
 
@@ -260,6 +261,12 @@ impl Metrics {
         let _ = self.scraped.token_cache.set(counters);
     }
 
+    /// Reads the API keys store's per-key counters at every scrape. Only the first call takes
+    /// effect.
+    pub fn observe_api_keys(&self, registry: Arc<ApiKeyRegistry>) {
+        let _ = self.scraped.api_keys.set(registry);
+    }
+
     /// The exposition, in the Prometheus text format ([`CONTENT_TYPE`]).
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -274,6 +281,7 @@ impl Metrics {
 struct ScrapeSources {
     keys: OnceLock<Arc<KeyRegistry>>,
     token_cache: OnceLock<Arc<CacheCounters>>,
+    api_keys: OnceLock<Arc<ApiKeyRegistry>>,
 }
 
 impl Collector for ScrapeSources {
@@ -296,6 +304,23 @@ impl Collector for ScrapeSources {
                 None,
                 misses.metric_type(),
             )?)?;
+        }
+        if let Some(status) = self.api_keys.get().and_then(|registry| registry.status()) {
+            // Labels from the keys file only (ids, plus `unknown` for attempts that named no
+            // key of it): bounded by the file, never by what clients send.
+            let mut family = encoder.encode_descriptor(
+                "portcullis_api_key_requests",
+                "API key checks by key id and outcome (valid, wrong_secret, wrong_environment, \
+                 expired, not_yet_valid; malformed, bad_checksum, unknown_id under key_id=unknown)",
+                None,
+                MetricType::Counter,
+            )?;
+            for key in &status.per_key {
+                for (outcome, count) in &key.counts {
+                    let labels = [("key_id", key.id.as_str()), ("outcome", outcome.as_str())];
+                    ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
+                }
+            }
         }
         Ok(())
     }
