@@ -751,6 +751,19 @@ pub(crate) mod tests {
         }
     }
 
+    /// Tracing that samples everything into the returned list (for other modules' tests);
+    /// call [`flushed`] to see what has ended.
+    pub(crate) fn collecting_tracing() -> (Tracing, Arc<Mutex<Vec<SpanData>>>) {
+        let exporter = TestExporter::default();
+        let (tracing, _) = tracing_into(&exporter, SamplerKind::ParentBasedAlwaysOn);
+        (tracing, exporter.spans)
+    }
+
+    /// Exports what has ended so far.
+    pub(crate) fn flushed(tracing: &Tracing) {
+        tracing.provider.force_flush().expect("flush");
+    }
+
     /// Tracing that samples everything and exports nowhere (for other modules' tests).
     pub(crate) fn always_on_tracing() -> Tracing {
         let (tracing, _) = tracing_into(&TestExporter::default(), SamplerKind::AlwaysOn);
