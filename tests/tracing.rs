@@ -10,9 +10,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::agent::{Addrs, BinaryAgent, admin_get, eventually, write_config};
+use common::agent::{Addrs, BinaryAgent, EnvoyRequest, admin_get, eventually, write_config};
 use common::envoy::{Envoy, repo_root};
+use common::http_server::JwksServer;
 use common::otlp::{Collector, Received};
+use common::tokens::{self, TestKey};
 use common::upstream::Upstream;
 
 /// Longest wait for spans to reach the collector (Envoy flushes on a timer).
@@ -243,4 +245,84 @@ async fn a_request_through_envoy_is_one_trace_with_the_check_under_the_ext_authz
         "portcullis_trace_spans_dropped_total stayed 0 with the collector down"
     );
     drop(envoy);
+}
+
+/// A key fetch a check has to wait for (a token signed with a key the cached set lacks) is a
+/// `portcullis.jwks.fetch` span under that check's span; the background first fetch is a root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_fetch_inside_a_check_is_a_child_span_of_the_check() {
+    tokens::install_crypto_provider();
+    let collector = Collector::start().await;
+    let old = TestKey::rsa().with_kid("old");
+    let new = TestKey::rsa_b().with_kid("new");
+    let jwks = JwksServer::start(&tokens::jwks(&[&old])).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let yaml = format!(
+        "issuers:\n  - name: corp\n    issuer: {}\n    audiences: [{}]\n    jwks_uri: {}\n    \
+         algorithms: [RS256]\n{}  - name: api\n    match: {{path_prefix: /api}}\n    \
+         allow: authenticated\n",
+        tokens::ISSUER,
+        tokens::AUDIENCE,
+        jwks.jwks_url(),
+        portcullis_config(&collector)
+    );
+    let path = write_config(dir.path(), "portcullis.yaml", &yaml);
+    let agent = BinaryAgent::spawn(
+        &["serve", "--config", path.to_str().expect("utf-8 path")],
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_SERVICE_NAME", "portcullis-test"),
+        ],
+    );
+    let first = collector
+        .wait_for(SPAN_WAIT, |spans| {
+            spans
+                .iter()
+                .find(|s| s.span.name == "portcullis.jwks.fetch")
+                .cloned()
+        })
+        .await
+        .expect("the first key fetch is traced");
+    assert!(
+        first.span.parent_span_id.iter().all(|b| *b == 0),
+        "{first:?}"
+    );
+    assert_eq!(first.attribute("issuer.name").as_deref(), Some("corp"));
+
+    jwks.set_jwks(&tokens::jwks(&[&old, &new]));
+    let token = new.token(&tokens::default_claims("alice", ""));
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut client = agent.client().await;
+    let outcome = client
+        .check(
+            &EnvoyRequest::get("/api/orders")
+                .bearer(&token)
+                .header("traceparent", parent),
+        )
+        .await;
+    assert!(outcome.allowed(), "{outcome:?}");
+
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (check, fetch) = collector
+        .wait_for(SPAN_WAIT, |spans| {
+            let in_trace = |name: &str| {
+                spans
+                    .iter()
+                    .find(|s| s.trace_id() == trace && s.span.name == name)
+                    .cloned()
+            };
+            Some((
+                in_trace("portcullis.check")?,
+                in_trace("portcullis.jwks.fetch")?,
+            ))
+        })
+        .await
+        .unwrap_or_else(|| panic!("spans of the check: {:#?}", collector.spans()));
+    assert_eq!(check.parent_span_id(), "00f067aa0ba902b7");
+    assert_eq!(fetch.parent_span_id(), check.span_id());
+    assert_eq!(
+        fetch.span.kind,
+        opentelemetry_proto::tonic::trace::v1::span::SpanKind::Client as i32
+    );
+    assert_eq!(check.attribute("auth.method").as_deref(), Some("jwt"));
 }
