@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::agent::{Addrs, BinaryAgent, EnvoyRequest, admin_get, eventually, write_config};
 use common::envoy::{Envoy, repo_root};
-use common::http_server::JwksServer;
+use common::http_server::{HttpServer, JwksServer, Reply};
 use common::otlp::{Collector, Received};
 use common::tokens::{self, TestKey};
 use common::upstream::Upstream;
@@ -325,4 +325,48 @@ async fn a_key_fetch_inside_a_check_is_a_child_span_of_the_check() {
         opentelemetry_proto::tonic::trace::v1::span::SpanKind::Client as i32
     );
     assert_eq!(check.attribute("auth.method").as_deref(), Some("jwt"));
+}
+
+/// With only the standard environment variables (no `telemetry:` in the file) portcullis
+/// exports over OTLP/HTTP, the specification's default protocol, to `<endpoint>/v1/traces`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_environment_alone_turns_tracing_on_over_otlp_http() {
+    let collector = HttpServer::start().await;
+    collector.serve(
+        "/v1/traces",
+        Reply::status(http::StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf"),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let yaml = "server:\n  grpc_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n\
+                routes:\n  - name: public\n    match: {path_prefix: /public}\n    allow: anonymous\n";
+    let path = write_config(dir.path(), "portcullis.yaml", yaml);
+    let agent = BinaryAgent::spawn(
+        &["serve", "--config", path.to_str().expect("utf-8 path")],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.base_url().as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let mut client = agent.client().await;
+    assert!(
+        client
+            .check(&EnvoyRequest::get("/public/a"))
+            .await
+            .allowed()
+    );
+    let exported = eventually(SPAN_WAIT, || async { collector.requests("/v1/traces") > 0 }).await;
+    assert!(
+        exported,
+        "no OTLP/HTTP export reached {}",
+        collector.base_url()
+    );
+    let headers = collector.last_request_headers().expect("a request");
+    assert_eq!(
+        headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes()),
+        Some(&b"application/x-protobuf"[..])
+    );
+    assert_eq!(dropped_spans(&agent.addrs).await, 0);
 }
