@@ -98,6 +98,18 @@ fn check_span(spans: &[Received], pick: impl Fn(&Received) -> bool) -> Option<Re
         .cloned()
 }
 
+/// The first `portcullis.check` span whose `authz.outcome` is `outcome`, once it has arrived.
+async fn check_span_with_outcome(collector: &Collector, outcome: &str) -> Received {
+    collector
+        .wait_for(SPAN_WAIT, |spans| {
+            check_span(spans, |s| {
+                s.attribute("authz.outcome").as_deref() == Some(outcome)
+            })
+        })
+        .await
+        .unwrap_or_else(|| panic!("no {outcome} span; spans: {:#?}", collector.spans()))
+}
+
 /// The span `child` names as its parent, once it has arrived.
 async fn parent_of(collector: &Collector, child: &Received) -> Received {
     let parent_id = child.parent_span_id();
@@ -159,14 +171,7 @@ async fn a_request_through_envoy_is_one_trace_with_the_check_under_the_ext_authz
 
     // Allowed.
     assert_eq!(get(&client, &envoy.url("/public/orders")).await, 200);
-    let allowed = collector
-        .wait_for(SPAN_WAIT, |spans| {
-            check_span(spans, |s| {
-                s.attribute("authz.outcome").as_deref() == Some("allow")
-            })
-        })
-        .await
-        .unwrap_or_else(|| panic!("no allow span; spans: {:#?}", collector.spans()));
+    let allowed = check_span_with_outcome(&collector, "allow").await;
     assert_eq!(
         allowed.span.kind,
         opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as i32
@@ -206,14 +211,7 @@ async fn a_request_through_envoy_is_one_trace_with_the_check_under_the_ext_authz
 
     // Denied: the span says why, still under Envoy's ext_authz span.
     assert_eq!(get(&client, &envoy.url("/secret")).await, 404);
-    let denied = collector
-        .wait_for(SPAN_WAIT, |spans| {
-            check_span(spans, |s| {
-                s.attribute("authz.outcome").as_deref() == Some("deny")
-            })
-        })
-        .await
-        .unwrap_or_else(|| panic!("no deny span; spans: {:#?}", collector.spans()));
+    let denied = check_span_with_outcome(&collector, "deny").await;
     assert_eq!(
         denied.attribute("authz.reason").as_deref(),
         Some("no_route")
