@@ -368,3 +368,44 @@ async fn otel_environment_alone_turns_tracing_on_over_otlp_http() {
     );
     assert_eq!(dropped_spans(&agent.addrs).await, 0);
 }
+
+/// A graceful stop exports the spans still queued: with batches due only every minute, the
+/// span of the last check reaches the collector because of SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_still_queued_are_exported_on_graceful_stop() {
+    let collector = Collector::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &portcullis_config(&collector),
+    );
+    let mut agent = BinaryAgent::spawn(
+        &["serve", "--config", path.to_str().expect("utf-8 path")],
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+            ("OTEL_SERVICE_NAME", "portcullis-test"),
+        ],
+    );
+    let mut client = agent.client().await;
+    assert!(
+        client
+            .check(&EnvoyRequest::get("/public/a"))
+            .await
+            .allowed()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        check_span(&collector.spans(), |_| true).is_none(),
+        "exported before the stop: the test would prove nothing"
+    );
+    let status = tokio::task::spawn_blocking(move || agent.terminate())
+        .await
+        .expect("join");
+    assert!(status.success(), "{status}");
+    assert!(
+        check_span(&collector.spans(), |_| true).is_some(),
+        "the queued span was lost at shutdown: {:#?}",
+        collector.spans()
+    );
+}
