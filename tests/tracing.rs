@@ -10,7 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::agent::{Addrs, BinaryAgent, EnvoyRequest, admin_get, eventually, write_config};
+use common::agent::{
+    Addrs, BinaryAgent, EnvoyRequest, admin_get, eventually, replace_config, status,
+    wait_generation, write_config,
+};
 use common::envoy::{Envoy, repo_root};
 use common::http_server::{HttpServer, JwksServer, Reply};
 use common::otlp::{Collector, Received};
@@ -408,4 +411,29 @@ async fn spans_still_queued_are_exported_on_graceful_stop() {
         "the queued span was lost at shutdown: {:#?}",
         collector.spans()
     );
+}
+
+/// Tracing is set up at start: a reload that changes `telemetry.tracing` applies the rest, keeps
+/// the running tracing, and says in `/status` that a restart is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_tracing_asks_for_a_restart() {
+    let collector = Collector::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let yaml = portcullis_config(&collector);
+    let path = write_config(dir.path(), "portcullis.yaml", &yaml);
+    let agent = BinaryAgent::spawn(
+        &["serve", "--config", path.to_str().expect("utf-8 path")],
+        &[],
+    );
+    replace_config(
+        &path,
+        &yaml.replace("sampler: parentbased_always_on", "sampler: always_off"),
+    );
+    agent.signal("HUP");
+    wait_generation(&agent.addrs, 2, SPAN_WAIT).await;
+    let report = status(&agent.addrs).await;
+    let note = report["config"]["restart_required"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(note.contains("telemetry.tracing"), "{report}");
 }
