@@ -1,6 +1,7 @@
 //! Telemetry: Prometheus metrics (`metrics`), one JSON audit event per decision (`audit`),
-//! OpenTelemetry traces (`otel`, only when configured), and the process's logging setup. Labels stay bounded (route, reason); tokens, header values and
-//! keys are never recorded, in metrics, audit events or log lines.
+//! OpenTelemetry traces (`otel`, only when configured), and the process's logging setup. Labels
+//! stay bounded (route, reason); tokens, header values and keys are never recorded, in metrics,
+//! audit events, spans or log lines.
 
 pub mod audit;
 pub mod json;
