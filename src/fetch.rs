@@ -12,15 +12,47 @@
 //! - [`client`]: the shared client (rustls, no redirects, no cookies).
 //! - [`get`] / [`get_if_changed`]: a GET with a timeout over the whole exchange and a size cap
 //!   enforced while the body streams in; [`max_age`] and [`etag`] read the caching headers.
+//! - [`in_client_span`]: a fetch as an OpenTelemetry CLIENT span, child of the current context
+//!   (the check that asked for it, if any); a no-op while tracing is off.
 //!
 //! This module must never log or return a URL's credentials, query string or fragment, never
 //! follow a redirect, and never read more than the cap of a body.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+
 use reqwest::Url;
 use reqwest::header::{self, HeaderMap, HeaderValue};
+
+/// Runs `fetch` inside a CLIENT span `name` with `attributes`, a child of the current
+/// OpenTelemetry context; a failure becomes the span's error status (its text names hosts and
+/// paths only, like every fetch error here). The tracer is the global one: a no-op until
+/// tracing starts.
+pub async fn in_client_span<T, E: std::fmt::Display>(
+    name: &'static str,
+    attributes: Vec<KeyValue>,
+    fetch: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let tracer = opentelemetry::global::tracer("portcullis");
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Client)
+        .with_attributes(attributes)
+        .start(&tracer);
+    let context = Context::current_with_span(span);
+    let result = fetch.with_context(context.clone()).await;
+    let span = context.span();
+    if let Err(error) = &result {
+        span.set_status(Status::error(error.to_string()));
+    }
+    span.end();
+    result
+}
 
 /// Why a URL may not be fetched from. Texts name hosts, never credentials or query strings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

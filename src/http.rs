@@ -335,6 +335,34 @@ mod tests {
         assert!(body.is_empty());
     }
 
+    /// In the HTTP mode the authorization request's own `traceparent` (Envoy's span for the
+    /// call) is the parent of the check span.
+    #[tokio::test]
+    async fn check_span_joins_the_authorization_requests_traceparent() {
+        let (tracing, spans) = crate::telemetry::otel::tests::collecting_tracing();
+        let telemetry = Arc::new(Telemetry::new().with_tracing(tracing));
+        let config = config_with_routes(vec![route("public", "/public", Policy::Anonymous)]);
+        let app = router(
+            check_service(&config, telemetry.clone()),
+            HttpAuthzOptions::default(),
+        );
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (status, _, _) = call(
+            app,
+            request(Method::GET, "/public", &[("traceparent", parent)]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        crate::telemetry::otel::tests::flushed(telemetry.tracing().expect("on"));
+        let spans = spans.lock().expect("lock");
+        assert_eq!(spans.len(), 1);
+        assert_eq!(
+            spans[0].span_context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(spans[0].parent_span_id.to_string(), "00f067aa0ba902b7");
+    }
+
     #[tokio::test]
     async fn missing_credential_is_401_with_challenge_and_json_body() {
         let (status, headers, body) = call(

@@ -21,7 +21,7 @@
 //! | [`authz`] | `authorize` (requirements, identity, resource: the route and its path parameters; one table of requirement steps, which `evaluate` runs whole for shadow routes and `explain`); `path` normalization; `routes` (table, templates); `scopes` (all of, any of, wildcards); `roles` (RBAC: the `roles:` map resolved into one permission set per role); `step_up` (RFC 9470: `mfa`, `acr`, `max_auth_age`); `hygiene` (`content_types`, `idempotency_key`) |
 //! | [`config`] | YAML → validated `Config` with located errors; hot reload (on [`watch`]); `keys_file`: the `api_keys` section and the keys file (located errors, never key material) |
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
-//! | [`telemetry`] | metrics, audit events, logging setup |
+//! | [`telemetry`] | metrics, audit events, logging setup; `otel`: OpenTelemetry traces (the `portcullis.check` span, its W3C parent, bounded OTLP export, off unless configured) |
 //! | [`fetch`] | outbound fetches: the URL rule (https except loopback, no credentials or fragment), redaction, size cap, timeout, `Cache-Control`/`ETag` |
 //! | [`watch`] | the ConfigMap-safe, debounced file watcher (configuration and API keys file; revocation files later) |
 //! | [`error`] | `ErrorChain`: an error and its sources on one line; a leaf, imports nothing from the crate |

@@ -1,5 +1,7 @@
-//! One check, whatever the transport: snapshot the engine, decide, record telemetry (metrics and
-//! the audit event), inside the `check` span. The gRPC adapter ([`crate::grpc`]) and the HTTP
+//! One check, whatever the transport: snapshot the engine, decide, record telemetry (metrics,
+//! the audit event and, when tracing is on, the `portcullis.check` span), inside the `check`
+//! span. With tracing off nothing about traces is built: the untraced path is the same code
+//! as before tracing existed. The gRPC adapter ([`crate::grpc`]) and the HTTP
 //! `ext_authz` adapter ([`crate::http`]) translate a request into a [`CheckInput`], call
 //! [`CheckService::check`] and map the [`Decision`] back; neither decides or records anything
 //! itself.
@@ -7,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::propagation::Extractor;
 use tracing::Instrument;
 
 use crate::decision::Decision;
@@ -41,24 +45,48 @@ impl CheckService {
         input: &CheckInput,
         answer: impl FnOnce(Decision) -> (Decision, R),
     ) -> (Decision, R) {
+        self.check_traced(input, None, answer).await
+    }
+
+    /// [`check_answered`](Self::check_answered) whose trace parent may come from the
+    /// transport: `metadata` (the gRPC call's), read only when tracing is on, before the
+    /// request's own headers.
+    pub async fn check_traced<R>(
+        &self,
+        input: &CheckInput,
+        metadata: Option<&(dyn Extractor + Sync)>,
+        answer: impl FnOnce(Decision) -> (Decision, R),
+    ) -> (Decision, R) {
         let span = tracing::debug_span!(
             "check",
             http.method = %input.method,
             request.id = input.request_id().unwrap_or(""),
         );
-        self.decide(input, answer).instrument(span).await
+        match self.telemetry.tracing() {
+            None => self.decide(input, answer, None).instrument(span).await,
+            Some(tracing) => {
+                let trace = tracing.start_check(metadata, input);
+                // Current while the check runs, so a key fetch it starts is its child span.
+                self.decide(input, answer, Some(&trace))
+                    .instrument(span)
+                    .with_context(trace.clone())
+                    .await
+            }
+        }
     }
 
     async fn decide<R>(
         &self,
         input: &CheckInput,
         answer: impl FnOnce(Decision) -> (Decision, R),
+        trace: Option<&opentelemetry::Context>,
     ) -> (Decision, R) {
         let started = Instant::now();
         // One snapshot per request: a reload mid-request cannot mix two configurations.
         let engine = self.engine.load_full();
         let (decision, response) = answer(engine.check(input).await);
-        self.record(input, &decision, started);
+        self.telemetry
+            .decision_in_trace(input, &decision, started.elapsed(), trace);
         (decision, response)
     }
 

@@ -24,7 +24,10 @@
 # Env: PORTCULLIS_BIN (set by make), REQUESTS (300000 per run; 5000 when counting
 #      instructions), REPEAT (3; median reported; 1 when counting), OUT (target/bench-grpc),
 #      PROTOC (default: protoc on PATH, else the vendored one), DYNAMIC_METADATA (portcullis's
-#      `response.dynamic_metadata`; default true, as shipped), COUNT (cpu or instructions).
+#      `response.dynamic_metadata`; default true, as shipped), COUNT (cpu or instructions),
+#      TRACE_RATIOS (e.g. "0.01 1": also run the allowed case with tracing on at each sampling
+#      ratio, exporting OTLP/HTTP to a local sink on the load CPU that answers 200; default
+#      none, i.e. tracing off as shipped).
 set -euo pipefail
 
 # shellcheck source=common.sh
@@ -107,19 +110,39 @@ body no-token /documents
 
 CONFIG="$(write_portcullis_config "$WORK" "$GRPC_PORT" "$ADMIN_PORT" "$WORK/tokens/jwks.json" RS256)"
 
+# tracing_config <ratio>: $CONFIG plus telemetry.tracing to the local sink; prints its path.
+SINK_PORT=9393
+tracing_config() {
+  local ratio="$1" path="$WORK/portcullis-trace-$1.yaml"
+  cp "$CONFIG" "$path"
+  printf 'telemetry:\n  tracing:\n    endpoint: http://127.0.0.1:%s\n    protocol: http/protobuf\n    sampler: traceidratio\n    ratio: %s\n' \
+    "$SINK_PORT" "$ratio" >>"$path"
+  echo "$path"
+}
+if [[ -n "${TRACE_RATIOS:-}" ]]; then
+  # The collector stand-in: reads each export and answers 200 with an empty (valid) response.
+  taskset -c "$LOAD_CPU" node -e '
+    require("http").createServer((q, s) => { q.resume(); q.on("end", () => {
+      s.writeHead(200, {"content-type": "application/x-protobuf"}); s.end(); }); })
+      .listen(Number(process.argv[1]), "127.0.0.1");' "$SINK_PORT" &
+  SINK_PID=$!
+  PIDS=("$SINK_PID")
+fi
+
 RESULTS="$OUT/results.tsv"
 printf 'case\tround\trps\tper_check\n' >"$RESULTS"
 
-run() { # case body log_filter round
-  local name="$1" body="$2" filter="$3" round="$4" under=(taskset -c "$SUT_CPU") tries=200 warm=50000
+run() { # case body log_filter round [config]
+  local name="$1" body="$2" filter="$3" round="$4" config="${5:-$CONFIG}"
+  local under=(taskset -c "$SUT_CPU") tries=200 warm=50000
   if [[ "$COUNT" == instructions ]]; then
     under=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.$name.%p")
     tries=1200 warm=2000
   fi
-  PORTCULLIS_LOG="$filter" "${under[@]}" "$PORTCULLIS" serve --config "$CONFIG" \
+  PORTCULLIS_LOG="$filter" "${under[@]}" "$PORTCULLIS" serve --config "$config" \
     >"$WORK/portcullis.log" 2>&1 &
   local pid=$!
-  PIDS=("$pid")
+  PIDS=("$pid" ${SINK_PID:+"$SINK_PID"})
   wait_until_up bench-grpc portcullis "$WORK/portcullis.log" "$pid" "$tries" 0.05 \
     curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz"
   local timeout=500m
@@ -142,7 +165,7 @@ run() { # case body log_filter round
     per_check=$(awk -v req="$REQUESTS" '/^totals:/ {printf "%.0f", $2 / req; exit}' "$WORK"/callgrind."$name".*.1)
   fi
   stop_pids 3 "$pid"
-  PIDS=()
+  PIDS=(${SINK_PID:+"$SINK_PID"})
   grep -q "status codes: $REQUESTS 2xx" <<<"$out" || { echo "bench-grpc: $name: not every request answered:" >&2; echo "$out" >&2; exit 1; }
   local rps
   rps=$(sed -n 's/^finished in [0-9.]*m\?s, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
@@ -157,6 +180,9 @@ for round in $(seq 1 "$REPEAT"); do
   run allowed-audit-off allowed warn "$round"
   run anonymous-route anonymous info "$round"
   run denied-no-token no-token info "$round"
+  for ratio in ${TRACE_RATIOS:-}; do
+    run "allowed-traced-$ratio" allowed info "$round" "$(tracing_config "$ratio")"
+  done
 done
 
 REPORT="$OUT/results.md"
@@ -169,11 +195,12 @@ REPORT="$OUT/results.md"
   echo
   echo "| case | checks/s | $UNIT |"
   echo "|---|---:|---:|"
-  for c in allowed-cached-rs256 allowed-audit-off anonymous-route denied-no-token; do
+  for c in allowed-cached-rs256 allowed-audit-off anonymous-route denied-no-token \
+    $(for ratio in ${TRACE_RATIOS:-}; do echo "allowed-traced-$ratio"; done); do
     echo "| $c | $(median "$RESULTS" "$c" 3) | $(median "$RESULTS" "$c" 4) |"
   done
   echo
-  echo "Reproduce: \`make bench-grpc\` or \`make bench-grpc-instructions\` (env REQUESTS, REPEAT)."
+  echo "Reproduce: \`make bench-grpc\` or \`make bench-grpc-instructions\` (env REQUESTS, REPEAT, TRACE_RATIOS)."
 } >"$REPORT"
 echo
 cat "$REPORT"

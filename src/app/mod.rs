@@ -217,9 +217,12 @@ pub async fn start_with(
         listeners.http_addr,
     );
 
+    // Tracing first: the key stores' first fetches start with the engine, and are traced.
+    let mut telemetry = Telemetry::with_options(options.telemetry.clone());
+    telemetry.start_tracing(&config.telemetry.tracing);
+    let telemetry = Arc::new(telemetry);
     let shared = Shared::default();
     let engine: SharedEngine = Arc::new(ArcSwap::from_pointee(Engine::new(&config, &shared)));
-    let telemetry = Arc::new(Telemetry::with_options(options.telemetry.clone()));
     telemetry.metrics().observe_keys(shared.keys.clone());
     telemetry
         .metrics()

@@ -364,6 +364,8 @@ impl Servers {
         }
         // Stops the key stores' background refresh tasks.
         state.registry().retain(&[]);
+        // The spans of the last checks, exported before the process ends (bounded wait).
+        state.telemetry().shutdown_tracing().await;
         tracing::info!("portcullis stopped");
         failure.map_or(Ok(()), Err)
     }

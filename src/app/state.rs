@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use crate::authn::KeyRegistry;
 use crate::authn::api_keys::ApiKeyStatus;
-use crate::config::{self, Config, ConfigError, ServerConfig};
+use crate::config::{self, Config, ConfigError, ServerConfig, TelemetryConfig};
 use crate::engine::{Engine, Shared, SharedEngine};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::ReloadResult;
@@ -46,6 +46,8 @@ pub struct AppState {
     config_path: Option<PathBuf>,
     /// Listeners and TLS as bound at start: they are not hot-reloadable.
     bound_server: ServerConfig,
+    /// `telemetry:` as started (tracing is not hot-reloadable).
+    bound_telemetry: TelemetryConfig,
     generation: AtomicU64,
     last_reload: Mutex<Option<ReloadRecord>>,
     restart_required: Mutex<Option<String>>,
@@ -87,6 +89,7 @@ impl AppState {
             shared,
             telemetry,
             bound_server: config.server.clone(),
+            bound_telemetry: config.telemetry.clone(),
             require_keys: AtomicBool::new(config.readiness.require_keys),
             config_path,
             generation: AtomicU64::new(1),
@@ -202,11 +205,14 @@ impl AppState {
         self.shared.keys.retain(&config.issuers);
         self.shared.api_keys.retain(config.api_keys.as_ref());
 
-        let changed = server_changes(&self.bound_server, &config.server);
+        let mut changed = server_changes(&self.bound_server, &config.server);
+        if config.telemetry.tracing != self.bound_telemetry.tracing {
+            changed.push("telemetry.tracing");
+        }
         let restart = (!changed.is_empty()).then(|| {
             format!(
-                "{} changed; listeners and TLS are not hot-reloadable: still serving with the \
-                 settings of the start, restart to apply",
+                "{} changed; listeners, TLS and tracing are not hot-reloadable: still serving \
+                 with the settings of the start, restart to apply",
                 changed.join(", ")
             )
         });

@@ -24,7 +24,10 @@ use super::raw::{
     RawIssuer, RawRequire, RawRoute, RawServer,
 };
 use super::source::YamlPath;
-use super::{Config, Problem, ReadinessConfig, ResponseSettings, ServerConfig, TlsConfig};
+use super::{
+    Config, Problem, ReadinessConfig, ResponseSettings, ServerConfig, TelemetryConfig, TlsConfig,
+    TracingConfig,
+};
 use crate::authn::attempts::{
     AttemptQuota, AttemptSettings, ClientAddressHeader, MAX_TRUSTED_HOPS,
 };
@@ -108,6 +111,14 @@ pub(crate) fn compile(
         .api_keys
         .as_ref()
         .map(|section| super::keys_file::compile(section, base_dir, ctx.problems));
+    let telemetry = TelemetryConfig {
+        tracing: raw
+            .telemetry
+            .tracing
+            .as_ref()
+            .map(|tracing| ctx.tracing(tracing))
+            .unwrap_or_default(),
+    };
     if ctx.problems.len() > before || raw.incomplete {
         return None;
     }
@@ -125,6 +136,7 @@ pub(crate) fn compile(
             Some(settings) => Some(settings?),
             None => None,
         },
+        telemetry,
     })
 }
 
@@ -723,6 +735,48 @@ impl Ctx<'_> {
             max_token_bytes: usize::try_from(max_token_bytes).unwrap_or(usize::MAX),
             token_cache_entries,
             failed_attempts: self.failed_attempts(raw.failed_attempts.as_ref()),
+        }
+    }
+
+    /// `telemetry.tracing`: each value checked where it is written; what is left out is the
+    /// environment's or the default's, resolved at start.
+    fn tracing(&mut self, raw: &raw::RawTracing) -> TracingConfig {
+        let path = root().key("telemetry").key("tracing");
+        let endpoint = raw
+            .endpoint
+            .as_ref()
+            .and_then(|e| self.get(path.key("endpoint"), e))
+            .map(|e| e.0.clone());
+        let protocol = raw
+            .protocol
+            .as_ref()
+            .and_then(|p| self.get(path.key("protocol"), p))
+            .map(|p| p.0);
+        let sampler = raw
+            .sampler
+            .as_ref()
+            .and_then(|s| self.get(path.key("sampler"), s))
+            .map(|s| s.0);
+        let ratio = raw
+            .ratio
+            .as_ref()
+            .and_then(|r| self.get(path.key("ratio"), r))
+            .map(|r| r.0);
+        for (key, _) in &raw.resource_attributes.0 {
+            if key.trim().is_empty() {
+                self.value(
+                    path.key("resource_attributes"),
+                    "attribute names must not be empty",
+                );
+            }
+        }
+        TracingConfig {
+            endpoint,
+            protocol,
+            sampler,
+            ratio,
+            resource_attributes: raw.resource_attributes.0.clone(),
+            include_subject: raw.include_subject.unwrap_or(false),
         }
     }
 

@@ -37,6 +37,7 @@ pub struct Config {
     pub readiness: ReadinessConfig,
     /// `api_keys:`, with the keys file's entries as checked at load; `None` when absent.
     pub api_keys: Option<ApiKeySettings>,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +100,87 @@ pub struct ReadinessConfig {
 impl Default for ReadinessConfig {
     fn default() -> Self {
         Self { require_keys: true }
+    }
+}
+
+/// The `telemetry:` settings. Read once at start: a reload that changes them asks for a
+/// restart (like the listeners).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TelemetryConfig {
+    pub tracing: TracingConfig,
+}
+
+/// `telemetry.tracing`, as written. `None` leaves the choice to the standard `OTEL_*`
+/// environment variable, then to the default (`telemetry::otel` resolves them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TracingConfig {
+    /// The OTLP collector; with none here and none in `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`,
+    /// tracing is off.
+    pub endpoint: Option<String>,
+    pub protocol: Option<OtlpProtocol>,
+    pub sampler: Option<SamplerKind>,
+    /// The ratio of the `*traceidratio` samplers.
+    pub ratio: Option<f64>,
+    /// Added to (and overriding) the resource attributes of `OTEL_RESOURCE_ATTRIBUTES`.
+    pub resource_attributes: Vec<(String, String)>,
+    /// Put the verified subject on the check span (personal data: off by default).
+    pub include_subject: bool,
+}
+
+/// How spans travel to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (port 4317 by convention).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318, path `/v1/traces`).
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// The protocol of `OTEL_EXPORTER_OTLP_PROTOCOL` spelling `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "grpc" => Some(Self::Grpc),
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            _ => None,
+        }
+    }
+}
+
+/// The samplers of the OpenTelemetry specification (`OTEL_TRACES_SAMPLER` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplerKind {
+    AlwaysOn,
+    AlwaysOff,
+    TraceIdRatio,
+    ParentBasedAlwaysOn,
+    ParentBasedAlwaysOff,
+    ParentBasedTraceIdRatio,
+}
+
+impl SamplerKind {
+    pub const ALL: [Self; 6] = [
+        Self::AlwaysOn,
+        Self::AlwaysOff,
+        Self::TraceIdRatio,
+        Self::ParentBasedAlwaysOn,
+        Self::ParentBasedAlwaysOff,
+        Self::ParentBasedTraceIdRatio,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AlwaysOn => "always_on",
+            Self::AlwaysOff => "always_off",
+            Self::TraceIdRatio => "traceidratio",
+            Self::ParentBasedAlwaysOn => "parentbased_always_on",
+            Self::ParentBasedAlwaysOff => "parentbased_always_off",
+            Self::ParentBasedTraceIdRatio => "parentbased_traceidratio",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
     }
 }
 
@@ -468,6 +550,75 @@ issuers:
                 .contains("unknown field `max_connections`"),
             "{unknown:?}"
         );
+    }
+
+    #[test]
+    fn tracing_is_unset_unless_written_and_keeps_what_is_written() {
+        let routes = "routes:\n  - {name: all, match: {}, allow: anonymous}\n";
+        let unset = load_text(routes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(unset.telemetry.tracing, TracingConfig::default());
+        let set = load_text(&format!(
+            "telemetry:\n  tracing:\n    endpoint: http://otel-collector:4317\n    \
+             protocol: grpc\n    sampler: parentbased_traceidratio\n    ratio: 0.01\n    \
+             resource_attributes: {{deployment.environment: prod}}\n    \
+             include_subject: true\n{routes}"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            set.telemetry.tracing,
+            TracingConfig {
+                endpoint: Some("http://otel-collector:4317".to_owned()),
+                protocol: Some(OtlpProtocol::Grpc),
+                sampler: Some(SamplerKind::ParentBasedTraceIdRatio),
+                ratio: Some(0.01),
+                resource_attributes: vec![("deployment.environment".into(), "prod".into())],
+                include_subject: true,
+            }
+        );
+        let whole_ratio = load_text(&format!("telemetry: {{tracing: {{ratio: 1}}}}\n{routes}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(whole_ratio.telemetry.tracing.ratio, Some(1.0));
+    }
+
+    #[test]
+    fn bad_tracing_values_are_errors_at_their_place() {
+        let routes = "routes:\n  - {name: all, match: {}, allow: anonymous}\n";
+        let bad = located(&format!(
+            "telemetry:\n  tracing:\n    endpoint: otel-collector:4317\n    \
+             protocol: http/json\n    sampler: sometimes\n    ratio: 1.5\n{routes}"
+        ));
+        let places: Vec<(usize, &str)> = bad.iter().map(|e| (e.0, e.2.as_str())).collect();
+        assert_eq!(
+            places,
+            [
+                (3, "telemetry.tracing.endpoint"),
+                (4, "telemetry.tracing.protocol"),
+                (5, "telemetry.tracing.sampler"),
+                (6, "telemetry.tracing.ratio"),
+            ],
+            "{bad:?}"
+        );
+        assert!(bad[0].3.contains("unsupported scheme"), "{bad:?}");
+        assert!(bad[1].3.contains("`grpc` or `http/protobuf`"), "{bad:?}");
+        assert!(bad[2].3.contains("parentbased_traceidratio"), "{bad:?}");
+        assert!(bad[3].3.contains("between 0.0 and 1.0"), "{bad:?}");
+        for (endpoint, message) in [
+            ("http://user:secret@collector:4318", "credentials"),
+            ("http://collector:4318/?token=x", "query"),
+            ("not a url", "invalid URL"),
+        ] {
+            let errors = located(&format!(
+                "telemetry: {{tracing: {{endpoint: \"{endpoint}\"}}}}\n{routes}"
+            ));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].2, "telemetry.tracing.endpoint");
+            assert!(errors[0].3.contains(message), "{errors:?}");
+            assert!(!errors[0].3.contains("secret"), "{errors:?}");
+        }
+        let unknown = located(&format!(
+            "telemetry: {{tracing: {{sample: 0.1}}}}\n{routes}"
+        ));
+        assert_eq!(unknown[0].2, "telemetry.tracing.sample", "{unknown:?}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ use serde_yaml_ng::Value;
 
 use super::Problem;
 use super::source::{Anchor, Segment, YamlPath};
+use super::{OtlpProtocol, SamplerKind};
 use crate::authn::Algorithm;
 use crate::authz::path::{normalize, normalize_authority};
 use crate::authz::routes::{PathMatch, PathTemplate};
@@ -53,6 +54,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "roles",
     "mode",
     "api_keys",
+    "telemetry",
 ];
 
 /// Top-level keys design.md describes that this version refuses.
@@ -67,6 +69,7 @@ pub struct RawConfig {
     pub limits: RawLimits,
     pub response: RawResponse,
     pub readiness: RawReadiness,
+    pub telemetry: RawTelemetry,
     pub routes: Vec<(usize, RawRoute)>,
     /// `roles:`, in the file's order, by name.
     pub roles: Vec<(String, RawRole)>,
@@ -127,6 +130,7 @@ impl RawConfig {
                 "response" => raw.response = section(value, &path, problems),
                 "readiness" => raw.readiness = section(value, &path, problems),
                 "api_keys" => raw.api_keys = section(value, &path, problems),
+                "telemetry" => raw.telemetry = section(value, &path, problems),
                 "issuers" => raw.issuers = list(value, &path, problems),
                 "routes" => raw.routes = list(value, &path, problems),
                 "mode" => raw.mode = section(value, &path, problems),
@@ -631,6 +635,33 @@ pub struct RawReadiness {
     pub require_keys: Option<bool>,
 }
 
+/// `telemetry:`: today only `tracing`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    #[serde(default)]
+    pub tracing: Option<RawTracing>,
+}
+
+/// `telemetry.tracing`: OpenTelemetry traces over OTLP. Every key may be left out, and then the
+/// standard `OTEL_*` environment variable (or the default) applies.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    #[serde(default)]
+    pub endpoint: Option<Checked<OtlpEndpoint>>,
+    #[serde(default)]
+    pub protocol: Option<Checked<OtlpProtocolName>>,
+    #[serde(default)]
+    pub sampler: Option<Checked<SamplerName>>,
+    #[serde(default)]
+    pub ratio: Option<Checked<SampleRatio>>,
+    #[serde(default)]
+    pub resource_attributes: OrderedMap<String, String>,
+    #[serde(default)]
+    pub include_subject: Option<bool>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
@@ -975,6 +1006,45 @@ string_newtype!(
     parse_scope
 );
 
+string_newtype!(
+    /// `telemetry.tracing.endpoint`: the OTLP collector's `http://` or `https://` URL.
+    OtlpEndpoint(String),
+    "a collector URL such as `http://otel-collector:4317`",
+    parse_otlp_endpoint
+);
+
+string_newtype!(
+    /// `telemetry.tracing.protocol`: `grpc` or `http/protobuf`.
+    OtlpProtocolName(OtlpProtocol),
+    "`grpc` or `http/protobuf`",
+    parse_otlp_protocol
+);
+
+string_newtype!(
+    /// `telemetry.tracing.sampler`: a sampler name as `OTEL_TRACES_SAMPLER` spells it.
+    SamplerName(SamplerKind),
+    "a sampler such as `parentbased_traceidratio`",
+    parse_sampler
+);
+
+/// `telemetry.tracing.ratio`: the share of traces sampled, 0.0 to 1.0.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct SampleRatio(pub f64);
+
+impl TryFrom<f64> for SampleRatio {
+    type Error = String;
+    fn try_from(ratio: f64) -> Result<Self, String> {
+        if (0.0..=1.0).contains(&ratio) {
+            Ok(Self(ratio))
+        } else {
+            Err(format!(
+                "must be between 0.0 and 1.0 (the share of traces sampled), not {ratio}"
+            ))
+        }
+    }
+}
+
 /// `response.no_route_status`: 404 or 403.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "u16")]
@@ -988,6 +1058,53 @@ impl TryFrom<u16> for NoRouteStatus {
             other => Err(format!("must be 404 or 403, not {other}")),
         }
     }
+}
+
+/// A collector URL: `http` or `https`, a host, no credentials (they would end up in logs; use
+/// `OTEL_EXPORTER_OTLP_HEADERS`), no query or fragment.
+fn parse_otlp_endpoint(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|error| {
+        format!("invalid URL `{text}`: {error} (write e.g. `http://otel-collector:4317`)")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "`{text}`: unsupported scheme `{}`, use http or https",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{text}`: the URL has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "the URL must not contain credentials (set OTEL_EXPORTER_OTLP_HEADERS instead)"
+                .to_owned(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "`{text}`: the URL must not contain a query or a fragment"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn parse_otlp_protocol(text: &str) -> Result<OtlpProtocol, String> {
+    OtlpProtocol::from_name(text)
+        .ok_or_else(|| format!("unknown protocol `{text}`: expected `grpc` or `http/protobuf`"))
+}
+
+fn parse_sampler(text: &str) -> Result<SamplerKind, String> {
+    SamplerKind::from_name(text).ok_or_else(|| {
+        format!(
+            "unknown sampler `{text}`: expected one of {}",
+            SamplerKind::ALL
+                .iter()
+                .map(|s| format!("`{}`", s.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -37,12 +37,37 @@ impl Authorization for AuthorizationService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let input = CheckInput::try_from(request.into_inner())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let decision = self.service.check(&input).await;
+        let (metadata, _, request) = request.into_parts();
+        let input =
+            CheckInput::try_from(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Envoy puts the trace context of its `ext_authz` call span into the call's metadata.
+        let carrier = MetadataCarrier(&metadata);
+        let (decision, ()) = self
+            .service
+            .check_traced(&input, Some(&carrier), |decision| (decision, ()))
+            .await;
         Ok(Response::new(response::check_response(
             decision,
             input.request_id(),
         )))
+    }
+}
+
+/// gRPC metadata as a trace-context carrier (read only when tracing is on).
+struct MetadataCarrier<'a>(&'a tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Extractor for MetadataCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|key| match key {
+                tonic::metadata::KeyRef::Ascii(key) => Some(key.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
     }
 }

@@ -2,7 +2,8 @@
 //! dotted field names, grouped by what they describe as linkerd writes them ([`FIELDS`]:
 //! `request.id`, `route.name`, `authz.outcome`, `authz.reason`, `authz.would_deny`,
 //! `auth.subject`, `auth.issuer`, `auth.method`, `auth.key_id` (the API key's id; empty for other
-//! credentials), `http.method`, `http.path`, `client.ip`, `http.status`, `duration_us`).
+//! credentials), `http.method`, `http.path`, `client.ip`, `http.status`, `duration_us`), then
+//! [`TRACE_ID_FIELD`] when the check's span is sampled.
 //! Denials are logged at info; allows at info when `audit_allows` is on, else at debug. A shadow
 //! route's would-be denial (`authz.outcome` `shadow_deny`, `authz.would_deny` true, the refusal in
 //! `authz.reason`, `http.status` 200: the request went through) is a denial for this purpose.
@@ -25,7 +26,8 @@ pub const TARGET: &str = "portcullis::audit";
 const MAX_LOGGED_PATH: usize = 1024;
 
 /// The names of an audit event's fields, in the order they are written (after `message`);
-/// `client.ip` only when the address is known. `trace_id` is left for the trace context.
+/// `client.ip` only when the address is known. [`TRACE_ID_FIELD`] follows them when the
+/// check's span is sampled.
 pub const FIELDS: [&str; 14] = [
     "request.id",
     "route.name",
@@ -42,6 +44,10 @@ pub const FIELDS: [&str; 14] = [
     "http.status",
     "duration_us",
 ];
+
+/// The last field of an audit event whose check span is sampled: the trace id (32 lower-case
+/// hex digits), so a log line leads to its trace.
+pub const TRACE_ID_FIELD: &str = "trace_id";
 
 /// The fields of one audit event (logged under the names of [`FIELDS`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +68,7 @@ pub struct AuditEvent<'a> {
     pub source_ip: Option<std::net::IpAddr>,
     pub status: u16,
     pub duration_us: u64,
+    pub trace_id: Option<opentelemetry::trace::TraceId>,
 }
 
 impl<'a> AuditEvent<'a> {
@@ -100,6 +107,7 @@ impl<'a> AuditEvent<'a> {
             source_ip: input.source.map(|s| s.ip()),
             status,
             duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            trace_id: None,
         }
     }
 }
@@ -159,15 +167,23 @@ macro_rules! audit_event {
                 client.ip = event.source_ip.map(tracing::field::display),
                 http.status = event.status,
                 duration_us = event.duration_us,
+                trace_id = event.trace_id.map(tracing::field::display),
             },
             "decision"
         );
     }};
 }
 
-/// Emits the audit event of one decision.
-pub fn record(input: &CheckInput, decision: &Decision, elapsed: Duration, audit_allows: bool) {
-    let event = AuditEvent::new(input, decision, elapsed);
+/// Emits the audit event of one decision; `trace_id` is that of its sampled span, if any.
+pub fn record(
+    input: &CheckInput,
+    decision: &Decision,
+    elapsed: Duration,
+    audit_allows: bool,
+    trace_id: Option<opentelemetry::trace::TraceId>,
+) {
+    let mut event = AuditEvent::new(input, decision, elapsed);
+    event.trace_id = trace_id;
     if !decision.is_allow() || event.would_deny || audit_allows {
         audit_event!(INFO, &event);
     } else {

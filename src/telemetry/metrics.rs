@@ -106,6 +106,7 @@ pub struct Metrics {
     limit_waits: Family<ListenerLabels, Counter>,
     open_connections: Family<ListenerLabels, Gauge>,
     connection_timeouts: Family<TimeoutLabels, Counter>,
+    trace_spans_dropped: Counter,
     no_route: Arc<str>,
     scraped: Arc<ScrapeSources>,
 }
@@ -184,6 +185,13 @@ impl Metrics {
              (header_read, idle)",
             connection_timeouts.clone(),
         );
+        let trace_spans_dropped = Counter::default();
+        registry.register(
+            "portcullis_trace_spans_dropped",
+            "Finished spans never exported: the export queue was full (a slow or dead \
+             collector) or the export failed",
+            trace_spans_dropped.clone(),
+        );
         let scraped = Arc::new(ScrapeSources::default());
         registry.register_collector(Box::new(scraped.clone()));
         Self {
@@ -196,6 +204,7 @@ impl Metrics {
             limit_waits,
             open_connections,
             connection_timeouts,
+            trace_spans_dropped,
             no_route: Arc::from(NO_ROUTE),
             scraped,
         }
@@ -248,6 +257,11 @@ impl Metrics {
             header_read_timeouts: timeouts("header_read"),
             idle_timeouts: timeouts("idle"),
         }
+    }
+
+    /// The handle of `portcullis_trace_spans_dropped_total`, for the span exporter.
+    pub fn trace_spans_dropped(&self) -> Counter {
+        self.trace_spans_dropped.clone()
     }
 
     /// Reads JWKS figures from `registry` at every scrape. Only the first call takes effect.

@@ -1,10 +1,12 @@
-//! Telemetry: Prometheus metrics (`metrics`), one JSON audit event per decision (`audit`), and
-//! the process's logging setup. Labels stay bounded (route, reason); tokens, header values and
-//! keys are never recorded, in metrics, audit events or log lines.
+//! Telemetry: Prometheus metrics (`metrics`), one JSON audit event per decision (`audit`),
+//! OpenTelemetry traces (`otel`, only when configured), and the process's logging setup. Labels
+//! stay bounded (route, reason); tokens, header values and keys are never recorded, in metrics,
+//! audit events, spans or log lines.
 
 pub mod audit;
 pub mod json;
 pub mod metrics;
+pub mod otel;
 pub mod writer;
 
 use std::sync::OnceLock;
@@ -19,6 +21,7 @@ use crate::input::CheckInput;
 
 pub use crate::error::ErrorChain;
 pub use metrics::Metrics;
+pub use otel::Tracing;
 
 /// Switches of the telemetry of one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +41,8 @@ impl Default for TelemetryOptions {
 pub struct Telemetry {
     options: TelemetryOptions,
     metrics: Metrics,
+    /// `None` when tracing is off: then no span is built.
+    tracing: Option<Tracing>,
 }
 
 impl Telemetry {
@@ -50,17 +55,65 @@ impl Telemetry {
         Self {
             options,
             metrics: Metrics::new(),
+            tracing: None,
         }
+    }
+
+    /// Starts tracing as `config` and the `OTEL_*` environment say (see [`otel::start`]);
+    /// dropped spans are counted in this telemetry's metrics.
+    pub fn start_tracing(&mut self, config: &crate::config::TracingConfig) {
+        self.tracing = otel::start(config, self.metrics.trace_spans_dropped());
+    }
+
+    /// Traces into `tracing` (tests).
+    pub fn with_tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = Some(tracing);
+        self
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
+    /// The tracer, when tracing is on.
+    pub fn tracing(&self) -> Option<&Tracing> {
+        self.tracing.as_ref()
+    }
+
     /// Records one decision: metrics and the audit event.
     pub fn decision(&self, input: &CheckInput, decision: &Decision, elapsed: Duration) {
+        self.decision_in_trace(input, decision, elapsed, None);
+    }
+
+    /// [`decision`](Self::decision) for a check traced in `trace` (the context
+    /// [`Tracing::start_check`] returned): also ends its span, and the audit event carries the
+    /// trace id when the span is sampled.
+    pub fn decision_in_trace(
+        &self,
+        input: &CheckInput,
+        decision: &Decision,
+        elapsed: Duration,
+        trace: Option<&opentelemetry::Context>,
+    ) {
         self.metrics.decision(decision, elapsed);
-        audit::record(input, decision, elapsed, self.options.audit_allows);
+        let trace_id = match (trace, &self.tracing) {
+            (Some(context), Some(tracing)) => tracing.end_check(context, decision),
+            _ => None,
+        };
+        audit::record(
+            input,
+            decision,
+            elapsed,
+            self.options.audit_allows,
+            trace_id,
+        );
+    }
+
+    /// Exports the spans still queued and stops tracing (graceful shutdown).
+    pub async fn shutdown_tracing(&self) {
+        if let Some(tracing) = &self.tracing {
+            tracing.shutdown().await;
+        }
     }
 }
 
@@ -253,6 +306,33 @@ mod tests {
         let mut documented = keys.clone();
         documented.sort_unstable();
         assert_eq!(logged, documented);
+    }
+
+    /// A sampled check's audit event ends with its trace id; an untraced one has none.
+    #[test]
+    fn audit_event_of_a_sampled_check_carries_its_trace_id_last() {
+        let telemetry = Telemetry::new().with_tracing(otel::tests::always_on_tracing());
+        let tracing = telemetry.tracing().expect("tracing on");
+        let input = input_with_secrets();
+        let decision = Decision::deny(Some(Arc::from("orders")), DenyReason::Forbidden);
+        let trace = tracing.start_check(None, &input);
+        let trace_id = {
+            use opentelemetry::trace::TraceContextExt as _;
+            trace.span().span_context().trace_id().to_string()
+        };
+        let logs = json::tests::capture(|| {
+            telemetry.decision_in_trace(&input, &decision, Duration::ZERO, Some(&trace))
+        });
+        let event: serde_json::Value = serde_json::from_str(logs.trim_end()).expect("json");
+        assert_eq!(event[audit::TRACE_ID_FIELD], trace_id.as_str());
+        assert_eq!(trace_id.len(), 32);
+        assert!(
+            logs.find("\"duration_us\":") < logs.find("\"trace_id\":"),
+            "{logs}"
+        );
+        let untraced =
+            json::tests::capture(|| telemetry.decision(&input, &decision, Duration::ZERO));
+        assert!(!untraced.contains("trace_id"), "{untraced}");
     }
 
     #[test]

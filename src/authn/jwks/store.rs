@@ -21,6 +21,10 @@ use super::schedule::{jitter_unit, refresh_delay, retry_delay};
 use crate::authn::{IssuerConfig, IssuerKeyStatus, KeySource, RefreshPolicy};
 use crate::error::ErrorChain;
 use crate::fetch;
+use opentelemetry::context::FutureExt as _;
+
+/// Name of the span of one key fetch (JWKS document, with its discovery step).
+pub const JWKS_FETCH_SPAN: &str = "portcullis.jwks.fetch";
 
 /// HS256 needs a key at least as long as its hash output (RFC 7518 §3.2).
 const MIN_SHARED_SECRET_BYTES: usize = 32;
@@ -386,12 +390,23 @@ impl Inner {
             // Dropping the guard records the attempt as failed; nothing to wait for.
             return None;
         };
-        runtime.spawn(async move {
-            let mut guard = guard;
-            let result = guard.inner.fetch_once().await;
-            guard.inner.finish_attempt(result);
-            guard.finished = true;
-        });
+        // A fetch a check asked for (unknown kid, first keys) is a child span of that check.
+        let parent = opentelemetry::Context::current();
+        runtime.spawn(
+            async move {
+                let mut guard = guard;
+                let issuer = opentelemetry::KeyValue::new("issuer.name", guard.inner.name());
+                let result = crate::fetch::in_client_span(
+                    JWKS_FETCH_SPAN,
+                    vec![issuer],
+                    guard.inner.fetch_once(),
+                )
+                .await;
+                guard.inner.finish_attempt(result);
+                guard.finished = true;
+            }
+            .with_context(parent),
+        );
         Some(target)
     }
 
