@@ -38,14 +38,6 @@ const EXPECTED_LATER: &[(&str, &str)] = &[
         "portcullis_revocation_entries",
         "revocation (design.md, Observability)",
     ),
-    (
-        "portcullis_api_key_requests_total",
-        "API keys (issue 11, item 3)",
-    ),
-    (
-        "portcullis_trace_spans_dropped_total",
-        "OpenTelemetry traces (issue 13, item 1)",
-    ),
 ];
 
 /// What the issue asks the dashboard to show, by the family each panel must query.
@@ -222,10 +214,12 @@ impl Stack {
              corp\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks_uri: {}\n    \
              algorithms: [ES256]\nroutes:\n  - name: health\n    match: {{path: /healthz}}\n    \
              allow: anonymous\n  - name: api\n    match: {{path_prefix: /api}}\n    allow: \
-             authenticated\n",
+             authenticated\napi_keys: {{file: keys.yaml, env: live}}\n",
             idp.jwks_url()
         );
         let dir = tempfile::tempdir().expect("tempdir");
+        // No key is valid; a key presented anyway is counted under `key_id="unknown"`.
+        write_config(dir.path(), "keys.yaml", "keys: []\n");
         let config = write_config(dir.path(), "portcullis.yaml", &yaml);
         let agent = BinaryAgent::start(&config);
         wait_ready(&agent.addrs, WAIT).await;
@@ -236,6 +230,15 @@ impl Stack {
             client,
             _dir: dir,
         }
+    }
+
+    /// One check with an API key that no entry knows (401, counted as `key_id="unknown"`).
+    async fn send_unknown_api_key(&mut self) {
+        let outcome = self
+            .client
+            .check(&EnvoyRequest::get("/api/orders").header("x-api-key", "pk_live_not-a-key"))
+            .await;
+        assert_eq!(outcome.status, 401, "{outcome:?}");
     }
 
     /// `allowed` checks with one valid token (one cache miss, then hits), then
@@ -267,6 +270,7 @@ impl Stack {
 async fn dashboard_and_alerts_query_only_metrics_portcullis_exports() {
     let mut stack = Stack::start().await;
     stack.send(2, 1, 1).await;
+    stack.send_unknown_api_key().await;
     let (code, _, exposition) = admin_get(&stack.agent.addrs, "/metrics").await;
     assert_eq!(code, 200);
     let exposed = exposed_names(&exposition);
@@ -628,8 +632,10 @@ async fn prometheus_reads_back_the_checks_portcullis_answered() {
     };
     prometheus.wait_ready().await;
 
-    // 7 allowed (one token: 1 cache miss, 6 hits), 5 denied (3 without a token, 2 unrouted).
+    // 7 allowed (one token: 1 cache miss, 6 hits), 6 denied (3 without a token, 2 unrouted,
+    // 1 with an unknown API key).
     stack.send(7, 3, 2).await;
+    stack.send_unknown_api_key().await;
     let job = r#"job="portcullis", namespace="observability-test", pod="portcullis-0""#;
     for (promql, expected) in [
         (
@@ -638,7 +644,7 @@ async fn prometheus_reads_back_the_checks_portcullis_answered() {
         ),
         (
             format!(r#"sum(portcullis_decisions_total{{{job}, outcome="deny"}})"#),
-            5.0,
+            6.0,
         ),
         (
             format!(
@@ -652,7 +658,11 @@ async fn prometheus_reads_back_the_checks_portcullis_answered() {
         ),
         (
             format!("portcullis_check_duration_seconds_count{{{job}}}"),
-            12.0,
+            13.0,
+        ),
+        (
+            format!(r#"sum(portcullis_api_key_requests_total{{{job}, key_id="unknown"}})"#),
+            1.0,
         ),
         (format!("portcullis_token_cache_misses_total{{{job}}}"), 1.0),
         (format!("portcullis_token_cache_hits_total{{{job}}}"), 6.0),
