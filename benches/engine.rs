@@ -120,6 +120,7 @@ fn config(jwks_file: std::path::PathBuf) -> Config {
         }],
         response: ResponseSettings::default(),
         readiness: ReadinessConfig::default(),
+        revocation: None,
     }
 }
 

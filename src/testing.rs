@@ -46,6 +46,7 @@ pub(crate) fn config_with_routes(routes: Vec<Route>) -> Config {
         routes,
         response: ResponseSettings::default(),
         readiness: ReadinessConfig::default(),
+        revocation: None,
     }
 }
 

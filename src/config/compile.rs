@@ -35,6 +35,11 @@ use crate::authz::routes::{PathMatch, RouteMatch, prefix_matches};
 use crate::authz::step_up::StepUpRequirement;
 use crate::authz::{OnDeny, Policy, Requirements, Route};
 use crate::fetch;
+use crate::revocation::{self, RevocationConfig};
+
+/// Largest `revocation.max_entries`: ten million entries take a few GiB; more would let one
+/// source exhaust a sidecar's memory.
+const MAX_REVOCATION_ENTRIES: u64 = 10_000_000;
 
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
@@ -99,6 +104,10 @@ pub(crate) fn compile(
     let readiness = ReadinessConfig {
         require_keys: raw.readiness.require_keys.unwrap_or(true),
     };
+    let revocation = raw
+        .revocation
+        .as_ref()
+        .map(|revocation| ctx.revocation(revocation, raw.incomplete));
     if ctx.problems.len() > before || raw.incomplete {
         return None;
     }
@@ -112,6 +121,7 @@ pub(crate) fn compile(
             .collect::<Option<Vec<_>>>()?,
         response,
         readiness,
+        revocation: revocation.map_or(Some(None), |r| r.map(Some))?,
     })
 }
 
@@ -709,6 +719,41 @@ impl Ctx<'_> {
             token_cache_entries,
             failed_attempts: self.failed_attempts(raw.failed_attempts.as_ref()),
         }
+    }
+
+    /// `revocation:`: at least one source; the cap within bounds.
+    fn revocation(
+        &mut self,
+        raw: &raw::RawRevocation,
+        incomplete: bool,
+    ) -> Option<RevocationConfig> {
+        let path = root().key("revocation");
+        let before = self.problems.len();
+        let file = raw
+            .file
+            .as_ref()
+            .and_then(|file| self.file(path.key("file"), file));
+        // A section that could not be read (`http`, `redis`) is reported where it is written.
+        if raw.file.is_none() && !incomplete {
+            self.value(
+                path.clone(),
+                "names no source: give `file` (the revocation file)",
+            );
+        }
+        let max_entries = raw
+            .max_entries
+            .unwrap_or(revocation::DEFAULT_MAX_ENTRIES as u64);
+        if !(1..=MAX_REVOCATION_ENTRIES).contains(&max_entries) {
+            self.value(
+                path.key("max_entries"),
+                format!("must be between 1 and {MAX_REVOCATION_ENTRIES}"),
+            );
+        }
+        (self.problems.len() == before).then(|| RevocationConfig {
+            file,
+            max_entries: usize::try_from(max_entries).unwrap_or(usize::MAX),
+            require_sync: raw.require_sync.unwrap_or(true),
+        })
     }
 
     /// Off unless written: keyed on a shared address (a gateway, a NAT, a mesh) the limiter

@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::authn::{AuthnSettings, IssuerConfig};
 use crate::authz::Route;
 pub use crate::decision::ResponseSettings;
+use crate::revocation::RevocationConfig;
 use source::{Anchor, YamlPath};
 
 /// A validated configuration, ready to build an `Engine` from.
@@ -33,6 +34,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub response: ResponseSettings,
     pub readiness: ReadinessConfig,
+    /// `revocation:`; `None` when absent, and then no request is checked against revocations.
+    pub revocation: Option<RevocationConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -716,14 +719,40 @@ roles:
     }
 
     #[test]
-    fn introspection_and_revocation_are_not_supported_yet() {
-        let errors = located("introspection: []\nrevocation: {file: r.yaml}\n");
-        assert_eq!(errors.len(), 2);
+    fn introspection_and_the_revocation_feeds_are_not_supported_yet() {
+        let errors = located(
+            "introspection: []\nrevocation: {http: {url: 'https://x'}, redis: {url: 'redis://x'}}\n",
+        );
+        assert_eq!(
+            errors.iter().map(|e| e.2.as_str()).collect::<Vec<_>>(),
+            ["introspection", "revocation.http", "revocation.redis"],
+            "{errors:?}"
+        );
         assert!(
             errors
                 .iter()
                 .all(|e| e.3 == "not supported in this version")
         );
+    }
+
+    #[test]
+    fn revocation_takes_a_file_resolved_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("portcullis.yaml");
+        let text = "revocation:\n  file: revoked.yaml\n  max_entries: 10\n";
+        let error = load_str(text, &config_path).expect_err("no revoked.yaml");
+        assert_eq!(error.errors[0].path, "revocation.file", "{error}");
+        assert_eq!(error.errors[0].line, Some(2), "{error}");
+        std::fs::write(dir.path().join("revoked.yaml"), "").expect("write");
+        let config = load_str(text, &config_path).expect("valid");
+        let revocation = config.revocation.expect("revocation");
+        assert_eq!(revocation.file, Some(dir.path().join("revoked.yaml")));
+        assert_eq!(revocation.max_entries, 10);
+        assert!(revocation.require_sync);
+        let none = load_str("revocation: {max_entries: 0}\n", &config_path).expect_err("no source");
+        let paths: Vec<_> = none.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["revocation", "revocation.max_entries"], "{none}");
+        assert_eq!(load_text("{}\n").ok().and_then(|c| c.revocation), None);
     }
 
     #[test]

@@ -51,10 +51,11 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "readiness",
     "routes",
     "roles",
+    "revocation",
 ];
 
 /// Top-level keys design.md describes that this version refuses.
-pub const UNSUPPORTED_TOP_LEVEL_KEYS: &[&str] = &["api_keys", "introspection", "revocation"];
+pub const UNSUPPORTED_TOP_LEVEL_KEYS: &[&str] = &["api_keys", "introspection"];
 
 /// The whole file. List items keep their position in the file, because items that fail to
 /// deserialize are left out and paths must still name the right index.
@@ -66,6 +67,8 @@ pub struct RawConfig {
     pub response: RawResponse,
     pub readiness: RawReadiness,
     pub routes: Vec<(usize, RawRoute)>,
+    /// `revocation:`; `None` when absent (no revocation check at all).
+    pub revocation: Option<RawRevocation>,
     /// `roles:`, in the file's order, by name.
     pub roles: Vec<(String, RawRole)>,
     /// The `roles` section had problems: some role may be missing, so checks that a route's
@@ -120,6 +123,7 @@ impl RawConfig {
                 "limits" => raw.limits = section(value, &path, problems),
                 "response" => raw.response = section(value, &path, problems),
                 "readiness" => raw.readiness = section(value, &path, problems),
+                "revocation" => raw.revocation = Some(section(value, &path, problems)),
                 "issuers" => raw.issuers = list(value, &path, problems),
                 "routes" => raw.routes = list(value, &path, problems),
                 "roles" => {
@@ -621,6 +625,24 @@ pub struct RawResponse {
 pub struct RawReadiness {
     #[serde(default)]
     pub require_keys: Option<bool>,
+}
+
+/// `revocation:` (design.md, "Revocation"). The HTTP feed and Redis are refused by this
+/// version rather than ignored: an operator who configures them must not believe a fleet is
+/// covered.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRevocation {
+    #[serde(default)]
+    pub file: Option<Checked<FilePath>>,
+    #[serde(default)]
+    pub http: Option<Unsupported>,
+    #[serde(default)]
+    pub redis: Option<Unsupported>,
+    #[serde(default)]
+    pub max_entries: Option<u64>,
+    #[serde(default)]
+    pub require_sync: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -380,6 +380,13 @@ pub struct Revocations {
     required: Vec<Source>,
 }
 
+impl Default for Revocations {
+    /// An empty store with no source (a test, or an agent without `revocation:`).
+    fn default() -> Self {
+        Self::new(&[], HashMap::new(), DEFAULT_MAX_ENTRIES, false)
+    }
+}
+
 impl Revocations {
     /// An empty store expecting `sources`. `lifetimes` maps an issuer (`iss`) to its maximum
     /// token lifetime in seconds.
