@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use portcullis::revocation::{
+    self, ApiKeyEntry, JtiEntry, KeyEntry, Revocation, RevocationList, SubjectEntry, Timestamp,
+};
 use portcullis::{app, config, envoy_filter, telemetry};
 
 // glibc's malloc was ~13% of the CPU of a check (perf, cache-hit checks pinned to one core):
@@ -55,6 +58,47 @@ enum Command {
         #[arg(long, value_enum, default_value_t = FilterMode::Grpc)]
         mode: FilterMode,
     },
+    /// Revoke a token, a subject's tokens, a signing key or an API key by adding an entry to
+    /// the revocation file (written atomically, other entries kept), or list what is in it.
+    /// Exits 0 only once the entry is stored.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true)
+    .args(["jti", "sub", "kid", "api_key", "list"])))]
+struct RevokeArgs {
+    /// The agent's configuration: checks `--issuer` against its issuers, gives a subject entry
+    /// the issuer's `max_lifetime` as its expiry, and names the revocation file.
+    #[arg(long, value_name = "FILE", env = "PORTCULLIS_CONFIG")]
+    config: Option<PathBuf>,
+    /// The revocation file to edit (default: the configuration's `revocation.file`).
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// A token, by its `jti` (needs `--expires`: the token's own `exp`).
+    #[arg(long, value_name = "ID", requires = "expires")]
+    jti: Option<String>,
+    /// Every token of this subject issued before `--before` (default: now).
+    #[arg(long, value_name = "SUB", requires = "issuer")]
+    sub: Option<String>,
+    /// Every token signed with this key id.
+    #[arg(long, value_name = "KID", requires = "issuer")]
+    kid: Option<String>,
+    /// An API key, by its id.
+    #[arg(long, value_name = "ID")]
+    api_key: Option<String>,
+    /// The issuer (`iss`) of the subject or key.
+    #[arg(long, value_name = "ISS")]
+    issuer: Option<String>,
+    /// With `--sub`: the cut-off, RFC 3339 UTC (2030-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME", requires = "sub")]
+    before: Option<String>,
+    /// When the entry may be forgotten, RFC 3339 UTC: for `--jti` the token's expiry.
+    #[arg(long, value_name = "TIME")]
+    expires: Option<String>,
+    /// Print the entries of the revocation file.
+    #[arg(long)]
+    list: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -77,6 +121,13 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::EnvoyFilter { config, mode }) => print_envoy_filter(&config, mode),
+        Some(Command::Revoke(args)) => match revoke(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("portcullis revoke: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Serve(args)) => report(serve(args)),
         None => report(serve(cli.serve)),
     }
@@ -124,6 +175,89 @@ fn print_envoy_filter(file: &std::path::Path, mode: FilterMode) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Some(config::load(path).map_err(|error| anyhow::anyhow!("{error}"))?),
+        None => None,
+    };
+    let file = match (&args.file, &config) {
+        (Some(file), _) => file.clone(),
+        (None, Some(config)) => config
+            .revocation
+            .as_ref()
+            .and_then(|r| r.file.clone())
+            .context("the configuration has no revocation.file; pass --file PATH")?,
+        (None, None) => anyhow::bail!("pass --file PATH or --config FILE"),
+    };
+    let mut list = if file.exists() {
+        revocation::file::load(&file)?
+    } else {
+        RevocationList::default()
+    };
+    if args.list {
+        print!("{}", serde_yaml_ng::to_string(&list)?);
+        return Ok(());
+    }
+    let time = |text: &Option<String>| {
+        text.as_deref()
+            .map(Timestamp::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+    };
+    let expires = time(&args.expires)?;
+    // The issuer must be one the agent knows: a typo would revoke nothing.
+    let lifetime = match (&args.issuer, &config) {
+        (Some(issuer), Some(config)) => {
+            let known = config
+                .issuers
+                .iter()
+                .find(|i| &i.issuer == issuer)
+                .with_context(|| format!("`{issuer}` is not an issuer of the configuration"))?;
+            known.max_lifetime.map(|l| l.as_secs())
+        }
+        (Some(_), None) => {
+            eprintln!("portcullis revoke: warning: --issuer not checked (no --config)");
+            None
+        }
+        _ => None,
+    };
+    let issuer = args.issuer.clone().unwrap_or_default();
+    let revocation = if let Some(jti) = args.jti {
+        let expires = expires.context("--jti needs --expires (the token's exp)")?;
+        Revocation::Jti(JtiEntry { jti, expires })
+    } else if let Some(sub) = args.sub {
+        let revoked_before = time(&args.before)?.unwrap_or_else(Timestamp::now);
+        let expires =
+            expires.or_else(|| lifetime.map(|l| Timestamp(revoked_before.0.saturating_add(l))));
+        Revocation::Subject(SubjectEntry {
+            sub,
+            issuer,
+            revoked_before,
+            expires,
+        })
+    } else if let Some(kid) = args.kid {
+        Revocation::Key(KeyEntry {
+            issuer,
+            kid,
+            expires,
+        })
+    } else if let Some(id) = args.api_key {
+        Revocation::ApiKey(ApiKeyEntry { id, expires })
+    } else {
+        anyhow::bail!("nothing to revoke");
+    };
+    let mut added = RevocationList::default();
+    added.add(revocation.clone());
+    list.add(revocation);
+    revocation::file::store(&file, &list)?;
+    print!(
+        "stored in {}:\n{}",
+        file.display(),
+        serde_yaml_ng::to_string(&added)?
+    );
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -24,6 +24,7 @@ use crate::config::reload::ConfigWatcher;
 use crate::config::{self, Config, ConfigError};
 use crate::engine::{Engine, Shared, SharedEngine};
 use crate::http::HttpAuthzOptions;
+use crate::revocation::{self, Revocations, Source};
 use crate::service::CheckService;
 use crate::telemetry::{Telemetry, TelemetryOptions};
 use servers::{Listeners, stopped};
@@ -217,13 +218,28 @@ pub async fn start_with(
         listeners.http_addr,
     );
 
-    let shared = Shared::default();
+    let shared = Shared {
+        revocations: Arc::new(revocation_store(&config)),
+        ..Shared::default()
+    };
     let engine: SharedEngine = Arc::new(ArcSwap::from_pointee(Engine::new(&config, &shared)));
     let telemetry = Arc::new(Telemetry::with_options(options.telemetry.clone()));
     telemetry.metrics().observe_keys(shared.keys.clone());
     telemetry
         .metrics()
         .observe_token_cache(shared.cache_counters.clone());
+    if config.revocation.is_some() {
+        telemetry
+            .metrics()
+            .observe_revocations(shared.revocations.clone());
+    }
+    let revocation_file = config.revocation.as_ref().and_then(|r| r.file.clone());
+    if let Some(file) = &revocation_file {
+        // Before the first check is served, so a revocation on disk is never missed at start;
+        // a bad file is reported and the agent stays not ready (`require_sync`).
+        let _ = revocation::file::refresh(file, &shared.revocations);
+    }
+    let revocations = shared.revocations.clone();
     telemetry.metrics().set_generation(1);
 
     let state = Arc::new(AppState::new(
@@ -251,6 +267,9 @@ pub async fn start_with(
             shutdown_rx.clone(),
         )));
     }
+    if let Some(file) = revocation_file {
+        servers.stop_with(tokio::spawn(revocation::file::follow(file, revocations)));
+    }
     let supervisor =
         tokio::spawn(servers.supervise(state.clone(), shutdown_rx, options.drain_timeout));
 
@@ -273,6 +292,27 @@ pub async fn start_with(
         shutdown: shutdown_tx,
         supervisor: Some(supervisor),
     })
+}
+
+/// The revocation store for `config`: its sources, the issuers' longest token lifetimes (for
+/// subject entries without `expires`), the cap. Empty and never consulted without
+/// `revocation:`.
+fn revocation_store(config: &Config) -> Revocations {
+    let Some(settings) = &config.revocation else {
+        return Revocations::default();
+    };
+    let sources: Vec<Source> = settings.file.iter().map(|_| Source::File).collect();
+    let lifetimes = config
+        .issuers
+        .iter()
+        .filter_map(|issuer| Some((issuer.issuer.clone(), issuer.max_lifetime?.as_secs())))
+        .collect();
+    Revocations::new(
+        &sources,
+        lifetimes,
+        settings.max_entries,
+        settings.require_sync,
+    )
 }
 
 /// Reloads the configuration whenever its file changes.

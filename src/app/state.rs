@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use crate::authn::KeyRegistry;
 use crate::config::{self, Config, ConfigError, ServerConfig};
 use crate::engine::{Engine, Shared, SharedEngine};
+use crate::revocation::{RevocationConfig, Revocations};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::ReloadResult;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     config_path: Option<PathBuf>,
     /// Listeners and TLS as bound at start: they are not hot-reloadable.
     bound_server: ServerConfig,
+    /// `revocation:` as started: its sources are not hot-reloadable either.
+    bound_revocation: Option<RevocationConfig>,
     generation: AtomicU64,
     last_reload: Mutex<Option<ReloadRecord>>,
     restart_required: Mutex<Option<String>>,
@@ -86,6 +89,7 @@ impl AppState {
             shared,
             telemetry,
             bound_server: config.server.clone(),
+            bound_revocation: config.revocation.clone(),
             require_keys: AtomicBool::new(config.readiness.require_keys),
             config_path,
             generation: AtomicU64::new(1),
@@ -108,6 +112,11 @@ impl AppState {
 
     pub fn registry(&self) -> &Arc<KeyRegistry> {
         &self.shared.keys
+    }
+
+    /// The revocation store (empty, with no source, without `revocation:`).
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.shared.revocations
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
@@ -157,6 +166,15 @@ impl AppState {
                 format!("no keys yet for issuer(s): {}", waiting.join(", "))
             });
         }
+        // `revocation.require_sync`: a pod that never loaded its revocations may not serve.
+        let unsynced = self.shared.revocations.waiting_for();
+        if !unsynced.is_empty() {
+            let names: Vec<&str> = unsynced.iter().map(|source| source.as_str()).collect();
+            return Readiness::NotReady(format!(
+                "revocation source(s) not loaded yet: {}",
+                names.join(", ")
+            ));
+        }
         Readiness::Ready
     }
 
@@ -195,10 +213,13 @@ impl AppState {
         // old engine keep their own handles until they finish.
         self.shared.keys.retain(&config.issuers);
 
-        let changed = server_changes(&self.bound_server, &config.server);
+        let mut changed = server_changes(&self.bound_server, &config.server);
+        if config.revocation.is_some() && config.revocation != self.bound_revocation {
+            changed.push("revocation");
+        }
         let restart = (!changed.is_empty()).then(|| {
             format!(
-                "{} changed; listeners and TLS are not hot-reloadable: still serving with the \
+                "{} changed; listeners, TLS and revocation sources are not hot-reloadable: still serving with the \
                  settings of the start, restart to apply",
                 changed.join(", ")
             )

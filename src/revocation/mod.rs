@@ -160,7 +160,41 @@ pub struct RevocationList {
     pub api_keys: Vec<ApiKeyEntry>,
 }
 
+/// One revocation, as `portcullis revoke` adds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    Jti(JtiEntry),
+    Subject(SubjectEntry),
+    Key(KeyEntry),
+    ApiKey(ApiKeyEntry),
+}
+
 impl RevocationList {
+    /// Adds `revocation`, replacing an entry for the same token, subject, key or API key (so
+    /// running the same command twice leaves one entry). Every other entry is kept.
+    pub fn add(&mut self, revocation: Revocation) {
+        match revocation {
+            Revocation::Jti(entry) => {
+                self.jtis.retain(|e| e.jti != entry.jti);
+                self.jtis.push(entry);
+            }
+            Revocation::Subject(entry) => {
+                self.subjects
+                    .retain(|e| (&e.issuer, &e.sub) != (&entry.issuer, &entry.sub));
+                self.subjects.push(entry);
+            }
+            Revocation::Key(entry) => {
+                self.keys
+                    .retain(|e| (&e.issuer, &e.kid) != (&entry.issuer, &entry.kid));
+                self.keys.push(entry);
+            }
+            Revocation::ApiKey(entry) => {
+                self.api_keys.retain(|e| e.id != entry.id);
+                self.api_keys.push(entry);
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.jtis.len() + self.subjects.len() + self.keys.len() + self.api_keys.len()
     }

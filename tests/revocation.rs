@@ -1,0 +1,334 @@
+//! Revocation through the running agent (issue 12): the revocation file is watched, a
+//! revocation written to it refuses a token within the watch interval — tokens already in the
+//! verified-token cache included — with 401 `invalid_token` and the audit reason `revoked`; a
+//! garbage file keeps the last good list in force and says so in `/status`; `require_sync`
+//! holds readiness until the file has loaded once; and `portcullis revoke --file` edits the file
+//! atomically, keeping other entries, refusing an unknown issuer.
+//!
+//! Redis and the HTTP feed are not implemented yet (see the README, "Revoking access").
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::agent::{
+    CheckClient, EnvoyRequest, InProcessAgent, admin_get, ready_within, run_binary, status,
+    wait_ready, write_config,
+};
+use common::http_server::JwksServer;
+use common::tokens::{self, AUDIENCE, ISSUER, TestKey, default_claims, with};
+use serde_json::json;
+
+/// Longest wait for a change of the revocation file to take effect (the watcher debounces
+/// 200 ms; the issue asks for "within the watch interval").
+const WAIT: Duration = Duration::from_secs(5);
+
+const INVALID_TOKEN: &str = r#"Bearer realm="portcullis", error="invalid_token""#;
+const UNAUTHENTICATED: i32 = 16;
+
+struct Stack {
+    _idp: JwksServer,
+    agent: InProcessAgent,
+    client: CheckClient,
+    revoked: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// An agent protecting `GET /documents` with one issuer (max token lifetime 1h) and a
+    /// revocation file holding `revoked`.
+    async fn start(revoked: &str) -> Self {
+        let idp = JwksServer::start(&tokens::jwks(&[&TestKey::rsa()])).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let revoked_path = dir.path().join("revoked.yaml");
+        std::fs::write(&revoked_path, revoked).expect("write revoked.yaml");
+        let yaml = format!(
+            "server:\n  grpc_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\nissuers:\n  - \
+             name: corp\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks_uri: {}\n    \
+             algorithms: [RS256]\n    max_lifetime: 1h\nrevocation:\n  file: revoked.yaml\n\
+             routes:\n  - name: list-documents\n    match: {{methods: [GET], path: /documents}}\n    \
+             require: {{scopes: [\"read:documents\"]}}\n",
+            idp.jwks_url()
+        );
+        let config = write_config(dir.path(), "portcullis.yaml", &yaml);
+        let agent = InProcessAgent::start_file(&config).await;
+        let client = agent.client().await;
+        Self {
+            _idp: idp,
+            agent,
+            client,
+            revoked: revoked_path,
+            dir,
+        }
+    }
+
+    async fn allowed(&mut self, token: &str) -> bool {
+        let outcome = self
+            .client
+            .check(&EnvoyRequest::get("/documents").bearer(token))
+            .await;
+        if !outcome.allowed() {
+            assert_eq!(outcome.status, 401, "{}", outcome.body);
+            assert_eq!(outcome.code, UNAUTHENTICATED);
+            assert_eq!(outcome.header("www-authenticate"), Some(INVALID_TOKEN));
+        }
+        outcome.allowed()
+    }
+
+    /// Polls until `token` is refused (true) or `WAIT` passes (false).
+    async fn refused_within_wait(&mut self, token: &str) -> bool {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if !self.allowed(token).await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Replaces the revocation file the way tools do: write a new file, rename it over.
+    fn write_revoked(&self, text: &str) {
+        let temp = self.dir.path().join(".revoked.yaml.tmp");
+        std::fs::write(&temp, text).expect("write");
+        std::fs::rename(&temp, &self.revoked).expect("rename");
+    }
+
+    async fn revoked_decisions(&self) -> u64 {
+        let (_, _, metrics) = admin_get(&self.agent.addrs, "/metrics").await;
+        metrics
+            .lines()
+            .find(|line| {
+                line.starts_with(
+                    r#"portcullis_decisions_total{outcome="deny",reason="revoked",route="list-documents"}"#,
+                )
+            })
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn token_for(sub: &str) -> (String, String) {
+    let claims = default_claims(sub, "read:documents");
+    let jti = claims["jti"].as_str().expect("jti").to_owned();
+    (TestKey::rsa().token(&claims), jti)
+}
+
+fn far() -> &'static str {
+    "2999-01-01T00:00:00Z"
+}
+
+#[tokio::test]
+async fn revoking_a_jti_in_the_file_refuses_the_cached_token_and_no_other() {
+    let mut stack = Stack::start("").await;
+    wait_ready(&stack.agent.addrs, WAIT).await;
+    let (stolen, jti) = token_for("alice");
+    let (other, _) = token_for("alice");
+    // Verified once, then served from the token cache.
+    assert!(stack.allowed(&stolen).await);
+    assert!(stack.allowed(&stolen).await);
+    assert!(stack.allowed(&other).await);
+
+    stack.write_revoked(&format!("jtis:\n  - {{jti: {jti}, expires: {}}}\n", far()));
+    assert!(stack.refused_within_wait(&stolen).await, "never refused");
+    assert!(!stack.allowed(&stolen).await, "refused on every request");
+    assert!(
+        stack.allowed(&other).await,
+        "another token of the same user"
+    );
+    assert!(stack.revoked_decisions().await >= 2);
+    let report = status(&stack.agent.addrs).await;
+    assert_eq!(report["revocation"]["entries"], 1, "{report}");
+    assert_eq!(report["revocation"]["sources"][0]["source"], "file");
+    let (_, _, metrics) = admin_get(&stack.agent.addrs, "/metrics").await;
+    assert!(
+        metrics.contains(r#"portcullis_revocation_entries{source="file"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"portcullis_revocation_sync_age_seconds{source="file"}"#));
+
+    // Removing the entry lifts the revocation.
+    stack.write_revoked("");
+    let deadline = Instant::now() + WAIT;
+    while !stack.allowed(&stolen).await {
+        assert!(Instant::now() < deadline, "never allowed again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stack.agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoking_a_subject_or_a_key_refuses_their_tokens() {
+    let mut stack = Stack::start("").await;
+    wait_ready(&stack.agent.addrs, WAIT).await;
+    let (carol, _) = token_for("carol");
+    let (dave, _) = token_for("dave");
+    assert!(stack.allowed(&carol).await && stack.allowed(&dave).await);
+
+    // Every token of carol issued before now + 1 s (so this one), not dave's.
+    let before =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(1));
+    stack.write_revoked(&format!(
+        "subjects:\n  - {{sub: carol, issuer: '{ISSUER}', revoked_before: {before}}}\n"
+    ));
+    assert!(stack.refused_within_wait(&carol).await);
+    assert!(stack.allowed(&dave).await);
+    // A token issued after the cut-off is carol's new session: allowed.
+    let fresh = TestKey::rsa().token(&with(
+        &default_claims("carol", "read:documents"),
+        &json!({"iat": tokens::now() + 2}),
+    ));
+    assert!(stack.allowed(&fresh).await);
+
+    // The signing key itself: every token it signed.
+    let kid = TestKey::rsa().kid().to_owned();
+    stack.write_revoked(&format!("keys:\n  - {{issuer: '{ISSUER}', kid: {kid}}}\n"));
+    assert!(stack.refused_within_wait(&dave).await);
+    assert!(!stack.allowed(&fresh).await);
+    stack.agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_garbage_file_keeps_the_last_good_list_and_says_where_it_is_wrong() {
+    let (stolen, jti) = token_for("alice");
+    let mut stack = Stack::start(&format!("jtis:\n  - {{jti: {jti}, expires: {}}}\n", far())).await;
+    wait_ready(&stack.agent.addrs, WAIT).await;
+    assert!(!stack.allowed(&stolen).await, "revoked from the start");
+
+    stack.write_revoked("jtis:\n  - {jti: x}\n  - [not, an, entry\n");
+    let deadline = Instant::now() + WAIT;
+    let error = loop {
+        let report = status(&stack.agent.addrs).await;
+        if let Some(error) = report["revocation"]["sources"][0]["last_error"].as_str() {
+            break error.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no error in /status: {report}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(error.contains("revoked.yaml:"), "{error}");
+    assert!(
+        !stack.allowed(&stolen).await,
+        "the last good list stays in force"
+    );
+    let report = status(&stack.agent.addrs).await;
+    assert_eq!(report["revocation"]["entries"], 1, "{report}");
+    assert_eq!(report["ready"], true, "a pod that synced once stays ready");
+    stack.agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_file_that_never_loaded_holds_readiness_until_it_does() {
+    let stack = Stack::start("jtis: [{jti: x, expires: nonsense}]\n").await;
+    assert!(!ready_within(&stack.agent.addrs, Duration::from_secs(1)).await);
+    let (code, _, body) = admin_get(&stack.agent.addrs, "/readyz").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("revocation"), "{body}");
+    stack.write_revoked("");
+    wait_ready(&stack.agent.addrs, WAIT).await;
+    stack.agent.shutdown().await;
+}
+
+fn revoke(args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["revoke"];
+    all.extend_from_slice(args);
+    let (status, stdout, stderr) = run_binary(&all);
+    (status.success(), stdout, stderr)
+}
+
+fn config_with(dir: &Path) -> PathBuf {
+    std::fs::write(dir.join("revoked.yaml"), "").expect("write");
+    let jwks = tokens::jwks(&[&TestKey::rsa()]).to_string();
+    std::fs::write(dir.join("jwks.json"), jwks).expect("write");
+    write_config(
+        dir,
+        "portcullis.yaml",
+        &format!(
+            "issuers:\n  - name: corp\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    \
+             jwks_file: jwks.json\n    algorithms: [RS256]\n    max_lifetime: 1h\n\
+             revocation: {{file: revoked.yaml}}\nroutes: []\n"
+        ),
+    )
+}
+
+#[test]
+fn revoke_edits_the_file_atomically_keeping_other_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("revoked.yaml");
+    let path = file.to_str().expect("utf-8 path");
+    let (ok, _, stderr) = revoke(&["--file", path, "--jti", "t-1", "--expires", far()]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = revoke(&["--file", path, "--kid", "k1", "--issuer", ISSUER]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = revoke(&["--file", path, "--api-key", "pk_live_7Hq2"]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = revoke(&[
+        "--file",
+        path,
+        "--sub",
+        "carol",
+        "--issuer",
+        ISSUER,
+        "--before",
+        far(),
+    ]);
+    assert!(ok, "{stderr}");
+    let list = portcullis::revocation::file::load(&file).expect("a valid revocation file");
+    assert_eq!(list.jtis.len(), 1);
+    assert_eq!(list.jtis[0].jti, "t-1");
+    assert_eq!(list.keys[0].kid, "k1");
+    assert_eq!(list.api_keys[0].id, "pk_live_7Hq2");
+    assert_eq!(list.subjects[0].sub, "carol");
+    // Only the file: no temporary left behind.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+
+    let (ok, stdout, stderr) = revoke(&["--file", path, "--list"]);
+    assert!(ok, "{stderr}");
+    for needle in ["t-1", "k1", "pk_live_7Hq2", "carol"] {
+        assert!(stdout.contains(needle), "{stdout}");
+    }
+}
+
+#[test]
+fn revoke_refuses_bad_input_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_with(dir.path());
+    let config = config.to_str().expect("utf-8 path");
+    let file = dir.path().join("revoked.yaml");
+    let path = file.to_str().expect("utf-8 path");
+    for args in [
+        // A jti needs its token's expiry, in RFC 3339.
+        vec!["--file", path, "--jti", "t-1"],
+        vec!["--file", path, "--jti", "t-1", "--expires", "tomorrow"],
+        // An issuer the configuration does not know.
+        vec![
+            "--config",
+            config,
+            "--file",
+            path,
+            "--sub",
+            "carol",
+            "--issuer",
+            "https://unknown.example.com",
+        ],
+        // No target at all.
+        vec!["--file", path],
+    ] {
+        let (ok, _, stderr) = revoke(&args);
+        assert!(!ok, "accepted {args:?}");
+        assert!(!stderr.is_empty());
+    }
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "");
+
+    // With the configuration, a subject entry gets the issuer's max lifetime as its expiry,
+    // and the file defaults to the configured one.
+    let (ok, _, stderr) = revoke(&["--config", config, "--sub", "carol", "--issuer", ISSUER]);
+    assert!(ok, "{stderr}");
+    let list = portcullis::revocation::file::load(&file).expect("valid");
+    let entry = &list.subjects[0];
+    assert_eq!(
+        entry.expires.map(|e| e.0),
+        Some(entry.revoked_before.0 + 3600)
+    );
+}
