@@ -31,14 +31,6 @@ const RULE_TESTS: &str = "deploy/prometheus/portcullis-rules.test.yaml";
 /// its family lands: from then on the test requires it in `/metrics`.
 const EXPECTED_LATER: &[(&str, &str)] = &[
     (
-        "portcullis_revocation_sync_age_seconds",
-        "revocation sync (design.md, Revocation)",
-    ),
-    (
-        "portcullis_revocation_entries",
-        "revocation (design.md, Observability)",
-    ),
-    (
         "portcullis_api_key_requests_total",
         "API keys (issue 11, item 3)",
     ),
@@ -205,8 +197,9 @@ fn expected_later(name: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // portcullis with an issuer and known traffic
 
-/// The built binary with one issuer (`corp`, keys from a JWKS server under the test's control)
-/// and two routes: `/healthz` anonymous, `/api/...` for any valid token.
+/// The built binary with one issuer (`corp`, keys from a JWKS server under the test's control),
+/// an empty revocation file, and two routes: `/healthz` anonymous, `/api/...` for any valid
+/// token.
 struct Stack {
     _idp: JwksServer,
     agent: BinaryAgent,
@@ -222,10 +215,11 @@ impl Stack {
              corp\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks_uri: {}\n    \
              algorithms: [ES256]\nroutes:\n  - name: health\n    match: {{path: /healthz}}\n    \
              allow: anonymous\n  - name: api\n    match: {{path_prefix: /api}}\n    allow: \
-             authenticated\n",
+             authenticated\nrevocation: {{file: revoked.yaml}}\n",
             idp.jwks_url()
         );
         let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("revoked.yaml"), "").expect("write revoked.yaml");
         let config = write_config(dir.path(), "portcullis.yaml", &yaml);
         let agent = BinaryAgent::start(&config);
         wait_ready(&agent.addrs, WAIT).await;

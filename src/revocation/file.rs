@@ -20,8 +20,9 @@ pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 /// Quiet time after the last change before the file is read again.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
-/// How often expired entries are dropped from the merged set.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often expired entries are dropped from the merged set, and a watched file with no
+/// change is confirmed current (its sync age restarts).
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 /// Why a revocation file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -130,13 +131,13 @@ pub fn refresh(path: &Path, revocations: &Revocations) -> Result<(), FileError> 
 }
 
 /// Follows the file for as long as the returned future runs: reads it now, then again after
-/// every change, and drops expired entries every minute.
+/// every change, and drops expired entries every 30 s.
 pub async fn follow(path: PathBuf, revocations: Arc<Revocations>) {
     // Watch before the first read, so that a change made while reading is not missed.
     let mut watcher = match FileWatcher::watch(&path, DEBOUNCE, "revocation file") {
         Ok(watcher) => Some(watcher),
         Err(error) => {
-            tracing::error!(%error, "cannot watch the revocation file; it is re-read every minute");
+            tracing::error!(%error, "cannot watch the revocation file; it is re-read every 30 s");
             None
         }
     };
@@ -153,7 +154,7 @@ pub async fn follow(path: PathBuf, revocations: Arc<Revocations>) {
         tokio::select! {
             changed = changed => {
                 if changed.is_none() {
-                    tracing::error!("revocation file watcher stopped; the file is re-read every minute");
+                    tracing::error!("revocation file watcher stopped; the file is re-read every 30 s");
                     watcher = None;
                     continue;
                 }
@@ -164,6 +165,7 @@ pub async fn follow(path: PathBuf, revocations: Arc<Revocations>) {
                     let _ = read_blocking(&path, &revocations).await;
                 } else {
                     revocations.prune();
+                    revocations.confirm(Source::File);
                 }
             }
         }

@@ -493,6 +493,19 @@ impl Revocations {
         self.current.store(Arc::new(set));
     }
 
+    /// `source` is known to be current although nothing changed (a watched file with no
+    /// change since its last good read): its sync age restarts. Not after a failed read, so
+    /// the age of a source in error keeps growing.
+    pub fn confirm(&self, source: Source) {
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(state) = sources.get_mut(&source)
+            && state.list.is_some()
+            && state.error.is_none()
+        {
+            state.synced_at = Some(Timestamp::now().0);
+        }
+    }
+
     /// Reading `source` failed: its last good list stays in force, the error is shown.
     pub fn failed(&self, source: Source, error: String) {
         let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
