@@ -63,6 +63,13 @@ impl Stack {
         }
     }
 
+    /// As [`Stack::start`], once `/readyz` says the keys and the revocation file are loaded.
+    async fn start_ready(revoked: &str) -> Self {
+        let stack = Self::start(revoked).await;
+        wait_ready(&stack.agent.addrs, WAIT).await;
+        stack
+    }
+
     async fn allowed(&mut self, token: &str) -> bool {
         let outcome = self
             .client
@@ -122,8 +129,7 @@ fn far() -> &'static str {
 
 #[tokio::test]
 async fn revoking_a_jti_in_the_file_refuses_the_cached_token_and_no_other() {
-    let mut stack = Stack::start("").await;
-    wait_ready(&stack.agent.addrs, WAIT).await;
+    let mut stack = Stack::start_ready("").await;
     let (stolen, jti) = token_for("alice");
     let (other, _) = token_for("alice");
     // Verified once, then served from the token cache.
@@ -161,8 +167,7 @@ async fn revoking_a_jti_in_the_file_refuses_the_cached_token_and_no_other() {
 
 #[tokio::test]
 async fn revoking_a_subject_or_a_key_refuses_their_tokens() {
-    let mut stack = Stack::start("").await;
-    wait_ready(&stack.agent.addrs, WAIT).await;
+    let mut stack = Stack::start_ready("").await;
     let (carol, _) = token_for("carol");
     let (dave, _) = token_for("dave");
     assert!(stack.allowed(&carol).await && stack.allowed(&dave).await);
@@ -193,8 +198,8 @@ async fn revoking_a_subject_or_a_key_refuses_their_tokens() {
 #[tokio::test]
 async fn a_garbage_file_keeps_the_last_good_list_and_says_where_it_is_wrong() {
     let (stolen, jti) = token_for("alice");
-    let mut stack = Stack::start(&format!("jtis:\n  - {{jti: {jti}, expires: {}}}\n", far())).await;
-    wait_ready(&stack.agent.addrs, WAIT).await;
+    let mut stack =
+        Stack::start_ready(&format!("jtis:\n  - {{jti: {jti}, expires: {}}}\n", far())).await;
     assert!(!stack.allowed(&stolen).await, "revoked from the start");
 
     stack.write_revoked("jtis:\n  - {jti: x}\n  - [not, an, entry\n");
