@@ -8,8 +8,8 @@
 #   make build        debug build of the portcullis binary
 #
 # Installs are idempotent and quick when already done. On a fresh Debian machine (as root) the
-# only system packages ever installed are the ones missing: python3-venv and nodejs/npm for the
-# tests, wrk for the benchmark.
+# only system packages ever installed are the ones missing: python3-venv, nodejs/npm,
+# prometheus and redis-server for the tests, wrk for the benchmark.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -41,9 +41,14 @@ define install_missing
 		if [ -n "$$missing" ]; then echo ">> installing$$missing"; $(call apt_install,$$missing); fi
 endef
 
-.PHONY: test build lint demo bench-envoy bench-grpc deps envoy idp promtool print-envoy clean-deps
+.PHONY: test build lint demo bench-envoy bench-grpc deps envoy idp promtool redis print-envoy clean-deps
 
-deps: envoy idp promtool
+deps: envoy idp promtool redis
+
+# Debian's redis-server: tests/revocation.rs starts its own per test (free loopback port, no
+# persistence) for the fleet revocation tests.
+redis:
+	@$(call install_missing,redis-server:redis-server)
 
 # Debian's prometheus package: promtool lints the /metrics exposition (tests/app.rs) and checks
 # the dashboard's queries and the alert rules; the prometheus server scrapes portcullis in

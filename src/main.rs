@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use portcullis::revocation::redis::RedisConfig;
 use portcullis::revocation::{
     self, ApiKeyEntry, JtiEntry, KeyEntry, Revocation, RevocationList, SubjectEntry, Timestamp,
 };
@@ -58,10 +59,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = FilterMode::Grpc)]
         mode: FilterMode,
     },
-    /// Revoke a token, a subject's tokens, a signing key or an API key by adding an entry to
-    /// the revocation file (written atomically, other entries kept), or list what is in it.
-    /// Exits 0 only once the entry is stored.
-    Revoke(RevokeArgs),
+    /// Revoke a token, a subject's tokens, a signing key or an API key: store the entry in
+    /// Redis and publish it to every agent (`--redis`), or add it to the revocation file
+    /// (written atomically, other entries kept); or list what is in force. Exits 0 only once
+    /// the entry is stored (and published).
+    Revoke(Box<RevokeArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -72,13 +74,25 @@ struct RevokeArgs {
     /// the issuer's `max_lifetime` as its expiry, and names the revocation file.
     #[arg(long, value_name = "FILE", env = "PORTCULLIS_CONFIG")]
     config: Option<PathBuf>,
-    /// The revocation file to edit (default: the configuration's `revocation.file`).
-    #[arg(long, value_name = "PATH")]
+    /// The revocation file to edit (default: the configuration's `revocation.file`, when it
+    /// has no `revocation.redis`).
+    #[arg(long, value_name = "PATH", conflicts_with = "redis")]
     file: Option<PathBuf>,
+    /// The fleet's Redis, `redis://[user:password@]host:port[/db]` (default: the
+    /// configuration's `revocation.redis.url`).
+    #[arg(long, value_name = "URL", env = "PORTCULLIS_REDIS_URL")]
+    redis: Option<String>,
+    /// With `--redis`: the channel agents listen on.
+    #[arg(long, value_name = "NAME")]
+    channel: Option<String>,
+    /// With `--redis`: the prefix of the entries' keys.
+    #[arg(long, value_name = "PREFIX")]
+    key_prefix: Option<String>,
     /// A token, by its `jti` (needs `--expires`: the token's own `exp`).
     #[arg(long, value_name = "ID", requires = "expires")]
     jti: Option<String>,
-    /// Every token of this subject issued before `--before` (default: now).
+    /// Every token of this subject issued before `--before` (default: now, this second
+    /// included).
     #[arg(long, value_name = "SUB", requires = "issuer")]
     sub: Option<String>,
     /// Every token signed with this key id.
@@ -121,7 +135,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::EnvoyFilter { config, mode }) => print_envoy_filter(&config, mode),
-        Some(Command::Revoke(args)) => match revoke(args) {
+        Some(Command::Revoke(args)) => match revoke(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("portcullis revoke: {error:#}");
@@ -182,21 +196,37 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
         Some(path) => Some(config::load(path).map_err(|error| anyhow::anyhow!("{error}"))?),
         None => None,
     };
-    let file = match (&args.file, &config) {
-        (Some(file), _) => file.clone(),
-        (None, Some(config)) => config
-            .revocation
-            .as_ref()
-            .and_then(|r| r.file.clone())
-            .context("the configuration has no revocation.file; pass --file PATH")?,
-        (None, None) => anyhow::bail!("pass --file PATH or --config FILE"),
-    };
-    let mut list = if file.exists() {
-        revocation::file::load(&file)?
-    } else {
-        RevocationList::default()
+    let configured = config.as_ref().and_then(|c| c.revocation.as_ref());
+    let target = match (&args.file, &args.redis) {
+        (Some(file), _) => Target::File(file.clone()),
+        (None, Some(url)) => {
+            let defaults = configured.and_then(|r| r.redis.as_ref());
+            Target::Redis(RedisConfig {
+                url: url.clone(),
+                channel: args
+                    .channel
+                    .clone()
+                    .or_else(|| defaults.map(|d| d.channel.clone()))
+                    .unwrap_or_else(|| revocation::redis::DEFAULT_CHANNEL.to_owned()),
+                key_prefix: args
+                    .key_prefix
+                    .clone()
+                    .or_else(|| defaults.map(|d| d.key_prefix.clone()))
+                    .unwrap_or_else(|| revocation::redis::DEFAULT_KEY_PREFIX.to_owned()),
+            })
+        }
+        (None, None) => match configured {
+            Some(r) if r.redis.is_some() => Target::Redis(r.redis.clone().context("redis")?),
+            Some(r) if r.file.is_some() => Target::File(r.file.clone().context("file")?),
+            _ => anyhow::bail!("pass --redis URL, --file PATH, or --config FILE with revocation:"),
+        },
     };
     if args.list {
+        let list = match &target {
+            Target::File(file) if !file.exists() => RevocationList::default(),
+            Target::File(file) => revocation::file::load(file)?,
+            Target::Redis(redis) => block_on(revocation::redis::list(redis))??,
+        };
         print!("{}", serde_yaml_ng::to_string(&list)?);
         return Ok(());
     }
@@ -228,7 +258,12 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
         let expires = expires.context("--jti needs --expires (the token's exp)")?;
         Revocation::Jti(JtiEntry { jti, expires })
     } else if let Some(sub) = args.sub {
-        let revoked_before = time(&args.before)?.unwrap_or_else(Timestamp::now);
+        // Default: every token issued up to now, this second included (`iat` has a
+        // resolution of one second, and the stolen token may be seconds old at most).
+        let revoked_before = time(&args.before)?.unwrap_or_else(|| {
+            let now = Timestamp::now();
+            Timestamp(now.0 + 1)
+        });
         let expires =
             expires.or_else(|| lifetime.map(|l| Timestamp(revoked_before.0.saturating_add(l))));
         Revocation::Subject(SubjectEntry {
@@ -250,14 +285,45 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     };
     let mut added = RevocationList::default();
     added.add(revocation.clone());
-    list.add(revocation);
-    revocation::file::store(&file, &list)?;
-    print!(
-        "stored in {}:\n{}",
-        file.display(),
-        serde_yaml_ng::to_string(&added)?
-    );
+    match target {
+        Target::File(file) => {
+            let mut list = if file.exists() {
+                revocation::file::load(&file)?
+            } else {
+                RevocationList::default()
+            };
+            list.add(revocation);
+            revocation::file::store(&file, &list)?;
+            print!(
+                "stored in {}:\n{}",
+                file.display(),
+                serde_yaml_ng::to_string(&added)?
+            );
+        }
+        Target::Redis(redis) => {
+            let agents = block_on(revocation::redis::publish(&redis, &revocation))??;
+            print!(
+                "stored in redis and published to {agents} agent(s):\n{}",
+                serde_yaml_ng::to_string(&added)?
+            );
+        }
+    }
     Ok(())
+}
+
+/// Where `portcullis revoke` stores the entry.
+enum Target {
+    File(PathBuf),
+    Redis(RedisConfig),
+}
+
+/// Runs one future to completion on a small runtime (the CLI has no other async work).
+fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(future))
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

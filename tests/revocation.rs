@@ -5,7 +5,10 @@
 //! holds readiness until the file has loaded once; and `portcullis revoke --file` edits the file
 //! atomically, keeping other entries, refusing an unknown issuer.
 //!
-//! Redis and the HTTP feed are not implemented yet (see the README, "Revoking access").
+//! With Redis (a real `redis-server` per test): three agent processes share one Redis;
+//! `portcullis revoke --redis` reaches all three, their token caches included; they keep
+//! serving and refusing while Redis is down, and pick up a new revocation as soon as it is
+//! back; entries disappear when they expire. The HTTP feed is not implemented yet.
 
 mod common;
 
@@ -13,10 +16,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::agent::{
-    CheckClient, EnvoyRequest, InProcessAgent, admin_get, ready_within, run_binary, status,
-    wait_ready, write_config,
+    BinaryAgent, CheckClient, EnvoyRequest, InProcessAgent, admin_get, ready_within, run_binary,
+    status, wait_ready, write_config,
 };
 use common::http_server::JwksServer;
+use common::redis::RedisServer;
 use common::tokens::{self, AUDIENCE, ISSUER, TestKey, default_claims, with};
 use serde_json::json;
 
@@ -336,4 +340,209 @@ fn revoke_refuses_bad_input_and_changes_nothing() {
         entry.expires.map(|e| e.0),
         Some(entry.revoked_before.0 + 3600)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis: a fleet of three
+
+struct Fleet {
+    _idp: JwksServer,
+    redis: RedisServer,
+    agents: Vec<BinaryAgent>,
+    clients: Vec<CheckClient>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    async fn start() -> Option<Self> {
+        let redis = RedisServer::start()?;
+        let idp = JwksServer::start(&tokens::jwks(&[&TestKey::rsa()])).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = format!(
+            "server:\n  grpc_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\nissuers:\n  - \
+             name: corp\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks_uri: {}\n    \
+             algorithms: [RS256]\n    max_lifetime: 1h\nrevocation:\n  redis: {{url: '{}'}}\n\
+             routes:\n  - name: list-documents\n    match: {{methods: [GET], path: /documents}}\n    \
+             require: {{scopes: [\"read:documents\"]}}\n",
+            idp.jwks_url(),
+            redis.url()
+        );
+        let config = write_config(dir.path(), "portcullis.yaml", &yaml);
+        let agents: Vec<BinaryAgent> = (0..3).map(|_| BinaryAgent::start(&config)).collect();
+        let mut clients = Vec::new();
+        for agent in &agents {
+            wait_ready(&agent.addrs, WAIT).await;
+            clients.push(agent.client().await);
+        }
+        Some(Self {
+            _idp: idp,
+            redis,
+            agents,
+            clients,
+            _dir: dir,
+        })
+    }
+
+    /// How many of the three allow `token` now.
+    async fn allowing(&mut self, token: &str) -> usize {
+        let mut allowing = 0;
+        for client in &mut self.clients {
+            let outcome = client
+                .check(&EnvoyRequest::get("/documents").bearer(token))
+                .await;
+            if outcome.allowed() {
+                allowing += 1;
+            } else {
+                assert_eq!(outcome.status, 401, "{}", outcome.body);
+                assert_eq!(outcome.header("www-authenticate"), Some(INVALID_TOKEN));
+            }
+        }
+        allowing
+    }
+
+    /// Waits until `allowing(token)` is `count`; false after `within`.
+    async fn until_allowing(&mut self, token: &str, count: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.allowing(token).await == count {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `portcullis revoke --redis URL args...`; true when it exited 0.
+    fn revoke(&self, args: &[&str]) -> bool {
+        let url = self.redis.url();
+        let mut all = vec!["--redis", url.as_str()];
+        all.extend_from_slice(args);
+        let (ok, _, stderr) = revoke(&all);
+        if !ok {
+            eprintln!("revoke {args:?}: {stderr}");
+        }
+        ok
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_share_revocations_through_redis_and_survive_its_loss() {
+    let Some(mut fleet) = Fleet::start().await else {
+        return;
+    };
+    let (stolen, jti) = token_for("alice");
+    let (innocent, _) = token_for("alice");
+    let (carol, _) = token_for("carol");
+    for token in [&stolen, &innocent, &carol] {
+        // Twice: the second answer comes from each agent's token cache.
+        assert_eq!(fleet.allowing(token).await, 3);
+        assert_eq!(fleet.allowing(token).await, 3);
+    }
+
+    assert!(fleet.revoke(&["--jti", &jti, "--expires", far()]));
+    assert!(
+        fleet.until_allowing(&stolen, 0, WAIT).await,
+        "a jti revocation"
+    );
+    assert_eq!(fleet.allowing(&innocent).await, 3);
+    assert!(fleet.revoke(&["--sub", "carol", "--issuer", ISSUER]));
+    assert!(
+        fleet.until_allowing(&carol, 0, WAIT).await,
+        "a subject revocation"
+    );
+    let report = status(&fleet.agents[0].addrs).await;
+    assert_eq!(report["revocation"]["entries"], 2, "{report}");
+    let (_, _, metrics) = admin_get(&fleet.agents[1].addrs, "/metrics").await;
+    assert!(
+        metrics.contains(r#"portcullis_revocation_entries{source="redis"} 2"#),
+        "{metrics}"
+    );
+
+    // Redis dies: every agent keeps serving, refusing what it knew and allowing the rest.
+    fleet.redis.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fleet.allowing(&stolen).await, 0);
+    assert_eq!(fleet.allowing(&carol).await, 0);
+    assert_eq!(fleet.allowing(&innocent).await, 3);
+    let report = status(&fleet.agents[2].addrs).await;
+    assert!(
+        report["revocation"]["sources"][0]["last_error"].is_string(),
+        "{report}"
+    );
+    assert_eq!(report["ready"], true, "a pod that synced once stays ready");
+
+    // Redis comes back empty; a new revocation at once reaches all three within 5 s.
+    fleet.redis.restart_empty();
+    let started = Instant::now();
+    let (next, next_jti) = token_for("bob");
+    assert_eq!(fleet.allowing(&next).await, 3);
+    while !fleet.revoke(&["--jti", &next_jti, "--expires", far()]) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "revoke never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = Duration::from_secs(5).saturating_sub(started.elapsed());
+    assert!(
+        fleet.until_allowing(&next, 0, left).await,
+        "not refused within 5 s"
+    );
+    // What they knew before the loss is still refused (Redis itself forgot it).
+    assert_eq!(fleet.allowing(&stolen).await, 0);
+    assert_eq!(fleet.allowing(&innocent).await, 3);
+
+    // The signing key: every token it signed, on every agent.
+    let kid = TestKey::rsa().kid().to_owned();
+    assert!(fleet.revoke(&["--kid", &kid, "--issuer", ISSUER]));
+    assert!(
+        fleet.until_allowing(&innocent, 0, WAIT).await,
+        "a key revocation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_entries_disappear_when_they_expire() {
+    let Some(mut fleet) = Fleet::start().await else {
+        return;
+    };
+    let (token, jti) = token_for("alice");
+    let soon =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(3))
+            .to_string();
+    assert!(fleet.revoke(&["--jti", &jti, "--expires", &soon]));
+    assert!(fleet.until_allowing(&token, 0, WAIT).await);
+    // After the entry's expiry every agent allows it again, and Redis no longer holds it.
+    assert!(
+        fleet
+            .until_allowing(&token, 3, Duration::from_secs(8))
+            .await
+    );
+    let url = fleet.redis.url();
+    let (ok, stdout, stderr) = revoke(&["--redis", &url, "--list"]);
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains(&jti), "{stdout}");
+}
+
+#[test]
+fn revoke_to_redis_refuses_an_entry_already_expired_and_an_unreachable_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let (ok, _, _) = revoke(&[
+        "--redis",
+        &url,
+        "--jti",
+        "t",
+        "--expires",
+        "2000-01-01T00:00:00Z",
+    ]);
+    assert!(!ok, "an expired entry is refused");
+    drop(redis);
+    let (ok, _, stderr) = revoke(&["--redis", &url, "--jti", "t", "--expires", far()]);
+    assert!(!ok, "nothing stored: exit non-zero");
+    assert!(!stderr.is_empty());
 }

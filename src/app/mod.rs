@@ -268,7 +268,13 @@ pub async fn start_with(
         )));
     }
     if let Some(file) = revocation_file {
-        servers.stop_with(tokio::spawn(revocation::file::follow(file, revocations)));
+        servers.stop_with(tokio::spawn(revocation::file::follow(
+            file,
+            revocations.clone(),
+        )));
+    }
+    if let Some(redis) = config.revocation.as_ref().and_then(|r| r.redis.clone()) {
+        servers.stop_with(tokio::spawn(revocation::redis::follow(redis, revocations)));
     }
     let supervisor =
         tokio::spawn(servers.supervise(state.clone(), shutdown_rx, options.drain_timeout));
@@ -301,7 +307,13 @@ fn revocation_store(config: &Config) -> Revocations {
     let Some(settings) = &config.revocation else {
         return Revocations::default();
     };
-    let sources: Vec<Source> = settings.file.iter().map(|_| Source::File).collect();
+    let sources: Vec<Source> = [
+        settings.file.as_ref().map(|_| Source::File),
+        settings.redis.as_ref().map(|_| Source::Redis),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let lifetimes = config
         .issuers
         .iter()

@@ -35,6 +35,7 @@ use crate::authz::routes::{PathMatch, RouteMatch, prefix_matches};
 use crate::authz::step_up::StepUpRequirement;
 use crate::authz::{OnDeny, Policy, Requirements, Route};
 use crate::fetch;
+use crate::revocation::redis::RedisConfig;
 use crate::revocation::{self, RevocationConfig};
 
 /// Largest `revocation.max_entries`: ten million entries take a few GiB; more would let one
@@ -733,13 +734,56 @@ impl Ctx<'_> {
             .file
             .as_ref()
             .and_then(|file| self.file(path.key("file"), file));
-        // A section that could not be read (`http`, `redis`) is reported where it is written.
-        if raw.file.is_none() && !incomplete {
+        // A section that could not be read (`http`) is reported where it is written.
+        if raw.file.is_none() && raw.redis.is_none() && !incomplete {
             self.value(
                 path.clone(),
-                "names no source: give `file` (the revocation file)",
+                "names no source: give `file` (the revocation file) or `redis`",
             );
         }
+        let redis = raw.redis.as_ref().and_then(|redis| {
+            let url_path = path.key("redis").key("url");
+            match url::Url::parse(&redis.url) {
+                Ok(url) if url.scheme() == "redis" && url.host().is_some() => {}
+                Ok(url) if url.scheme() == "rediss" => {
+                    self.value(
+                        url_path,
+                        "`rediss://` (TLS) is not supported in this version",
+                    );
+                    return None;
+                }
+                // The URL is never echoed: it may hold a password.
+                _ => {
+                    self.value(
+                        url_path,
+                        "must be a URL like redis://[user:password@]host:port[/db]",
+                    );
+                    return None;
+                }
+            }
+            let name = |given: &Option<String>, default: &str, key: &str, ctx: &mut Self| {
+                let value = given.clone().unwrap_or_else(|| default.to_owned());
+                if value.is_empty() {
+                    ctx.value(path.key("redis").key(key), "must not be empty");
+                }
+                value
+            };
+            Some(RedisConfig {
+                url: redis.url.clone(),
+                channel: name(
+                    &redis.channel,
+                    revocation::redis::DEFAULT_CHANNEL,
+                    "channel",
+                    self,
+                ),
+                key_prefix: name(
+                    &redis.key_prefix,
+                    revocation::redis::DEFAULT_KEY_PREFIX,
+                    "key_prefix",
+                    self,
+                ),
+            })
+        });
         let max_entries = raw
             .max_entries
             .unwrap_or(revocation::DEFAULT_MAX_ENTRIES as u64);
@@ -751,6 +795,7 @@ impl Ctx<'_> {
         }
         (self.problems.len() == before).then(|| RevocationConfig {
             file,
+            redis,
             max_entries: usize::try_from(max_entries).unwrap_or(usize::MAX),
             require_sync: raw.require_sync.unwrap_or(true),
         })

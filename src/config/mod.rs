@@ -719,13 +719,11 @@ roles:
     }
 
     #[test]
-    fn introspection_and_the_revocation_feeds_are_not_supported_yet() {
-        let errors = located(
-            "introspection: []\nrevocation: {http: {url: 'https://x'}, redis: {url: 'redis://x'}}\n",
-        );
+    fn introspection_and_the_revocation_feed_are_not_supported_yet() {
+        let errors = located("introspection: []\nrevocation: {http: {url: 'https://x'}}\n");
         assert_eq!(
             errors.iter().map(|e| e.2.as_str()).collect::<Vec<_>>(),
-            ["introspection", "revocation.http", "revocation.redis"],
+            ["introspection", "revocation.http"],
             "{errors:?}"
         );
         assert!(
@@ -753,6 +751,25 @@ roles:
         let paths: Vec<_> = none.errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["revocation", "revocation.max_entries"], "{none}");
         assert_eq!(load_text("{}\n").ok().and_then(|c| c.revocation), None);
+    }
+
+    #[test]
+    fn revocation_redis_takes_a_redis_url_and_never_echoes_it() {
+        let config = load_text("revocation: {redis: {url: 'redis://:s3cret@127.0.0.1:6379/0'}}\n")
+            .expect("valid");
+        let redis = config.revocation.and_then(|r| r.redis).expect("redis");
+        assert_eq!(redis.channel, "portcullis:revocations");
+        assert_eq!(redis.key_prefix, "portcullis:revoked:");
+        assert!(!format!("{redis:?}").contains("s3cret"));
+        for url in [
+            "http://:s3cret@x",
+            "rediss://:s3cret@x:6380",
+            "not a url s3cret",
+        ] {
+            let errors = errors(&format!("revocation: {{redis: {{url: '{url}'}}}}\n"));
+            assert_eq!(errors[0].path, "revocation.redis.url", "{url}");
+            assert!(!errors[0].to_string().contains("s3cret"), "{}", errors[0]);
+        }
     }
 
     #[test]

@@ -627,9 +627,8 @@ pub struct RawReadiness {
     pub require_keys: Option<bool>,
 }
 
-/// `revocation:` (design.md, "Revocation"). The HTTP feed and Redis are refused by this
-/// version rather than ignored: an operator who configures them must not believe a fleet is
-/// covered.
+/// `revocation:` (design.md, "Revocation"). The HTTP feed is refused by this version rather
+/// than ignored: an operator who configures it must not believe a fleet is covered.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRevocation {
@@ -638,11 +637,32 @@ pub struct RawRevocation {
     #[serde(default)]
     pub http: Option<Unsupported>,
     #[serde(default)]
-    pub redis: Option<Unsupported>,
+    pub redis: Option<RawRedis>,
     #[serde(default)]
     pub max_entries: Option<u64>,
     #[serde(default)]
     pub require_sync: Option<bool>,
+}
+
+/// `revocation.redis`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+}
+
+impl fmt::Debug for RawRedis {
+    // The URL may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawRedis")
+            .field("channel", &self.channel)
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
