@@ -8,7 +8,8 @@
 //! With Redis (a real `redis-server` per test): three agent processes share one Redis;
 //! `portcullis revoke --redis` reaches all three, their token caches included; they keep
 //! serving and refusing while Redis is down, and pick up a new revocation as soon as it is
-//! back; entries disappear when they expire. The HTTP feed is not implemented yet.
+//! back; entries disappear when they expire. The HTTP feed: a change of the feed refuses the
+//! token within the poll interval; a garbage or failing feed keeps the last good list.
 
 mod common;
 
@@ -19,7 +20,7 @@ use common::agent::{
     BinaryAgent, CheckClient, EnvoyRequest, InProcessAgent, admin_get, ready_within, run_binary,
     status, wait_ready, write_config,
 };
-use common::http_server::JwksServer;
+use common::http_server::{HttpServer, JwksServer, Reply};
 use common::redis::RedisServer;
 use common::tokens::{self, AUDIENCE, ISSUER, TestKey, default_claims, with};
 use serde_json::json;
@@ -43,6 +44,11 @@ impl Stack {
     /// An agent protecting `GET /documents` with one issuer (max token lifetime 1h) and a
     /// revocation file holding `revoked`.
     async fn start(revoked: &str) -> Self {
+        Self::start_with(revoked, "file: revoked.yaml").await
+    }
+
+    /// As [`Stack::start`], with `sources` (YAML inside `revocation: {...}`).
+    async fn start_with(revoked: &str, sources: &str) -> Self {
         let idp = JwksServer::start(&tokens::jwks(&[&TestKey::rsa()])).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let revoked_path = dir.path().join("revoked.yaml");
@@ -50,7 +56,7 @@ impl Stack {
         let yaml = format!(
             "server:\n  grpc_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\nissuers:\n  - \
              name: corp\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks_uri: {}\n    \
-             algorithms: [RS256]\n    max_lifetime: 1h\nrevocation:\n  file: revoked.yaml\n\
+             algorithms: [RS256]\n    max_lifetime: 1h\nrevocation: {{{sources}}}\n\
              routes:\n  - name: list-documents\n    match: {{methods: [GET], path: /documents}}\n    \
              require: {{scopes: [\"read:documents\"]}}\n",
             idp.jwks_url()
@@ -545,4 +551,74 @@ fn revoke_to_redis_refuses_an_entry_already_expired_and_an_unreachable_redis() {
     let (ok, _, stderr) = revoke(&["--redis", &url, "--jti", "t", "--expires", far()]);
     assert!(!ok, "nothing stored: exit non-zero");
     assert!(!stderr.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP feed
+
+#[tokio::test]
+async fn the_http_feed_revokes_within_its_interval_and_keeps_the_last_good_list() {
+    let feed = HttpServer::start().await;
+    feed.serve("/revoked", Reply::json(&json!({})).header("etag", "\"v1\""));
+    let sources = format!("http: {{url: '{}', interval: 1s}}", feed.url("/revoked"));
+    let mut stack = Stack::start_with("", &sources).await;
+    wait_ready(&stack.agent.addrs, WAIT).await;
+    let (stolen, jti) = token_for("alice");
+    let (other, _) = token_for("alice");
+    assert!(stack.allowed(&stolen).await && stack.allowed(&other).await);
+
+    // The feed changes (JSON here; YAML is read too): refused within the poll interval.
+    feed.serve(
+        "/revoked",
+        Reply::json(&json!({"jtis": [{"jti": jti, "expires": far()}]})).header("etag", "\"v2\""),
+    );
+    assert!(stack.refused_within_wait(&stolen).await, "never refused");
+    assert!(stack.allowed(&other).await);
+    // The next poll is conditional on the ETag it got.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let sent = feed
+            .last_request_headers()
+            .and_then(|h| h.get("if-none-match").cloned());
+        if sent.as_ref().is_some_and(|v| v == "\"v2\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no If-None-Match: {sent:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A garbage feed, then a failing one: the last good list stays in force.
+    let polls = feed.requests("/revoked");
+    feed.serve(
+        "/revoked",
+        Reply::status(http::StatusCode::OK).body("jtis: [{jti: x}"),
+    );
+    let deadline = Instant::now() + WAIT;
+    let error = loop {
+        let report = status(&stack.agent.addrs).await;
+        let error = report["revocation"]["sources"][0]["last_error"]
+            .as_str()
+            .map(str::to_owned);
+        if let Some(error) = error.filter(|_| feed.requests("/revoked") > polls) {
+            break error;
+        }
+        assert!(Instant::now() < deadline, "no error in /status: {report}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(error.contains("/revoked"), "{error}");
+    assert!(
+        !stack.allowed(&stolen).await,
+        "garbage keeps the last good list"
+    );
+    feed.serve(
+        "/revoked",
+        Reply::status(http::StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !stack.allowed(&stolen).await,
+        "a failing feed keeps the last good list"
+    );
+    assert!(stack.allowed(&other).await);
+    stack.agent.shutdown().await;
 }

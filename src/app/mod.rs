@@ -273,6 +273,12 @@ pub async fn start_with(
             revocations.clone(),
         )));
     }
+    if let Some(feed) = config.revocation.as_ref().and_then(|r| r.http.clone()) {
+        servers.stop_with(tokio::spawn(revocation::http::follow(
+            feed,
+            revocations.clone(),
+        )));
+    }
     if let Some(redis) = config.revocation.as_ref().and_then(|r| r.redis.clone()) {
         servers.stop_with(tokio::spawn(revocation::redis::follow(redis, revocations)));
     }
@@ -309,6 +315,7 @@ fn revocation_store(config: &Config) -> Revocations {
     };
     let sources: Vec<Source> = [
         settings.file.as_ref().map(|_| Source::File),
+        settings.http.as_ref().map(|_| Source::Http),
         settings.redis.as_ref().map(|_| Source::Redis),
     ]
     .into_iter()

@@ -35,6 +35,7 @@ use crate::authz::routes::{PathMatch, RouteMatch, prefix_matches};
 use crate::authz::step_up::StepUpRequirement;
 use crate::authz::{OnDeny, Policy, Requirements, Route};
 use crate::fetch;
+use crate::revocation::http::FeedConfig;
 use crate::revocation::redis::RedisConfig;
 use crate::revocation::{self, RevocationConfig};
 
@@ -734,13 +735,36 @@ impl Ctx<'_> {
             .file
             .as_ref()
             .and_then(|file| self.file(path.key("file"), file));
-        // A section that could not be read (`http`) is reported where it is written.
-        if raw.file.is_none() && raw.redis.is_none() && !incomplete {
+        // A section that could not be read is reported where it is written.
+        if raw.file.is_none() && raw.http.is_none() && raw.redis.is_none() && !incomplete {
             self.value(
                 path.clone(),
-                "names no source: give `file` (the revocation file) or `redis`",
+                "names no source: give `file` (the revocation file), `http` or `redis`",
             );
         }
+        let http = raw.http.as_ref().and_then(|feed| {
+            let feed_path = path.key("http");
+            let url = fetch::checked_url(&feed.url, false)
+                .map_err(|error| self.value(feed_path.key("url"), error.to_string()))
+                .ok();
+            let interval = match &feed.interval {
+                None => Some(revocation::http::DEFAULT_INTERVAL),
+                Some(interval) => self
+                    .get(feed_path.key("interval"), interval)
+                    .map(|d| d.0)
+                    .filter(|d| {
+                        let ok = *d >= Duration::from_secs(1);
+                        if !ok {
+                            self.value(feed_path.key("interval"), "must be at least 1s");
+                        }
+                        ok
+                    }),
+            };
+            Some(FeedConfig {
+                url: url?,
+                interval: interval?,
+            })
+        });
         let redis = raw.redis.as_ref().and_then(|redis| {
             let url_path = path.key("redis").key("url");
             match url::Url::parse(&redis.url) {
@@ -795,6 +819,7 @@ impl Ctx<'_> {
         }
         (self.problems.len() == before).then(|| RevocationConfig {
             file,
+            http,
             redis,
             max_entries: usize::try_from(max_entries).unwrap_or(usize::MAX),
             require_sync: raw.require_sync.unwrap_or(true),

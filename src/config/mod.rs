@@ -719,11 +719,11 @@ roles:
     }
 
     #[test]
-    fn introspection_and_the_revocation_feed_are_not_supported_yet() {
-        let errors = located("introspection: []\nrevocation: {http: {url: 'https://x'}}\n");
+    fn introspection_is_not_supported_yet() {
+        let errors = located("introspection: []\n");
         assert_eq!(
             errors.iter().map(|e| e.2.as_str()).collect::<Vec<_>>(),
-            ["introspection", "revocation.http"],
+            ["introspection"],
             "{errors:?}"
         );
         assert!(
@@ -751,6 +751,26 @@ roles:
         let paths: Vec<_> = none.errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["revocation", "revocation.max_entries"], "{none}");
         assert_eq!(load_text("{}\n").ok().and_then(|c| c.revocation), None);
+    }
+
+    #[test]
+    fn revocation_http_takes_an_https_or_loopback_url_and_an_interval() {
+        let config = load_text("revocation: {http: {url: 'https://feed.example/revoked'}}\n")
+            .expect("valid");
+        let feed = config.revocation.and_then(|r| r.http).expect("http");
+        assert_eq!(feed.interval, Duration::from_secs(30));
+        let paths =
+            |text: &str| -> Vec<String> { errors(text).into_iter().map(|e| e.path).collect() };
+        assert_eq!(
+            paths("revocation: {http: {url: 'http://feed.example/r'}}\n"),
+            ["revocation.http.url"]
+        );
+        assert_eq!(
+            paths("revocation: {http: {url: 'https://f.example/r', interval: 100ms}}\n"),
+            ["revocation.http.interval"]
+        );
+        load_text("revocation: {http: {url: 'http://127.0.0.1:8080/r', interval: 1s}}\n")
+            .expect("plain http to loopback");
     }
 
     #[test]

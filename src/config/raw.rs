@@ -627,21 +627,29 @@ pub struct RawReadiness {
     pub require_keys: Option<bool>,
 }
 
-/// `revocation:` (design.md, "Revocation"). The HTTP feed is refused by this version rather
-/// than ignored: an operator who configures it must not believe a fleet is covered.
+/// `revocation:` (design.md, "Revocation").
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRevocation {
     #[serde(default)]
     pub file: Option<Checked<FilePath>>,
     #[serde(default)]
-    pub http: Option<Unsupported>,
+    pub http: Option<RawFeed>,
     #[serde(default)]
     pub redis: Option<RawRedis>,
     #[serde(default)]
     pub max_entries: Option<u64>,
     #[serde(default)]
     pub require_sync: Option<bool>,
+}
+
+/// `revocation.http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeed {
+    pub url: String,
+    #[serde(default)]
+    pub interval: Option<Checked<HumanDuration>>,
 }
 
 /// `revocation.redis`.

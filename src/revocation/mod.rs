@@ -6,7 +6,7 @@
 //! `iat`); a signing key of an issuer (`kid`); an API key id. Each entry has the instant it
 //! stops mattering (its `expires`), so the set stays bounded.
 //!
-//! Each source (the watched file, Redis) hands over its whole list; the lists of all sources
+//! Each source (the watched file, the HTTP feed, Redis) hands over its whole list; the lists of all sources
 //! are merged into one [`RevocationSet`] that is built whole and swapped in atomically, so a
 //! check takes no lock and sees either the old or the new set, never half of one. A check is
 //! a few hash look-ups by borrowed strings: no allocation, no lock, no `Arc` clone.
@@ -19,6 +19,7 @@
 //! never log a token.
 
 pub mod file;
+pub mod http;
 pub mod redis;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +42,7 @@ pub const NEVER: u64 = u64::MAX;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Source {
     File,
+    Http,
     Redis,
 }
 
@@ -48,6 +50,7 @@ impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::File => "file",
+            Self::Http => "http",
             Self::Redis => "redis",
         }
     }
@@ -59,6 +62,8 @@ pub struct RevocationConfig {
     /// The watched revocation file (`revocation.file`), resolved against the configuration's
     /// directory.
     pub file: Option<std::path::PathBuf>,
+    /// The polled feed (`revocation.http`).
+    pub http: Option<http::FeedConfig>,
     /// The fleet's shared store (`revocation.redis`).
     pub redis: Option<redis::RedisConfig>,
     /// Most entries kept in the merged set (`revocation.max_entries`).
