@@ -4,6 +4,8 @@
 #   make demo         provider + portcullis + Envoy + an upstream on loopback, with curl commands
 #   make bench-envoy  the Envoy load benchmark (no auth vs jwt_authn vs ext_authz + portcullis)
 #   make bench-grpc   portcullis alone behind h2load: CPU per check
+#   make bench-revocation  revocation: check cost with 1,000,000 entries and their memory
+#                     (criterion); propagation from `portcullis revoke --redis` to 3 agents
 #   make lint         rustfmt check, clippy with warnings as errors, one-way imports
 #   make build        debug build of the portcullis binary
 #
@@ -41,7 +43,7 @@ define install_missing
 		if [ -n "$$missing" ]; then echo ">> installing$$missing"; $(call apt_install,$$missing); fi
 endef
 
-.PHONY: test build lint demo bench-envoy bench-grpc deps envoy idp promtool redis print-envoy clean-deps
+.PHONY: test build lint demo bench-envoy bench-grpc bench-revocation deps envoy idp promtool redis print-envoy clean-deps
 
 deps: envoy idp promtool redis
 
@@ -119,3 +121,10 @@ bench-grpc: idp
 
 clean-deps:
 	rm -rf $(VENV) $(IDP_DIR)/node_modules
+
+# A benchmark, not a test (release build): the revocation check with 1,000,000 entries and
+# their memory (criterion), then the propagation of 100 revocations through a real
+# redis-server to three agents (median and max).
+bench-revocation: redis
+	$(CARGO) bench --bench revocation
+	$(CARGO) test --release --test revocation -- --ignored --nocapture propagation_of_a_revocation

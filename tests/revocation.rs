@@ -509,6 +509,53 @@ async fn three_agents_share_revocations_through_redis_and_survive_its_loss() {
     );
 }
 
+/// `make bench-revocation` (issue 12, item 5): the time from `portcullis revoke --redis`
+/// starting to the last of three agents refusing the token (from its cache), over 100
+/// revocations; prints the median and the maximum. Not a test: no timed assertion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: make bench-revocation"]
+async fn propagation_of_a_revocation_to_three_agents() {
+    let Some(mut fleet) = Fleet::start().await else {
+        return;
+    };
+    let url = fleet.redis.url();
+    let mut times = Vec::new();
+    for _ in 0..100 {
+        let (token, jti) = token_for("alice");
+        assert_eq!(fleet.allowing(&token).await, 3);
+        let started = Instant::now();
+        let args = [
+            "--redis",
+            url.as_str(),
+            "--jti",
+            jti.as_str(),
+            "--expires",
+            far(),
+        ]
+        .map(str::to_owned);
+        let cli = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            revoke(&args)
+        });
+        for client in &mut fleet.clients {
+            let request = EnvoyRequest::get("/documents").bearer(&token);
+            while client.check(&request).await.allowed() {
+                assert!(started.elapsed() < WAIT, "never refused");
+            }
+        }
+        times.push(started.elapsed());
+        let (ok, _, stderr) = cli.await.expect("revoke ran");
+        assert!(ok, "{stderr}");
+    }
+    times.sort();
+    println!(
+        "revocation propagation to 3 agents over {} revocations: median {:?}, max {:?}",
+        times.len(),
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_entries_disappear_when_they_expire() {
     let Some(mut fleet) = Fleet::start().await else {
