@@ -92,6 +92,8 @@ pub struct RevocationSourceStatus {
     pub sync_age_seconds: Option<u64>,
     /// The last failure to read it (the last good list stays in force); cleared on success.
     pub last_error: Option<String>,
+    /// Entries or messages refused since start (malformed, or over the source's ceiling).
+    pub skipped: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -168,6 +170,7 @@ impl StatusReport {
                         entries: s.entries,
                         sync_age_seconds: s.synced_at.map(|at| now.saturating_sub(at)),
                         last_error: s.error,
+                        skipped: s.skipped,
                     })
                     .collect(),
             }

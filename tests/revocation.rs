@@ -557,10 +557,36 @@ async fn propagation_of_a_revocation_to_three_agents() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_entries_disappear_when_they_expire() {
+async fn redis_entries_disappear_when_they_expire_and_malformed_ones_are_counted() {
     let Some(mut fleet) = Fleet::start().await else {
         return;
     };
+    // A malformed message is logged, counted and skipped; the agents keep following.
+    let published = std::process::Command::new("redis-cli")
+        .args(["-p", &fleet.redis.port.to_string()])
+        .args([
+            "PUBLISH",
+            "portcullis:revocations",
+            r#"{"jtis": [{"jti": "no-expiry"}]}"#,
+        ])
+        .output()
+        .expect("redis-cli runs");
+    assert!(published.status.success());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let report = status(&fleet.agents[0].addrs).await;
+        if report["revocation"]["sources"][0]["skipped"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not counted: {report}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, _, metrics) = admin_get(&fleet.agents[0].addrs, "/metrics").await;
+    assert!(
+        metrics.contains(r#"portcullis_revocation_skipped_total{source="redis"} 1"#),
+        "{metrics}"
+    );
+
     let (token, jti) = token_for("alice");
     let soon =
         humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(3))

@@ -405,6 +405,8 @@ pub struct SourceStatus {
     pub synced_at: Option<u64>,
     /// The last failure to read the source, kept until the next success.
     pub error: Option<String>,
+    /// Entries or messages refused since start (malformed, or over the source's ceiling).
+    pub skipped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -412,6 +414,7 @@ struct SourceState {
     list: Option<Arc<RevocationList>>,
     synced_at: Option<u64>,
     error: Option<String>,
+    skipped: u64,
 }
 
 /// The app-lifetime revocation store: the last good list of every source and the merged set
@@ -518,6 +521,19 @@ impl Revocations {
         }
     }
 
+    /// `count` entries or messages of `source` were refused (logged by the caller).
+    pub fn skipped(&self, source: Source, count: u64) {
+        if count > 0 {
+            let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+            sources.entry(source).or_default().skipped += count;
+        }
+    }
+
+    /// The cap on the merged set (`revocation.max_entries`).
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
     /// Reading `source` failed: its last good list stays in force, the error is shown.
     pub fn failed(&self, source: Source, error: String) {
         let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
@@ -533,6 +549,7 @@ impl Revocations {
                 entries: state.list.as_deref().map_or(0, RevocationList::len),
                 synced_at: state.synced_at,
                 error: state.error.clone(),
+                skipped: state.skipped,
             })
             .collect()
     }

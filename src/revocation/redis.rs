@@ -123,7 +123,7 @@ pub async fn publish(config: &RedisConfig, revocation: &Revocation) -> Result<u6
 pub async fn list(config: &RedisConfig) -> Result<RevocationList, RedisError> {
     let client = redis::Client::open(config.url.as_str())?;
     let mut con = timed(client.get_multiplexed_async_connection()).await?;
-    Ok(load_all(&mut con, &config.key_prefix).await?.0)
+    Ok(load_all(&mut con, &config.key_prefix, usize::MAX).await?.0)
 }
 
 /// Every entry stored under the prefix (SCAN, then MGET per batch). Entries that cannot be
@@ -131,6 +131,7 @@ pub async fn list(config: &RedisConfig) -> Result<RevocationList, RedisError> {
 pub async fn load_all(
     con: &mut redis::aio::MultiplexedConnection,
     prefix: &str,
+    ceiling: usize,
 ) -> Result<(RevocationList, u64), RedisError> {
     let pattern = format!("{}*", escape_glob(prefix));
     let mut list = RevocationList::default();
@@ -151,7 +152,7 @@ pub async fn load_all(
             let values: Vec<Option<Vec<u8>>> =
                 timed(redis::cmd("MGET").arg(&keys).query_async(con)).await?;
             for value in values.into_iter().flatten() {
-                skipped += u64::from(!merge_message(&mut list, &value));
+                skipped += u64::from(!merge_message(&mut list, &value, ceiling));
             }
         }
         if next == 0 {
@@ -162,8 +163,12 @@ pub async fn load_all(
 }
 
 /// Adds the entries of one stored value or message to `list`; false (logged) when it is not a
-/// revocation list.
-fn merge_message(list: &mut RevocationList, payload: &[u8]) -> bool {
+/// revocation list, or when `list` already holds `ceiling` entries (a flood must not exhaust
+/// memory; the merged set's cap reports what it leaves out).
+fn merge_message(list: &mut RevocationList, payload: &[u8], ceiling: usize) -> bool {
+    if list.len() >= ceiling {
+        return false;
+    }
     match serde_json::from_slice::<RevocationList>(payload) {
         Ok(entries) => {
             merge_list(list, entries);
@@ -249,8 +254,11 @@ async fn session(
         Ok(con) => con,
         Err(error) => return error,
     };
-    match load_all(&mut con, &config.key_prefix).await {
+    // Twice the cap: the merged set keeps `max_entries` of them and reports the rest.
+    let ceiling = revocations.max_entries().saturating_mul(2);
+    match load_all(&mut con, &config.key_prefix, ceiling).await {
         Ok((snapshot, skipped)) => {
+            revocations.skipped(Source::Redis, skipped);
             tracing::info!(
                 entries = snapshot.len(),
                 skipped,
@@ -272,18 +280,26 @@ async fn session(
         tokio::select! {
             message = messages.next() => {
                 let Some(message) = message else { return RedisError::Disconnected };
-                merge_message(list, message.get_payload_bytes());
+                let mut skipped = u64::from(!merge_message(list, message.get_payload_bytes(), ceiling));
                 // A burst is applied with one rebuild of the merged set.
                 let mut batch = 1;
                 while batch < MAX_BATCH {
                     match futures::FutureExt::now_or_never(messages.next()) {
                         Some(Some(message)) => {
-                            merge_message(list, message.get_payload_bytes());
+                            skipped += u64::from(!merge_message(list, message.get_payload_bytes(), ceiling));
                             batch += 1;
                         }
                         Some(None) => return RedisError::Disconnected,
                         None => break,
                     }
+                }
+                if skipped > 0 {
+                    tracing::error!(
+                        skipped,
+                        entries = list.len(),
+                        "revocations from redis skipped (malformed, or over twice revocation.max_entries)"
+                    );
+                    revocations.skipped(Source::Redis, skipped);
                 }
                 revocations.replace(Source::Redis, list.clone());
             }
@@ -327,9 +343,11 @@ mod tests {
         });
         assert_eq!(entry_key("p:", &jti), "p:jti:t-1");
         let mut list = RevocationList::default();
-        assert!(merge_message(&mut list, entry_value(&jti).as_bytes()));
+        assert!(merge_message(&mut list, entry_value(&jti).as_bytes(), 10));
         assert_eq!(list.jtis.len(), 1);
-        assert!(!merge_message(&mut list, b"{\"jtis\": [{\"jti\": 1}]}"));
+        assert!(!merge_message(&mut list, b"{\"jtis\": [{\"jti\": 1}]}", 10));
+        // At the ceiling nothing more is taken in.
+        assert!(!merge_message(&mut list, entry_value(&jti).as_bytes(), 1));
         assert_eq!(escape_glob("a*b[c]"), "a\\*b\\[c\\]");
     }
 }

@@ -347,6 +347,18 @@ fn encode_revocations(
             }
         }
     }
+    {
+        let mut family = encoder.encode_descriptor(
+            "portcullis_revocation_skipped",
+            "Revocation entries or messages refused (malformed, or over the source's ceiling)",
+            None,
+            MetricType::Counter,
+        )?;
+        for status in &statuses {
+            ConstCounter::new(status.skipped)
+                .encode(family.encode_family(&[("source", status.source.as_str())])?)?;
+        }
+    }
     let dropped =
         ConstGauge::new(i64::try_from(revocations.snapshot().dropped()).unwrap_or(i64::MAX));
     dropped.encode(encoder.encode_descriptor(
