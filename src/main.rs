@@ -203,6 +203,7 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
             let defaults = configured.and_then(|r| r.redis.as_ref());
             Target::Redis(RedisConfig {
                 url: url.clone(),
+                password_file: defaults.and_then(|d| d.password_file.clone()),
                 channel: args
                     .channel
                     .clone()

@@ -695,3 +695,46 @@ async fn the_http_feed_revokes_within_its_interval_and_keeps_the_last_good_list(
     assert!(stack.allowed(&other).await);
     stack.agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_protected_redis_is_reached_with_the_password_file_and_never_logged() {
+    const SECRET: &str = "s3cret-revocation-pw";
+    let Some(redis) = RedisServer::start_with_password(SECRET) else {
+        return;
+    };
+    let idp = JwksServer::start(&tokens::jwks(&[&TestKey::rsa()])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("redis-password"), format!("{SECRET}\n")).expect("write");
+    let yaml = format!(
+        "server:\n  grpc_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\nissuers:\n  - \
+         name: corp\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks_uri: {}\n    \
+         algorithms: [RS256]\nrevocation:\n  redis: {{url: '{}', password_file: redis-password}}\n\
+         routes:\n  - name: list-documents\n    match: {{methods: [GET], path: /documents}}\n    \
+         require: {{scopes: [\"read:documents\"]}}\n",
+        idp.jwks_url(),
+        redis.url()
+    );
+    let config = write_config(dir.path(), "portcullis.yaml", &yaml);
+    let agent = BinaryAgent::start(&config);
+    wait_ready(&agent.addrs, WAIT).await;
+    let mut client = agent.client().await;
+    let (token, jti) = token_for("alice");
+    let request = EnvoyRequest::get("/documents").bearer(&token);
+    assert!(client.check(&request).await.allowed());
+
+    // Without the password Redis refuses the CLI: nothing stored, exit non-zero.
+    let url = redis.url();
+    let (ok, _, _) = revoke(&["--redis", &url, "--jti", &jti, "--expires", far()]);
+    assert!(!ok);
+    // With the configuration, the CLI uses the same password file.
+    let config = config.to_str().expect("utf-8 path");
+    let (ok, _, stderr) = revoke(&["--config", config, "--jti", &jti, "--expires", far()]);
+    assert!(ok, "{stderr}");
+    let deadline = Instant::now() + WAIT;
+    while client.check(&request).await.allowed() {
+        assert!(Instant::now() < deadline, "never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = [agent.stdout(), agent.stderr()].concat().join("\n");
+    assert!(!logs.contains(SECRET), "the password reached a log line");
+}

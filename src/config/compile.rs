@@ -792,8 +792,13 @@ impl Ctx<'_> {
                 }
                 value
             };
+            let password_file = match &redis.password_file {
+                None => None,
+                Some(file) => Some(self.file(path.key("redis").key("password_file"), file)?),
+            };
             Some(RedisConfig {
                 url: redis.url.clone(),
+                password_file,
                 channel: name(
                     &redis.channel,
                     revocation::redis::DEFAULT_CHANNEL,

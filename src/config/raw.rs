@@ -658,6 +658,8 @@ pub struct RawFeed {
 pub struct RawRedis {
     pub url: String,
     #[serde(default)]
+    pub password_file: Option<Checked<FilePath>>,
+    #[serde(default)]
     pub channel: Option<String>,
     #[serde(default)]
     pub key_prefix: Option<String>,

@@ -24,6 +24,9 @@ use super::{Revocation, RevocationList, Revocations, Source, Timestamp};
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]`; never logged.
     pub url: String,
+    /// A file holding the password (read at every connection, so a rotated secret is used
+    /// on the next reconnect); overrides a password in `url`.
+    pub password_file: Option<std::path::PathBuf>,
     pub channel: String,
     pub key_prefix: String,
 }
@@ -32,6 +35,7 @@ impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &"<redacted>")
+            .field("password_file", &self.password_file)
             .field("channel", &self.channel)
             .field("key_prefix", &self.key_prefix)
             .finish()
@@ -61,6 +65,32 @@ pub enum RedisError {
     Disconnected,
     #[error("redis: the entry already expired")]
     Expired,
+    #[error("redis: cannot read the password file {path}: {source}")]
+    PasswordFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A client for `config`, with the password from its file when it has one.
+pub fn client(config: &RedisConfig) -> Result<redis::Client, RedisError> {
+    let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())?;
+    let info = match &config.password_file {
+        None => info,
+        Some(path) => {
+            let password =
+                std::fs::read_to_string(path).map_err(|source| RedisError::PasswordFile {
+                    path: path.clone(),
+                    source,
+                })?;
+            // A trailing newline is how secrets are usually written to files.
+            let password = password.trim_end_matches(['\r', '\n']);
+            let settings = info.redis_settings().clone().set_password(password);
+            info.set_redis_settings(settings)
+        }
+    };
+    Ok(redis::Client::open(info)?)
 }
 
 async fn timed<T>(
@@ -103,7 +133,7 @@ fn entry_expiry(revocation: &Revocation) -> Option<u64> {
 /// Stores `revocation` with its TTL and publishes it: what `portcullis revoke --redis` does.
 /// Returns how many agents received the message.
 pub async fn publish(config: &RedisConfig, revocation: &Revocation) -> Result<u64, RedisError> {
-    let client = redis::Client::open(config.url.as_str())?;
+    let client = client(config)?;
     let mut con = timed(client.get_multiplexed_async_connection()).await?;
     let key = entry_key(&config.key_prefix, revocation);
     let value = entry_value(revocation);
@@ -121,7 +151,7 @@ pub async fn publish(config: &RedisConfig, revocation: &Revocation) -> Result<u6
 
 /// What is in force in Redis (`portcullis revoke --redis URL --list`).
 pub async fn list(config: &RedisConfig) -> Result<RevocationList, RedisError> {
-    let client = redis::Client::open(config.url.as_str())?;
+    let client = client(config)?;
     let mut con = timed(client.get_multiplexed_async_connection()).await?;
     Ok(load_all(&mut con, &config.key_prefix, usize::MAX).await?.0)
 }
@@ -211,19 +241,13 @@ fn escape_glob(text: &str) -> String {
 /// Follows Redis for as long as the returned future runs: connect, subscribe, load, apply
 /// messages; on any failure keep the last good list and reconnect with backoff.
 pub async fn follow(config: RedisConfig, revocations: Arc<Revocations>) {
-    let client = match redis::Client::open(config.url.as_str()) {
-        Ok(client) => client,
-        Err(error) => {
-            let error = RedisError::from(error);
-            tracing::error!(%error, "revocation.redis.url is not usable; Redis is not followed");
-            revocations.failed(Source::Redis, error.to_string());
-            return;
-        }
-    };
     let mut list = RevocationList::default();
     let mut backoff = BACKOFF_FIRST;
     loop {
-        let error = session(&client, &config, &revocations, &mut list, &mut backoff).await;
+        let error = match client(&config) {
+            Ok(client) => session(&client, &config, &revocations, &mut list, &mut backoff).await,
+            Err(error) => error,
+        };
         tracing::warn!(
             %error,
             retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),

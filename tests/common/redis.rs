@@ -10,6 +10,8 @@ use super::envoy::free_port;
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// `requirepass`, when set.
+    password: Option<String>,
 }
 
 /// The `redis-server` binary, or `None` (the test skips; under `CI=true` it fails).
@@ -34,10 +36,20 @@ fn binary() -> Option<&'static str> {
 impl RedisServer {
     /// `None` when `redis-server` is not installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// A server that requires `password` (`requirepass`).
+    pub fn start_with_password(password: &str) -> Option<Self> {
+        Self::start_with(Some(password.to_owned()))
+    }
+
+    fn start_with(password: Option<String>) -> Option<Self> {
         binary()?;
         let mut server = Self {
             child: None,
             port: free_port(),
+            password,
         };
         server.spawn();
         Some(server)
@@ -48,16 +60,15 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "yes"]);
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
