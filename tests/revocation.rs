@@ -32,6 +32,18 @@ const WAIT: Duration = Duration::from_secs(5);
 const INVALID_TOKEN: &str = r#"Bearer realm="portcullis", error="invalid_token""#;
 const UNAUTHENTICATED: i32 = 16;
 
+/// An agent on free ports protecting `GET /documents` with one issuer (keys from `jwks_url`,
+/// max token lifetime 1h) and `revocation: {<sources>}`.
+fn agent_yaml(jwks_url: &str, sources: &str) -> String {
+    format!(
+        "server:\n  grpc_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\nissuers:\n  - \
+         name: corp\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks_uri: {jwks_url}\n    \
+         algorithms: [RS256]\n    max_lifetime: 1h\nrevocation: {{{sources}}}\n\
+         routes:\n  - name: list-documents\n    match: {{methods: [GET], path: /documents}}\n    \
+         require: {{scopes: [\"read:documents\"]}}\n"
+    )
+}
+
 struct Stack {
     _idp: JwksServer,
     agent: InProcessAgent,
@@ -53,15 +65,11 @@ impl Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let revoked_path = dir.path().join("revoked.yaml");
         std::fs::write(&revoked_path, revoked).expect("write revoked.yaml");
-        let yaml = format!(
-            "server:\n  grpc_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\nissuers:\n  - \
-             name: corp\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks_uri: {}\n    \
-             algorithms: [RS256]\n    max_lifetime: 1h\nrevocation: {{{sources}}}\n\
-             routes:\n  - name: list-documents\n    match: {{methods: [GET], path: /documents}}\n    \
-             require: {{scopes: [\"read:documents\"]}}\n",
-            idp.jwks_url()
+        let config = write_config(
+            dir.path(),
+            "portcullis.yaml",
+            &agent_yaml(&idp.jwks_url(), sources),
         );
-        let config = write_config(dir.path(), "portcullis.yaml", &yaml);
         let agent = InProcessAgent::start_file(&config).await;
         let client = agent.client().await;
         Self {
@@ -364,15 +372,8 @@ impl Fleet {
         let redis = RedisServer::start()?;
         let idp = JwksServer::start(&tokens::jwks(&[&TestKey::rsa()])).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let yaml = format!(
-            "server:\n  grpc_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\nissuers:\n  - \
-             name: corp\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks_uri: {}\n    \
-             algorithms: [RS256]\n    max_lifetime: 1h\nrevocation:\n  redis: {{url: '{}'}}\n\
-             routes:\n  - name: list-documents\n    match: {{methods: [GET], path: /documents}}\n    \
-             require: {{scopes: [\"read:documents\"]}}\n",
-            idp.jwks_url(),
-            redis.url()
-        );
+        let sources = format!("redis: {{url: '{}'}}", redis.url());
+        let yaml = agent_yaml(&idp.jwks_url(), &sources);
         let config = write_config(dir.path(), "portcullis.yaml", &yaml);
         let agents: Vec<BinaryAgent> = (0..3).map(|_| BinaryAgent::start(&config)).collect();
         let mut clients = Vec::new();
@@ -705,15 +706,11 @@ async fn a_password_protected_redis_is_reached_with_the_password_file_and_never_
     let idp = JwksServer::start(&tokens::jwks(&[&TestKey::rsa()])).await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("redis-password"), format!("{SECRET}\n")).expect("write");
-    let yaml = format!(
-        "server:\n  grpc_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\nissuers:\n  - \
-         name: corp\n    issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    jwks_uri: {}\n    \
-         algorithms: [RS256]\nrevocation:\n  redis: {{url: '{}', password_file: redis-password}}\n\
-         routes:\n  - name: list-documents\n    match: {{methods: [GET], path: /documents}}\n    \
-         require: {{scopes: [\"read:documents\"]}}\n",
-        idp.jwks_url(),
+    let sources = format!(
+        "redis: {{url: '{}', password_file: redis-password}}",
         redis.url()
     );
+    let yaml = agent_yaml(&idp.jwks_url(), &sources);
     let config = write_config(dir.path(), "portcullis.yaml", &yaml);
     let agent = BinaryAgent::start(&config);
     wait_ready(&agent.addrs, WAIT).await;
