@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::agent::{
-    BinaryAgent, CheckClient, EnvoyRequest, InProcessAgent, admin_get, ready_within, run_binary,
-    status, wait_ready, write_config,
+    BinaryAgent, CheckClient, EnvoyRequest, InProcessAgent, admin_get, ready_within,
+    replace_config, run_binary, status, wait_generation, wait_ready, write_config,
 };
 use common::http_server::{HttpServer, JwksServer, Reply};
 use common::redis::RedisServer;
@@ -734,4 +734,33 @@ async fn a_password_protected_redis_is_reached_with_the_password_file_and_never_
     }
     let logs = [agent.stdout(), agent.stderr()].concat().join("\n");
     assert!(!logs.contains(SECRET), "the password reached a log line");
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_revocation_sources_asks_for_a_restart_and_keeps_them() {
+    let (stolen, jti) = token_for("alice");
+    let mut stack =
+        Stack::start_ready(&format!("jtis:\n  - {{jti: {jti}, expires: {}}}\n", far())).await;
+    assert!(!stack.allowed(&stolen).await);
+    let config = stack.dir.path().join("portcullis.yaml");
+    let yaml = std::fs::read_to_string(&config).expect("read config");
+    replace_config(
+        &config,
+        &yaml.replace("file: revoked.yaml", "file: revoked.yaml, max_entries: 10"),
+    );
+    wait_generation(&stack.agent.addrs, 2, WAIT).await;
+    let report = status(&stack.agent.addrs).await;
+    let note = report["config"]["restart_required"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(note.contains("revocation"), "{report}");
+    // The file the agent started with is still followed and enforced.
+    assert!(!stack.allowed(&stolen).await);
+    stack.write_revoked("");
+    let deadline = Instant::now() + WAIT;
+    while !stack.allowed(&stolen).await {
+        assert!(Instant::now() < deadline, "the file is no longer followed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stack.agent.shutdown().await;
 }
