@@ -19,7 +19,7 @@
 //! | [`engine`] | route → authenticate → authorize, immutable per configuration generation; built on `Shared`, the app-lifetime stores (key registry, token-cache counters) |
 //! | [`authn`] | `authenticate(Presented)` by credential kind, credentials, JWT verification, JWKS key sets (`jwks/{document,schedule,store}`), verified-token cache and its process-lifetime counters |
 //! | [`authz`] | `authorize` (requirements, identity, resource: the route and its path parameters); `path` normalization; `routes` (table, templates); `scopes` (all of, any of, wildcards); `roles` (RBAC: the `roles:` map resolved into one permission set per role); `step_up` (RFC 9470: `mfa`, `acr`, `max_auth_age`); `hygiene` (`content_types`, `idempotency_key`) |
-//! | [`revocation`] | the revocation store (by `jti`, subject, key id, API key id; merged from every source, swapped whole, lock-free check) and the revocation file (`revocation/file`: located parse, follow, atomic write) |
+//! | [`revocation`] | the revocation store (by `jti`, subject, key id, API key id; merged from every source, swapped whole, lock-free check) and its sources: `file` (located parse, follow, atomic write), `http` (the polled feed, on [`fetch`]), `redis` (subscribe, load, publish) |
 //! | [`config`] | YAML → validated `Config` with located errors; hot reload (on [`watch`]) |
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
 //! | [`telemetry`] | metrics, audit events, logging setup |
