@@ -5,12 +5,14 @@
 #   make bench-envoy  the Envoy load benchmark (no auth vs jwt_authn vs ext_authz + portcullis)
 #   make bench-grpc   portcullis alone behind h2load: CPU per check
 #   make bench-grpc-instructions   the same under callgrind: instructions per check (exact)
+#   make bench-revocation  revocation: check cost with 1,000,000 entries and their memory
+#                     (criterion); propagation from `portcullis revoke --redis` to 3 agents
 #   make lint         rustfmt check, clippy with warnings as errors, one-way imports
 #   make build        debug build of the portcullis binary
 #
 # Installs are idempotent and quick when already done. On a fresh Debian machine (as root) the
-# only system packages ever installed are the ones missing: python3-venv and nodejs/npm for the
-# tests, wrk for the benchmark.
+# only system packages ever installed are the ones missing: python3-venv, nodejs/npm,
+# prometheus and redis-server for the tests, wrk for the benchmark.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -48,9 +50,14 @@ define install_missing
 		if [ -n "$$missing" ]; then echo ">> installing$$missing"; $(call apt_install,$$missing); fi
 endef
 
-.PHONY: test build lint demo bench-envoy bench-grpc bench-grpc-instructions deps envoy idp helm promtool print-envoy clean-deps
+.PHONY: test build lint demo bench-envoy bench-grpc bench-grpc-instructions bench-revocation deps envoy idp helm promtool redis print-envoy clean-deps
 
-deps: envoy idp helm promtool
+deps: envoy idp helm promtool redis
+
+# Debian's redis-server: tests/revocation.rs starts its own per test (free loopback port, no
+# persistence) for the fleet revocation tests.
+redis:
+	@$(call install_missing,redis-server:redis-server)
 
 # Debian's prometheus package: promtool lints the /metrics exposition (tests/app.rs) and checks
 # the dashboard's queries and the alert rules; the prometheus server scrapes portcullis in
@@ -144,3 +151,10 @@ bench-grpc-instructions: idp
 
 clean-deps:
 	rm -rf $(VENV) $(IDP_DIR)/node_modules
+
+# A benchmark, not a test (release build): the revocation check with 1,000,000 entries and
+# their memory (criterion), then the propagation of 100 revocations through a real
+# redis-server to three agents (median and max).
+bench-revocation: redis
+	$(CARGO) bench --bench revocation
+	$(CARGO) test --release --test revocation -- --ignored --nocapture propagation_of_a_revocation

@@ -127,6 +127,7 @@ fn config(jwks_file: std::path::PathBuf) -> Config {
         readiness: ReadinessConfig::default(),
         api_keys: None,
         telemetry: Default::default(),
+        revocation: None,
     }
 }
 

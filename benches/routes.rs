@@ -56,7 +56,11 @@ pub fn table() -> RouteTable {
             ));
         }
     }
-    let mut health = route("health".to_owned(), "GET", PathMatch::Exact("/healthz".into()));
+    let mut health = route(
+        "health".to_owned(),
+        "GET",
+        PathMatch::Exact("/healthz".into()),
+    );
     health.matcher.methods = None;
     routes.push(health);
     RouteTable::new(routes)

@@ -18,6 +18,7 @@ use axum::routing::get;
 use serde::Serialize;
 
 use crate::app::state::AppState;
+use crate::revocation::Timestamp;
 use crate::telemetry::metrics;
 
 /// The admin application.
@@ -72,6 +73,9 @@ pub struct StatusReport {
     /// The API keys file; absent without `api_keys`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_keys: Option<ApiKeysStatus>,
+    /// Absent without `revocation:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationStatus>,
 }
 
 /// The keys file in use: never a hash or a key.
@@ -97,6 +101,28 @@ pub struct KeyUseStatus {
     pub last_used: Option<String>,
     pub last_used_unix: Option<u64>,
     pub checks: std::collections::BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RevocationStatus {
+    /// Entries in force (all sources merged).
+    pub entries: usize,
+    /// Entries NOT enforced because the sources name more than `max_entries`.
+    pub dropped: usize,
+    pub sources: Vec<RevocationSourceStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RevocationSourceStatus {
+    pub source: &'static str,
+    /// Entries of the source's last good list.
+    pub entries: usize,
+    /// Seconds since the source was last read successfully; absent before the first success.
+    pub sync_age_seconds: Option<u64>,
+    /// The last failure to read it (the last good list stays in force); cleared on success.
+    pub last_error: Option<String>,
+    /// Entries or messages refused since start (malformed, or over the source's ceiling).
+    pub skipped: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -158,6 +184,26 @@ impl StatusReport {
                 fetches_failed: s.fetches_failed,
             })
             .collect();
+        let revocations = state.revocations();
+        let sources = revocations.status();
+        let revocation = (!sources.is_empty()).then(|| {
+            let now = Timestamp::now().0;
+            let set = revocations.snapshot();
+            RevocationStatus {
+                entries: set.len(),
+                dropped: set.dropped(),
+                sources: sources
+                    .into_iter()
+                    .map(|s| RevocationSourceStatus {
+                        source: s.source.as_str(),
+                        entries: s.entries,
+                        sync_age_seconds: s.synced_at.map(|at| now.saturating_sub(at)),
+                        last_error: s.error,
+                        skipped: s.skipped,
+                    })
+                    .collect(),
+            }
+        });
         Self {
             version: env!("CARGO_PKG_VERSION"),
             commit: env!("PORTCULLIS_GIT_SHA"),
@@ -197,6 +243,7 @@ impl StatusReport {
                     })
                     .collect(),
             }),
+            revocation,
         }
     }
 }

@@ -1,7 +1,6 @@
 //! The engine: route → authenticate (token cache, then, for a token it does not vouch for, the
-//! failed-attempt limit and verification) → authorize → `Decision`.
-//! Revocation (not implemented yet) belongs between authenticate and authorize, on every
-//! request, cache hits included.
+//! failed-attempt limit and verification) → revocation (on every request, cache hits included,
+//! when `revocation:` is configured) → authorize → `Decision`.
 //!
 //! An `Engine` is immutable and built whole from one validated `Config`; a reload builds a new
 //! one and swaps it in, so every request sees exactly one configuration. It knows nothing of
@@ -24,6 +23,7 @@ use crate::decision::{
     Decision, Denial, DenyReason, Hidden, Identity, Permit, ResponseSettings, StepUp, TokenProblem,
 };
 use crate::input::CheckInput;
+use crate::revocation::Revocations;
 
 /// Prefix of the identity headers portcullis owns; clients may never send them upstream.
 pub const IDENTITY_HEADER_PREFIX: &str = "x-auth-";
@@ -33,14 +33,15 @@ pub type SharedEngine = Arc<arc_swap::ArcSwap<Engine>>;
 
 /// The stores that live as long as the process, handed to every engine generation: the key
 /// registry (a reload keeps the keys of the issuers it keeps), the token-cache counters (the
-/// counts outlive a reload) and the API keys store (a reload that keeps the keys file keeps
-/// its watcher and per-key counters). Revocations join them when they exist. Cloning it
-/// clones handles; `Shared::default()` makes fresh ones (a test, or the app at start).
+/// counts outlive a reload), the API keys store (a reload that keeps the keys file keeps its
+/// watcher and per-key counters) and the revocation store its sources feed. Cloning it clones
+/// handles; `Shared::default()` makes fresh ones (a test, or the app at start).
 #[derive(Debug, Clone, Default)]
 pub struct Shared {
     pub keys: Arc<KeyRegistry>,
     pub cache_counters: Arc<CacheCounters>,
     pub api_keys: Arc<ApiKeyRegistry>,
+    pub revocations: Arc<Revocations>,
 }
 
 #[derive(Debug)]
@@ -58,6 +59,9 @@ pub struct Engine {
     attempts: Option<AttemptLimiter>,
     /// Where API keys are read from; `None` without `api_keys` (then only bearer tokens).
     api_key_source: Option<ApiKeySource>,
+    /// The revocation store, consulted on every authenticated request; `None` without
+    /// `revocation:`, and then no request pays for a check.
+    revocations: Option<Arc<Revocations>>,
 }
 
 impl Engine {
@@ -95,6 +99,10 @@ impl Engine {
                 .collect(),
             attempts: attempt_limiter(config),
             api_key_source,
+            revocations: config
+                .revocation
+                .is_some()
+                .then(|| shared.revocations.clone()),
         }
     }
 
@@ -166,6 +174,13 @@ impl Engine {
                 }
             }
         };
+        // After the cache on purpose: a revocation that arrives after a token was cached takes
+        // effect on its next request.
+        if let Some(revocations) = &self.revocations
+            && revocations.is_revoked(&identity, resource.now)
+        {
+            return deny(DenyReason::InvalidToken(TokenProblem::Revoked));
+        }
 
         self.authorized(route, requirements, identity, &resource, input)
     }
@@ -561,6 +576,56 @@ routes:
         assert_eq!(set(&permit, "x-auth-scopes"), Some("read:documents openid"));
         assert_eq!(set(&permit, "x-user-email"), Some("alice@example.com"));
         assert_eq!(permit.remove_headers, vec!["authorization".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_revocation_refuses_a_cached_token_on_its_next_request() {
+        use crate::revocation::{RevocationList, Source, parse_list};
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("revoked.yaml"), "").expect("write");
+        let engine = engine_with(dir.path(), "revocation: {file: revoked.yaml}").await;
+        let revocations = engine.revocations.clone().expect("revocation configured");
+        let auth = bearer(&token_with(json!({ "jti": "t-1" })));
+        let input = request("GET", "/documents/7", &[("authorization", &auth)]);
+        let check = || engine.check(&input);
+        permit(check().await);
+        permit(check().await);
+        let list = |text: &str| parse_list(text).unwrap_or_else(|e| panic!("{e:?}"));
+        let far = "2999-01-01T00:00:00Z";
+        for revoked in [
+            format!("jtis: [{{jti: t-1, expires: {far}}}]"),
+            format!("subjects: [{{sub: alice, issuer: '{ISSUER}', revoked_before: {far}}}]"),
+            format!("keys: [{{issuer: '{ISSUER}', kid: rsa-2048}}]"),
+        ] {
+            revocations.replace(Source::File, list(&revoked));
+            let before = engine.authenticator().cache_stats();
+            assert_eq!(
+                reason(check().await),
+                DenyReason::InvalidToken(TokenProblem::Revoked),
+                "{revoked}"
+            );
+            // Refused from the cache: the check runs on hits too.
+            assert_eq!(engine.authenticator().cache_stats().hits, before.hits + 1);
+            revocations.replace(Source::File, RevocationList::default());
+            permit(check().await);
+        }
+        // Another subject's token, and tokens issued after a subject's revocation, still pass.
+        let past = "2000-01-01T00:00:00Z";
+        revocations.replace(
+            Source::File,
+            list(&format!(
+                "subjects: [{{sub: bob, issuer: '{ISSUER}', revoked_before: {far}}}, \
+                 {{sub: alice, issuer: '{ISSUER}', revoked_before: {past}}}]"
+            )),
+        );
+        permit(check().await);
+    }
+
+    #[tokio::test]
+    async fn without_revocation_configured_no_check_is_made() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_with(dir.path(), "").await;
+        assert!(engine.revocations.is_none());
     }
 
     #[tokio::test]
@@ -1639,6 +1704,27 @@ roles:
                     .await
             ),
             DenyReason::InvalidToken(TokenProblem::BadChecksum)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revoked_api_key_is_refused_by_its_id() {
+        use crate::revocation::{Source, parse_list};
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("revoked.yaml"), "").expect("write");
+        let (engine, key) =
+            engine_with_api_key(dir.path(), "revocation: {file: revoked.yaml}").await;
+        let input = request("GET", "/documents/7", &[("x-api-key", &key)]);
+        permit(engine.check(&input).await);
+        let id = crate::authn::api_keys::parse(&key)
+            .expect("a generated key")
+            .id;
+        let list = parse_list(&format!("api_keys: [{{id: {id}}}]")).expect("revocation list");
+        let revocations = engine.revocations.clone().expect("revocation configured");
+        revocations.replace(Source::File, list);
+        assert_eq!(
+            reason(engine.check(&input).await),
+            DenyReason::InvalidToken(TokenProblem::Revoked)
         );
     }
 

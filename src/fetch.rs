@@ -1,5 +1,5 @@
 //! Outbound HTTP fetches: the one place that decides which URLs portcullis may fetch from and
-//! how (JWKS and OIDC discovery today; token introspection and the revocation feed later).
+//! how (JWKS and OIDC discovery, the revocation feed; token introspection later).
 //!
 //! The pieces, each reusable on its own:
 //! - [`checked_url`], the URL rule: `https`, or plain `http` only to a loopback host (or

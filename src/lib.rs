@@ -2,10 +2,10 @@
 //!
 //! Module map. Imports point one way (style.md layering; `make lint` checks it with
 //! `deploy/ci/layers.sh`): `main → app → admin → app::state → {grpc, http, listener,
-//! envoy_filter} → service → {engine, telemetry} → config → {authn, authz} → {input, decision,
+//! envoy_filter} → service → {engine, telemetry} → config → {authn, authz, revocation} → {input, decision,
 //! proto, error, fetch, watch} → identity` (`error`, `fetch`, `watch` and `identity` import
 //! nothing from the crate), and `main → tools → {engine, config}`; the decision core (engine,
-//! authn, authz, decision, input, identity) never uses tonic or the protos.
+//! authn, authz, revocation, decision, input, identity) never uses tonic or the protos.
 //!
 //! | module | job |
 //! |---|---|
@@ -19,6 +19,7 @@
 //! | [`engine`] | route → authenticate → authorize, immutable per configuration generation; built on `Shared`, the app-lifetime stores (key registry, token-cache counters, API keys store) |
 //! | [`authn`] | `authenticate(Presented)` by credential kind, credentials, JWT verification, JWKS key sets (`jwks/{document,schedule,store}`), verified-token cache and its process-lifetime counters; `api_keys` (key format and checksum, the watched keys store, O(1) constant-time key check) |
 //! | [`authz`] | `authorize` (requirements, identity, resource: the route and its path parameters; one table of requirement steps, which `evaluate` runs whole for shadow routes and `explain`); `path` normalization; `routes` (table, templates); `scopes` (all of, any of, wildcards); `roles` (RBAC: the `roles:` map resolved into one permission set per role); `step_up` (RFC 9470: `mfa`, `acr`, `max_auth_age`); `hygiene` (`content_types`, `idempotency_key`) |
+//! | [`revocation`] | the revocation store (by `jti`, subject, key id, API key id; merged from every source, swapped whole, lock-free check) and its sources: `file` (located parse, follow, atomic write), `http` (the polled feed, on [`fetch`]), `redis` (subscribe, load, publish) |
 //! | [`config`] | YAML → validated `Config` with located errors; hot reload (on [`watch`]); `keys_file`: the `api_keys` section and the keys file (located errors, never key material) |
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
 //! | [`telemetry`] | metrics, audit events, logging setup; `otel`: OpenTelemetry traces (the `portcullis.check` span, its W3C parent, bounded OTLP export, off unless configured) |
@@ -48,6 +49,7 @@ pub mod identity;
 pub mod input;
 pub mod listener;
 pub mod proto;
+pub mod revocation;
 pub mod service;
 pub mod telemetry;
 #[cfg(test)]

@@ -9,6 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use portcullis::authn::api_keys::{self, KeyEntry, KeyEnv, SecretHash};
 use portcullis::config::keys_file;
+use portcullis::revocation::redis::RedisConfig;
+use portcullis::revocation::{
+    self, ApiKeyEntry, JtiEntry, Revocation, RevocationList, SubjectEntry, Timestamp,
+};
 use portcullis::tools::{explain, policy_test};
 use portcullis::{app, config, envoy_filter, telemetry};
 
@@ -74,6 +78,11 @@ enum Command {
     /// Make and check API key entries (the keys file holds hashes, never keys).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Revoke a token, a subject's tokens, a signing key or an API key: store the entry in
+    /// Redis and publish it to every agent (`--redis`), or add it to the revocation file
+    /// (written atomically, other entries kept); or list what is in force. Exits 0 only once
+    /// the entry is stored (and published).
+    Revoke(Box<RevokeArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +193,56 @@ struct EntryArgs {
     description: Option<String>,
 }
 
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true)
+    .args(["jti", "sub", "kid", "api_key", "list"])))]
+struct RevokeArgs {
+    /// The agent's configuration: checks `--issuer` against its issuers, gives a subject entry
+    /// the issuer's `max_lifetime` as its expiry, and names the revocation file.
+    #[arg(long, value_name = "FILE", env = "PORTCULLIS_CONFIG")]
+    config: Option<PathBuf>,
+    /// The revocation file to edit (default: the configuration's `revocation.file`, when it
+    /// has no `revocation.redis`).
+    #[arg(long, value_name = "PATH", conflicts_with = "redis")]
+    file: Option<PathBuf>,
+    /// The fleet's Redis, `redis://[user:password@]host:port[/db]` (default: the
+    /// configuration's `revocation.redis.url`).
+    #[arg(long, value_name = "URL", env = "PORTCULLIS_REDIS_URL")]
+    redis: Option<String>,
+    /// With `--redis`: the channel agents listen on.
+    #[arg(long, value_name = "NAME")]
+    channel: Option<String>,
+    /// With `--redis`: the prefix of the entries' keys.
+    #[arg(long, value_name = "PREFIX")]
+    key_prefix: Option<String>,
+    /// A token, by its `jti` (needs `--expires`: the token's own `exp`).
+    #[arg(long, value_name = "ID", requires = "expires")]
+    jti: Option<String>,
+    /// Every token of this subject issued before `--before` (default: now, this second
+    /// included).
+    #[arg(long, value_name = "SUB", requires = "issuer")]
+    sub: Option<String>,
+    /// Every token signed with this key id.
+    #[arg(long, value_name = "KID", requires = "issuer")]
+    kid: Option<String>,
+    /// An API key, by its id (the 12 characters after `pk_<env>_`; a whole key is accepted and
+    /// only its id kept).
+    #[arg(long, value_name = "ID")]
+    api_key: Option<String>,
+    /// The issuer (`iss`) of the subject or key.
+    #[arg(long, value_name = "ISS")]
+    issuer: Option<String>,
+    /// With `--sub`: the cut-off, RFC 3339 UTC (2030-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME", requires = "sub")]
+    before: Option<String>,
+    /// When the entry may be forgotten, RFC 3339 UTC: for `--jti` the token's expiry.
+    #[arg(long, value_name = "TIME")]
+    expires: Option<String>,
+    /// Print the entries of the revocation file.
+    #[arg(long)]
+    list: bool,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum FilterMode {
     /// `grpc_service` to `server.grpc_listen`.
@@ -207,6 +266,13 @@ fn main() -> ExitCode {
         Some(Command::Explain(args)) => print_explanation(args),
         Some(Command::Test { files }) => run_policy_tests(&files),
         Some(Command::Keys(command)) => keys(command),
+        Some(Command::Revoke(args)) => match revoke(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("portcullis revoke: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Serve(args)) => report(serve(args)),
         None => report(serve(cli.serve)),
     }
@@ -408,6 +474,166 @@ fn check_keys(file: &std::path::Path, env: Option<EnvArg>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Some(config::load(path).map_err(|error| anyhow::anyhow!("{error}"))?),
+        None => None,
+    };
+    let configured = config.as_ref().and_then(|c| c.revocation.as_ref());
+    let target = match (&args.file, &args.redis) {
+        (Some(file), _) => Target::File(file.clone()),
+        (None, Some(url)) => {
+            let defaults = configured.and_then(|r| r.redis.as_ref());
+            Target::Redis(RedisConfig {
+                url: url.clone(),
+                password_file: defaults.and_then(|d| d.password_file.clone()),
+                channel: args
+                    .channel
+                    .clone()
+                    .or_else(|| defaults.map(|d| d.channel.clone()))
+                    .unwrap_or_else(|| revocation::redis::DEFAULT_CHANNEL.to_owned()),
+                key_prefix: args
+                    .key_prefix
+                    .clone()
+                    .or_else(|| defaults.map(|d| d.key_prefix.clone()))
+                    .unwrap_or_else(|| revocation::redis::DEFAULT_KEY_PREFIX.to_owned()),
+            })
+        }
+        (None, None) => match configured {
+            Some(r) if r.redis.is_some() => Target::Redis(r.redis.clone().context("redis")?),
+            Some(r) if r.file.is_some() => Target::File(r.file.clone().context("file")?),
+            _ => anyhow::bail!("pass --redis URL, --file PATH, or --config FILE with revocation:"),
+        },
+    };
+    if args.list {
+        let list = match &target {
+            Target::File(file) if !file.exists() => RevocationList::default(),
+            Target::File(file) => revocation::file::load(file)?,
+            Target::Redis(redis) => block_on(revocation::redis::list(redis))??,
+        };
+        print!("{}", serde_yaml_ng::to_string(&list)?);
+        return Ok(());
+    }
+    let time = |text: &Option<String>| {
+        text.as_deref()
+            .map(Timestamp::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+    };
+    let expires = time(&args.expires)?;
+    // The issuer must be one the agent knows: a typo would revoke nothing.
+    let lifetime = match (&args.issuer, &config) {
+        (Some(issuer), Some(config)) => {
+            let known = config
+                .issuers
+                .iter()
+                .find(|i| &i.issuer == issuer)
+                .with_context(|| format!("`{issuer}` is not an issuer of the configuration"))?;
+            known.max_lifetime.map(|l| l.as_secs())
+        }
+        (Some(_), None) => {
+            eprintln!("portcullis revoke: warning: --issuer not checked (no --config)");
+            None
+        }
+        _ => None,
+    };
+    let issuer = args.issuer.clone().unwrap_or_default();
+    let revocation = if let Some(jti) = args.jti {
+        let expires = expires.context("--jti needs --expires (the token's exp)")?;
+        Revocation::Jti(JtiEntry { jti, expires })
+    } else if let Some(sub) = args.sub {
+        // Default: every token issued up to now, this second included (`iat` has a
+        // resolution of one second, and the stolen token may be seconds old at most).
+        let revoked_before = time(&args.before)?.unwrap_or_else(|| {
+            let now = Timestamp::now();
+            Timestamp(now.0 + 1)
+        });
+        let expires =
+            expires.or_else(|| lifetime.map(|l| Timestamp(revoked_before.0.saturating_add(l))));
+        Revocation::Subject(SubjectEntry {
+            sub,
+            issuer,
+            revoked_before,
+            expires,
+        })
+    } else if let Some(kid) = args.kid {
+        Revocation::Key(revocation::KeyEntry {
+            issuer,
+            kid,
+            expires,
+        })
+    } else if let Some(given) = args.api_key {
+        Revocation::ApiKey(ApiKeyEntry {
+            id: api_key_id(&given)?,
+            expires,
+        })
+    } else {
+        anyhow::bail!("nothing to revoke");
+    };
+    let mut added = RevocationList::default();
+    added.add(revocation.clone());
+    match target {
+        Target::File(file) => {
+            let mut list = if file.exists() {
+                revocation::file::load(&file)?
+            } else {
+                RevocationList::default()
+            };
+            list.add(revocation);
+            revocation::file::store(&file, &list)?;
+            print!(
+                "stored in {}:\n{}",
+                file.display(),
+                serde_yaml_ng::to_string(&added)?
+            );
+        }
+        Target::Redis(redis) => {
+            let agents = block_on(revocation::redis::publish(&redis, &revocation))??;
+            print!(
+                "stored in redis and published to {agents} agent(s):\n{}",
+                serde_yaml_ng::to_string(&added)?
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `--api-key`: the key's id (12 characters), or a whole key pasted by mistake, of which only
+/// the id is kept (the key itself is never stored or printed).
+fn api_key_id(given: &str) -> anyhow::Result<String> {
+    if api_keys::is_key_id(given) {
+        return Ok(given.to_owned());
+    }
+    match api_keys::parse(given) {
+        Ok(parts) => Ok(parts.id.to_owned()),
+        Err(_) => anyhow::bail!(
+            "--api-key: give the key's id (the {} characters after `pk_<env>_`, as in the keys \
+             file), not `{}`",
+            api_keys::ID_LEN,
+            if given.starts_with("pk_") {
+                "a malformed key"
+            } else {
+                given
+            }
+        ),
+    }
+}
+
+/// Where `portcullis revoke` stores the entry.
+enum Target {
+    File(PathBuf),
+    Redis(RedisConfig),
+}
+
+/// Runs one future to completion on a small runtime (the CLI has no other async work).
+fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(future))
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -49,6 +49,7 @@ pub(crate) fn config_with_routes(routes: Vec<Route>) -> Config {
         readiness: ReadinessConfig::default(),
         api_keys: None,
         telemetry: Default::default(),
+        revocation: None,
     }
 }
 

@@ -2074,3 +2074,93 @@ in_both_modes!(
     grpc_mode_roles_and_step_up_through_envoy,
     http_mode_roles_and_step_up_through_envoy
 );
+
+// ---------------------------------------------------------------------------------------------
+// Revocation
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_gets_401_at_the_client_through_envoy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let revoked = dir.path().join("revoked.yaml");
+    std::fs::write(&revoked, "").expect("write revoked.yaml");
+    let revocation = format!("revocation: {{file: '{}'}}\n", revoked.display());
+    let Some(stack) = Stack::start(SidecarMode::Grpc, |_| revocation.clone()).await else {
+        return;
+    };
+    let stolen = stack.idp.token(&["read:documents"], AUDIENCE).await;
+    let other = stack.idp.token(&["read:documents"], AUDIENCE).await;
+    let reply = get_with_token(&stack.client, &stack.envoy, "/documents", &stolen).await;
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", stack.diagnostics());
+
+    let claims = jwt_part(&stolen, 1);
+    let jti = claims["jti"].as_str().expect("RFC 9068 tokens carry a jti");
+    let exp = claims["exp"].as_u64().expect("exp");
+    let expires =
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(exp));
+    // The incident tool, as an operator runs it.
+    let (status, _, stderr) = run_binary(&[
+        "revoke",
+        "--file",
+        revoked.to_str().expect("utf-8 path"),
+        "--jti",
+        jti,
+        "--expires",
+        &expires.to_string(),
+    ]);
+    assert!(status.success(), "{stderr}");
+
+    retry_until(
+        &stack.agent,
+        &stack.envoy,
+        "the revoked token was never refused",
+        || get_with_token(&stack.client, &stack.envoy, "/documents", &stolen),
+        |reply| reply.status == 401,
+    )
+    .await;
+    let hits = stack.upstream.hits();
+    let rid = "e2e-revoked";
+    let bearer = format!("Bearer {stolen}");
+    let reply = send(
+        &stack.client,
+        &stack.envoy,
+        "GET",
+        "/documents",
+        &[("authorization", &bearer), ("x-request-id", rid)],
+    )
+    .await;
+    assert_denial_body(&reply, 401, rid);
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer realm="portcullis", error="invalid_token""#),
+        "{reply:?}"
+    );
+    assert_eq!(
+        stack.upstream.hits(),
+        hits,
+        "a revoked request reached the app"
+    );
+    let reply = get_with_token(&stack.client, &stack.envoy, "/documents", &other).await;
+    assert_eq!(
+        reply.status, 200,
+        "another token of the same user: {reply:?}"
+    );
+    // The audit event of that request names the reason (log lines are written in batches).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let audited = loop {
+        let logs = stack.agent.logs();
+        let line = logs
+            .lines()
+            .find(|line| line.contains(&format!("\"request.id\":\"{rid}\"")))
+            .map(str::to_owned);
+        if line.is_some() || Instant::now() > deadline {
+            break line;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let audited = audited.unwrap_or_else(|| panic!("no audit event:\n{}", stack.diagnostics()));
+    assert!(
+        audited.contains("\"authz.reason\":\"revoked\""),
+        "{audited}"
+    );
+    assert!(!audited.contains(&stolen), "the token is never logged");
+}

@@ -24,6 +24,7 @@ use crate::config::reload::ConfigWatcher;
 use crate::config::{self, Config, ConfigError};
 use crate::engine::{Engine, Shared, SharedEngine};
 use crate::http::HttpAuthzOptions;
+use crate::revocation::{self, Revocations, Source};
 use crate::service::CheckService;
 use crate::telemetry::{Telemetry, TelemetryOptions};
 use servers::{Listeners, stopped};
@@ -221,7 +222,10 @@ pub async fn start_with(
     let mut telemetry = Telemetry::with_options(options.telemetry.clone());
     telemetry.start_tracing(&config.telemetry.tracing);
     let telemetry = Arc::new(telemetry);
-    let shared = Shared::default();
+    let shared = Shared {
+        revocations: Arc::new(revocation_store(&config)),
+        ..Shared::default()
+    };
     let engine: SharedEngine = Arc::new(ArcSwap::from_pointee(Engine::new(&config, &shared)));
     telemetry.metrics().observe_keys(shared.keys.clone());
     telemetry
@@ -230,6 +234,18 @@ pub async fn start_with(
     telemetry
         .metrics()
         .observe_api_keys(shared.api_keys.clone());
+    if config.revocation.is_some() {
+        telemetry
+            .metrics()
+            .observe_revocations(shared.revocations.clone());
+    }
+    let revocation_file = config.revocation.as_ref().and_then(|r| r.file.clone());
+    if let Some(file) = &revocation_file {
+        // Before the first check is served, so a revocation on disk is never missed at start;
+        // a bad file is reported and the agent stays not ready (`require_sync`).
+        let _ = revocation::file::refresh(file, &shared.revocations);
+    }
+    let revocations = shared.revocations.clone();
     telemetry.metrics().set_generation(1);
 
     let state = Arc::new(AppState::new(
@@ -257,6 +273,21 @@ pub async fn start_with(
             shutdown_rx.clone(),
         )));
     }
+    if let Some(file) = revocation_file {
+        servers.stop_with(tokio::spawn(revocation::file::follow(
+            file,
+            revocations.clone(),
+        )));
+    }
+    if let Some(feed) = config.revocation.as_ref().and_then(|r| r.http.clone()) {
+        servers.stop_with(tokio::spawn(revocation::http::follow(
+            feed,
+            revocations.clone(),
+        )));
+    }
+    if let Some(redis) = config.revocation.as_ref().and_then(|r| r.redis.clone()) {
+        servers.stop_with(tokio::spawn(revocation::redis::follow(redis, revocations)));
+    }
     let supervisor =
         tokio::spawn(servers.supervise(state.clone(), shutdown_rx, options.drain_timeout));
 
@@ -279,6 +310,34 @@ pub async fn start_with(
         shutdown: shutdown_tx,
         supervisor: Some(supervisor),
     })
+}
+
+/// The revocation store for `config`: its sources, the issuers' longest token lifetimes (for
+/// subject entries without `expires`), the cap. Empty and never consulted without
+/// `revocation:`.
+fn revocation_store(config: &Config) -> Revocations {
+    let Some(settings) = &config.revocation else {
+        return Revocations::default();
+    };
+    let sources: Vec<Source> = [
+        settings.file.as_ref().map(|_| Source::File),
+        settings.http.as_ref().map(|_| Source::Http),
+        settings.redis.as_ref().map(|_| Source::Redis),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let lifetimes = config
+        .issuers
+        .iter()
+        .filter_map(|issuer| Some((issuer.issuer.clone(), issuer.max_lifetime?.as_secs())))
+        .collect();
+    Revocations::new(
+        &sources,
+        lifetimes,
+        settings.max_entries,
+        settings.require_sync,
+    )
 }
 
 /// Reloads the configuration whenever its file changes.

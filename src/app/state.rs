@@ -11,6 +11,7 @@ use crate::authn::KeyRegistry;
 use crate::authn::api_keys::ApiKeyStatus;
 use crate::config::{self, Config, ConfigError, ServerConfig, TelemetryConfig};
 use crate::engine::{Engine, Shared, SharedEngine};
+use crate::revocation::{RevocationConfig, Revocations};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::ReloadResult;
 
@@ -48,6 +49,8 @@ pub struct AppState {
     bound_server: ServerConfig,
     /// `telemetry:` as started (tracing is not hot-reloadable).
     bound_telemetry: TelemetryConfig,
+    /// `revocation:` as started: its sources are not hot-reloadable either.
+    bound_revocation: Option<RevocationConfig>,
     generation: AtomicU64,
     last_reload: Mutex<Option<ReloadRecord>>,
     restart_required: Mutex<Option<String>>,
@@ -90,6 +93,7 @@ impl AppState {
             telemetry,
             bound_server: config.server.clone(),
             bound_telemetry: config.telemetry.clone(),
+            bound_revocation: config.revocation.clone(),
             require_keys: AtomicBool::new(config.readiness.require_keys),
             config_path,
             generation: AtomicU64::new(1),
@@ -117,6 +121,11 @@ impl AppState {
     /// The API keys store's status; `None` without `api_keys`.
     pub fn api_keys(&self) -> Option<ApiKeyStatus> {
         self.shared.api_keys.status()
+    }
+
+    /// The revocation store (empty, with no source, without `revocation:`).
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.shared.revocations
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
@@ -166,6 +175,15 @@ impl AppState {
                 format!("no keys yet for issuer(s): {}", waiting.join(", "))
             });
         }
+        // `revocation.require_sync`: a pod that never loaded its revocations may not serve.
+        let unsynced = self.shared.revocations.waiting_for();
+        if !unsynced.is_empty() {
+            let names: Vec<&str> = unsynced.iter().map(|source| source.as_str()).collect();
+            return Readiness::NotReady(format!(
+                "revocation source(s) not loaded yet: {}",
+                names.join(", ")
+            ));
+        }
         Readiness::Ready
     }
 
@@ -209,10 +227,13 @@ impl AppState {
         if config.telemetry.tracing != self.bound_telemetry.tracing {
             changed.push("telemetry.tracing");
         }
+        if config.revocation.is_some() && config.revocation != self.bound_revocation {
+            changed.push("revocation");
+        }
         let restart = (!changed.is_empty()).then(|| {
             format!(
-                "{} changed; listeners, TLS and tracing are not hot-reloadable: still serving \
-                 with the settings of the start, restart to apply",
+                "{} changed; listeners, TLS, tracing and revocation sources are not \
+                 hot-reloadable: still serving with the settings of the start, restart to apply",
                 changed.join(", ")
             )
         });

@@ -38,6 +38,13 @@ use crate::authz::routes::{PathMatch, RouteMatch, prefix_matches};
 use crate::authz::step_up::StepUpRequirement;
 use crate::authz::{Mode, OnDeny, Policy, Requirements, Route};
 use crate::fetch;
+use crate::revocation::http::FeedConfig;
+use crate::revocation::redis::RedisConfig;
+use crate::revocation::{self, RevocationConfig};
+
+/// Largest `revocation.max_entries`: ten million entries take a few GiB; more would let one
+/// source exhaust a sidecar's memory.
+const MAX_REVOCATION_ENTRIES: u64 = 10_000_000;
 
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
@@ -119,6 +126,10 @@ pub(crate) fn compile(
             .map(|tracing| ctx.tracing(tracing))
             .unwrap_or_default(),
     };
+    let revocation = raw
+        .revocation
+        .as_ref()
+        .map(|revocation| ctx.revocation(revocation, raw.incomplete));
     if ctx.problems.len() > before || raw.incomplete {
         return None;
     }
@@ -137,6 +148,7 @@ pub(crate) fn compile(
             None => None,
         },
         telemetry,
+        revocation: revocation.map_or(Some(None), |r| r.map(Some))?,
     })
 }
 
@@ -778,6 +790,114 @@ impl Ctx<'_> {
             resource_attributes: raw.resource_attributes.0.clone(),
             include_subject: raw.include_subject.unwrap_or(false),
         }
+    }
+
+    /// `revocation:`: at least one source; the cap within bounds.
+    fn revocation(
+        &mut self,
+        raw: &raw::RawRevocation,
+        incomplete: bool,
+    ) -> Option<RevocationConfig> {
+        let path = root().key("revocation");
+        let before = self.problems.len();
+        let file = raw
+            .file
+            .as_ref()
+            .and_then(|file| self.file(path.key("file"), file));
+        // A section that could not be read is reported where it is written.
+        if raw.file.is_none() && raw.http.is_none() && raw.redis.is_none() && !incomplete {
+            self.value(
+                path.clone(),
+                "names no source: give `file` (the revocation file), `http` or `redis`",
+            );
+        }
+        let http = raw.http.as_ref().and_then(|feed| {
+            let feed_path = path.key("http");
+            let url = fetch::checked_url(&feed.url, false)
+                .map_err(|error| self.value(feed_path.key("url"), error.to_string()))
+                .ok();
+            let interval = match &feed.interval {
+                None => Some(revocation::http::DEFAULT_INTERVAL),
+                Some(interval) => self
+                    .get(feed_path.key("interval"), interval)
+                    .map(|d| d.0)
+                    .filter(|d| {
+                        let ok = *d >= Duration::from_secs(1);
+                        if !ok {
+                            self.value(feed_path.key("interval"), "must be at least 1s");
+                        }
+                        ok
+                    }),
+            };
+            Some(FeedConfig {
+                url: url?,
+                interval: interval?,
+            })
+        });
+        let redis = raw.redis.as_ref().and_then(|redis| {
+            let url_path = path.key("redis").key("url");
+            match url::Url::parse(&redis.url) {
+                Ok(url) if url.scheme() == "redis" && url.host().is_some() => {}
+                Ok(url) if url.scheme() == "rediss" => {
+                    self.value(
+                        url_path,
+                        "`rediss://` (TLS) is not supported in this version",
+                    );
+                    return None;
+                }
+                // The URL is never echoed: it may hold a password.
+                _ => {
+                    self.value(
+                        url_path,
+                        "must be a URL like redis://[user:password@]host:port[/db]",
+                    );
+                    return None;
+                }
+            }
+            let name = |given: &Option<String>, default: &str, key: &str, ctx: &mut Self| {
+                let value = given.clone().unwrap_or_else(|| default.to_owned());
+                if value.is_empty() {
+                    ctx.value(path.key("redis").key(key), "must not be empty");
+                }
+                value
+            };
+            let password_file = match &redis.password_file {
+                None => None,
+                Some(file) => Some(self.file(path.key("redis").key("password_file"), file)?),
+            };
+            Some(RedisConfig {
+                url: redis.url.clone(),
+                password_file,
+                channel: name(
+                    &redis.channel,
+                    revocation::redis::DEFAULT_CHANNEL,
+                    "channel",
+                    self,
+                ),
+                key_prefix: name(
+                    &redis.key_prefix,
+                    revocation::redis::DEFAULT_KEY_PREFIX,
+                    "key_prefix",
+                    self,
+                ),
+            })
+        });
+        let max_entries = raw
+            .max_entries
+            .unwrap_or(revocation::DEFAULT_MAX_ENTRIES as u64);
+        if !(1..=MAX_REVOCATION_ENTRIES).contains(&max_entries) {
+            self.value(
+                path.key("max_entries"),
+                format!("must be between 1 and {MAX_REVOCATION_ENTRIES}"),
+            );
+        }
+        (self.problems.len() == before).then(|| RevocationConfig {
+            file,
+            http,
+            redis,
+            max_entries: usize::try_from(max_entries).unwrap_or(usize::MAX),
+            require_sync: raw.require_sync.unwrap_or(true),
+        })
     }
 
     /// Off unless written: keyed on a shared address (a gateway, a NAT, a mesh) the limiter

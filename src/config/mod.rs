@@ -24,6 +24,7 @@ use crate::authn::api_keys::ApiKeySettings;
 use crate::authn::{AuthnSettings, IssuerConfig};
 use crate::authz::Route;
 pub use crate::decision::ResponseSettings;
+use crate::revocation::RevocationConfig;
 use source::{Anchor, YamlPath};
 
 /// A validated configuration, ready to build an `Engine` from.
@@ -38,6 +39,8 @@ pub struct Config {
     /// `api_keys:`, with the keys file's entries as checked at load; `None` when absent.
     pub api_keys: Option<ApiKeySettings>,
     pub telemetry: TelemetryConfig,
+    /// `revocation:`; `None` when absent, and then no request is checked against revocations.
+    pub revocation: Option<RevocationConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -951,14 +954,77 @@ roles:
     }
 
     #[test]
-    fn introspection_and_revocation_are_not_supported_yet() {
-        let errors = located("introspection: []\nrevocation: {file: r.yaml}\n");
-        assert_eq!(errors.len(), 2);
+    fn introspection_is_not_supported_yet() {
+        let errors = located("introspection: []\n");
+        assert_eq!(
+            errors.iter().map(|e| e.2.as_str()).collect::<Vec<_>>(),
+            ["introspection"],
+            "{errors:?}"
+        );
         assert!(
             errors
                 .iter()
                 .all(|e| e.3 == "not supported in this version")
         );
+    }
+
+    #[test]
+    fn revocation_takes_a_file_resolved_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("portcullis.yaml");
+        let text = "revocation:\n  file: revoked.yaml\n  max_entries: 10\n";
+        let error = load_str(text, &config_path).expect_err("no revoked.yaml");
+        assert_eq!(error.errors[0].path, "revocation.file", "{error}");
+        assert_eq!(error.errors[0].line, Some(2), "{error}");
+        std::fs::write(dir.path().join("revoked.yaml"), "").expect("write");
+        let config = load_str(text, &config_path).expect("valid");
+        let revocation = config.revocation.expect("revocation");
+        assert_eq!(revocation.file, Some(dir.path().join("revoked.yaml")));
+        assert_eq!(revocation.max_entries, 10);
+        assert!(revocation.require_sync);
+        let none = load_str("revocation: {max_entries: 0}\n", &config_path).expect_err("no source");
+        let paths: Vec<_> = none.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["revocation", "revocation.max_entries"], "{none}");
+        assert_eq!(load_text("{}\n").ok().and_then(|c| c.revocation), None);
+    }
+
+    #[test]
+    fn revocation_http_takes_an_https_or_loopback_url_and_an_interval() {
+        let config = load_text("revocation: {http: {url: 'https://feed.example/revoked'}}\n")
+            .expect("valid");
+        let feed = config.revocation.and_then(|r| r.http).expect("http");
+        assert_eq!(feed.interval, Duration::from_secs(30));
+        let paths =
+            |text: &str| -> Vec<String> { errors(text).into_iter().map(|e| e.path).collect() };
+        assert_eq!(
+            paths("revocation: {http: {url: 'http://feed.example/r'}}\n"),
+            ["revocation.http.url"]
+        );
+        assert_eq!(
+            paths("revocation: {http: {url: 'https://f.example/r', interval: 100ms}}\n"),
+            ["revocation.http.interval"]
+        );
+        load_text("revocation: {http: {url: 'http://127.0.0.1:8080/r', interval: 1s}}\n")
+            .expect("plain http to loopback");
+    }
+
+    #[test]
+    fn revocation_redis_takes_a_redis_url_and_never_echoes_it() {
+        let config = load_text("revocation: {redis: {url: 'redis://:s3cret@127.0.0.1:6379/0'}}\n")
+            .expect("valid");
+        let redis = config.revocation.and_then(|r| r.redis).expect("redis");
+        assert_eq!(redis.channel, "portcullis:revocations");
+        assert_eq!(redis.key_prefix, "portcullis:revoked:");
+        assert!(!format!("{redis:?}").contains("s3cret"));
+        for url in [
+            "http://:s3cret@x",
+            "rediss://:s3cret@x:6380",
+            "not a url s3cret",
+        ] {
+            let errors = errors(&format!("revocation: {{redis: {{url: '{url}'}}}}\n"));
+            assert_eq!(errors[0].path, "revocation.redis.url", "{url}");
+            assert!(!errors[0].to_string().contains("s3cret"), "{}", errors[0]);
+        }
     }
 
     #[test]

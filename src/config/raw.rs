@@ -55,10 +55,11 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "mode",
     "api_keys",
     "telemetry",
+    "revocation",
 ];
 
 /// Top-level keys design.md describes that this version refuses.
-pub const UNSUPPORTED_TOP_LEVEL_KEYS: &[&str] = &["introspection", "revocation"];
+pub const UNSUPPORTED_TOP_LEVEL_KEYS: &[&str] = &["introspection"];
 
 /// The whole file. List items keep their position in the file, because items that fail to
 /// deserialize are left out and paths must still name the right index.
@@ -71,6 +72,8 @@ pub struct RawConfig {
     pub readiness: RawReadiness,
     pub telemetry: RawTelemetry,
     pub routes: Vec<(usize, RawRoute)>,
+    /// `revocation:`; `None` when absent (no revocation check at all).
+    pub revocation: Option<RawRevocation>,
     /// `roles:`, in the file's order, by name.
     pub roles: Vec<(String, RawRole)>,
     /// `mode:`, every route's default `mode`.
@@ -131,6 +134,7 @@ impl RawConfig {
                 "readiness" => raw.readiness = section(value, &path, problems),
                 "api_keys" => raw.api_keys = section(value, &path, problems),
                 "telemetry" => raw.telemetry = section(value, &path, problems),
+                "revocation" => raw.revocation = Some(section(value, &path, problems)),
                 "issuers" => raw.issuers = list(value, &path, problems),
                 "routes" => raw.routes = list(value, &path, problems),
                 "mode" => raw.mode = section(value, &path, problems),
@@ -660,6 +664,54 @@ pub struct RawTracing {
     pub resource_attributes: OrderedMap<String, String>,
     #[serde(default)]
     pub include_subject: Option<bool>,
+}
+
+/// `revocation:` (design.md, "Revocation").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRevocation {
+    #[serde(default)]
+    pub file: Option<Checked<FilePath>>,
+    #[serde(default)]
+    pub http: Option<RawFeed>,
+    #[serde(default)]
+    pub redis: Option<RawRedis>,
+    #[serde(default)]
+    pub max_entries: Option<u64>,
+    #[serde(default)]
+    pub require_sync: Option<bool>,
+}
+
+/// `revocation.http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeed {
+    pub url: String,
+    #[serde(default)]
+    pub interval: Option<Checked<HumanDuration>>,
+}
+
+/// `revocation.redis`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: String,
+    #[serde(default)]
+    pub password_file: Option<Checked<FilePath>>,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+}
+
+impl fmt::Debug for RawRedis {
+    // The URL may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawRedis")
+            .field("channel", &self.channel)
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 use crate::authn::api_keys::ApiKeyRegistry;
 use crate::authn::{CacheCounters, KeyRegistry};
 use crate::decision::Decision;
+use crate::revocation::Revocations;
 
 /// `Content-Type` of [`Metrics::encode`]'s output: the Prometheus text format 0.0.4, which every
 /// Prometheus version and `promtool check metrics` read.
@@ -281,6 +282,12 @@ impl Metrics {
         let _ = self.scraped.api_keys.set(registry);
     }
 
+    /// Reads the revocation store at every scrape (entries by source, sync age, entries left
+    /// out over the cap). Only the first call takes effect; not called without `revocation:`.
+    pub fn observe_revocations(&self, revocations: Arc<Revocations>) {
+        let _ = self.scraped.revocations.set(revocations);
+    }
+
     /// The exposition, in the Prometheus text format ([`CONTENT_TYPE`]).
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -296,6 +303,7 @@ struct ScrapeSources {
     keys: OnceLock<Arc<KeyRegistry>>,
     token_cache: OnceLock<Arc<CacheCounters>>,
     api_keys: OnceLock<Arc<ApiKeyRegistry>>,
+    revocations: OnceLock<Arc<Revocations>>,
 }
 
 impl Collector for ScrapeSources {
@@ -336,8 +344,69 @@ impl Collector for ScrapeSources {
                 }
             }
         }
+        if let Some(revocations) = self.revocations.get() {
+            encode_revocations(&mut encoder, revocations)?;
+        }
         Ok(())
     }
+}
+
+fn encode_revocations(
+    encoder: &mut DescriptorEncoder,
+    revocations: &Revocations,
+) -> Result<(), std::fmt::Error> {
+    let statuses = revocations.status();
+    let now = crate::revocation::Timestamp::now().0;
+    {
+        let mut family = encoder.encode_descriptor(
+            "portcullis_revocation_entries",
+            "Revocation entries in the last good list of each source",
+            None,
+            MetricType::Gauge,
+        )?;
+        for status in &statuses {
+            let entries = i64::try_from(status.entries).unwrap_or(i64::MAX);
+            ConstGauge::new(entries)
+                .encode(family.encode_family(&[("source", status.source.as_str())])?)?;
+        }
+    }
+    {
+        let mut family = encoder.encode_descriptor(
+            "portcullis_revocation_sync_age_seconds",
+            "Seconds since each revocation source was last read successfully; absent before \
+             the first success",
+            None,
+            MetricType::Gauge,
+        )?;
+        for status in &statuses {
+            if let Some(at) = status.synced_at {
+                let age = i64::try_from(now.saturating_sub(at)).unwrap_or(i64::MAX);
+                ConstGauge::new(age)
+                    .encode(family.encode_family(&[("source", status.source.as_str())])?)?;
+            }
+        }
+    }
+    {
+        let mut family = encoder.encode_descriptor(
+            "portcullis_revocation_skipped",
+            "Revocation entries or messages refused (malformed, or over the source's ceiling)",
+            None,
+            MetricType::Counter,
+        )?;
+        for status in &statuses {
+            ConstCounter::new(status.skipped)
+                .encode(family.encode_family(&[("source", status.source.as_str())])?)?;
+        }
+    }
+    let dropped =
+        ConstGauge::new(i64::try_from(revocations.snapshot().dropped()).unwrap_or(i64::MAX));
+    dropped.encode(encoder.encode_descriptor(
+        "portcullis_revocation_dropped_entries",
+        "Revocations NOT enforced because the sources name more than revocation.max_entries",
+        None,
+        dropped.metric_type(),
+    )?)?;
+    Ok(())
 }
 
 fn encode_key_status(

@@ -4,6 +4,8 @@
 //! `agent` (portcullis in-process and as the built binary, gRPC Check client), `envoy`, `idp`,
 //! `upstream` (real Envoy, the real OpenID Provider, an echoing upstream), `otlp` (a test
 //! OpenTelemetry collector on the real OTLP/gRPC service).
+//! `upstream` (real Envoy, the real OpenID Provider, an echoing upstream), `redis` (a real
+//! `redis-server` per test).
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
@@ -11,5 +13,6 @@ pub mod envoy;
 pub mod http_server;
 pub mod idp;
 pub mod otlp;
+pub mod redis;
 pub mod tokens;
 pub mod upstream;
