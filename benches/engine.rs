@@ -68,6 +68,7 @@ fn input(token: &str) -> CheckInput {
         ]),
         source: None,
         peer_certificate: None,
+        source_principal: None,
     }
 }
 

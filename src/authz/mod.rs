@@ -3,9 +3,10 @@
 //! `path` normalizes the request target and authority; `routes` finds the first matching route
 //! and binds its path parameters, which the engine keeps as the [`Resource`]; [`authorize`]
 //! decides whether an identity meets a route's [`Requirements`] (`scopes` checks OAuth scopes,
-//! `roles` roles and permissions).
+//! `roles` roles and permissions, `condition` the route's CEL `when`).
 //! Pure functions over domain types: no I/O, no tonic, no protos.
 
+pub mod condition;
 pub mod hygiene;
 pub mod path;
 pub mod roles;
@@ -13,6 +14,7 @@ pub mod routes;
 pub mod scopes;
 pub mod step_up;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::decision::Identity;
@@ -20,6 +22,9 @@ use crate::input::Headers;
 use routes::Params;
 
 /// What a route demands of the caller.
+// Built once per route when the configuration loads and only borrowed per request: the size
+// of `Require` costs nothing on the request path, and boxing it would touch every route.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Policy {
     /// `allow: anonymous`: no credential needed (client `x-auth-*` headers are still removed).
@@ -50,6 +55,8 @@ pub struct Requirements {
     pub any_scopes: Vec<String>,
     /// `content_types` and `idempotency_key`: checked on the request, last.
     pub hygiene: hygiene::Hygiene,
+    /// `when`: a CEL condition on the identity and the request (none: no condition).
+    pub when: Option<condition::Condition>,
 }
 
 /// How a refusal on this route is answered.
@@ -91,6 +98,12 @@ pub struct Resource<'a> {
     pub now: u64,
     /// The request's headers (lower-case names), borrowed from the request.
     pub headers: &'a Headers,
+    /// The query string, without the `?` (for conditions).
+    pub query: Option<&'a str>,
+    /// The downstream client address as Envoy saw it (for conditions).
+    pub source: Option<SocketAddr>,
+    /// The client certificate's identity (SPIFFE id or URI SAN) when Envoy sends one.
+    pub principal: Option<&'a str>,
 }
 
 /// Why [`authorize`] refused. The engine decides how it is answered (403, or 404 on a route
@@ -111,11 +124,16 @@ pub enum Refusal<'r> {
     StepUp(&'r step_up::StepUpRequirement),
     /// The request breaks the route's `content_types` or `idempotency_key` rule.
     Hygiene(hygiene::HygieneProblem),
+    /// The route's `when` condition is false.
+    ConditionFailed,
+    /// The route's `when` condition could not be evaluated (a missing claim or field, a wrong
+    /// type, a result that is not a bool): refused, like a false one, with its own reason.
+    ConditionError,
 }
 
 /// Whether the verified `identity` may do what `resource` describes under the route's
-/// `requirements`. Pure: no I/O, no clock, and no allocation when it allows. Nothing reads the
-/// resource yet; conditions on the path parameters will.
+/// `requirements`. Pure: no I/O, no clock, and no allocation when it allows (a route's `when`
+/// condition aside, which pays for the values it reads).
 pub fn authorize<'r>(
     requirements: &'r Requirements,
     identity: &Identity,
@@ -139,6 +157,13 @@ pub fn authorize<'r>(
         return Err(Refusal::NoneOfScopes(&requirements.any_scopes));
     }
     authorize_roles(requirements, identity)?;
+    if let Some(condition) = &requirements.when {
+        match condition.evaluate(identity, resource) {
+            Ok(true) => {}
+            Ok(false) => return Err(Refusal::ConditionFailed),
+            Err(_) => return Err(Refusal::ConditionError),
+        }
+    }
     // After the scopes and roles: stepping up is pointless when the caller would still be forbidden.
     if !requirements
         .step_up
@@ -206,6 +231,9 @@ mod tests {
             params: Params(vec![("doc_id", doc_id)]),
             now: 1_700_000_000,
             headers: &NO_HEADERS,
+            query: None,
+            source: None,
+            principal: None,
         }
     }
 

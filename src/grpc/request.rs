@@ -64,12 +64,15 @@ impl TryFrom<CheckRequest> for CheckInput {
             }
             _ => Headers::new(headers),
         };
-        let (source, peer_certificate) = match source {
+        let (source, peer_certificate, source_principal) = match source {
             Some(peer) => (
                 peer.address.as_ref().and_then(socket_addr),
                 Some(peer.certificate).filter(|c| !c.is_empty()),
+                // Envoy's own reading of the client certificate: its URI SAN (a SPIFFE id),
+                // else its DNS SAN, else its subject; empty without mTLS.
+                Some(peer.principal).filter(|p| !p.is_empty()),
             ),
-            None => (None, None),
+            None => (None, None, None),
         };
         let mut method = method;
         method.make_ascii_uppercase();
@@ -80,6 +83,7 @@ impl TryFrom<CheckRequest> for CheckInput {
             headers,
             source,
             peer_certificate,
+            source_principal,
         })
     }
 }
