@@ -18,7 +18,7 @@
 //! | [`identity`] | `Identity`, the verified caller (re-exported by [`decision`]), and the `CachePolicy` it carries: key-bound, until an instant, or uncacheable |
 //! | [`engine`] | route → authenticate → authorize, immutable per configuration generation; built on `Shared`, the app-lifetime stores (key registry, token-cache counters) |
 //! | [`authn`] | `authenticate(Presented)` by credential kind, credentials, JWT verification, JWKS key sets (`jwks/{document,schedule,store}`), verified-token cache and its process-lifetime counters |
-//! | [`authz`] | `authorize` (requirements, identity, resource: the route and its path parameters); `path` normalization; `routes` (table, templates); `scopes` (all of, any of, wildcards); `roles` (RBAC: the `roles:` map resolved into one permission set per role); `step_up` (RFC 9470: `mfa`, `acr`, `max_auth_age`); `hygiene` (`content_types`, `idempotency_key`) |
+//! | [`authz`] | `authorize` (requirements, identity, resource: the route and its path parameters); `path` normalization; `routes` (table, templates); `scopes` (all of, any of, wildcards); `roles` (RBAC: the `roles:` map resolved into one permission set per role); `condition` (`require.when`: CEL compiled at load, evaluated over lazy views of the identity and request); `step_up` (RFC 9470: `mfa`, `acr`, `max_auth_age`); `hygiene` (`content_types`, `idempotency_key`) |
 //! | [`config`] | YAML → validated `Config` with located errors; hot reload (on [`watch`]) |
 //! | [`envoy_filter`] | the Envoy `ext_authz` filter and cluster derived from a `Config` (`portcullis envoy-filter`) |
 //! | [`telemetry`] | metrics, audit events, logging setup |

@@ -148,34 +148,43 @@ impl Condition {
         identity: &Identity,
         resource: &Resource<'_>,
     ) -> Result<bool, EvaluationError> {
-        let activation = Activation { identity, resource };
-        let mut context = Context::with_env(ENV.clone());
-        context.set_variable_resolver(&activation);
-        let value = Value::resolve_val(self.program.expression(), &context)
-            .map_err(EvaluationError::Failed)?;
-        match value.downcast_ref::<CelBool>() {
-            Some(result) => Ok(*result.inner()),
-            None => Err(EvaluationError::NotBool(value.get_type().name().to_owned())),
-        }
+        self.run(identity, resource, |value| {
+            let value = value.map_err(EvaluationError::Failed)?;
+            match value.downcast_ref::<CelBool>() {
+                Some(result) => Ok(*result.inner()),
+                None => Err(EvaluationError::NotBool(value.get_type().name().to_owned())),
+            }
+        })
     }
 
     /// The expression's value for `identity` and `resource` as text (`true`, `"alice"`,
     /// `[1, 2]`), or the evaluation error as text: for the operator's tools (`explain`, policy
     /// tests), which show what a condition made of a request. The text may quote claims and
     /// headers; never log it.
-    pub fn value_text(
+    pub fn value_text(&self, identity: &Identity, resource: &Resource) -> Result<String, String> {
+        self.run(identity, resource, |value| {
+            let value = value.map_err(|error| error.to_string())?;
+            Ok(match Value::try_from(value) {
+                Ok(value) => display(&value),
+                Err(_) => format!("<{}>", value.get_type().name()),
+            })
+        })
+    }
+
+    /// Evaluates the expression over views of `identity` and `resource` and hands the result
+    /// (borrowed from them where it can be) to `then`.
+    fn run<R>(
         &self,
         identity: &Identity,
         resource: &Resource<'_>,
-    ) -> Result<String, String> {
+        then: impl FnOnce(Result<&dyn Val, ExecutionError>) -> R,
+    ) -> R {
         let activation = Activation { identity, resource };
         let mut context = Context::with_env(ENV.clone());
         context.set_variable_resolver(&activation);
-        let value = Value::resolve_val(self.program.expression(), &context)
-            .map_err(|error| error.to_string())?;
-        match Value::try_from(value.as_ref()) {
-            Ok(value) => Ok(display(&value)),
-            Err(_) => Ok(format!("<{}>", value.get_type().name())),
+        match Value::resolve_val(self.program.expression(), &context) {
+            Ok(value) => then(Ok(value.as_ref())),
+            Err(error) => then(Err(error)),
         }
     }
 }
@@ -445,7 +454,7 @@ impl VariableResolver for Activation<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let resource = self.resource;
         Some(match variable {
-            "subject" => CowVal::owned(SubjectView(self.identity)),
+            "subject" => CowVal::owned(FieldsView(Fields::Subject(self.identity))),
             "resource" => CowVal::owned(FieldsView(Fields::Params(resource))),
             "request" => CowVal::owned(FieldsView(Fields::Request(resource))),
             "source" => CowVal::owned(FieldsView(Fields::Source(
@@ -511,96 +520,24 @@ fn json<'v>(value: &'v serde_json::Value) -> Box<dyn Val + 'v> {
     }
 }
 
-/// `subject`: portcullis's own fields first (`sub`, `iss`, `roles`, `scopes`, `auth_method`,
-/// as it resolved them from the issuer's claim mapping), then every verified claim by name.
-#[derive(Debug, Clone, Copy)]
-struct SubjectView<'a>(&'a Identity);
-
-impl SubjectView<'_> {
-    fn field<'v>(&self, name: &str) -> Option<Box<dyn Val + 'v>>
-    where
-        Self: 'v,
-    {
-        let identity = self.0;
-        Some(match name {
-            "sub" => string(&identity.subject),
-            "iss" => string(&identity.issuer),
-            "roles" => string_list(&identity.roles),
-            "scopes" => string_list(&identity.scopes),
-            "auth_method" => string(identity.method.as_str()),
-            claim => json(identity.claims.get(claim)?),
-        })
-    }
-
-    fn has(&self, name: &str) -> bool {
-        matches!(name, "sub" | "iss" | "roles" | "scopes" | "auth_method")
-            || self.0.claims.contains_key(name)
-    }
-}
-
-impl Val for SubjectView<'_> {
-    fn get_type(&self) -> &Type {
-        &MAP_TYPE
-    }
-
-    fn cel_type() -> &'static Type {
-        &MAP_TYPE
-    }
-
-    fn as_indexer<'b, 'v>(&'b self) -> Option<&'b (dyn Indexer + 'v)>
-    where
-        Self: 'v,
-    {
-        Some(self)
-    }
-
-    fn as_container(&self) -> Option<&dyn Container> {
-        Some(self)
-    }
-
-    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v>
-    where
-        Self: 'v,
-    {
-        Box::new(*self)
-    }
-}
-
-impl Indexer for SubjectView<'_> {
-    fn get<'b, 'v>(&'b self, index: &dyn Val) -> Result<CowVal<'b, 'v>, ExecutionError>
-    where
-        Self: 'v,
-    {
-        let name = field_name(index)?;
-        self.field(name)
-            .map(CowVal::Owned)
-            .ok_or_else(|| no_such_key(name))
-    }
-
-    fn steal<'v>(self: Box<Self>, index: &dyn Val) -> Result<Box<dyn Val + 'v>, ExecutionError>
-    where
-        Self: 'v,
-    {
-        self.get(index).map(CowVal::into_owned)
-    }
-}
-
-impl Container for SubjectView<'_> {
-    fn contains(&self, value: &dyn Val) -> Result<bool, ExecutionError> {
-        Ok(self.has(field_name(value)?))
-    }
-}
-
-/// `resource`, `request`, `request.headers` and `source`: string-keyed views over the request.
+/// The variables and the maps inside them that are views rather than values: string-keyed,
+/// answering a field only when it is read.
 #[derive(Debug, Clone, Copy)]
 enum Fields<'a> {
-    /// The route's path parameters.
+    /// `subject`: portcullis's own fields first (`sub`, `iss`, `roles`, `scopes`,
+    /// `auth_method`, as it resolved them from the issuer's claim mapping), then every verified
+    /// claim by name.
+    Subject(&'a Identity),
+    /// `resource`: the route's path parameters.
     Params(&'a Resource<'a>),
     Request(&'a Resource<'a>),
-    /// Lower-case names; the first value of a repeated header.
+    /// `request.headers`: lower-case names; the first value of a repeated header.
     Headers(&'a Resource<'a>),
     Source(Option<SocketAddr>, Option<&'a str>),
 }
+
+/// Portcullis's own fields of `subject`, which win over claims of the same name.
+const SUBJECT_FIELDS: [&str; 5] = ["sub", "iss", "roles", "scopes", "auth_method"];
 
 #[derive(Debug, Clone, Copy)]
 struct FieldsView<'a>(Fields<'a>);
@@ -611,6 +548,14 @@ impl FieldsView<'_> {
         Self: 'v,
     {
         match self.0 {
+            Fields::Subject(identity) => Some(match name {
+                "sub" => string(&identity.subject),
+                "iss" => string(&identity.issuer),
+                "roles" => string_list(&identity.roles),
+                "scopes" => string_list(&identity.scopes),
+                "auth_method" => string(identity.method.as_str()),
+                claim => json(identity.claims.get(claim)?),
+            }),
             Fields::Params(resource) => resource.params.get(name).map(string),
             Fields::Headers(resource) => resource.headers.get(name).map(string),
             Fields::Request(resource) => Some(match name {
@@ -627,6 +572,23 @@ impl FieldsView<'_> {
                 }),
                 "principal" => principal.map(string),
                 _ => None,
+            },
+        }
+    }
+
+    /// `name in view` and `has(view.name)`, without converting the value.
+    fn has(&self, name: &str) -> bool {
+        match self.0 {
+            Fields::Subject(identity) => {
+                SUBJECT_FIELDS.contains(&name) || identity.claims.contains_key(name)
+            }
+            Fields::Params(resource) => resource.params.get(name).is_some(),
+            Fields::Headers(resource) => resource.headers.get(name).is_some(),
+            Fields::Request(_) => REQUEST_FIELDS.contains(&name),
+            Fields::Source(address, principal) => match name {
+                "address" => address.is_some(),
+                "principal" => principal.is_some(),
+                _ => false,
             },
         }
     }
@@ -693,12 +655,7 @@ impl Indexer for FieldsView<'_> {
 
 impl Container for FieldsView<'_> {
     fn contains(&self, value: &dyn Val) -> Result<bool, ExecutionError> {
-        let name = field_name(value)?;
-        Ok(match self.0 {
-            Fields::Params(resource) => resource.params.get(name).is_some(),
-            Fields::Headers(resource) => resource.headers.get(name).is_some(),
-            Fields::Request(_) | Fields::Source(..) => self.field(name).is_some(),
-        })
+        Ok(self.has(field_name(value)?))
     }
 }
 
@@ -739,12 +696,10 @@ mod tests {
         }
     }
 
-    fn evaluate(source: &str, identity: &Identity) -> Result<bool, EvaluationError> {
-        let headers = Headers::new([
-            ("X-Tenant".to_owned(), "acme".to_owned()),
-            ("accept".to_owned(), "application/json".to_owned()),
-        ]);
-        let resource = Resource {
+    /// `GET https://api.example.com/users/alice/documents/7?page=2&tag=a&tag=b&q=a%20b` from
+    /// 10.1.2.3 with a SPIFFE id, on `/users/{owner_id}/documents/{doc_id}` (plus `team`).
+    fn document_request(headers: &Headers) -> Resource<'_> {
+        Resource {
             route: "documents",
             method: "GET",
             host: "api.example.com",
@@ -755,12 +710,19 @@ mod tests {
                 ("team", "blue"),
             ]),
             now: 1_700_000_000,
-            headers: &headers,
+            headers,
             query: Some("page=2&tag=a&tag=b&q=a%20b"),
             source: Some("10.1.2.3:5555".parse().expect("addr")),
             principal: Some("spiffe://cluster.local/ns/web/sa/frontend"),
-        };
-        compiled(source).evaluate(identity, &resource)
+        }
+    }
+
+    fn evaluate(source: &str, identity: &Identity) -> Result<bool, EvaluationError> {
+        let headers = Headers::new([
+            ("X-Tenant".to_owned(), "acme".to_owned()),
+            ("accept".to_owned(), "application/json".to_owned()),
+        ]);
+        compiled(source).evaluate(identity, &document_request(&headers))
     }
 
     #[test]
@@ -805,16 +767,20 @@ mod tests {
     #[test]
     fn an_evaluation_error_is_an_error_not_a_refusal_or_a_panic() {
         let alice = alice();
-        for source in [
-            "subject.phone == '123'",
-            "resource.missing == 'x'",
-            "subject.level == 'three' || subject.level > 'a'",
-            "request.headers['x-missing'] == 'x'",
-            "subject.managed_teams[5] == 'x'",
-            "subject.sub",
-            "resource.doc_id",
-        ] {
-            assert!(evaluate(source, &alice).is_err(), "{source}");
+        let cases = [
+            ("subject.phone == '123'", "phone"),
+            ("resource.missing == 'x'", "missing"),
+            ("subject.level == 'three' || subject.level > 'a'", "_>_"),
+            ("request.headers['x-missing'] == 'x'", "x-missing"),
+            ("subject.managed_teams[5] == 'x'", "5"),
+            ("subject.sub", "not a bool"),
+            ("resource.doc_id", "not a bool"),
+        ];
+        for (source, says) in cases {
+            match evaluate(source, &alice) {
+                Err(error) => assert!(error.to_string().contains(says), "{source}: {error}"),
+                Ok(value) => panic!("{source} gave {value}"),
+            }
         }
         let anonymous = Identity::anonymous();
         assert!(evaluate("subject.managed_teams.size() > 0", &anonymous).is_err());
@@ -880,16 +846,8 @@ mod tests {
         let alice = alice();
         let headers = Headers::default();
         let resource = Resource {
-            route: "r",
-            method: "GET",
-            host: "h",
-            path: "/",
-            params: Params::default(),
-            now: 0,
-            headers: &headers,
-            query: None,
             source: None,
-            principal: None,
+            ..document_request(&headers)
         };
         let text = |source: &str| compiled(source).value_text(&alice, &resource);
         assert_eq!(text("subject.sub == 'alice'"), Ok("true".to_owned()));
@@ -899,5 +857,11 @@ mod tests {
         );
         assert!(text("subject.phone == '1'").is_err_and(|e| e.contains("phone")));
         assert!(text("has(source.address)").is_ok_and(|v| v == "false"));
+        // Explain tools show what a claim holds, whatever its type.
+        assert_eq!(
+            text("subject.managed_teams"),
+            Ok(r#"["blue", "green"]"#.to_owned())
+        );
+        assert_eq!(text("subject.org"), Ok(r#"{"id": "acme"}"#.to_owned()));
     }
 }

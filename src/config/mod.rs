@@ -501,6 +501,13 @@ issuers:
             config.routes[2].matcher.path,
             PathMatch::Template(_)
         ));
+        let Policy::Require(files) = &config.routes[3].policy else {
+            panic!("files requires");
+        };
+        assert_eq!(
+            files.when.as_ref().map(|when| when.source()),
+            Some("!resource.path.startsWith('private/')")
+        );
         assert_eq!(
             config.server.http_listen,
             Some("127.0.0.1:9192".parse().expect("addr"))

@@ -144,6 +144,28 @@ mod tests {
         assert_eq!(input.host, "api.example.com");
         assert_eq!(input.request_id(), Some("abc"));
         assert_eq!(input.source, Some("10.1.2.3:5555".parse().expect("addr")));
+        assert_eq!(input.source_principal, None);
+    }
+
+    #[test]
+    fn keeps_the_peers_principal_when_envoy_sends_one() {
+        let mut request = check_request(HttpRequest {
+            method: "GET".into(),
+            path: "/".into(),
+            ..Default::default()
+        });
+        if let Some(peer) = request
+            .attributes
+            .as_mut()
+            .and_then(|attributes| attributes.source.as_mut())
+        {
+            peer.principal = "spiffe://cluster.local/ns/web/sa/frontend".into();
+        }
+        let input = CheckInput::try_from(request).expect("valid request");
+        assert_eq!(
+            input.source_principal.as_deref(),
+            Some("spiffe://cluster.local/ns/web/sa/frontend")
+        );
     }
 
     #[test]
