@@ -440,6 +440,47 @@ mod tests {
     }
 
     #[test]
+    fn a_condition_is_checked_after_the_roles_and_before_the_step_up() {
+        let owner_only =
+            condition::Condition::compile("resource.doc_id == subject.sub").expect("compiles");
+        let requirements = Requirements {
+            when: Some(owner_only),
+            step_up: step_up::StepUpRequirement {
+                mfa: true,
+                ..Default::default()
+            },
+            ..requiring_rbac(&["user"], &[])
+        };
+        let alice = caller_holding(&["user"]);
+        assert_eq!(
+            authorize(&requirements, &caller_holding(&[]), &document("alice")),
+            Err(Refusal::MissingRole)
+        );
+        assert_eq!(
+            authorize(&requirements, &alice, &document("bob")),
+            Err(Refusal::ConditionFailed)
+        );
+        assert_eq!(
+            authorize(&requirements, &alice, &document("alice")),
+            Err(Refusal::StepUp(&requirements.step_up))
+        );
+        let mut strong = alice.clone();
+        strong.user_authentication.mfa = true;
+        assert_eq!(
+            authorize(&requirements, &strong, &document("alice")),
+            Ok(())
+        );
+        let unreadable = Requirements {
+            when: condition::Condition::compile("subject.team == 'blue'").ok(),
+            ..requirements.clone()
+        };
+        assert_eq!(
+            authorize(&unreadable, &strong, &document("alice")),
+            Err(Refusal::ConditionError)
+        );
+    }
+
+    #[test]
     fn request_hygiene_is_checked_after_the_caller_may_use_the_route() {
         let requirements = Requirements {
             scopes: strings(&["write:documents"]),
