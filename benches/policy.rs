@@ -50,6 +50,7 @@ fn input(token: &str) -> CheckInput {
     let authorization = ("authorization".to_owned(), format!("Bearer {token}"));
     CheckInput {
         method: "GET".to_owned(),
+        host: "api.example.com".to_owned(),
         path: "/users/alice/documents/7".to_owned(),
         headers: Headers::new([authorization]),
         ..CheckInput::default()
