@@ -72,6 +72,7 @@ fn input(token: &str) -> CheckInput {
         ]),
         source: None,
         peer_certificate: None,
+        source_principal: None,
     }
 }
 

@@ -51,8 +51,13 @@ pub enum DenyReason {
     InvalidToken(TokenProblem),
     /// Authenticated, but a required scope is missing. `required` is the space-separated list.
     InsufficientScope { required: String },
-    /// Authenticated, but a role, permission or condition fails.
+    /// Authenticated, but a role or permission is missing.
     Forbidden,
+    /// Authenticated, but the route's `when` condition is false.
+    ConditionFailed,
+    /// Authenticated, but the route's `when` condition could not be evaluated (a missing
+    /// claim or field, a wrong type): refused, fail closed.
+    ConditionError,
     /// The route needs a stronger or more recent user authentication than the credential shows
     /// (RFC 9470); the challenge tells the client what to ask its authorization server for.
     StepUpRequired(StepUp),
@@ -183,7 +188,7 @@ impl DenyReason {
             Self::NoRoute { status } => *status,
             Self::MissingCredential | Self::InvalidToken(_) | Self::StepUpRequired(_) => 401,
             Self::InsufficientScope { .. } => 403,
-            Self::Forbidden => 403,
+            Self::Forbidden | Self::ConditionFailed | Self::ConditionError => 403,
             Self::UnsupportedMediaType => 415,
             Self::MissingIdempotencyKey => 400,
             Self::TooManyAttempts { .. } => 429,
@@ -244,6 +249,8 @@ impl DenyReason {
             Self::InvalidToken(problem) => problem.as_str(),
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::Forbidden => "forbidden",
+            Self::ConditionFailed => "condition_failed",
+            Self::ConditionError => "condition_error",
             Self::StepUpRequired(_) => "step_up_required",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::MissingIdempotencyKey => "missing_idempotency_key",
@@ -266,6 +273,8 @@ impl DenyReason {
             | Self::InvalidToken(_)
             | Self::InsufficientScope { .. }
             | Self::Forbidden
+            | Self::ConditionFailed
+            | Self::ConditionError
             | Self::StepUpRequired(_)
             | Self::UnsupportedMediaType
             | Self::MissingIdempotencyKey

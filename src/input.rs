@@ -56,6 +56,9 @@ pub struct CheckInput {
     pub source: Option<SocketAddr>,
     /// The peer certificate (URL-encoded PEM) when Envoy has `include_peer_certificate`.
     pub peer_certificate: Option<String>,
+    /// The downstream peer's identity from its certificate (its URI SAN, such as a SPIFFE id,
+    /// else its DNS SAN or subject), when Envoy sends it (`attributes.source.principal`).
+    pub source_principal: Option<String>,
 }
 
 impl CheckInput {

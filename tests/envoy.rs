@@ -1127,6 +1127,7 @@ async fn idp_key_rotation_under_load_drops_no_request_and_retired_key_is_refused
 fn example_and_demo_configs_pass_check_config() {
     for file in [
         "deploy/examples/portcullis.yaml",
+        "deploy/examples/documents.yaml",
         "deploy/demo/portcullis.yaml",
     ] {
         let path = common::envoy::repo_root().join(file);

@@ -3,9 +3,10 @@
 //! `path` normalizes the request target and authority; `routes` finds the first matching route
 //! and binds its path parameters, which the engine keeps as the [`Resource`]; [`authorize`]
 //! decides whether an identity meets a route's [`Requirements`] (`scopes` checks OAuth scopes,
-//! `roles` roles and permissions).
+//! `roles` roles and permissions, `condition` the route's CEL `when`).
 //! Pure functions over domain types: no I/O, no tonic, no protos.
 
+pub mod condition;
 pub mod hygiene;
 pub mod path;
 pub mod roles;
@@ -13,6 +14,7 @@ pub mod routes;
 pub mod scopes;
 pub mod step_up;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::decision::Identity;
@@ -20,6 +22,9 @@ use crate::input::Headers;
 use routes::Params;
 
 /// What a route demands of the caller.
+// Built once per route when the configuration loads and only borrowed per request: the size
+// of `Require` costs nothing on the request path, and boxing it would touch every route.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Policy {
     /// `allow: anonymous`: no credential needed (client `x-auth-*` headers are still removed).
@@ -50,6 +55,8 @@ pub struct Requirements {
     pub any_scopes: Vec<String>,
     /// `content_types` and `idempotency_key`: checked on the request, last.
     pub hygiene: hygiene::Hygiene,
+    /// `when`: a CEL condition on the identity and the request (none: no condition).
+    pub when: Option<condition::Condition>,
 }
 
 /// Whether a route's authorization refusals are answered (`mode: enforce`, the default) or
@@ -102,6 +109,12 @@ pub struct Resource<'a> {
     pub now: u64,
     /// The request's headers (lower-case names), borrowed from the request.
     pub headers: &'a Headers,
+    /// The query string, without the `?` (for conditions).
+    pub query: Option<&'a str>,
+    /// The downstream client address as Envoy saw it (for conditions).
+    pub source: Option<SocketAddr>,
+    /// The client certificate's identity (SPIFFE id or URI SAN) when Envoy sends one.
+    pub principal: Option<&'a str>,
 }
 
 /// Why [`authorize`] refused. The engine decides how it is answered (403, or 404 on a route
@@ -122,11 +135,17 @@ pub enum Refusal<'r> {
     StepUp(&'r step_up::StepUpRequirement),
     /// The request breaks the route's `content_types` or `idempotency_key` rule.
     Hygiene(hygiene::HygieneProblem),
+    /// The route's `when` condition is false.
+    ConditionFailed,
+    /// The route's `when` condition could not be evaluated (a missing claim or field, a wrong
+    /// type, a result that is not a bool): refused, like a false one, with its own reason.
+    ConditionError,
 }
 
 /// Whether the verified `identity` may do what `resource` describes under the route's
 /// `requirements`: every [`STEPS`] check in order, stopping at the first refusal. Pure: no I/O,
-/// no clock, and no allocation when it allows.
+/// no clock, and no allocation when it allows (a route's `when` condition aside, which pays for
+/// the values it reads).
 pub fn authorize<'r>(
     requirements: &'r Requirements,
     identity: &Identity,
@@ -171,9 +190,10 @@ impl std::fmt::Debug for Step {
     }
 }
 
-/// The requirements, in the order they are checked: scopes, then roles and permissions, then
-/// step-up (stepping up is pointless when the caller would still be forbidden), and the request
-/// hygiene last (a caller who may not use the route learns nothing of its request rules).
+/// The requirements, in the order they are checked: scopes, then roles and permissions, then the
+/// `when` condition, then step-up (stepping up is pointless when the caller would still be
+/// forbidden), and the request hygiene last (a caller who may not use the route learns nothing
+/// of its request rules).
 pub const STEPS: &[Step] = &[
     Step {
         name: "scopes",
@@ -218,6 +238,23 @@ pub const STEPS: &[Step] = &[
         check: |r, identity, _| {
             let missing = r.grants.missing(&r.permissions, &identity.roles);
             met(missing.is_empty(), Refusal::MissingPermissions(missing))
+        },
+    },
+    Step {
+        name: "when",
+        asked: |r| r.when.is_some(),
+        describe: |r| {
+            r.when
+                .as_ref()
+                .map_or_else(String::new, |c| c.source().to_owned())
+        },
+        check: |r, identity, resource| match &r.when {
+            None => Ok(()),
+            Some(condition) => match condition.evaluate(identity, resource) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Refusal::ConditionFailed),
+                Err(_) => Err(Refusal::ConditionError),
+            },
         },
     },
     Step {
@@ -303,6 +340,9 @@ mod tests {
             params: Params(vec![("doc_id", doc_id)]),
             now: 1_700_000_000,
             headers: &NO_HEADERS,
+            query: None,
+            source: None,
+            principal: None,
         }
     }
 
@@ -505,6 +545,47 @@ mod tests {
         assert_eq!(
             authorize(&requirements, &lacks_scope, &document("42")),
             Err(Refusal::MissingScopes(vec!["read:documents"]))
+        );
+    }
+
+    #[test]
+    fn a_condition_is_checked_after_the_roles_and_before_the_step_up() {
+        let owner_only =
+            condition::Condition::compile("resource.doc_id == subject.sub").expect("compiles");
+        let requirements = Requirements {
+            when: Some(owner_only),
+            step_up: step_up::StepUpRequirement {
+                mfa: true,
+                ..Default::default()
+            },
+            ..requiring_rbac(&["user"], &[])
+        };
+        let alice = caller_holding(&["user"]);
+        assert_eq!(
+            authorize(&requirements, &caller_holding(&[]), &document("alice")),
+            Err(Refusal::MissingRole)
+        );
+        assert_eq!(
+            authorize(&requirements, &alice, &document("bob")),
+            Err(Refusal::ConditionFailed)
+        );
+        assert_eq!(
+            authorize(&requirements, &alice, &document("alice")),
+            Err(Refusal::StepUp(&requirements.step_up))
+        );
+        let mut strong = alice.clone();
+        strong.user_authentication.mfa = true;
+        assert_eq!(
+            authorize(&requirements, &strong, &document("alice")),
+            Ok(())
+        );
+        let unreadable = Requirements {
+            when: condition::Condition::compile("subject.team == 'blue'").ok(),
+            ..requirements.clone()
+        };
+        assert_eq!(
+            authorize(&unreadable, &strong, &document("alice")),
+            Err(Refusal::ConditionError)
         );
     }
 

@@ -1138,7 +1138,12 @@ impl Ctx<'_> {
         let step_up = self.step_up(&require_path, require)?;
         let any_scopes = self.any_scopes(&require_path, require)?;
         let hygiene = self.hygiene(&require_path, require)?;
-        let demands_more = !roles.is_empty()
+        let when = match &require.when {
+            None => None,
+            Some(when) => Some(self.get(require_path.key("when"), when)?.0.clone()),
+        };
+        let demands_more = when.is_some()
+            || !roles.is_empty()
             || !permissions.is_empty()
             || !step_up.is_empty()
             || !any_scopes.is_empty()
@@ -1166,6 +1171,7 @@ impl Ctx<'_> {
             step_up,
             any_scopes,
             hygiene,
+            when,
         }))
     }
 

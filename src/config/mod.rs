@@ -685,6 +685,13 @@ issuers:
             config.routes[2].matcher.path,
             PathMatch::Template(_)
         ));
+        let Policy::Require(files) = &config.routes[3].policy else {
+            panic!("files requires");
+        };
+        assert_eq!(
+            files.when.as_ref().map(|when| when.source()),
+            Some("!resource.path.startsWith('private/')")
+        );
         assert_eq!(
             config.server.http_listen,
             Some("127.0.0.1:9192".parse().expect("addr"))
@@ -805,18 +812,61 @@ issuers:
     #[test]
     fn design_keys_not_built_yet_say_not_supported() {
         let text = with_issuer(
-            "introspection: []\nroutes:\n  - name: a\n    match: {path: /a}\n    require: {scopes: [x], when: \"true\"}\n",
+            "introspection: []\nroutes:\n  - name: a\n    match: {path: /a}\n    require: {scopes: [x]}\n",
         );
         let errors = located(&text);
         let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
-        assert_eq!(paths, ["introspection", "routes[0].require.when"]);
+        assert_eq!(paths, ["introspection"]);
         assert!(
             errors
                 .iter()
                 .all(|e| e.3 == "not supported in this version")
         );
         assert_eq!((errors[0].0, errors[0].1), (7, 1));
-        assert_eq!(errors[1].0, 11);
+    }
+
+    fn when_route(when: &str) -> String {
+        with_issuer(&format!(
+            "routes:\n  - name: doc\n    match: {{path: \"/users/{{owner_id}}\"}}\n    require:\n      when: {when}\n"
+        ))
+    }
+
+    #[test]
+    fn a_when_condition_compiles_into_the_routes_requirements() {
+        let config = load_text(&when_route("\"resource.owner_id == subject.sub\""))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Policy::Require(requirements) = &config.routes[0].policy else {
+            panic!("a require route");
+        };
+        let when = requirements.when.as_ref().expect("a condition");
+        assert_eq!(when.source(), "resource.owner_id == subject.sub");
+        assert!(requirements.scopes.is_empty());
+    }
+
+    #[test]
+    fn a_when_that_does_not_compile_is_reported_at_its_value_with_the_expressions_column() {
+        for (when, says) in [
+            (
+                "\"subject.sub == \"",
+                "(CEL, line 1, column 16 of the expression)",
+            ),
+            ("\"user.admin\"", "unknown variable `user`"),
+            (
+                "\"request.methd == 'GET'\"",
+                "`request` has no field `methd`",
+            ),
+            ("\"1 + 'a' == 2\"", "always fails"),
+            ("request.path", "must give a bool"),
+            ("42", "a CEL expression"),
+            ("\"\"", "empty"),
+        ] {
+            let errors = located(&when_route(when));
+            assert_eq!(errors.len(), 1, "{when}: {errors:?}");
+            let (line, column, path, message) = &errors[0];
+            assert_eq!((*line, *column), (11, 13), "{when}");
+            assert_eq!(path, "routes[0].require.when", "{when}");
+            assert!(message.contains(says), "{when}: {message}");
+        }
     }
 
     const CLASSIC_ROLES: &str = "\

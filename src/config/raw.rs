@@ -31,6 +31,7 @@ use super::Problem;
 use super::source::{Anchor, Segment, YamlPath};
 use super::{OtlpProtocol, SamplerKind};
 use crate::authn::Algorithm;
+use crate::authz::condition::Condition;
 use crate::authz::path::{normalize, normalize_authority};
 use crate::authz::routes::{PathMatch, PathTemplate};
 
@@ -780,8 +781,9 @@ pub struct RawRequire {
     pub permissions: Option<Vec<Checked<Permission>>>,
     #[serde(default)]
     pub roles: Option<Vec<Checked<RoleName>>>,
+    /// A CEL condition, compiled as it is read.
     #[serde(default)]
-    pub when: Unsupported,
+    pub when: Option<Checked<WhenCondition>>,
     /// `amr` must name one of the issuer's `mfa_methods` (RFC 9470 step-up).
     #[serde(default)]
     pub mfa: Option<bool>,
@@ -1052,6 +1054,13 @@ string_newtype!(
 );
 
 string_newtype!(
+    /// `require.when`: a CEL expression, compiled (and checked) as it is read.
+    WhenCondition(Condition),
+    "a CEL expression such as `resource.owner_id == subject.sub`",
+    parse_condition
+);
+
+string_newtype!(
     /// An OAuth scope token (RFC 6749 §3.3).
     ScopeToken(String),
     "a scope such as `read:documents`",
@@ -1157,6 +1166,10 @@ fn parse_sampler(text: &str) -> Result<SamplerKind, String> {
                 .join(", ")
         )
     })
+}
+
+fn parse_condition(text: &str) -> Result<Condition, String> {
+    Condition::compile(text).map_err(|error| format!("the condition does not compile: {error}"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

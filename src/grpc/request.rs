@@ -64,12 +64,15 @@ impl TryFrom<CheckRequest> for CheckInput {
             }
             _ => Headers::new(headers),
         };
-        let (source, peer_certificate) = match source {
+        let (source, peer_certificate, source_principal) = match source {
             Some(peer) => (
                 peer.address.as_ref().and_then(socket_addr),
                 Some(peer.certificate).filter(|c| !c.is_empty()),
+                // Envoy's own reading of the client certificate: its URI SAN (a SPIFFE id),
+                // else its DNS SAN, else its subject; empty without mTLS.
+                Some(peer.principal).filter(|p| !p.is_empty()),
             ),
-            None => (None, None),
+            None => (None, None, None),
         };
         let mut method = method;
         method.make_ascii_uppercase();
@@ -80,6 +83,7 @@ impl TryFrom<CheckRequest> for CheckInput {
             headers,
             source,
             peer_certificate,
+            source_principal,
         })
     }
 }
@@ -140,6 +144,28 @@ mod tests {
         assert_eq!(input.host, "api.example.com");
         assert_eq!(input.request_id(), Some("abc"));
         assert_eq!(input.source, Some("10.1.2.3:5555".parse().expect("addr")));
+        assert_eq!(input.source_principal, None);
+    }
+
+    #[test]
+    fn keeps_the_peers_principal_when_envoy_sends_one() {
+        let mut request = check_request(HttpRequest {
+            method: "GET".into(),
+            path: "/".into(),
+            ..Default::default()
+        });
+        if let Some(peer) = request
+            .attributes
+            .as_mut()
+            .and_then(|attributes| attributes.source.as_mut())
+        {
+            peer.principal = "spiffe://cluster.local/ns/web/sa/frontend".into();
+        }
+        let input = CheckInput::try_from(request).expect("valid request");
+        assert_eq!(
+            input.source_principal.as_deref(),
+            Some("spiffe://cluster.local/ns/web/sa/frontend")
+        );
     }
 
     #[test]

@@ -212,6 +212,7 @@ mod tests {
             ]),
             source: Some("10.0.0.9:4711".parse().expect("addr")),
             peer_certificate: None,
+            source_principal: None,
         }
     }
 

@@ -243,6 +243,7 @@ mod tests {
             ]),
             source: Some("192.0.2.1:1234".parse().expect("addr")),
             peer_certificate: None,
+            source_principal: None,
         }
     }
 

@@ -23,7 +23,7 @@ use crate::authz::routes::Miss;
 use crate::authz::{self, Mode, OnDeny, Policy, Refusal, Resource};
 use crate::config::Config;
 use crate::decision::{Decision, DenyReason, Identity, TokenProblem};
-use crate::engine::{Engine, Shared, request_line};
+use crate::engine::{Engine, RequestLine, Shared, request_line};
 use crate::input::{CheckInput, Headers};
 
 /// The request to explain.
@@ -141,7 +141,7 @@ pub fn explain(
         decision: engine.no_route(),
     };
 
-    let (path, host) = match request_line(&input) {
+    let RequestLine { path, query, host } = match request_line(&input) {
         Ok(line) => line,
         Err(reason) => {
             explanation.requirements = Err("the request line is refused before routing".into());
@@ -210,13 +210,27 @@ pub fn explain(
         params,
         now,
         headers: &input.headers,
+        query,
+        source: input.source,
+        principal: input.source_principal.as_deref(),
     };
     explanation.requirements = Ok(authz::evaluate(requirements, &identity, &resource)
         .into_iter()
         .map(|(step, result)| RequirementResult {
             name: step.name,
             asks: (step.describe)(requirements),
-            failure: result.err().map(|refusal| failure(&refusal, &identity)),
+            failure: result
+                .err()
+                .map(|refusal| match (&refusal, &requirements.when) {
+                    // The condition's own value (or why it has none), as the issue asks.
+                    (Refusal::ConditionFailed | Refusal::ConditionError, Some(condition)) => {
+                        match condition.value_text(&identity, &resource) {
+                            Ok(value) => format!("the condition gives {value}"),
+                            Err(error) => format!("the condition cannot be evaluated: {error}"),
+                        }
+                    }
+                    _ => failure(&refusal, &identity),
+                }),
         })
         .collect());
     explanation.decision = engine.authorized(route, requirements, identity, &resource, &input);
@@ -338,6 +352,8 @@ fn failure(refusal: &Refusal<'_>, identity: &Identity) -> String {
         ),
         Refusal::NoneOfScopes(_) => format!("granted [{}]", identity.scopes.join(" ")),
         Refusal::MissingRole => format!("holds [{}]", identity.roles.join(", ")),
+        Refusal::ConditionFailed => "the condition is false".to_owned(),
+        Refusal::ConditionError => "the condition cannot be evaluated".to_owned(),
         Refusal::MissingPermissions(missing) => format!(
             "no held role grants {}; holds [{}]",
             missing.join(", "),
