@@ -1876,7 +1876,8 @@ in_both_modes!(
 
 /// Roles and step-up routes over the provider's clients: the test client holds `admin`, the
 /// reader `viewer`, the writer and the MFA client `user` (the MFA client's tokens also record
-/// `amr: [pwd, otp]`); `audit-log` is a shadow route only admins would pass.
+/// `amr: [pwd, otp]`); `audit-log` is a shadow route only admins would pass; `own-documents`
+/// lets only the owner (CEL over the path parameter and `sub`) read, and hides from the rest.
 fn policy_config(ports: AgentPorts, idp: &Idp) -> String {
     format!(
         r#"{server}issuers:
@@ -1911,6 +1912,10 @@ routes:
     match: {{methods: [GET], path: /audit-log}}
     require: {{roles: [admin]}}
     mode: shadow
+  - name: own-documents
+    match: {{methods: [GET], path: "/users/{{owner_id}}/documents/{{doc_id}}"}}
+    require: {{when: "resource.owner_id == subject.sub"}}
+    on_deny: not_found
 "#,
         server = ports.server_yaml(),
         issuer = idp.issuer(),
@@ -2062,7 +2067,46 @@ async fn roles_and_step_up_through_envoy(mode: SidecarMode) {
         hits_before + 1,
         "only the shadowed request reached the app"
     );
+    // CEL ownership: the provider's `sub` for a client is its client id. The owner reads the
+    // document; anyone else is told, exactly as for a path that does not exist, that there is
+    // nothing there.
+    let writer_id = common::idp::WRITER_CLIENT.0;
+    let own = format!("/users/{writer_id}/documents/7");
+    let bearer = format!("Bearer {writer}");
+    let reply = send(&client, &envoy, "GET", &own, &[("authorization", &bearer)]).await;
+    assert_eq!(
+        reply.status, 200,
+        "{mode:?}: the owner was refused\n{reply:?}"
+    );
+    assert_eq!(
+        reply.echo().header("x-auth-subject"),
+        Some(writer_id),
+        "{reply:?}"
+    );
+    let hits = upstream.hits();
+    let rid = "e2e-cel-not-owner";
+    let bearer = format!("Bearer {viewer}");
+    let headers = [("authorization", bearer.as_str()), ("x-request-id", rid)];
+    let not_owner = send(&client, &envoy, "GET", &own, &headers).await;
+    let nowhere = send(&client, &envoy, "GET", "/no/such/path", &headers).await;
+    assert_denial_body(&not_owner, 404, rid);
+    assert_eq!(
+        (not_owner.status, &not_owner.body),
+        (nowhere.status, &nowhere.body),
+        "{mode:?}: a non-owner can tell the document exists"
+    );
+    assert_eq!(
+        upstream.hits(),
+        hits,
+        "a non-owner's request reached the app"
+    );
+
     let metrics = agent.metrics().await;
+    let condition = r#"portcullis_decisions_total{outcome="deny",reason="condition_failed",route="own-documents"} 1"#;
+    assert!(
+        metrics.lines().any(|line| line == condition),
+        "{mode:?}: no `{condition}` in\n{metrics}"
+    );
     let series = r#"portcullis_decisions_total{outcome="shadow_deny",reason="forbidden",route="audit-log"} 1"#;
     assert!(
         metrics.lines().any(|line| line == series),
