@@ -94,10 +94,19 @@ pub(crate) fn compile(
     let authn = ctx.limits(&raw.limits);
     // API keys are a credential too: a route may require them without any JWT issuer.
     let have_issuers = !raw.issuers.is_empty() || raw.api_keys.is_some() || raw.incomplete;
+    // Step-up reads `amr`, `acr` and `auth_time`, which only a token carries (an API key records
+    // no user authentication): with API keys alone such a route could never be passed.
+    let have_token_issuers = !raw.issuers.is_empty() || raw.incomplete;
     let routes: Vec<(usize, Option<Route>)> = raw
         .routes
         .iter()
-        .map(|(index, route)| (*index, ctx.route(&route_path(*index), route, have_issuers)))
+        .map(|(index, route)| {
+            let callers = Callers {
+                any: have_issuers,
+                tokens: have_token_issuers,
+            };
+            (*index, ctx.route(&route_path(*index), route, callers))
+        })
         .collect();
     ctx.unique_routes(&raw.routes);
     ctx.reachable(&routes);
@@ -166,6 +175,14 @@ fn route_path(index: usize) -> YamlPath {
 
 fn format_duration(duration: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(duration)
+}
+
+/// Who could ever call a route that requires something: anyone (a token issuer or API keys),
+/// and a caller with a token (only tokens carry user authentication, for step-up).
+#[derive(Debug, Clone, Copy)]
+struct Callers {
+    any: bool,
+    tokens: bool,
 }
 
 struct Ctx<'a> {
@@ -979,7 +996,8 @@ impl Ctx<'_> {
         })
     }
 
-    fn route(&mut self, path: &YamlPath, raw: &RawRoute, have_issuers: bool) -> Option<Route> {
+    fn route(&mut self, path: &YamlPath, raw: &RawRoute, callers: Callers) -> Option<Route> {
+        let have_issuers = callers.any;
         let before = self.problems.len();
         let match_path = path.key("match");
 
@@ -1062,6 +1080,21 @@ impl Ctx<'_> {
             (Some(None), None) => None,
             (None, Some(require)) => {
                 needs_issuers(self, "require");
+                let step_up = [
+                    ("mfa", require.mfa.is_some()),
+                    ("acr", require.acr.is_some()),
+                    ("max_auth_age", require.max_auth_age.is_some()),
+                ];
+                if callers.any && !callers.tokens {
+                    for (key, _) in step_up.iter().filter(|(_, set)| *set) {
+                        self.value(
+                            path.key("require").key(key),
+                            "step-up reads the token's `amr`, `acr` and `auth_time`, but no \
+                             `issuers` are configured and API keys carry no user \
+                             authentication: no caller could ever pass this route",
+                        );
+                    }
+                }
                 self.requirements(path, require)
             }
             (Some(_), Some(_)) => {
@@ -1092,6 +1125,18 @@ impl Ctx<'_> {
             None => Some(self.default_mode),
             Some(mode) => self.mode(path.key("mode"), mode),
         };
+        // A value that did not parse is reported as such, once.
+        let on_deny_written = raw
+            .on_deny
+            .as_ref()
+            .is_some_and(|on_deny| on_deny.0.is_ok());
+        if on_deny_written && matches!(policy, Some(Policy::Anonymous)) {
+            self.value(
+                path.key("on_deny"),
+                "an `allow: anonymous` route refuses nothing, so `on_deny` has no effect; leave \
+                 it out (or require something of the caller)",
+            );
+        }
         if raw.mode.is_some() && matches!(policy, Some(Policy::Anonymous)) {
             self.value(
                 path.key("mode"),

@@ -754,6 +754,38 @@ issuers:
     }
 
     #[test]
+    fn on_deny_on_an_anonymous_route_and_step_up_without_token_issuers_are_errors() {
+        let keys_only = "api_keys: {file: keys.yaml, env: live}\nroutes:\n  - name: pay\n    \
+                         match: {path: /pay}\n    require: {scopes: [pay], mfa: true, \
+                         max_auth_age: 5m}\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("keys.yaml"), "keys: []\n").expect("write keys");
+        let config = dir.path().join("portcullis.yaml");
+        std::fs::write(&config, keys_only).expect("write config");
+        let error = load(&config).expect_err("step-up with API keys alone");
+        let paths: Vec<&str> = error.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["routes[0].require.mfa", "routes[0].require.max_auth_age"],
+            "{error}"
+        );
+        assert!(
+            error.errors[0]
+                .message
+                .contains("no caller could ever pass")
+        );
+
+        let text = with_issuer(
+            "routes:\n  - {name: a, match: {path: /a}, allow: anonymous, on_deny: not_found}\n",
+        );
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].path, "routes[0].on_deny", "{errors:#?}");
+        assert!(errors[0].message.contains("refuses nothing"), "{errors:#?}");
+        assert!(errors[0].line.is_some() && errors[0].column.is_some());
+    }
+
+    #[test]
     fn a_bad_mode_is_reported_where_it_is_written() {
         let cases = [
             (
