@@ -216,14 +216,31 @@ struct RevokeArgs {
     #[arg(long, value_name = "PREFIX")]
     key_prefix: Option<String>,
     /// A token, by its `jti` (needs `--expires`: the token's own `exp`).
-    #[arg(long, value_name = "ID", requires = "expires")]
+    // Identifiers may begin with `-` (a base64url `jti` often does): taken as the value, not
+    // as another option.
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "expires",
+        allow_hyphen_values = true
+    )]
     jti: Option<String>,
     /// Every token of this subject issued before `--before` (default: now, this second
     /// included).
-    #[arg(long, value_name = "SUB", requires = "issuer")]
+    #[arg(
+        long,
+        value_name = "SUB",
+        requires = "issuer",
+        allow_hyphen_values = true
+    )]
     sub: Option<String>,
     /// Every token signed with this key id.
-    #[arg(long, value_name = "KID", requires = "issuer")]
+    #[arg(
+        long,
+        value_name = "KID",
+        requires = "issuer",
+        allow_hyphen_values = true
+    )]
     kid: Option<String>,
     /// An API key, by its id (the 12 characters after `pk_<env>_`; a whole key is accepted and
     /// only its id kept).

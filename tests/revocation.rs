@@ -275,6 +275,23 @@ fn config_with(dir: &Path) -> PathBuf {
     )
 }
 
+/// A base64url `jti` (or a key id, or a subject) may begin with `-`: it is the option's value.
+#[test]
+fn revoke_takes_an_identifier_that_begins_with_a_dash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("revoked.yaml");
+    let path = file.to_str().expect("utf-8 path");
+    let (ok, _, stderr) = revoke(&["--file", path, "--jti", "-Xq9_a", "--expires", far()]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = revoke(&["--file", path, "--kid", "-k1", "--issuer", ISSUER]);
+    assert!(ok, "{stderr}");
+    let written = std::fs::read_to_string(&file).expect("revocation file");
+    assert!(
+        written.contains("-Xq9_a") && written.contains("-k1"),
+        "{written}"
+    );
+}
+
 #[test]
 fn revoke_of_a_whole_api_key_stores_only_its_id() {
     let (status, _, stderr) = run_binary(&["keys", "generate", "--env", "live"]);
