@@ -209,6 +209,10 @@ struct RevokeArgs {
     /// configuration's `revocation.redis.url`).
     #[arg(long, value_name = "URL", env = "PORTCULLIS_REDIS_URL")]
     redis: Option<String>,
+    /// With a `rediss://` URL: the CA certificates (PEM) Redis's certificate must chain to
+    /// (default: the configuration's `revocation.redis.ca_file`, else the system's roots).
+    #[arg(long, value_name = "PATH")]
+    redis_ca_file: Option<PathBuf>,
     /// With `--redis`: the channel agents listen on.
     #[arg(long, value_name = "NAME")]
     channel: Option<String>,
@@ -494,6 +498,8 @@ fn check_keys(file: &std::path::Path, env: Option<EnvArg>) -> ExitCode {
 }
 
 fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    // `rediss://` goes through rustls, with the provider the agent uses.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let config = match &args.config {
         Some(path) => Some(config::load(path).map_err(|error| anyhow::anyhow!("{error}"))?),
         None => None,
@@ -505,6 +511,10 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
             let defaults = configured.and_then(|r| r.redis.as_ref());
             Target::Redis(RedisConfig {
                 url: url.clone(),
+                ca_file: args
+                    .redis_ca_file
+                    .clone()
+                    .or_else(|| defaults.and_then(|d| d.ca_file.clone())),
                 password_file: defaults.and_then(|d| d.password_file.clone()),
                 channel: args
                     .channel

@@ -779,6 +779,51 @@ async fn a_password_protected_redis_is_reached_with_the_password_file_and_never_
     assert!(!logs.contains(SECRET), "the password reached a log line");
 }
 
+/// `rediss://`: the agent and the CLI reach a TLS-only Redis through its CA; without the CA
+/// (the system's roots do not know it) the CLI is refused and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_redis_is_reached_with_rediss_and_its_ca() {
+    let Some(redis) = RedisServer::start_tls() else {
+        return;
+    };
+    let ca = redis.ca_file().expect("a TLS server has a CA");
+    let idp = JwksServer::start(&tokens::jwks(&[&TestKey::rsa()])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sources = format!("redis: {{url: '{}', ca_file: '{ca}'}}", redis.url());
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &agent_yaml(&idp.jwks_url(), &sources),
+    );
+    let agent = BinaryAgent::start(&config);
+    // Ready only once the first sync through TLS succeeded (`require_sync`).
+    wait_ready(&agent.addrs, WAIT).await;
+    let mut client = agent.client().await;
+    let (token, jti) = token_for("alice");
+    let request = EnvoyRequest::get("/documents").bearer(&token);
+    assert!(client.check(&request).await.allowed());
+
+    let url = redis.url();
+    let (ok, _, _) = revoke(&["--redis", &url, "--jti", &jti, "--expires", far()]);
+    assert!(!ok, "a server certificate from an unknown CA was accepted");
+    let (ok, _, stderr) = revoke(&[
+        "--redis",
+        &url,
+        "--redis-ca-file",
+        &ca,
+        "--jti",
+        &jti,
+        "--expires",
+        far(),
+    ]);
+    assert!(ok, "{stderr}");
+    let deadline = Instant::now() + WAIT;
+    while client.check(&request).await.allowed() {
+        assert!(Instant::now() < deadline, "never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_reload_that_changes_the_revocation_sources_asks_for_a_restart_and_keeps_them() {
     let (stolen, jti) = token_for("alice");

@@ -853,23 +853,24 @@ impl Ctx<'_> {
         });
         let redis = raw.redis.as_ref().and_then(|redis| {
             let url_path = path.key("redis").key("url");
-            match url::Url::parse(&redis.url) {
-                Ok(url) if url.scheme() == "redis" && url.host().is_some() => {}
-                Ok(url) if url.scheme() == "rediss" => {
-                    self.value(
-                        url_path,
-                        "`rediss://` (TLS) is not supported in this version",
-                    );
-                    return None;
-                }
+            let tls = match url::Url::parse(&redis.url) {
+                Ok(url) if url.scheme() == "redis" && url.host().is_some() => false,
+                Ok(url) if url.scheme() == "rediss" && url.host().is_some() => true,
                 // The URL is never echoed: it may hold a password.
                 _ => {
                     self.value(
                         url_path,
-                        "must be a URL like redis://[user:password@]host:port[/db]",
+                        "must be a URL like redis://[user:password@]host:port[/db] (rediss:// \
+                         for TLS)",
                     );
                     return None;
                 }
+            };
+            if redis.ca_file.is_some() && !tls {
+                self.value(
+                    path.key("redis").key("ca_file"),
+                    "a CA file is for TLS: write the URL as rediss://",
+                );
             }
             let name = |given: &Option<String>, default: &str, key: &str, ctx: &mut Self| {
                 let value = given.clone().unwrap_or_else(|| default.to_owned());
@@ -882,8 +883,13 @@ impl Ctx<'_> {
                 None => None,
                 Some(file) => Some(self.file(path.key("redis").key("password_file"), file)?),
             };
+            let ca_file = match &redis.ca_file {
+                None => None,
+                Some(file) => Some(self.file(path.key("redis").key("ca_file"), file)?),
+            };
             Some(RedisConfig {
                 url: redis.url.clone(),
+                ca_file,
                 password_file,
                 channel: name(
                     &redis.channel,

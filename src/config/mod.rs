@@ -1098,15 +1098,21 @@ roles:
         assert_eq!(redis.channel, "portcullis:revocations");
         assert_eq!(redis.key_prefix, "portcullis:revoked:");
         assert!(!format!("{redis:?}").contains("s3cret"));
-        for url in [
-            "http://:s3cret@x",
-            "rediss://:s3cret@x:6380",
-            "not a url s3cret",
-        ] {
+        for url in ["http://:s3cret@x", "rediss://:s3cret@", "not a url s3cret"] {
             let errors = errors(&format!("revocation: {{redis: {{url: '{url}'}}}}\n"));
             assert_eq!(errors[0].path, "revocation.redis.url", "{url}");
             assert!(!errors[0].to_string().contains("s3cret"), "{}", errors[0]);
         }
+        // TLS: rediss://, with the CA file only there.
+        let tls = load_text("revocation: {redis: {url: 'rediss://:s3cret@redis.internal:6380'}}\n")
+            .expect("rediss is TLS");
+        let tls = tls.revocation.and_then(|r| r.redis).expect("redis");
+        assert_eq!(tls.ca_file, None);
+        let errors = errors(
+            "revocation: {redis: {url: 'redis://127.0.0.1:6379', ca_file: /etc/ssl/ca.pem}}\n",
+        );
+        assert_eq!(errors[0].path, "revocation.redis.ca_file");
+        assert!(errors[0].message.contains("rediss://"), "{}", errors[0]);
     }
 
     #[test]

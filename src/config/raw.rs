@@ -700,6 +700,8 @@ pub struct RawRedis {
     #[serde(default)]
     pub password_file: Option<Checked<FilePath>>,
     #[serde(default)]
+    pub ca_file: Option<Checked<FilePath>>,
+    #[serde(default)]
     pub channel: Option<String>,
     #[serde(default)]
     pub key_prefix: Option<String>,

@@ -22,8 +22,11 @@ use super::{Revocation, RevocationList, Revocations, Source, Timestamp};
 /// Where and how the fleet shares revocations (`revocation.redis`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`; never logged.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS; never logged.
     pub url: String,
+    /// With `rediss://`: the CA certificates (PEM) the server's certificate must chain to;
+    /// `None` trusts the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// A file holding the password (read at every connection, so a rotated secret is used
     /// on the next reconnect); overrides a password in `url`.
     pub password_file: Option<std::path::PathBuf>,
@@ -36,6 +39,7 @@ impl std::fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &"<redacted>")
             .field("password_file", &self.password_file)
+            .field("ca_file", &self.ca_file)
             .field("channel", &self.channel)
             .field("key_prefix", &self.key_prefix)
             .finish()
@@ -65,6 +69,12 @@ pub enum RedisError {
     Disconnected,
     #[error("redis: the entry already expired")]
     Expired,
+    #[error("redis: cannot read the CA file {path}: {source}")]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("redis: cannot read the password file {path}: {source}")]
     PasswordFile {
         path: std::path::PathBuf,
@@ -90,7 +100,22 @@ pub fn client(config: &RedisConfig) -> Result<redis::Client, RedisError> {
             info.set_redis_settings(settings)
         }
     };
-    Ok(redis::Client::open(info)?)
+    // `rediss://` is TLS (rustls, with the process's aws-lc provider): to the system's roots,
+    // or to the configured CA. A `redis://` URL with a CA file is refused by the configuration.
+    match &config.ca_file {
+        None => Ok(redis::Client::open(info)?),
+        Some(path) => {
+            let root_cert = std::fs::read(path).map_err(|source| RedisError::CaFile {
+                path: path.clone(),
+                source,
+            })?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            };
+            Ok(redis::Client::build_with_tls(info, certificates)?)
+        }
+    }
 }
 
 async fn timed<T>(

@@ -12,6 +12,42 @@ pub struct RedisServer {
     pub port: u16,
     /// `requirepass`, when set.
     password: Option<String>,
+    /// TLS only (`--tls-port`), when set.
+    tls: Option<Tls>,
+}
+
+/// A fresh CA and a certificate it signed for `127.0.0.1`, as files for `redis-server`.
+struct Tls {
+    dir: tempfile::TempDir,
+}
+
+impl Tls {
+    fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "redis test CA");
+        let ca =
+            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+        let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &ca).expect("signed");
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, pem) in [
+            ("ca.pem", ca.pem()),
+            ("cert.pem", cert.pem()),
+            ("key.pem", key.serialize_pem()),
+        ] {
+            std::fs::write(dir.path().join(name), pem).expect("write PEM");
+        }
+        Self { dir }
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
 }
 
 /// The `redis-server` binary, or `None` (the test skips; under `CI=true` it fails).
@@ -44,25 +80,64 @@ impl RedisServer {
         Self::start_with(Some(password.to_owned()))
     }
 
+    /// A server that speaks only TLS, with a certificate from a fresh CA ([`Self::ca_file`]).
+    pub fn start_tls() -> Option<Self> {
+        binary()?;
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            password: None,
+            tls: Some(Tls::new()),
+        };
+        server.spawn();
+        Some(server)
+    }
+
     fn start_with(password: Option<String>) -> Option<Self> {
         binary()?;
         let mut server = Self {
             child: None,
             port: free_port(),
             password,
+            tls: None,
         };
         server.spawn();
         Some(server)
     }
 
+    /// `redis://`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The CA certificate (PEM) of a TLS server.
+    pub fn ca_file(&self) -> Option<String> {
+        self.tls.as_ref().map(|tls| tls.file("ca.pem"))
     }
 
     fn spawn(&mut self) {
         let mut command = Command::new("redis-server");
+        let port = self.port.to_string();
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some(tls) => command.args(["--port", "0", "--tls-port", &port]).args([
+                "--tls-cert-file",
+                &tls.file("cert.pem"),
+                "--tls-key-file",
+                &tls.file("key.pem"),
+                "--tls-ca-cert-file",
+                &tls.file("ca.pem"),
+                "--tls-auth-clients",
+                "no",
+            ]),
+        };
         command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "yes"]);
         if let Some(password) = &self.password {
