@@ -323,7 +323,8 @@ fn feature_cases() -> Vec<Case> {
                 "serviceMonitor": {"enabled": true},
                 "networkPolicy": {"enabled": true, "scrapeFrom": scrapers},
                 "secrets": {"existingSecret": "documents-portcullis"},
-                "revocation": {"redis": {"existingSecret": "documents-redis"}},
+                "revocation": {"redis": {"url": "rediss://redis.revocation:6380/0",
+                    "existingSecret": "documents-redis"}},
             }),
         ),
         case(
@@ -525,6 +526,12 @@ fn every_mode_and_feature_renders_lints_clean_and_validates_against_kubernetes()
         "monitoring"
     );
     let sidecar_docs = documents(&answer, "sidecar-features");
+    // Redis's password comes from the Secret as revocation.redis.password_file.
+    let sidecar_config = config_map(&sidecar_docs, "-config", "portcullis.yaml");
+    assert!(
+        sidecar_config.contains("password_file: /etc/portcullis/redis/redis-password"),
+        "{sidecar_config}"
+    );
     let sidecar_policy = &of_kind(&sidecar_docs, "NetworkPolicy")[0];
     assert_eq!(
         sidecar_policy["spec"]["podSelector"]["matchLabels"],

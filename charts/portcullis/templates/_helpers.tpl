@@ -109,8 +109,8 @@ last good configuration, a first start fails its probes).
 {{- if and (eq .Values.mode "standalone") (not .Values.standalone.app.image.tag) -}}
 {{- fail "standalone.app.image.tag: name the application's image tag (never an implicit latest)" -}}
 {{- end -}}
-{{- if and .Values.revocation.redis.url .Values.revocation.redis.existingSecret -}}
-{{- fail "revocation.redis: set either url or existingSecret, not both" -}}
+{{- if and .Values.revocation.redis.existingSecret (not .Values.revocation.redis.url) -}}
+{{- fail "revocation.redis.url: name the Redis (the password comes from existingSecret)" -}}
 {{- end -}}
 {{- end -}}
 
@@ -133,10 +133,9 @@ last good configuration, a first start fails its probes).
 {{- $_ := set $config "api_keys" $keys -}}
 {{- end -}}
 {{- $redis := .Values.revocation.redis -}}
-{{- if or $redis.url $redis.existingSecret -}}
-{{- $r := dict -}}
-{{- if $redis.url }}{{ $_ := set $r "url" $redis.url }}{{ end -}}
-{{- if $redis.existingSecret }}{{ $_ := set $r "url_file" (printf "/etc/portcullis/redis/%s" $redis.key) }}{{ end -}}
+{{- if $redis.url -}}
+{{- $r := dict "url" $redis.url -}}
+{{- if $redis.existingSecret }}{{ $_ := set $r "password_file" (printf "/etc/portcullis/redis/%s" $redis.key) }}{{ end -}}
 {{- if $redis.channel }}{{ $_ := set $r "channel" $redis.channel }}{{ end -}}
 {{- $_ := set $config "revocation" (dict "redis" $r) -}}
 {{- end -}}
