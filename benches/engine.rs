@@ -126,6 +126,7 @@ fn config(jwks_file: std::path::PathBuf) -> Config {
         response: ResponseSettings::default(),
         readiness: ReadinessConfig::default(),
         api_keys: None,
+        introspection: Vec::new(),
         telemetry: Default::default(),
     }
 }

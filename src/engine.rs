@@ -80,6 +80,9 @@ impl Engine {
                 scheme: settings.authorization_scheme.clone(),
             }
         });
+        if !config.introspection.is_empty() {
+            authn.accept_introspection(&config.introspection);
+        }
         Self {
             routes: RouteTable::new(config.routes.clone()),
             authn,
@@ -166,6 +169,17 @@ impl Engine {
                 }
             }
         };
+        // A high-value route also asks the provider whether the token is still active; only
+        // such routes pay for it.
+        if requirements.introspect
+            && let Some(credential) = credential
+            && let Err(error) = self.authn.introspect(credential, &identity).await
+        {
+            return deny(match error {
+                AuthnError::Invalid(problem) => DenyReason::InvalidToken(problem),
+                AuthnError::Unavailable(why) => DenyReason::Unavailable(why),
+            });
+        }
 
         self.authorized(route, requirements, identity, &resource, input)
     }

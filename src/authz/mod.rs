@@ -21,6 +21,10 @@ use routes::Params;
 
 /// What a route demands of the caller.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per route, built at load and only borrowed per request: its size costs nothing"
+)]
 pub enum Policy {
     /// `allow: anonymous`: no credential needed (client `x-auth-*` headers are still removed).
     Anonymous,
@@ -50,6 +54,10 @@ pub struct Requirements {
     pub any_scopes: Vec<String>,
     /// `content_types` and `idempotency_key`: checked on the request, last.
     pub hygiene: hygiene::Hygiene,
+    /// `introspect`: the credential must also be confirmed active at its issuer's
+    /// introspection endpoint (the engine asks, after authentication; not a step of
+    /// [`authorize`]).
+    pub introspect: bool,
 }
 
 /// Whether a route's authorization refusals are answered (`mode: enforce`, the default) or
