@@ -26,6 +26,18 @@ pub const WRITER_CLIENT: (&str, &str) = ("portcullis-writer", "portcullis-writer
 /// `acr: "urn:example:loa:2"`.
 pub const MFA_CLIENT: (&str, &str) = ("portcullis-mfa", "portcullis-mfa-secret");
 
+/// A client whose access tokens are OPAQUE even with a `resource` (which becomes their `aud`
+/// at introspection): `read:documents write:documents`, `roles: ["user"]`.
+pub const OPAQUE_CLIENT: (&str, &str) = ("portcullis-opaque", "portcullis-opaque-secret");
+/// The client a relying party introspects with, by `client_secret_basic`.
+pub const INTROSPECTOR_CLIENT: (&str, &str) =
+    ("portcullis-introspector", "portcullis-introspector-secret");
+/// The client a relying party introspects with, by `client_secret_post`.
+pub const INTROSPECTOR_POST_CLIENT: (&str, &str) = (
+    "portcullis-introspector-post",
+    "portcullis-introspector-post-secret",
+);
+
 /// The key state the provider reports (`GET /state` on its admin port).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct IdpState {
@@ -37,6 +49,9 @@ pub struct IdpState {
     pub jwks_requests: u64,
     /// Milliseconds since the last JWKS request; `None` before the first.
     pub ms_since_last_jwks_request: Option<u64>,
+    /// Introspection requests served so far.
+    #[serde(default)]
+    pub introspection_requests: u64,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -171,6 +186,36 @@ impl Idp {
     pub async fn retire_old_key(&self) -> Vec<String> {
         let state = self.admin_post("/retire").await;
         state.keys[&state.signing_alg].clone()
+    }
+
+    /// The provider's RFC 7662 introspection endpoint.
+    pub fn introspection_url(&self) -> String {
+        format!("{}/token/introspection", self.issuer)
+    }
+
+    /// Revokes `token` at the provider (RFC 7009 `POST /token/revocation`), authenticated as
+    /// the `client` (id, secret) it was issued to.
+    pub async fn revoke(&self, client: (&str, &str), token: &str) {
+        let response = self
+            .http
+            .post(format!("{}/token/revocation", self.issuer))
+            .basic_auth(client.0, Some(client.1))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={}", form_encode(token)))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("idp revocation failed: {e}"));
+        assert!(
+            response.status().is_success(),
+            "idp revocation answered {}",
+            response.status()
+        );
+    }
+
+    /// How the introspection endpoint answers from now on: `normal`, `not-json`, `no-active`
+    /// (JSON without `active`) or `slow` (after 3 s).
+    pub async fn set_introspection_mode(&self, mode: &str) {
+        self.admin_post(&format!("/introspection?mode={mode}")).await;
     }
 
     /// Signs subsequent tokens with `alg` (`RS256` or `ES256`).
