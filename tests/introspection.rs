@@ -162,7 +162,11 @@ impl Stack {
             stack.get("/healthz", None).await.status == 200
         })
         .await;
-        assert!(up, "the anonymous route never answered 200\n{}", stack.logs());
+        assert!(
+            up,
+            "the anonymous route never answered 200\n{}",
+            stack.logs()
+        );
         Some(stack)
     }
 
@@ -213,7 +217,10 @@ impl Stack {
                     .headers()
                     .get("cache-control")
                     .is_some_and(|v| v == "no-store");
-            assert!(standard, "denial without the standard headers: {response:?}");
+            assert!(
+                standard,
+                "denial without the standard headers: {response:?}"
+            );
         }
         Reply {
             status,
@@ -265,12 +272,28 @@ async fn an_opaque_token_is_allowed_with_its_scopes_and_identity_through_envoy()
     let reply = stack.get("/documents/7", Some(&token)).await;
     assert_eq!(reply.status, 200, "{}\n{}", reply.body, stack.logs());
     let echo = reply.echo();
-    assert_eq!(echo.header("x-auth-method"), Some("introspection"), "{echo:?}");
-    assert_eq!(echo.header("x-auth-subject"), Some(OPAQUE_CLIENT.0), "{echo:?}");
+    assert_eq!(
+        echo.header("x-auth-method"),
+        Some("introspection"),
+        "{echo:?}"
+    );
+    assert_eq!(
+        echo.header("x-auth-subject"),
+        Some(OPAQUE_CLIENT.0),
+        "{echo:?}"
+    );
     assert_eq!(echo.header("x-auth-issuer"), Some(stack.idp().issuer()));
-    assert_eq!(echo.header("x-auth-scopes"), Some("read:documents"), "{echo:?}");
+    assert_eq!(
+        echo.header("x-auth-scopes"),
+        Some("read:documents"),
+        "{echo:?}"
+    );
     assert_eq!(echo.header("x-auth-roles"), Some("user"), "{echo:?}");
-    assert_eq!(echo.header("authorization"), None, "the token reached the app");
+    assert_eq!(
+        echo.header("authorization"),
+        None,
+        "the token reached the app"
+    );
 
     // Its scopes are the granted ones: not enough for a route that needs more.
     let refused = stack.send("POST", "/documents/7", Some(&token)).await;
@@ -298,7 +321,11 @@ async fn a_token_revoked_at_the_provider_is_refused_within_the_positive_cache_tt
     // Answered from the cache now.
     let calls = stack.introspection_calls().await;
     assert_eq!(stack.get("/payments/1", Some(&token)).await.status, 200);
-    assert_eq!(stack.introspection_calls().await, calls, "a cache hit asked again");
+    assert_eq!(
+        stack.introspection_calls().await,
+        calls,
+        "a cache hit asked again"
+    );
 
     stack.idp().revoke(OPAQUE_CLIENT, &token).await;
     let revoked_at = Instant::now();
@@ -311,7 +338,12 @@ async fn a_token_revoked_at_the_provider_is_refused_within_the_positive_cache_tt
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = revoked_at.elapsed();
-    assert_eq!(last, 401, "the revoked token was never refused\n{}", stack.logs());
+    assert_eq!(
+        last,
+        401,
+        "the revoked token was never refused\n{}",
+        stack.logs()
+    );
     // The cached answer lives at most CACHE_TTL (whole seconds, so up to one more second of
     // rounding); a poll interval on top.
     assert!(
@@ -338,10 +370,20 @@ async fn with_the_provider_stopped_opaque_tokens_get_503_while_jwts_keep_working
     for path in ["/payments/1", "/documents/1"] {
         let started = Instant::now();
         let reply = stack.get(path, Some(&opaque)).await;
-        assert_eq!(reply.status, 503, "{path}: {}\n{}", reply.body, stack.logs());
+        assert_eq!(
+            reply.status,
+            503,
+            "{path}: {}\n{}",
+            reply.body,
+            stack.logs()
+        );
         assert_eq!(reply.error_code(), "unavailable", "{}", reply.body);
         // portcullis's own answer (within Envoy's 0.5 s ext_authz timeout), with its reason.
-        assert!(started.elapsed() < Duration::from_secs(2), "{path}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{path}: {:?}",
+            started.elapsed()
+        );
         assert_eq!(
             stack.audit(&reply.request_id)["authz.reason"],
             "introspection_unreachable",
@@ -349,7 +391,13 @@ async fn with_the_provider_stopped_opaque_tokens_get_503_while_jwts_keep_working
         );
     }
     let reply = stack.get("/documents/1", Some(&jwt)).await;
-    assert_eq!(reply.status, 200, "JWT route: {}\n{}", reply.body, stack.logs());
+    assert_eq!(
+        reply.status,
+        200,
+        "JWT route: {}\n{}",
+        reply.body,
+        stack.logs()
+    );
     assert_eq!(reply.echo().header("x-auth-method"), Some("jwt"));
     stack.assert_never_logged(&opaque);
 }
@@ -402,10 +450,24 @@ async fn an_endpoint_answering_garbage_or_too_slowly_is_503_with_the_reason_audi
         stack.idp().set_introspection_mode(mode).await;
         let started = Instant::now();
         let reply = stack.get("/documents/1", Some(&token)).await;
-        assert_eq!(reply.status, 503, "{mode}: {}\n{}", reply.body, stack.logs());
+        assert_eq!(
+            reply.status,
+            503,
+            "{mode}: {}\n{}",
+            reply.body,
+            stack.logs()
+        );
         assert_eq!(reply.error_code(), "unavailable");
-        assert!(started.elapsed() < Duration::from_secs(2), "{mode}: {:?}", started.elapsed());
-        assert_eq!(stack.audit(&reply.request_id)["authz.reason"], reason, "{mode}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{mode}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            stack.audit(&reply.request_id)["authz.reason"],
+            reason,
+            "{mode}"
+        );
         // A failure is not cached: once the endpoint answers properly, the token passes.
         stack.idp().set_introspection_mode("normal").await;
         let reply = stack.get("/documents/1", Some(&token)).await;
@@ -446,7 +508,12 @@ async fn client_secret_post_with_the_secret_from_the_environment_works_over_grpc
     .expect("portcullis start-up task");
     let mut client = agent.client().await;
     let token = idp
-        .token_for(OPAQUE_CLIENT.0, OPAQUE_CLIENT.1, &["read:documents"], Some(AUDIENCE))
+        .token_for(
+            OPAQUE_CLIENT.0,
+            OPAQUE_CLIENT.1,
+            &["read:documents"],
+            Some(AUDIENCE),
+        )
         .await
         .expect("opaque token");
     let outcome = client

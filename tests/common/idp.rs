@@ -215,7 +215,8 @@ impl Idp {
     /// How the introspection endpoint answers from now on: `normal`, `not-json`, `no-active`
     /// (JSON without `active`) or `slow` (after 3 s).
     pub async fn set_introspection_mode(&self, mode: &str) {
-        self.admin_post(&format!("/introspection?mode={mode}")).await;
+        self.admin_post(&format!("/introspection?mode={mode}"))
+            .await;
     }
 
     /// Signs subsequent tokens with `alg` (`RS256` or `ES256`).
