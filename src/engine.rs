@@ -1711,6 +1711,13 @@ roles:
         );
     }
 
+    /// The decision for `GET path` with `authorization`.
+    async fn get_with(engine: &Engine, path: &str, authorization: &str) -> Decision {
+        engine
+            .check(&request("GET", path, &[("authorization", authorization)]))
+            .await
+    }
+
     /// A stand-in introspection endpoint on loopback (`POST /introspect`): answers for alice
     /// while `active` holds (`active: false` after), counts its calls, and answers 401 unless
     /// the client authenticates as `portcullis` / `s3cret` with HTTP Basic.
@@ -1785,11 +1792,7 @@ roles:
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1, "answers are cached");
         // A route without `introspect` never asks.
-        permit(
-            engine
-                .check(&request("GET", "/documents/7", &[("authorization", &auth)]))
-                .await,
-        );
+        permit(get_with(&engine, "/documents/7", &auth).await);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
 
         // Revoked at the provider: refused once the cached answer (1 s) has expired.
@@ -1810,11 +1813,7 @@ roles:
             }
         }
         // The JWT itself is still valid where introspection is not required.
-        permit(
-            engine
-                .check(&request("GET", "/documents/7", &[("authorization", &auth)]))
-                .await,
-        );
+        permit(get_with(&engine, "/documents/7", &auth).await);
     }
 
     #[tokio::test]
@@ -1823,30 +1822,16 @@ roles:
         // Port 1 on loopback: nothing listens, the connection is refused.
         let engine = engine_introspecting(dir.path(), "http://127.0.0.1:1/introspect").await;
         let auth = bearer(&token("read:documents"));
-        let decision = engine
-            .check(&request("GET", "/payments", &[("authorization", &auth)]))
-            .await;
+        let decision = get_with(&engine, "/payments", &auth).await;
         assert_eq!(
             reason(decision),
             DenyReason::Unavailable(Unavailable::IntrospectionUnreachable)
         );
         // Without an opaque-token endpoint up, JWT routes keep working.
-        permit(
-            engine
-                .check(&request("GET", "/documents/7", &[("authorization", &auth)]))
-                .await,
-        );
+        permit(get_with(&engine, "/documents/7", &auth).await);
         // An opaque token goes to the endpoint too: 503, never an allow.
-        let decision = engine
-            .check(&request(
-                "GET",
-                "/documents/7",
-                &[(
-                    "authorization",
-                    "Bearer 70FIvVJL7yeF0kfs4p2UtYxfS3AScnVGh8XVT7Nkeg6",
-                )],
-            ))
-            .await;
+        let opaque = "Bearer 70FIvVJL7yeF0kfs4p2UtYxfS3AScnVGh8XVT7Nkeg6";
+        let decision = get_with(&engine, "/documents/7", opaque).await;
         assert_eq!(
             reason(decision),
             DenyReason::Unavailable(Unavailable::IntrospectionUnreachable)

@@ -15,8 +15,12 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::agent::{BinaryAgent, CheckClient, EnvoyRequest, eventually, write_config};
-use common::envoy::{Envoy, START_TIMEOUT, SidecarMode, SidecarPorts, free_port, render_sidecar};
+use common::agent::{
+    BinaryAgent, CheckClient, EnvoyRequest, assert_eventually, eventually, write_config,
+};
+use common::envoy::{
+    Envoy, SidecarMode, SidecarPorts, free_port, render_sidecar, standard_denial_headers,
+};
 use common::idp::{INTROSPECTOR_CLIENT, INTROSPECTOR_POST_CLIENT, Idp, OPAQUE_CLIENT};
 use common::upstream::{Echo, Upstream};
 
@@ -158,16 +162,20 @@ impl Stack {
                 .expect("reqwest client"),
             _dir: dir,
         };
-        let up = eventually(START_TIMEOUT, || async {
-            stack.get("/healthz", None).await.status == 200
-        })
+        assert_eventually(
+            "the anonymous route never answered 200",
+            || async { stack.get("/healthz", None).await.status == 200 },
+            || stack.logs(),
+        )
         .await;
-        assert!(
-            up,
-            "the anonymous route never answered 200\n{}",
-            stack.logs()
-        );
         Some(stack)
+    }
+
+    /// A started stack and a new opaque token with `read:documents`.
+    async fn with_reader_token() -> Option<(Self, String)> {
+        let stack = Self::start().await?;
+        let token = stack.opaque_token(&["read:documents"]).await;
+        Some((stack, token))
     }
 
     fn idp(&self) -> &Idp {
@@ -176,16 +184,19 @@ impl Stack {
 
     /// A new opaque access token with `scopes`, for the API's audience.
     async fn opaque_token(&self, scopes: &[&str]) -> String {
-        let token = self
-            .idp()
-            .token_for(OPAQUE_CLIENT.0, OPAQUE_CLIENT.1, scopes, Some(AUDIENCE))
-            .await
-            .unwrap_or_else(|e| panic!("opaque token: {e}"));
+        let token = self.idp().token_as(OPAQUE_CLIENT, scopes, AUDIENCE).await;
         assert!(
             !token.contains('.'),
             "the provider must issue an opaque token, got a JWT-like one"
         );
         token
+    }
+
+    /// `GET path` with `token` through Envoy, which must be allowed.
+    async fn allowed(&self, path: &str, token: &str) -> Reply {
+        let reply = self.get(path, Some(token)).await;
+        assert_eq!(reply.status, 200, "{path}: {}\n{}", reply.body, self.logs());
+        reply
     }
 
     /// `GET path` through Envoy, with `token` as the bearer token when given.
@@ -208,20 +219,10 @@ impl Stack {
             .await
             .unwrap_or_else(|e| panic!("request through envoy failed: {e}"));
         let status = response.status().as_u16();
-        if status != 200 {
-            let standard = response
-                .headers()
-                .get("content-type")
-                .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
-                && response
-                    .headers()
-                    .get("cache-control")
-                    .is_some_and(|v| v == "no-store");
-            assert!(
-                standard,
-                "denial without the standard headers: {response:?}"
-            );
-        }
+        assert!(
+            status == 200 || standard_denial_headers(response.headers()),
+            "denial without the standard headers: {response:?}"
+        );
         Reply {
             status,
             body: response.text().await.unwrap_or_default(),
@@ -264,14 +265,11 @@ impl Stack {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opaque_token_is_allowed_with_its_scopes_and_identity_through_envoy() {
-    let Some(stack) = Stack::start().await else {
+    let Some((stack, token)) = Stack::with_reader_token().await else {
         return;
     };
-    let token = stack.opaque_token(&["read:documents"]).await;
 
-    let reply = stack.get("/documents/7", Some(&token)).await;
-    assert_eq!(reply.status, 200, "{}\n{}", reply.body, stack.logs());
-    let echo = reply.echo();
+    let echo = stack.allowed("/documents/7", &token).await.echo();
     assert_eq!(
         echo.header("x-auth-method"),
         Some("introspection"),
@@ -312,12 +310,10 @@ async fn an_opaque_token_is_allowed_with_its_scopes_and_identity_through_envoy()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_revoked_at_the_provider_is_refused_within_the_positive_cache_ttl() {
-    let Some(stack) = Stack::start().await else {
+    let Some((stack, token)) = Stack::with_reader_token().await else {
         return;
     };
-    let token = stack.opaque_token(&["read:documents"]).await;
-    let first = stack.get("/payments/1", Some(&token)).await;
-    assert_eq!(first.status, 200, "{}\n{}", first.body, stack.logs());
+    stack.allowed("/payments/1", &token).await;
     // Answered from the cache now.
     let calls = stack.introspection_calls().await;
     assert_eq!(stack.get("/payments/1", Some(&token)).await.status, 200);
@@ -404,10 +400,9 @@ async fn with_the_provider_stopped_opaque_tokens_get_503_while_jwts_keep_working
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_checks_of_one_new_token_make_one_introspection_call() {
-    let Some(stack) = Stack::start().await else {
+    let Some((stack, token)) = Stack::with_reader_token().await else {
         return;
     };
-    let token = stack.opaque_token(&["read:documents"]).await;
     let before = stack.introspection_calls().await;
 
     // Ten connections of 100 concurrent checks each, as ten Envoy workers would send them.

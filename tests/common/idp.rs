@@ -126,7 +126,8 @@ impl Idp {
             .unwrap_or_else(|e| panic!("idp token request failed: {e}"))
     }
 
-    /// A JWT access token for `client` (id, secret) with `aud` = `resource`.
+    /// An access token for `client` (id, secret) with `aud` = `resource`: a JWT, or an opaque
+    /// one for [`OPAQUE_CLIENT`].
     pub async fn token_as(&self, client: (&str, &str), scopes: &[&str], resource: &str) -> String {
         self.token_for(client.0, client.1, scopes, Some(resource))
             .await
@@ -150,6 +151,25 @@ impl Idp {
         if let Some(resource) = resource {
             form.push(("resource", resource));
         }
+        let (status, text) = self
+            .post_form("/token", (client_id, client_secret), &form)
+            .await?;
+        if !status.is_success() {
+            return Err(format!("{status}: {text}"));
+        }
+        serde_json::from_str::<TokenResponse>(&text)
+            .map(|t| t.access_token)
+            .map_err(|e| format!("{e}: {text}"))
+    }
+
+    /// POSTs `form` (`application/x-www-form-urlencoded`) to the provider's `path`,
+    /// authenticated as `client` (id, secret) with HTTP Basic: the status and the body.
+    async fn post_form(
+        &self,
+        path: &str,
+        client: (&str, &str),
+        form: &[(&str, &str)],
+    ) -> Result<(reqwest::StatusCode, String), String> {
         let body = form
             .iter()
             .map(|(k, v)| format!("{k}={}", form_encode(v)))
@@ -157,8 +177,8 @@ impl Idp {
             .join("&");
         let response = self
             .http
-            .post(format!("{}/token", self.issuer))
-            .basic_auth(client_id, Some(client_secret))
+            .post(format!("{}{path}", self.issuer))
+            .basic_auth(client.0, Some(client.1))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
             .send()
@@ -166,12 +186,7 @@ impl Idp {
             .map_err(|e| e.to_string())?;
         let status = response.status();
         let text = response.text().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("{status}: {text}"));
-        }
-        serde_json::from_str::<TokenResponse>(&text)
-            .map(|t| t.access_token)
-            .map_err(|e| format!("{e}: {text}"))
+        Ok((status, text))
     }
 
     /// Adds a new key for the current signing algorithm and makes it current; the old key stays
@@ -196,19 +211,13 @@ impl Idp {
     /// Revokes `token` at the provider (RFC 7009 `POST /token/revocation`), authenticated as
     /// the `client` (id, secret) it was issued to.
     pub async fn revoke(&self, client: (&str, &str), token: &str) {
-        let response = self
-            .http
-            .post(format!("{}/token/revocation", self.issuer))
-            .basic_auth(client.0, Some(client.1))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("token={}", form_encode(token)))
-            .send()
+        let (status, text) = self
+            .post_form("/token/revocation", client, &[("token", token)])
             .await
             .unwrap_or_else(|e| panic!("idp revocation failed: {e}"));
         assert!(
-            response.status().is_success(),
-            "idp revocation answered {}",
-            response.status()
+            status.is_success(),
+            "idp revocation answered {status}: {text}"
         );
     }
 
