@@ -568,4 +568,87 @@ mod tests {
             .expect("answered");
         assert_eq!(changed.map(|f| f.body), Some(b"{}".to_vec()));
     }
+
+    /// A one-request HTTP/1.1 server answering `{}`; the request it read.
+    async fn recording_server() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bound");
+        let addr = listener.local_addr().expect("address");
+        let (sent, received) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            if let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = vec![0; 8192];
+                let n = stream.read(&mut request).await.unwrap_or(0);
+                let _ = sent.send(String::from_utf8_lossy(&request[..n]).into_owned());
+                let response =
+                    "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        (addr, received)
+    }
+
+    #[tokio::test]
+    async fn a_form_post_encodes_the_form_and_the_basic_credentials_and_never_reports_them() {
+        let (addr, request) = recording_server().await;
+        let client = client().expect("client");
+        let url = checked_url(&format!("http://{addr}/introspect"), false).expect("loopback");
+        let limits = Limits {
+            timeout: Duration::from_secs(3),
+            max_bytes: 1024,
+        };
+        let form = [("token", "a+b/c=="), ("token_type_hint", "access_token")];
+        let fetched = post_form(
+            &client,
+            &url,
+            "application/json",
+            limits,
+            &form,
+            Some(("id:1", "s3 cret")),
+        )
+        .await
+        .expect("answered");
+        assert_eq!(fetched.body, b"{}");
+        let request = request.await.expect("request recorded");
+        assert!(
+            request.starts_with("POST /introspect HTTP/1.1"),
+            "{request}"
+        );
+        assert!(
+            request.contains("content-type: application/x-www-form-urlencoded"),
+            "{request}"
+        );
+        // RFC 6749 §2.3.1: id and secret form-encoded, then Base64 (`id%3A1:s3+cret`).
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode("id%3A1:s3+cret");
+        assert!(
+            request.contains(&format!("authorization: Basic {basic}")),
+            "{request}"
+        );
+        assert!(
+            request.ends_with("token=a%2Bb%2Fc%3D%3D&token_type_hint=access_token"),
+            "{request}"
+        );
+
+        // Refused connection: the error names the method and the URL, never the form or secret.
+        let closed = checked_url("http://127.0.0.1:1/introspect", false).expect("loopback");
+        let error = post_form(
+            &client,
+            &closed,
+            "application/json",
+            limits,
+            &form,
+            Some(("id", "s3cret")),
+        )
+        .await
+        .expect_err("nothing listens on port 1");
+        let text = crate::error::ErrorChain(&error).to_string();
+        assert!(
+            text.starts_with("POST http://127.0.0.1:1/introspect"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret") && !text.contains("a+b"), "{text}");
+    }
 }
