@@ -5,7 +5,8 @@
 //! and identity; a token revoked at the provider is refused once the positive cache TTL has
 //! passed; with the provider stopped, opaque tokens get 503 while JWTs keep working; 1,000
 //! concurrent checks of one new token make one introspection call; an endpoint answering
-//! garbage is a 503 with the reason in the audit log, and the token is never logged.
+//! garbage is a 503 with the reason in the audit log, and the token is never logged; and
+//! `client_secret_post` with the secret from the environment and the endpoint from discovery.
 //!
 //! Without Envoy, Node.js or the provider's packages these tests skip loudly; under `CI=true`
 //! they fail.
@@ -36,7 +37,8 @@ const WAIT: Duration = Duration::from_secs(10);
 enum ClientAuth {
     /// `client_secret_basic`, secret from a file.
     BasicFromFile,
-    /// `client_secret_post`, secret from an environment variable.
+    /// `client_secret_post`, secret from an environment variable, endpoint from the
+    /// provider's discovery document.
     PostFromEnv,
 }
 
@@ -45,16 +47,18 @@ enum ClientAuth {
 /// asks the provider whether the token is still active.
 fn config_yaml(idp: &Idp, ports: (u16, u16, u16), auth: ClientAuth) -> String {
     let (grpc, http, admin) = ports;
-    let (client_id, secret_source, method) = match auth {
+    let (client_id, secret_source, method, endpoint) = match auth {
         ClientAuth::BasicFromFile => (
             INTROSPECTOR_CLIENT.0,
             "client_secret_file: introspection-secret.txt",
             "client_secret_basic",
+            format!("endpoint: {}", idp.introspection_url()),
         ),
         ClientAuth::PostFromEnv => (
             INTROSPECTOR_POST_CLIENT.0,
             "client_secret_env: PORTCULLIS_TEST_INTROSPECTION_SECRET",
             "client_secret_post",
+            "discovery: true".to_owned(),
         ),
     };
     format!(
@@ -68,7 +72,7 @@ fn config_yaml(idp: &Idp, ports: (u16, u16, u16), auth: ClientAuth) -> String {
            algorithms: [RS256, ES256]\n\
          introspection:\n  \
          - issuer: test-idp\n    \
-           endpoint: {endpoint}\n    \
+           {endpoint}\n    \
            client_id: {client_id}\n    \
            {secret_source}\n    \
            auth_method: {method}\n    \
@@ -86,7 +90,6 @@ fn config_yaml(idp: &Idp, ports: (u16, u16, u16), auth: ClientAuth) -> String {
            require: {{scopes: [read:documents]}}\n",
         issuer = idp.issuer(),
         jwks = idp.jwks_uri(),
-        endpoint = idp.introspection_url(),
         ttl = CACHE_TTL.as_secs(),
     )
 }
@@ -478,7 +481,7 @@ async fn an_endpoint_answering_garbage_or_too_slowly_is_503_with_the_reason_audi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_secret_post_with_the_secret_from_the_environment_works_over_grpc() {
+async fn client_secret_post_with_the_secret_from_the_environment_and_discovery_works_over_grpc() {
     let Some(idp) = Idp::start().await else {
         return;
     };
