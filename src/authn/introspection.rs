@@ -9,7 +9,8 @@
 //! Concurrent checks of one token share one call (single-flight: the first caller asks, the
 //! others wait for its answer). A response is checked like a JWT's claims: `active` must be
 //! `true`, `iss` (when sent) ours, `aud` one of the issuer's audiences, `exp`/`nbf` with the
-//! issuer's clock skew; subject, scopes and roles are read under the entry's member names.
+//! issuer's clock skew, `token_type` (when sent) `Bearer` and no `cnf` (a sender-constrained
+//! token needs a proof portcullis does not check); subject, scopes and roles are read under the entry's member names.
 //! Anything that is not a well-formed answer is a 503, never an allow.
 //!
 //! This module must never log, cache or return a token (only its hash) or the client secret,
@@ -423,6 +424,9 @@ fn read_answer(
     if !is_string(members.get("iss")) {
         return Err(Answer::Garbage("`iss` is not a string"));
     }
+    if !is_string(members.get("token_type")) {
+        return Err(Answer::Garbage("`token_type` is not a string"));
+    }
     let strings = |value: Option<&Value>| match value {
         None | Some(Value::String(_)) => true,
         Some(Value::Array(items)) => items.iter().all(Value::is_string),
@@ -455,6 +459,15 @@ fn read_answer(
         .is_some_and(|iss| iss != issuer.issuer)
     {
         return Err(Answer::Refused(TokenProblem::UnknownIssuer));
+    }
+    // Only a bearer access token may be used as one: a refresh token, or a sender-constrained
+    // token (DPoP, mTLS: `cnf`) whose proof of possession portcullis does not check, is refused.
+    let bearer = members
+        .get("token_type")
+        .and_then(Value::as_str)
+        .is_none_or(|kind| kind.eq_ignore_ascii_case("bearer"));
+    if !bearer || members.contains_key("cnf") {
+        return Err(Answer::Refused(TokenProblem::WrongType));
     }
     check_audience(members.get("aud"), &issuer.audiences).map_err(Answer::Refused)?;
     let mut identity = identity_from_claims(members, issuer).map_err(Answer::Refused)?;
@@ -489,6 +502,7 @@ mod tests {
             "exp": NOW + 600,
             "iat": NOW - 10,
             "roles": ["user"],
+            "token_type": "Bearer",
         })
     }
 
@@ -534,6 +548,15 @@ mod tests {
                 TokenProblem::UnknownIssuer,
             ),
             (with(json!({"sub": " admin"})), TokenProblem::UnsafeClaim),
+            (
+                with(json!({"token_type": "refresh_token"})),
+                TokenProblem::WrongType,
+            ),
+            (with(json!({"token_type": "DPoP"})), TokenProblem::WrongType),
+            (
+                with(json!({"cnf": {"jkt": "0ZcOCORZNYy"}})),
+                TokenProblem::WrongType,
+            ),
         ];
         for (body, problem) in cases {
             assert_eq!(
@@ -558,6 +581,7 @@ mod tests {
                 .into_bytes(),
             with(json!({"aud": 7})).to_string().into_bytes(),
             with(json!({"sub": 42})).to_string().into_bytes(),
+            with(json!({"token_type": 1})).to_string().into_bytes(),
             with(json!({"roles": {"admin": true}}))
                 .to_string()
                 .into_bytes(),
