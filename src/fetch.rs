@@ -600,16 +600,10 @@ mod tests {
             max_bytes: 1024,
         };
         let form = [("token", "a+b/c=="), ("token_type_hint", "access_token")];
-        let fetched = post_form(
-            &client,
-            &url,
-            "application/json",
-            limits,
-            &form,
-            Some(("id:1", "s3 cret")),
-        )
-        .await
-        .expect("answered");
+        let post = |url, basic| post_form(&client, url, "application/json", limits, &form, basic);
+        let fetched = post(&url, Some(("id:1", "s3 cret")))
+            .await
+            .expect("answered");
         assert_eq!(fetched.body, b"{}");
         let request = request.await.expect("request recorded");
         assert!(
@@ -634,16 +628,9 @@ mod tests {
 
         // Refused connection: the error names the method and the URL, never the form or secret.
         let closed = checked_url("http://127.0.0.1:1/introspect", false).expect("loopback");
-        let error = post_form(
-            &client,
-            &closed,
-            "application/json",
-            limits,
-            &form,
-            Some(("id", "s3cret")),
-        )
-        .await
-        .expect_err("nothing listens on port 1");
+        let error = post(&closed, Some(("id", "s3cret")))
+            .await
+            .expect_err("nothing listens on port 1");
         let text = crate::error::ErrorChain(&error).to_string();
         assert!(
             text.starts_with("POST http://127.0.0.1:1/introspect"),
