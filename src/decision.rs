@@ -101,6 +101,12 @@ pub enum TokenProblem {
     UnknownApiKey,
     /// An API key whose id is known but whose secret does not match.
     WrongSecret,
+    /// The issuer's introspection endpoint answered `active: false` (revoked, expired or
+    /// unknown at the provider).
+    Inactive,
+    /// The route requires introspection and the credential cannot be introspected (an API key,
+    /// or a JWT of an issuer without an `introspection` entry).
+    NotIntrospectable,
 }
 
 impl TokenProblem {
@@ -127,6 +133,8 @@ impl TokenProblem {
             Self::WrongEnvironment => "wrong_environment",
             Self::UnknownApiKey => "unknown_api_key",
             Self::WrongSecret => "wrong_secret",
+            Self::Inactive => "inactive",
+            Self::NotIntrospectable => "not_introspectable",
         }
     }
 }
@@ -179,6 +187,12 @@ pub enum Unavailable {
     /// portcullis decided but cannot send its answer (an identity header value that is not a
     /// valid HTTP header value): its own fault, answered 500.
     Internal,
+    /// The introspection endpoint could not be asked in time (down, slow, refused the client,
+    /// answered an HTTP error, or its discovery failed).
+    IntrospectionUnreachable,
+    /// The introspection endpoint answered something that is not an RFC 7662 response (not
+    /// JSON, no boolean `active`, a member of the wrong type, too large).
+    IntrospectionBadResponse,
 }
 
 impl DenyReason {
@@ -192,7 +206,11 @@ impl DenyReason {
             Self::UnsupportedMediaType => 415,
             Self::MissingIdempotencyKey => 400,
             Self::TooManyAttempts { .. } => 429,
-            Self::Unavailable(Unavailable::NoKeys) => 503,
+            Self::Unavailable(
+                Unavailable::NoKeys
+                | Unavailable::IntrospectionUnreachable
+                | Unavailable::IntrospectionBadResponse,
+            ) => 503,
             Self::Unavailable(Unavailable::Internal) => 500,
         }
     }
@@ -257,6 +275,10 @@ impl DenyReason {
             Self::TooManyAttempts { .. } => "too_many_attempts",
             Self::Unavailable(Unavailable::NoKeys) => "no_keys",
             Self::Unavailable(Unavailable::Internal) => "internal",
+            Self::Unavailable(Unavailable::IntrospectionUnreachable) => "introspection_unreachable",
+            Self::Unavailable(Unavailable::IntrospectionBadResponse) => {
+                "introspection_bad_response"
+            }
         }
     }
 }

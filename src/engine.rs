@@ -84,6 +84,9 @@ impl Engine {
                 scheme: settings.authorization_scheme.clone(),
             }
         });
+        if !config.introspection.is_empty() {
+            authn.accept_introspection(&config.introspection);
+        }
         Self {
             routes: RouteTable::new(config.routes.clone()),
             authn,
@@ -187,6 +190,17 @@ impl Engine {
             && revocations.is_revoked(&identity, resource.now)
         {
             return deny(DenyReason::InvalidToken(TokenProblem::Revoked));
+        }
+        // A high-value route also asks the provider whether the token is still active; only
+        // such routes pay for it.
+        if requirements.introspect
+            && let Some(credential) = credential
+            && let Err(error) = self.authn.introspect(credential, &identity).await
+        {
+            return deny(match error {
+                AuthnError::Invalid(problem) => DenyReason::InvalidToken(problem),
+                AuthnError::Unavailable(why) => DenyReason::Unavailable(why),
+            });
         }
 
         self.authorized(route, requirements, identity, &resource, input)
@@ -1924,6 +1938,151 @@ roles:
         assert_eq!(
             reason(check("/tenants/acme?view=full", "acme", no_claim).await),
             DenyReason::ConditionError
+        );
+    }
+
+    /// The decision for `GET path` with `authorization`.
+    async fn get_with(engine: &Engine, path: &str, authorization: &str) -> Decision {
+        engine
+            .check(&request("GET", path, &[("authorization", authorization)]))
+            .await
+    }
+
+    /// A stand-in introspection endpoint on loopback (`POST /introspect`): answers for alice
+    /// while `active` holds (`active: false` after), counts its calls, and answers 401 unless
+    /// the client authenticates as `portcullis` / `s3cret` with HTTP Basic.
+    async fn introspection_endpoint(
+        active: Arc<std::sync::atomic::AtomicBool>,
+        calls: Arc<std::sync::atomic::AtomicU64>,
+    ) -> std::net::SocketAddr {
+        use base64::Engine as _;
+        use std::sync::atomic::Ordering;
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("portcullis:s3cret")
+        );
+        let handler = move |headers: axum::http::HeaderMap, body: String| {
+            let (active, calls, expected) = (active.clone(), calls.clone(), expected.clone());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let authorized = headers
+                    .get("authorization")
+                    .is_some_and(|value| value.as_bytes() == expected.as_bytes());
+                if !authorized || !body.starts_with("token=ey") {
+                    return (axum::http::StatusCode::UNAUTHORIZED, "{}".to_owned());
+                }
+                let now = crate::authn::cache::unix_now();
+                let answer = if active.load(Ordering::SeqCst) {
+                    json!({"active": true, "sub": "alice", "iss": ISSUER, "aud": "orders-api",
+                           "scope": "read:documents", "exp": now + 300})
+                } else {
+                    json!({"active": false})
+                };
+                (axum::http::StatusCode::OK, answer.to_string())
+            }
+        };
+        let app = axum::Router::new().route("/introspect", axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+
+    /// An engine as [`engine_with`] makes it with a `payments` route that requires
+    /// introspection at `endpoint`, answers cached for a second.
+    async fn engine_introspecting(dir: &Path, endpoint: &str) -> Engine {
+        std::fs::write(dir.join("secret.txt"), "s3cret\n").expect("write secret");
+        let extra = format!(
+            "  - name: payments\n    match: {{path: /payments}}\n    \
+             require: {{scopes: [\"read:documents\"], introspect: true}}\n\
+             introspection:\n  - {{issuer: test, endpoint: \"{endpoint}\", client_id: portcullis, \
+             client_secret_file: secret.txt, cache_ttl: 1s, negative_cache_ttl: 1s}}\n"
+        );
+        engine_with(dir, &extra).await
+    }
+
+    #[tokio::test]
+    async fn a_require_introspect_route_refuses_a_jwt_revoked_at_the_provider_once_its_answer_expires()
+     {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let (active, calls) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)));
+        let addr = introspection_endpoint(active.clone(), calls.clone()).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_introspecting(dir.path(), &format!("http://{addr}/introspect")).await;
+        let auth = bearer(&token("read:documents"));
+        let payments = request("GET", "/payments", &[("authorization", &auth)]);
+        for _ in 0..3 {
+            let allowed = permit(engine.check(&payments).await);
+            // Verified as a JWT, and confirmed active at the provider.
+            assert_eq!(allowed.identity.method, AuthMethod::Jwt);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "answers are cached");
+        // A route without `introspect` never asks.
+        permit(get_with(&engine, "/documents/7", &auth).await);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // Revoked at the provider: refused once the cached answer (1 s) has expired.
+        active.store(false, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(4);
+        loop {
+            match engine.check(&payments).await {
+                Decision::Allow(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                decision => {
+                    assert_eq!(
+                        reason(decision),
+                        DenyReason::InvalidToken(TokenProblem::Inactive)
+                    );
+                    break;
+                }
+            }
+        }
+        // The JWT itself is still valid where introspection is not required.
+        permit(get_with(&engine, "/documents/7", &auth).await);
+    }
+
+    #[tokio::test]
+    async fn a_require_introspect_route_fails_closed_when_the_endpoint_is_down() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Port 1 on loopback: nothing listens, the connection is refused.
+        let engine = engine_introspecting(dir.path(), "http://127.0.0.1:1/introspect").await;
+        let auth = bearer(&token("read:documents"));
+        let decision = get_with(&engine, "/payments", &auth).await;
+        assert_eq!(
+            reason(decision),
+            DenyReason::Unavailable(Unavailable::IntrospectionUnreachable)
+        );
+        // Without an opaque-token endpoint up, JWT routes keep working.
+        permit(get_with(&engine, "/documents/7", &auth).await);
+        // An opaque token goes to the endpoint too: 503, never an allow.
+        let opaque = "Bearer 70FIvVJL7yeF0kfs4p2UtYxfS3AScnVGh8XVT7Nkeg6";
+        let decision = get_with(&engine, "/documents/7", opaque).await;
+        assert_eq!(
+            reason(decision),
+            DenyReason::Unavailable(Unavailable::IntrospectionUnreachable)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_api_key_never_passes_a_require_introspect_route() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("secret.txt"), "s3cret\n").expect("write secret");
+        let extra = "  - name: payments\n    match: {path: /payments}\n    \
+             require: {scopes: [\"read:documents\"], introspect: true}\n\
+             introspection:\n  - {issuer: test, endpoint: \"http://127.0.0.1:1/introspect\", \
+             client_id: portcullis, client_secret_file: secret.txt}\n";
+        let (engine, key) = engine_with_api_key(dir.path(), extra).await;
+        let decision = engine
+            .check(&request("GET", "/payments", &[("x-api-key", &key)]))
+            .await;
+        assert_eq!(
+            reason(decision),
+            DenyReason::InvalidToken(TokenProblem::NotIntrospectable)
         );
     }
 }

@@ -11,7 +11,8 @@
 //! - [`redact`]: a URL as logs may show it (scheme, host, port and path only).
 //! - [`client`]: the shared client (rustls, no redirects, no cookies).
 //! - [`get`] / [`get_if_changed`]: a GET with a timeout over the whole exchange and a size cap
-//!   enforced while the body streams in; [`max_age`] and [`etag`] read the caching headers.
+//!   enforced while the body streams in ([`post_form`]: the same for a form POST, as token
+//!   introspection sends); [`max_age`] and [`etag`] read the caching headers.
 //! - [`in_client_span`]: a fetch as an OpenTelemetry CLIENT span, child of the current context
 //!   (the check that asked for it, if any); a no-op while tracing is off.
 //!
@@ -172,19 +173,28 @@ pub struct Fetched {
     pub etag: Option<HeaderValue>,
 }
 
-/// Why a GET produced no body. Texts carry the redacted URL only.
+/// Why a GET (or POST) produced no body. Texts carry the method and the redacted URL only.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("GET {url} failed")]
+    #[error("{method} {url} failed")]
     Request {
+        method: &'static str,
         url: String,
         #[source]
         source: reqwest::Error,
     },
-    #[error("GET {url} timed out after {timeout:?}")]
-    Timeout { url: String, timeout: Duration },
-    #[error("GET {url} answered HTTP {status}")]
-    Status { url: String, status: u16 },
+    #[error("{method} {url} timed out after {timeout:?}")]
+    Timeout {
+        method: &'static str,
+        url: String,
+        timeout: Duration,
+    },
+    #[error("{method} {url} answered HTTP {status}")]
+    Status {
+        method: &'static str,
+        url: String,
+        status: u16,
+    },
     #[error("{url}: document larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
 }
@@ -197,9 +207,10 @@ pub async fn get(
     accept: &'static str,
     limits: Limits,
 ) -> Result<Fetched, FetchError> {
-    let fetched = exchange(client, url, accept, limits, None).await?;
+    let fetched = exchange(client, url, accept, limits, Send::Get(None)).await?;
     // Without `If-None-Match` a 304 is no answer we asked for.
     fetched.ok_or_else(|| FetchError::Status {
+        method: "GET",
         url: redact(url),
         status: reqwest::StatusCode::NOT_MODIFIED.as_u16(),
     })
@@ -214,7 +225,50 @@ pub async fn get_if_changed(
     limits: Limits,
     etag: &HeaderValue,
 ) -> Result<Option<Fetched>, FetchError> {
-    exchange(client, url, accept, limits, Some(etag)).await
+    exchange(client, url, accept, limits, Send::Get(Some(etag))).await
+}
+
+/// A form POST (`application/x-www-form-urlencoded`, RFC 6749 §2.3.1 and RFC 7662 §2.1) to
+/// `url` (already [`checked_url`]): `form` as the body, HTTP Basic credentials when `basic` is
+/// set, within `limits`; only `200 OK` is a success. The body and the credentials are never
+/// part of an error.
+pub async fn post_form(
+    client: &reqwest::Client,
+    url: &Url,
+    accept: &'static str,
+    limits: Limits,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> Result<Fetched, FetchError> {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let fetched = exchange(client, url, accept, limits, Send::Form { body, basic }).await?;
+    fetched.ok_or_else(|| FetchError::Status {
+        method: "POST",
+        url: redact(url),
+        status: reqwest::StatusCode::NOT_MODIFIED.as_u16(),
+    })
+}
+
+/// What one exchange sends.
+enum Send<'a> {
+    /// A GET, conditional on this `ETag` when set.
+    Get(Option<&'a HeaderValue>),
+    /// A form POST with this encoded body and optional HTTP Basic credentials.
+    Form {
+        body: String,
+        basic: Option<(&'a str, &'a str)>,
+    },
+}
+
+impl Send<'_> {
+    fn method(&self) -> &'static str {
+        match self {
+            Self::Get(_) => "GET",
+            Self::Form { .. } => "POST",
+        }
+    }
 }
 
 /// The timeout covers the whole exchange and the size cap is enforced while the body streams
@@ -224,31 +278,49 @@ async fn exchange(
     url: &Url,
     accept: &'static str,
     limits: Limits,
-    if_none_match: Option<&HeaderValue>,
+    send: Send<'_>,
 ) -> Result<Option<Fetched>, FetchError> {
     let shown = redact(url);
+    let method = send.method();
     let Limits {
         timeout,
         max_bytes: limit,
     } = limits;
     let exchange = async {
-        let mut request = client
-            .get(url.clone())
-            .header(header::ACCEPT, accept)
-            .timeout(timeout);
-        if let Some(etag) = if_none_match {
-            request = request.header(header::IF_NONE_MATCH, etag.clone());
-        }
+        let conditional = matches!(send, Send::Get(Some(_)));
+        let mut request = match send {
+            Send::Get(if_none_match) => {
+                let mut request = client.get(url.clone());
+                if let Some(etag) = if_none_match {
+                    request = request.header(header::IF_NONE_MATCH, etag.clone());
+                }
+                request
+            }
+            Send::Form { body, basic } => {
+                let mut request = client
+                    .post(url.clone())
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body);
+                if let Some((user, password)) = basic {
+                    // RFC 6749 §2.3.1: both parts form-encoded before Base64; reqwest marks
+                    // the header sensitive.
+                    request = request.basic_auth(form_encoded(user), Some(form_encoded(password)));
+                }
+                request
+            }
+        };
+        request = request.header(header::ACCEPT, accept).timeout(timeout);
         let mut response = request
             .send()
             .await
-            .map_err(|e| request_error(&shown, e, timeout))?;
+            .map_err(|e| request_error(method, &shown, e, timeout))?;
         let status = response.status();
-        if status == reqwest::StatusCode::NOT_MODIFIED && if_none_match.is_some() {
+        if status == reqwest::StatusCode::NOT_MODIFIED && conditional {
             return Ok(None);
         }
         if status != reqwest::StatusCode::OK {
             return Err(FetchError::Status {
+                method,
                 url: shown.clone(),
                 status: status.as_u16(),
             });
@@ -268,7 +340,7 @@ async fn exchange(
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| request_error(&shown, e, timeout))?
+            .map_err(|e| request_error(method, &shown, e, timeout))?
         {
             if body.len() + chunk.len() > limit {
                 return Err(FetchError::TooLarge {
@@ -287,20 +359,33 @@ async fn exchange(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| FetchError::Timeout {
+            method,
             url: shown.clone(),
             timeout,
         })?
 }
 
-fn request_error(url: &str, error: reqwest::Error, timeout: Duration) -> FetchError {
+/// `application/x-www-form-urlencoded` form of one value.
+fn form_encoded(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+fn request_error(
+    method: &'static str,
+    url: &str,
+    error: reqwest::Error,
+    timeout: Duration,
+) -> FetchError {
     if error.is_timeout() {
         FetchError::Timeout {
+            method,
             url: url.to_owned(),
             timeout,
         }
     } else {
         // reqwest puts the full URL (query included) into its message; ours is redacted.
         FetchError::Request {
+            method,
             url: url.to_owned(),
             source: error.without_url(),
         }
@@ -482,5 +567,75 @@ mod tests {
             .await
             .expect("answered");
         assert_eq!(changed.map(|f| f.body), Some(b"{}".to_vec()));
+    }
+
+    /// A one-request HTTP/1.1 server answering `{}`; the request it read.
+    async fn recording_server() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bound");
+        let addr = listener.local_addr().expect("address");
+        let (sent, received) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            if let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = vec![0; 8192];
+                let n = stream.read(&mut request).await.unwrap_or(0);
+                let _ = sent.send(String::from_utf8_lossy(&request[..n]).into_owned());
+                let response =
+                    "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        (addr, received)
+    }
+
+    #[tokio::test]
+    async fn a_form_post_encodes_the_form_and_the_basic_credentials_and_never_reports_them() {
+        let (addr, request) = recording_server().await;
+        let client = client().expect("client");
+        let url = checked_url(&format!("http://{addr}/introspect"), false).expect("loopback");
+        let limits = Limits {
+            timeout: Duration::from_secs(3),
+            max_bytes: 1024,
+        };
+        let form = [("token", "a+b/c=="), ("token_type_hint", "access_token")];
+        let post = |url, basic| post_form(&client, url, "application/json", limits, &form, basic);
+        let fetched = post(&url, Some(("id:1", "s3 cret")))
+            .await
+            .expect("answered");
+        assert_eq!(fetched.body, b"{}");
+        let request = request.await.expect("request recorded");
+        assert!(
+            request.starts_with("POST /introspect HTTP/1.1"),
+            "{request}"
+        );
+        assert!(
+            request.contains("content-type: application/x-www-form-urlencoded"),
+            "{request}"
+        );
+        // RFC 6749 §2.3.1: id and secret form-encoded, then Base64 (`id%3A1:s3+cret`).
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode("id%3A1:s3+cret");
+        assert!(
+            request.contains(&format!("authorization: Basic {basic}")),
+            "{request}"
+        );
+        assert!(
+            request.ends_with("token=a%2Bb%2Fc%3D%3D&token_type_hint=access_token"),
+            "{request}"
+        );
+
+        // Refused connection: the error names the method and the URL, never the form or secret.
+        let closed = checked_url("http://127.0.0.1:1/introspect", false).expect("loopback");
+        let error = post(&closed, Some(("id", "s3cret")))
+            .await
+            .expect_err("nothing listens on port 1");
+        let text = crate::error::ErrorChain(&error).to_string();
+        assert!(
+            text.starts_with("POST http://127.0.0.1:1/introspect"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret") && !text.contains("a+b"), "{text}");
     }
 }

@@ -48,6 +48,7 @@ pub(crate) fn config_with_routes(routes: Vec<Route>) -> Config {
         response: ResponseSettings::default(),
         readiness: ReadinessConfig::default(),
         api_keys: None,
+        introspection: Vec::new(),
         telemetry: Default::default(),
         revocation: None,
     }

@@ -15,10 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::agent::{
-    Addrs, BinaryAgent, admin_get, eventually, replace_config, status as admin_status, write_config,
+    Addrs, BinaryAgent, admin_get, assert_eventually, eventually, replace_config,
+    status as admin_status, write_config,
 };
 use common::envoy::{
-    Envoy, START_TIMEOUT, SidecarMode, SidecarPorts, free_port, render_sidecar, splice_filter,
+    Envoy, SidecarMode, SidecarPorts, free_port, render_sidecar, splice_filter,
+    standard_denial_headers,
 };
 use common::upstream::{Echo, Upstream};
 use portcullis::authn::api_keys::{self, GeneratedKey, KeyEntry, KeyEnv};
@@ -145,15 +147,12 @@ impl Stack {
             _dir: dir,
         };
         // Envoy connected to portcullis and to the application.
-        let up = eventually(START_TIMEOUT, || async {
-            stack.get("/healthz", &[]).await.0 == 200
-        })
+        assert_eventually(
+            "the anonymous route never answered 200",
+            || async { stack.get("/healthz", &[]).await.0 == 200 },
+            || stack.logs(),
+        )
         .await;
-        assert!(
-            up,
-            "the anonymous route never answered 200\n{}",
-            stack.logs()
-        );
         Some(stack)
     }
 
@@ -176,15 +175,7 @@ impl Stack {
             .await
             .unwrap_or_else(|e| panic!("request through envoy failed: {e}"));
         let status = response.status().as_u16();
-        let denial_headers_ok = status == 200
-            || (response
-                .headers()
-                .get("content-type")
-                .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
-                && response
-                    .headers()
-                    .get("cache-control")
-                    .is_some_and(|v| v == "no-store"));
+        let denial_headers_ok = status == 200 || standard_denial_headers(response.headers());
         assert!(
             denial_headers_ok,
             "denial without the standard headers: {response:?}"

@@ -199,6 +199,19 @@ pub fn parse(token: &str, max_token_bytes: usize) -> Result<Unverified<'_>, Toke
     })
 }
 
+/// Whether `token` has the shape of a JWS compact serialization: three dot-separated parts,
+/// the first a base64url JSON object. A bearer token of any other shape is opaque and, when an
+/// `introspection` entry takes opaque tokens, is sent there instead of being parsed.
+pub fn looks_like_jwt(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    b64(header).is_ok_and(|json| starts_object(&json))
+}
+
 impl<'t> Unverified<'t> {
     /// The unverified `iss`, only to choose the issuer to verify with.
     pub fn issuer(&self) -> Option<&str> {
@@ -268,7 +281,7 @@ fn media_subtype(typ: &str) -> &str {
 }
 
 /// A NumericDate (RFC 7519 §2): a non-negative JSON number, fractions truncated.
-fn numeric_date(value: &Value) -> Option<u64> {
+pub(crate) fn numeric_date(value: &Value) -> Option<u64> {
     if let Some(n) = value.as_u64() {
         return Some(n);
     }
@@ -320,7 +333,10 @@ fn check_claims(
 }
 
 /// RFC 7519 §4.1.3: `aud` is a string or an array of strings; one of them must be ours.
-fn check_audience(aud: Option<&Value>, audiences: &[String]) -> Result<(), TokenProblem> {
+pub(crate) fn check_audience(
+    aud: Option<&Value>,
+    audiences: &[String],
+) -> Result<(), TokenProblem> {
     let ours = |candidate: &str| audiences.iter().any(|a| a == candidate);
     let matched = match aud {
         None | Some(Value::Null) => return Err(TokenProblem::MissingClaim),

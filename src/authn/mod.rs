@@ -1,9 +1,9 @@
 //! Authentication: turns a presented credential into a verified `Identity`, or says why not.
 //! [`Authenticator::authenticate`] takes a [`Presented`] credential and dispatches on its kind
-//! (a bearer JWT, or an API key; an opaque token for introspection has its seam in
-//! [`Pending::verify`]).
+//! (a bearer JWT, an opaque bearer token for introspection, or an API key).
 //!
-//! `api_keys` checks API keys (format, checksum, O(1) lookup, constant-time hash compare)
+//! `introspection` asks an issuer's RFC 7662 endpoint about opaque tokens (and, for routes
+//! that require it, about JWTs), with a bounded single-flight answer cache; `api_keys` checks API keys (format, checksum, O(1) lookup, constant-time hash compare)
 //! against the watched keys file;
 //! `credentials` finds the credential in the request (header, never the URL); `cache` keeps
 //! verified identities by token hash, each for as long as its `CachePolicy` says; `jwt`
@@ -17,6 +17,7 @@ pub mod api_keys;
 pub mod attempts;
 pub mod cache;
 pub mod credentials;
+pub mod introspection;
 pub mod jwks;
 pub mod jwt;
 
@@ -258,6 +259,10 @@ pub struct Authenticator {
     cache: TokenCache,
     /// The keys store and the accepted environment, when `api_keys` is configured.
     api_keys: Option<(Arc<api_keys::ApiKeyStore>, api_keys::KeyEnv)>,
+    /// One per `introspection` entry (empty without one).
+    introspectors: Vec<introspection::Introspector>,
+    /// Index into `introspectors` of the entry that takes opaque bearer tokens.
+    opaque: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -321,10 +326,18 @@ impl Pending<'_> {
             Work::Refused(error) => return Err(error),
         };
         match self.credential {
-            // Every bearer token is a JWT today (an opaque one fails to parse as malformed).
-            // Introspection (RFC 7662) will tell an opaque token apart here and cache its
-            // answer as `CachePolicy::Until`.
-            Presented::Bearer(token) => self.authn.verify_jwt(token, hash, self.now).await,
+            // A bearer token that is not JWT-shaped goes to the introspection entry that takes
+            // opaque tokens; without one it fails to parse as a JWT (malformed), as before.
+            Presented::Bearer(token) => match self.authn.opaque_introspector(token) {
+                Some(introspector) => {
+                    let identity = introspector.introspect(token, hash).await?;
+                    // Served from the token cache until `CachePolicy::Until` (the earlier of
+                    // `exp` and the entry's `cache_ttl`).
+                    self.authn.cache.insert(hash, identity.clone(), self.now);
+                    Ok(identity)
+                }
+                None => self.authn.verify_jwt(token, hash, self.now).await,
+            },
             // Checked in `lookup` already: never pending with work left.
             Presented::ApiKey(_) => Err(AuthnError::Invalid(TokenProblem::Malformed)),
         }
@@ -370,7 +383,69 @@ impl Authenticator {
             issuers,
             by_iss,
             api_keys: None,
+            introspectors: Vec::new(),
+            opaque: None,
         }
+    }
+
+    /// Introspects tokens as `configs` say: each entry answers for the issuer it names (an
+    /// entry naming no issuer of this generation is skipped; config validation refuses it).
+    pub fn accept_introspection(&mut self, configs: &[introspection::IntrospectionConfig]) {
+        for config in configs {
+            let Some(entry) = self
+                .issuers
+                .iter()
+                .find(|entry| entry.config.name == config.issuer)
+            else {
+                continue;
+            };
+            let introspector = introspection::Introspector::new(
+                config.clone(),
+                &entry.config,
+                self.settings.token_cache_entries,
+            );
+            if introspector.takes_opaque_tokens() && self.opaque.is_none() {
+                self.opaque = Some(self.introspectors.len());
+            }
+            self.introspectors.push(introspector);
+        }
+    }
+
+    /// The introspector an opaque `token` goes to; `None` for a JWT-shaped token or without
+    /// an entry that takes opaque tokens.
+    fn opaque_introspector(&self, token: &str) -> Option<&introspection::Introspector> {
+        let introspector = self
+            .opaque
+            .and_then(|index| self.introspectors.get(index))?;
+        (!jwt::looks_like_jwt(token)).then_some(introspector)
+    }
+
+    /// For a route with `require.introspect`: asks the issuer's introspection endpoint whether
+    /// the `credential` that authenticated as `identity` is still active (a token revoked at the
+    /// provider is refused once the cached answer expires). An identity that came from
+    /// introspection already passed; an API key, or a JWT of an issuer without an
+    /// `introspection` entry, cannot be introspected and is refused.
+    pub async fn introspect(
+        &self,
+        credential: Presented<'_>,
+        identity: &Identity,
+    ) -> Result<(), AuthnError> {
+        if identity.method == crate::identity::AuthMethod::Introspection {
+            return Ok(());
+        }
+        let not_introspectable = AuthnError::Invalid(TokenProblem::NotIntrospectable);
+        let Presented::Bearer(token) = credential else {
+            return Err(not_introspectable);
+        };
+        let introspector = self
+            .introspectors
+            .iter()
+            .find(|introspector| introspector.issuer() == identity.issuer)
+            .ok_or(not_introspectable)?;
+        introspector
+            .introspect(token, cache::token_hash(token))
+            .await
+            .map(|_| ())
     }
 
     /// Accepts API keys of `env` from `store` as well.

@@ -26,6 +26,10 @@ use routes::Params;
 // of `Require` costs nothing on the request path, and boxing it would touch every route.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per route, built at load and only borrowed per request: its size costs nothing"
+)]
 pub enum Policy {
     /// `allow: anonymous`: no credential needed (client `x-auth-*` headers are still removed).
     Anonymous,
@@ -57,6 +61,10 @@ pub struct Requirements {
     pub hygiene: hygiene::Hygiene,
     /// `when`: a CEL condition on the identity and the request (none: no condition).
     pub when: Option<condition::Condition>,
+    /// `introspect`: the credential must also be confirmed active at its issuer's
+    /// introspection endpoint (the engine asks, after authentication; not a step of
+    /// [`authorize`]).
+    pub introspect: bool,
 }
 
 /// Whether a route's authorization refusals are answered (`mode: enforce`, the default) or

@@ -31,6 +31,9 @@ use super::{
 use crate::authn::attempts::{
     AttemptQuota, AttemptSettings, ClientAddressHeader, MAX_TRUSTED_HOPS,
 };
+use crate::authn::introspection::{
+    self, ClientAuth, ClientSecret, Endpoint, IntrospectionConfig, SecretSource,
+};
 use crate::authn::{Algorithm, AuthnSettings, ClaimPaths, IssuerConfig, KeySource, RefreshPolicy};
 use crate::authz::hygiene::Hygiene;
 use crate::authz::roles::{RoleDefinition, RoleError, RoleGrants};
@@ -79,6 +82,7 @@ pub(crate) fn compile(
         problems,
         grants: None,
         default_mode: Mode::Enforce,
+        introspection_configured: !raw.introspection.is_empty(),
     };
     ctx.grants = ctx.roles(&raw);
     if let Some(mode) = &raw.mode {
@@ -127,6 +131,7 @@ pub(crate) fn compile(
         .api_keys
         .as_ref()
         .map(|section| super::keys_file::compile(section, base_dir, ctx.problems));
+    let introspection = ctx.introspection(&raw);
     let telemetry = TelemetryConfig {
         tracing: raw
             .telemetry
@@ -156,6 +161,7 @@ pub(crate) fn compile(
             Some(settings) => Some(settings?),
             None => None,
         },
+        introspection: introspection?,
         telemetry,
         revocation: revocation.map_or(Some(None), |r| r.map(Some))?,
     })
@@ -193,6 +199,8 @@ struct Ctx<'a> {
     grants: Option<Arc<RoleGrants>>,
     /// The top-level `mode`: a route's own `mode` when it sets none.
     default_mode: Mode,
+    /// `introspection:` lists at least one entry (`require.introspect` needs one).
+    introspection_configured: bool,
 }
 
 impl Ctx<'_> {
@@ -1193,7 +1201,17 @@ impl Ctx<'_> {
             None => None,
             Some(when) => Some(self.get(require_path.key("when"), when)?.0.clone()),
         };
+        let introspect = require.introspect.unwrap_or(false);
+        if introspect && !self.introspection_configured {
+            self.value(
+                require_path.key("introspect"),
+                "`introspect: true` needs an `introspection` entry for the issuer of the \
+                 route's tokens",
+            );
+            return None;
+        }
         let demands_more = when.is_some()
+            || introspect
             || !roles.is_empty()
             || !permissions.is_empty()
             || !step_up.is_empty()
@@ -1223,7 +1241,222 @@ impl Ctx<'_> {
             any_scopes,
             hygiene,
             when,
+            introspect,
         }))
+    }
+
+    /// `introspection:`: each entry names a configured issuer (at most one entry per issuer),
+    /// has exactly one endpoint source and one secret source, bounded TTLs, timeout and size
+    /// cap; at most one entry takes opaque tokens (a token must never be sent to a provider
+    /// that may not have issued it). `None` after recording why not.
+    fn introspection(&mut self, raw: &RawConfig) -> Option<Vec<IntrospectionConfig>> {
+        let before = self.problems.len();
+        let mut entries = Vec::with_capacity(raw.introspection.len());
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut opaque_at: Option<usize> = None;
+        for (index, entry) in &raw.introspection {
+            let path = root().key("introspection").index(*index);
+            let issuer = self
+                .get(path.key("issuer"), &entry.issuer)
+                .map(|n| n.0.clone());
+            let issuer_config = issuer.as_ref().and_then(|name| {
+                raw.issuers
+                    .iter()
+                    .find(|(_, raw_issuer)| raw_issuer.name.0.as_ref().is_ok_and(|n| &n.0 == name))
+                    .map(|(_, raw_issuer)| raw_issuer)
+            });
+            if let Some(name) = &issuer {
+                if issuer_config.is_none() && !raw.incomplete {
+                    self.value(
+                        path.key("issuer"),
+                        format!("no entry of `issuers` is named `{name}`"),
+                    );
+                }
+                if let Some(first) = seen.insert(name.clone(), *index) {
+                    self.value(
+                        path.key("issuer"),
+                        format!(
+                            "issuer `{name}` already has an introspection entry at \
+                             introspection[{first}]"
+                        ),
+                    );
+                }
+            }
+            let endpoint = match (&entry.endpoint, entry.discovery) {
+                (Some(url), None | Some(false)) => {
+                    self.get(path.key("endpoint"), url).and_then(|url| {
+                        match check_fetch_url(&url.0, entry.allow_insecure_http) {
+                            Ok(()) => Some(Endpoint::Url(url.0.clone())),
+                            Err(message) => {
+                                self.value(path.key("endpoint"), message);
+                                None
+                            }
+                        }
+                    })
+                }
+                (None, Some(true)) => {
+                    let issuer_url = issuer_config.and_then(|i| i.issuer.0.as_ref().ok());
+                    if let Some(url) = issuer_url
+                        && let Err(message) = check_fetch_url(&url.0, entry.allow_insecure_http)
+                    {
+                        self.value(
+                            path.key("discovery"),
+                            format!("with `discovery: true` the issuer must be a URL: {message}"),
+                        );
+                    }
+                    Some(Endpoint::Discovery)
+                }
+                (Some(_), Some(true)) => {
+                    self.value(
+                        path.key("discovery"),
+                        "`endpoint` and `discovery: true` are both set: give exactly one",
+                    );
+                    None
+                }
+                (None, _) => {
+                    self.value(
+                        path.clone(),
+                        "give the introspection `endpoint`, or `discovery: true` to read it from \
+                         the issuer's discovery document",
+                    );
+                    None
+                }
+            };
+            let client_id = self
+                .get(path.key("client_id"), &entry.client_id)
+                .map(|id| id.0.clone());
+            let secret_source = match (&entry.client_secret_file, &entry.client_secret_env) {
+                (Some(file), None) => self
+                    .file(path.key("client_secret_file"), file)
+                    .map(SecretSource::File),
+                (None, Some(var)) => self
+                    .get(path.key("client_secret_env"), var)
+                    .map(|var| SecretSource::Env(var.0.clone())),
+                (Some(_), Some(_)) => {
+                    self.value(
+                        path.key("client_secret_env"),
+                        "`client_secret_file` and `client_secret_env` are both set: give exactly \
+                         one",
+                    );
+                    None
+                }
+                (None, None) => {
+                    self.value(
+                        path.clone(),
+                        "give the client secret's source: `client_secret_file` or \
+                         `client_secret_env` (never the secret itself)",
+                    );
+                    None
+                }
+            };
+            let auth_method = match &entry.auth_method {
+                None => Some(ClientAuth::ClientSecretBasic),
+                Some(method) => self.get(path.key("auth_method"), method).map(|m| m.0),
+            };
+            let cache_ttl = self.bounded_duration(
+                path.key("cache_ttl"),
+                entry.cache_ttl.as_ref(),
+                introspection::DEFAULT_CACHE_TTL,
+                (Duration::from_secs(1), Duration::from_secs(3600)),
+            );
+            let negative_cache_ttl = self.bounded_duration(
+                path.key("negative_cache_ttl"),
+                entry.negative_cache_ttl.as_ref(),
+                introspection::DEFAULT_NEGATIVE_CACHE_TTL,
+                (Duration::from_secs(1), Duration::from_secs(600)),
+            );
+            let timeout = self.bounded_duration(
+                path.key("timeout"),
+                entry.timeout.as_ref(),
+                introspection::DEFAULT_TIMEOUT,
+                (Duration::from_millis(50), Duration::from_secs(10)),
+            );
+            let max_response_bytes = match entry.max_response_bytes {
+                None => Some(introspection::DEFAULT_MAX_RESPONSE_BYTES),
+                Some(bytes) if (1024..=1024 * 1024).contains(&bytes) => usize::try_from(bytes).ok(),
+                Some(bytes) => {
+                    self.value(
+                        path.key("max_response_bytes"),
+                        format!("{bytes} is outside the allowed range 1024 to 1048576"),
+                    );
+                    None
+                }
+            };
+            let subject = match &entry.subject {
+                None => Some("sub".to_owned()),
+                Some(member) => self.get(path.key("subject"), member).map(|m| m.0.clone()),
+            };
+            let roles = match &entry.roles {
+                None => Some(None),
+                Some(member) => self
+                    .get(path.key("roles"), member)
+                    .map(|m| Some(m.0.clone())),
+            };
+            let opaque_tokens = entry.opaque_tokens.unwrap_or(true);
+            if opaque_tokens {
+                if let Some(first) = opaque_at {
+                    self.value(
+                        path.key("opaque_tokens"),
+                        format!(
+                            "introspection[{first}] already takes opaque tokens: set \
+                             `opaque_tokens: false` on all but one entry (a token must never be \
+                             sent to a provider that may not have issued it)"
+                        ),
+                    );
+                } else {
+                    opaque_at = Some(*index);
+                }
+            }
+            entries.push((|| {
+                Some(IntrospectionConfig {
+                    issuer: issuer?,
+                    endpoint: endpoint?,
+                    client_id: client_id?,
+                    secret_source: secret_source?,
+                    client_secret: ClientSecret::default(),
+                    auth_method: auth_method?,
+                    cache_ttl: cache_ttl?,
+                    negative_cache_ttl: negative_cache_ttl?,
+                    timeout: timeout?,
+                    max_response_bytes: max_response_bytes?,
+                    subject: subject?,
+                    roles: roles?,
+                    opaque_tokens,
+                    allow_insecure_http: entry.allow_insecure_http,
+                })
+            })());
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        entries.into_iter().collect()
+    }
+
+    /// A duration leaf within `(min, max)`, `default` when absent.
+    fn bounded_duration(
+        &mut self,
+        path: YamlPath,
+        value: Option<&Checked<HumanDuration>>,
+        default: Duration,
+        (min, max): (Duration, Duration),
+    ) -> Option<Duration> {
+        let Some(value) = value else {
+            return Some(default);
+        };
+        let duration = self.get(path.clone(), value)?.0;
+        if duration < min || duration > max {
+            self.value(
+                path,
+                format!(
+                    "{} is outside the allowed range {} to {}",
+                    format_duration(duration),
+                    format_duration(min),
+                    format_duration(max)
+                ),
+            );
+            return None;
+        }
+        Some(duration)
     }
 
     /// `roles:` resolved into one permission set per role; `None` after recording why not.

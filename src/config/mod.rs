@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::authn::api_keys::ApiKeySettings;
+use crate::authn::introspection::{ClientSecret, IntrospectionConfig, SecretSource};
 use crate::authn::{AuthnSettings, IssuerConfig};
 use crate::authz::Route;
 pub use crate::decision::ResponseSettings;
@@ -38,6 +39,8 @@ pub struct Config {
     pub readiness: ReadinessConfig,
     /// `api_keys:`, with the keys file's entries as checked at load; `None` when absent.
     pub api_keys: Option<ApiKeySettings>,
+    /// `introspection:`, one entry per issuer, client secrets read at load.
+    pub introspection: Vec<IntrospectionConfig>,
     pub telemetry: TelemetryConfig,
     /// `revocation:`; `None` when absent, and then no request is checked against revocations.
     pub revocation: Option<RevocationConfig>,
@@ -308,13 +311,18 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let compiled = compile::compile(raw, base_dir, &mut problems);
+    let mut compiled = compile::compile(raw, base_dir, &mut problems);
     if !nulls.is_empty() {
         // The null already says what is wrong there; what serde and the checks made of it (an
         // empty list, a missing value, a mapping without the key) would only repeat it in other
         // words, at its path or at the mapping that holds it.
         problems.retain(|problem| !nulls.iter().any(|null| null.explains(problem)));
         problems.extend(nulls);
+    }
+    if let Some(config) = compiled.as_mut()
+        && problems.is_empty()
+    {
+        read_client_secrets(config, &mut problems);
     }
     match compiled {
         Some(mut config) if problems.is_empty() => {
@@ -331,6 +339,38 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 errors.push(whole("the configuration is invalid".to_owned()));
             }
             Err(ConfigError { errors })
+        }
+    }
+}
+
+/// Largest client secret file read.
+const MAX_SECRET_BYTES: usize = 4096;
+
+/// Reads each `introspection` entry's client secret from its file or environment variable;
+/// a missing, empty or unreadable one is a problem at the key that names it. Messages name the
+/// file or variable, never the secret.
+fn read_client_secrets(config: &mut Config, problems: &mut Vec<Problem>) {
+    for (index, entry) in config.introspection.iter_mut().enumerate() {
+        let path = YamlPath::root().key("introspection").index(index);
+        let read = match &entry.secret_source {
+            SecretSource::File(file) => (
+                path.key("client_secret_file"),
+                read_capped(file, MAX_SECRET_BYTES, "client secret")
+                    .map(|text| text.trim().to_owned()),
+            ),
+            SecretSource::Env(name) => (
+                path.key("client_secret_env"),
+                std::env::var(name).map_err(|_| {
+                    format!("the environment variable `{name}` is not set (or not UTF-8)")
+                }),
+            ),
+        };
+        match read {
+            (at, Err(message)) => problems.push(Problem::value(at, message)),
+            (at, Ok(secret)) if secret.is_empty() => {
+                problems.push(Problem::value(at, "the client secret is empty".to_owned()));
+            }
+            (_, Ok(secret)) => entry.client_secret = ClientSecret::new(secret),
         }
     }
 }
@@ -841,22 +881,6 @@ issuers:
         assert!(errors[0].3.contains("unknown field `routez`"));
     }
 
-    #[test]
-    fn design_keys_not_built_yet_say_not_supported() {
-        let text = with_issuer(
-            "introspection: []\nroutes:\n  - name: a\n    match: {path: /a}\n    require: {scopes: [x]}\n",
-        );
-        let errors = located(&text);
-        let paths: Vec<&str> = errors.iter().map(|e| e.2.as_str()).collect();
-        assert_eq!(paths, ["introspection"]);
-        assert!(
-            errors
-                .iter()
-                .all(|e| e.3 == "not supported in this version")
-        );
-        assert_eq!((errors[0].0, errors[0].1), (7, 1));
-    }
-
     fn when_route(when: &str) -> String {
         with_issuer(&format!(
             "routes:\n  - name: doc\n    match: {{path: \"/users/{{owner_id}}\"}}\n    require:\n      when: {when}\n"
@@ -1035,19 +1059,134 @@ roles:
         assert_eq!((errors[2].0, errors[2].1), (10, 12));
     }
 
+    const INTROSPECTION: &str = "\
+introspection:
+  - issuer: corp
+    endpoint: https://idp.example.com/token/introspection
+    client_id: portcullis
+    client_secret_file: hmac-secret.txt
+";
+
     #[test]
-    fn introspection_is_not_supported_yet() {
-        let errors = located("introspection: []\n");
+    fn introspection_loads_with_defaults_and_reads_the_secret_from_its_file() {
+        let text = with_issuer(&format!(
+            "{INTROSPECTION}routes:\n  - {{name: a, match: {{path: /a}}, require: {{introspect: true}}}}\n"
+        ));
+        let config = load_text(&text).expect("valid");
+        let entry = &config.introspection[0];
+        assert_eq!(entry.issuer, "corp");
         assert_eq!(
-            errors.iter().map(|e| e.2.as_str()).collect::<Vec<_>>(),
-            ["introspection"],
-            "{errors:?}"
+            entry.endpoint,
+            crate::authn::introspection::Endpoint::Url(
+                "https://idp.example.com/token/introspection".to_owned()
+            )
         );
-        assert!(
-            errors
-                .iter()
-                .all(|e| e.3 == "not supported in this version")
+        assert_eq!(
+            entry.auth_method,
+            crate::authn::introspection::ClientAuth::ClientSecretBasic
         );
+        assert_eq!(entry.cache_ttl, Duration::from_secs(60));
+        assert_eq!(entry.negative_cache_ttl, Duration::from_secs(10));
+        assert_eq!(entry.timeout, Duration::from_millis(400));
+        assert_eq!(entry.max_response_bytes, 64 * 1024);
+        assert_eq!(entry.subject, "sub");
+        assert!(entry.opaque_tokens);
+        let secret = std::fs::read_to_string(fixtures().join("hmac-secret.txt")).expect("fixture");
+        assert_ne!(entry.client_secret, ClientSecret::default());
+        assert_eq!(
+            entry.client_secret,
+            ClientSecret::new(secret.trim().to_owned())
+        );
+        // Never shown, whatever prints the configuration.
+        assert!(!format!("{config:?}").contains(secret.trim()));
+        let Some(Route {
+            policy: crate::authz::Policy::Require(requirements),
+            ..
+        }) = config.routes.first()
+        else {
+            panic!("a require route");
+        };
+        assert!(requirements.introspect);
+    }
+
+    #[test]
+    fn introspection_mistakes_are_located() {
+        let entry = |extra: &str| with_issuer(&format!("{INTROSPECTION}{extra}"));
+        let cases = [
+            (
+                with_issuer(&INTROSPECTION.replace("issuer: corp", "issuer: other")),
+                "introspection[0].issuer",
+                "no entry of `issuers` is named `other`",
+            ),
+            (
+                entry("    client_secret: hunter2\n"),
+                "introspection[0].client_secret",
+                "never written into the configuration",
+            ),
+            (
+                entry("    client_secret_env: SECRET\n"),
+                "introspection[0].client_secret_env",
+                "both set",
+            ),
+            (
+                with_issuer(&INTROSPECTION.replace(
+                    "client_secret_file: hmac-secret.txt",
+                    "client_secret_env: PORTCULLIS_TEST_UNSET_SECRET_VARIABLE",
+                )),
+                "introspection[0].client_secret_env",
+                "is not set",
+            ),
+            (
+                with_issuer(&INTROSPECTION.replace("https://idp", "http://idp")),
+                "introspection[0].endpoint",
+                "plain http",
+            ),
+            (
+                entry("    discovery: true\n"),
+                "introspection[0].discovery",
+                "both set",
+            ),
+            (
+                entry("    auth_method: private_key_jwt\n"),
+                "introspection[0].auth_method",
+                "client_secret_basic",
+            ),
+            (
+                entry("    cache_ttl: 0s\n"),
+                "introspection[0].cache_ttl",
+                "outside the allowed range",
+            ),
+            (
+                entry("    max_response_bytes: 10\n"),
+                "introspection[0].max_response_bytes",
+                "outside the allowed range",
+            ),
+            (
+                entry(
+                    "  - issuer: corp\n    discovery: true\n    client_id: b\n    client_secret_file: hmac-secret.txt\n",
+                ),
+                "introspection[1].issuer",
+                "already has an introspection entry",
+            ),
+            (
+                with_issuer(
+                    "routes:\n  - {name: a, match: {path: /a}, require: {scopes: [x], introspect: true}}\n",
+                ),
+                "routes[0].require.introspect",
+                "needs an `introspection` entry",
+            ),
+        ];
+        for (text, path, message) in cases {
+            let errors = located(&text);
+            assert!(
+                errors.iter().any(|e| e.2 == path && e.3.contains(message)),
+                "{path}: {errors:#?}"
+            );
+            assert!(
+                !errors.iter().any(|e| e.3.contains("hunter2")),
+                "{errors:#?}"
+            );
+        }
     }
 
     #[test]

@@ -55,12 +55,13 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "roles",
     "mode",
     "api_keys",
+    "introspection",
     "telemetry",
     "revocation",
 ];
 
 /// Top-level keys design.md describes that this version refuses.
-pub const UNSUPPORTED_TOP_LEVEL_KEYS: &[&str] = &["introspection"];
+pub const UNSUPPORTED_TOP_LEVEL_KEYS: &[&str] = &[];
 
 /// The whole file. List items keep their position in the file, because items that fail to
 /// deserialize are left out and paths must still name the right index.
@@ -84,6 +85,8 @@ pub struct RawConfig {
     pub roles_incomplete: bool,
     /// `api_keys:` (the keys file is read once the configuration is valid).
     pub api_keys: Option<super::keys_file::RawApiKeys>,
+    /// `introspection:`, RFC 7662 endpoints by issuer.
+    pub introspection: Vec<(usize, RawIntrospection)>,
     /// Some section or item could not be deserialized (its problems are already recorded);
     /// checks that need the complete picture are skipped.
     pub incomplete: bool,
@@ -138,6 +141,7 @@ impl RawConfig {
                 "revocation" => raw.revocation = Some(section(value, &path, problems)),
                 "issuers" => raw.issuers = list(value, &path, problems),
                 "routes" => raw.routes = list(value, &path, problems),
+                "introspection" => raw.introspection = list(value, &path, problems),
                 "mode" => raw.mode = section(value, &path, problems),
                 "roles" => {
                     raw.roles = roles(value, &path, problems);
@@ -369,7 +373,9 @@ fn deserialize_collecting<T: DeserializeOwned>(
         if is_artifact {
             return None;
         }
-        let misplaced_key = message.starts_with("unknown field") || message == UNSUPPORTED;
+        let misplaced_key = message.starts_with("unknown field")
+            || message == UNSUPPORTED
+            || message == INLINE_SECRET;
         problems.push(Problem {
             path: path.join(&relative),
             anchor: if misplaced_key {
@@ -528,6 +534,62 @@ pub struct RawIssuer {
     /// A granted `prefix:*` scope satisfies a required `prefix:...` scope (off by default).
     #[serde(default)]
     pub scope_wildcards: bool,
+}
+
+/// One `introspection:` entry: an issuer's RFC 7662 endpoint and how to call it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    /// The `name` of an `issuers` entry.
+    pub issuer: Checked<Name>,
+    #[serde(default)]
+    pub endpoint: Option<Checked<NonEmpty>>,
+    /// Read `introspection_endpoint` from the issuer's discovery document.
+    #[serde(default)]
+    pub discovery: Option<bool>,
+    pub client_id: Checked<NonEmpty>,
+    #[serde(default)]
+    pub client_secret_file: Option<Checked<FilePath>>,
+    #[serde(default)]
+    pub client_secret_env: Option<Checked<EnvVarName>>,
+    /// Refused whatever its value: a secret is never written into the configuration.
+    #[serde(default)]
+    pub client_secret: InlineSecret,
+    #[serde(default)]
+    pub auth_method: Option<Checked<ClientAuthName>>,
+    #[serde(default)]
+    pub cache_ttl: Option<Checked<HumanDuration>>,
+    #[serde(default)]
+    pub negative_cache_ttl: Option<Checked<HumanDuration>>,
+    #[serde(default)]
+    pub timeout: Option<Checked<HumanDuration>>,
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
+    /// Response member holding the subject (default `sub`).
+    #[serde(default)]
+    pub subject: Option<Checked<ClaimPath>>,
+    /// Response member holding the roles (default: the issuer's `claims.roles`).
+    #[serde(default)]
+    pub roles: Option<Checked<ClaimPath>>,
+    #[serde(default)]
+    pub opaque_tokens: Option<bool>,
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+}
+
+/// Message of an inline `client_secret`.
+pub const INLINE_SECRET: &str = "a client secret is never written into the configuration: use \
+                                 `client_secret_file` or `client_secret_env`";
+
+/// An inline secret: refused whatever its value (absent is fine), so it never sits in a
+/// ConfigMap or a log of the configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InlineSecret;
+
+impl<'de> Deserialize<'de> for InlineSecret {
+    fn deserialize<D: Deserializer<'de>>(_deserializer: D) -> Result<Self, D::Error> {
+        Err(de::Error::custom(INLINE_SECRET))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -801,6 +863,9 @@ pub struct RawRequire {
     /// POST and PATCH must carry `Idempotency-Key`.
     #[serde(default)]
     pub idempotency_key: Option<bool>,
+    /// The token must also be active at its issuer's introspection endpoint.
+    #[serde(default)]
+    pub introspect: Option<bool>,
 }
 
 /// One entry of `roles:`, short form (a list of permissions) or long form.
@@ -955,6 +1020,20 @@ string_newtype!(
     Name(String),
     "a name (letters, digits, `-`, `_`, `.`, `:`)",
     parse_name
+);
+
+string_newtype!(
+    /// An environment variable name: letters, digits and `_`, not starting with a digit.
+    EnvVarName(String),
+    "an environment variable name such as `PORTCULLIS_INTROSPECTION_SECRET`",
+    parse_env_var
+);
+
+string_newtype!(
+    /// `client_secret_basic` or `client_secret_post` (RFC 6749 §2.3.1).
+    ClientAuthName(crate::authn::introspection::ClientAuth),
+    "`client_secret_basic` or `client_secret_post`",
+    parse_client_auth
 );
 
 string_newtype!(
@@ -1234,6 +1313,27 @@ fn parse_name(text: &str) -> Result<String, String> {
         ));
     }
     Ok(text.to_owned())
+}
+
+fn parse_env_var(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 128
+        && !text.starts_with(|c: char| c.is_ascii_digit())
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "invalid environment variable name `{text}`: letters, digits and `_`, not starting \
+             with a digit"
+        ))
+    }
+}
+
+fn parse_client_auth(text: &str) -> Result<crate::authn::introspection::ClientAuth, String> {
+    crate::authn::introspection::ClientAuth::from_name(text).ok_or_else(|| {
+        format!("unknown client authentication `{text}`: use `client_secret_basic` or `client_secret_post`")
+    })
 }
 
 pub(crate) fn parse_claim_path(text: &str) -> Result<String, String> {

@@ -755,6 +755,18 @@ where
     }
 }
 
+/// Polls `condition` like [`eventually`] for up to [`START_TIMEOUT`]; panics with `what` and
+/// `logs()` when it never holds (a stack that never came up).
+pub async fn assert_eventually<F, Fut>(what: &str, condition: F, logs: impl FnOnce() -> String)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    if !eventually(START_TIMEOUT, condition).await {
+        panic!("{what}\n{}", logs());
+    }
+}
+
 /// Polls `/readyz` until it answers 200 or `timeout` passes; returns whether it did.
 pub async fn ready_within(addrs: &Addrs, timeout: Duration) -> bool {
     eventually(timeout, || async {

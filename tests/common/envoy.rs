@@ -556,3 +556,14 @@ pub fn splice_filter(envoy_yaml: &str, generated: &str) -> String {
     *slot = new_cluster;
     serde_yaml_ng::to_string(&config).expect("YAML out")
 }
+
+/// Whether a denial Envoy relayed carries portcullis's standard headers: a JSON body
+/// (`content-type: application/json`) and `cache-control: no-store`.
+pub fn standard_denial_headers(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+        && headers
+            .get("cache-control")
+            .is_some_and(|v| v == "no-store")
+}

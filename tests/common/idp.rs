@@ -26,6 +26,18 @@ pub const WRITER_CLIENT: (&str, &str) = ("portcullis-writer", "portcullis-writer
 /// `acr: "urn:example:loa:2"`.
 pub const MFA_CLIENT: (&str, &str) = ("portcullis-mfa", "portcullis-mfa-secret");
 
+/// A client whose access tokens are OPAQUE even with a `resource` (which becomes their `aud`
+/// at introspection): `read:documents write:documents`, `roles: ["user"]`.
+pub const OPAQUE_CLIENT: (&str, &str) = ("portcullis-opaque", "portcullis-opaque-secret");
+/// The client a relying party introspects with, by `client_secret_basic`.
+pub const INTROSPECTOR_CLIENT: (&str, &str) =
+    ("portcullis-introspector", "portcullis-introspector-secret");
+/// The client a relying party introspects with, by `client_secret_post`.
+pub const INTROSPECTOR_POST_CLIENT: (&str, &str) = (
+    "portcullis-introspector-post",
+    "portcullis-introspector-post-secret",
+);
+
 /// The key state the provider reports (`GET /state` on its admin port).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct IdpState {
@@ -37,6 +49,9 @@ pub struct IdpState {
     pub jwks_requests: u64,
     /// Milliseconds since the last JWKS request; `None` before the first.
     pub ms_since_last_jwks_request: Option<u64>,
+    /// Introspection requests served so far.
+    #[serde(default)]
+    pub introspection_requests: u64,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -111,7 +126,8 @@ impl Idp {
             .unwrap_or_else(|e| panic!("idp token request failed: {e}"))
     }
 
-    /// A JWT access token for `client` (id, secret) with `aud` = `resource`.
+    /// An access token for `client` (id, secret) with `aud` = `resource`: a JWT, or an opaque
+    /// one for [`OPAQUE_CLIENT`].
     pub async fn token_as(&self, client: (&str, &str), scopes: &[&str], resource: &str) -> String {
         self.token_for(client.0, client.1, scopes, Some(resource))
             .await
@@ -135,6 +151,25 @@ impl Idp {
         if let Some(resource) = resource {
             form.push(("resource", resource));
         }
+        let (status, text) = self
+            .post_form("/token", (client_id, client_secret), &form)
+            .await?;
+        if !status.is_success() {
+            return Err(format!("{status}: {text}"));
+        }
+        serde_json::from_str::<TokenResponse>(&text)
+            .map(|t| t.access_token)
+            .map_err(|e| format!("{e}: {text}"))
+    }
+
+    /// POSTs `form` (`application/x-www-form-urlencoded`) to the provider's `path`,
+    /// authenticated as `client` (id, secret) with HTTP Basic: the status and the body.
+    async fn post_form(
+        &self,
+        path: &str,
+        client: (&str, &str),
+        form: &[(&str, &str)],
+    ) -> Result<(reqwest::StatusCode, String), String> {
         let body = form
             .iter()
             .map(|(k, v)| format!("{k}={}", form_encode(v)))
@@ -142,8 +177,8 @@ impl Idp {
             .join("&");
         let response = self
             .http
-            .post(format!("{}/token", self.issuer))
-            .basic_auth(client_id, Some(client_secret))
+            .post(format!("{}{path}", self.issuer))
+            .basic_auth(client.0, Some(client.1))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
             .send()
@@ -151,12 +186,7 @@ impl Idp {
             .map_err(|e| e.to_string())?;
         let status = response.status();
         let text = response.text().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("{status}: {text}"));
-        }
-        serde_json::from_str::<TokenResponse>(&text)
-            .map(|t| t.access_token)
-            .map_err(|e| format!("{e}: {text}"))
+        Ok((status, text))
     }
 
     /// Adds a new key for the current signing algorithm and makes it current; the old key stays
@@ -171,6 +201,31 @@ impl Idp {
     pub async fn retire_old_key(&self) -> Vec<String> {
         let state = self.admin_post("/retire").await;
         state.keys[&state.signing_alg].clone()
+    }
+
+    /// The provider's RFC 7662 introspection endpoint.
+    pub fn introspection_url(&self) -> String {
+        format!("{}/token/introspection", self.issuer)
+    }
+
+    /// Revokes `token` at the provider (RFC 7009 `POST /token/revocation`), authenticated as
+    /// the `client` (id, secret) it was issued to.
+    pub async fn revoke(&self, client: (&str, &str), token: &str) {
+        let (status, text) = self
+            .post_form("/token/revocation", client, &[("token", token)])
+            .await
+            .unwrap_or_else(|e| panic!("idp revocation failed: {e}"));
+        assert!(
+            status.is_success(),
+            "idp revocation answered {status}: {text}"
+        );
+    }
+
+    /// How the introspection endpoint answers from now on: `normal`, `not-json`, `no-active`
+    /// (JSON without `active`) or `slow` (after 3 s).
+    pub async fn set_introspection_mode(&self, mode: &str) {
+        self.admin_post(&format!("/introspection?mode={mode}"))
+            .await;
     }
 
     /// Signs subsequent tokens with `alg` (`RS256` or `ES256`).

@@ -13,10 +13,19 @@
 //                            published, so tokens it signed keep verifying
 //   POST /retire?alg=RS256   remove every key of that alg but the current one from the JWKS
 //   POST /signing-alg?alg=ES256   sign subsequent access tokens with that algorithm
+//   POST /introspection?mode=normal|not-json|no-active|slow
+//                            how the introspection endpoint answers: as the provider does, with
+//                            a body that is not JSON, with JSON lacking `active`, or only after
+//                            3 s (bad-input and deadline tests)
 //   GET  /state              kids per algorithm (current first), the signing algorithm, and
 //                            how many JWKS requests were served and how long ago the last one
 //                            was (so a test can time a rotation against a relying party's
-//                            refetch rate limit)
+//                            refetch rate limit); how many introspection requests were served
+//
+// `portcullis-opaque` gets OPAQUE access tokens even with a `resource` (its `aud`), so they are
+// checked by introspection; `portcullis-introspector` (client_secret_basic) and
+// `portcullis-introspector-post` (client_secret_post) are the clients a relying party
+// introspects with.
 //
 // oidc-provider keeps its keystore private and fixed for the life of a Provider instance, and
 // signs with the key named by the resource server's `jwt.sign.kid`. A key change therefore
@@ -82,6 +91,28 @@ const CLIENTS = [
     roles: ['user'],
     claims: { amr: ['pwd', 'otp'], acr: 'urn:example:loa:2' },
   },
+  // Opaque access tokens (introspection), with the resource as their `aud`.
+  {
+    client_id: 'portcullis-opaque',
+    client_secret: 'portcullis-opaque-secret',
+    scope: 'read:documents write:documents',
+    roles: ['user'],
+    opaque: true,
+  },
+  // Relying parties calling the introspection endpoint, one per client authentication method.
+  {
+    client_id: 'portcullis-introspector',
+    client_secret: 'portcullis-introspector-secret',
+    scope: 'read:documents',
+    roles: [],
+  },
+  {
+    client_id: 'portcullis-introspector-post',
+    client_secret: 'portcullis-introspector-post-secret',
+    scope: 'read:documents',
+    roles: [],
+    token_endpoint_auth_method: 'client_secret_post',
+  },
 ];
 
 const SUPPORTED_ALGS = ['RS256', 'ES256'];
@@ -109,12 +140,14 @@ let provider;
 function buildProvider() {
   const jwks = { keys: SUPPORTED_ALGS.flatMap((alg) => keys[alg]) };
   const p = new Provider(issuer, {
-    clients: CLIENTS.map(({ roles: _roles, claims: _claims, ...client }) => ({
+    clients: CLIENTS.map(({
+      roles: _roles, claims: _claims, opaque: _opaque, ...client
+    }) => ({
+      token_endpoint_auth_method: 'client_secret_basic',
       ...client,
       grant_types: ['client_credentials'],
       response_types: [],
       redirect_uris: [],
-      token_endpoint_auth_method: 'client_secret_basic',
     })),
     jwks,
     scopes: ['openid', 'offline_access', ...ALL_SCOPES],
@@ -127,11 +160,13 @@ function buildProvider() {
         enabled: true,
         defaultResource: (_ctx, _client, oneOf) => oneOf,
         useGrantedResource: () => true,
-        getResourceServerInfo: (_ctx, resourceIndicator) => ({
+        getResourceServerInfo: (_ctx, resourceIndicator, client) => ({
           scope: ALL_SCOPES.join(' '),
           audience: resourceIndicator,
           accessTokenTTL: TOKEN_TTL,
-          accessTokenFormat: 'jwt',
+          accessTokenFormat: CLIENTS.find((c) => c.client_id === client?.clientId)?.opaque
+            ? 'opaque'
+            : 'jwt',
           jwt: { sign: { alg: signingAlg, kid: keys[signingAlg][0].kid } },
         }),
       },
@@ -169,12 +204,17 @@ function algParam(url) {
 
 let jwksRequests = 0;
 let lastJwksRequestAt;
+let introspectionRequests = 0;
+let introspectionMode = 'normal';
+const INTROSPECTION_MODES = ['normal', 'not-json', 'no-active', 'slow'];
 
 function state() {
   return {
     issuer,
     signing_alg: signingAlg,
     jwks_requests: jwksRequests,
+    introspection_requests: introspectionRequests,
+    introspection_mode: introspectionMode,
     ms_since_last_jwks_request: lastJwksRequestAt === undefined
       ? null
       : Date.now() - lastJwksRequestAt,
@@ -205,6 +245,14 @@ function admin(req, res) {
       rebuild();
       return reply(200, { removed, ...state() });
     }
+    if (req.method === 'POST' && url.pathname === '/introspection') {
+      const mode = url.searchParams.get('mode') ?? 'normal';
+      if (!INTROSPECTION_MODES.includes(mode)) {
+        throw new Error(`unknown mode ${mode}; use one of ${INTROSPECTION_MODES.join(', ')}`);
+      }
+      introspectionMode = mode;
+      return reply(200, state());
+    }
     if (req.method === 'POST' && url.pathname === '/signing-alg') {
       signingAlg = algParam(url);
       rebuild();
@@ -227,6 +275,23 @@ const opServer = http.createServer((req, res) => {
   if (req.url === '/jwks' || req.url.startsWith('/jwks?')) {
     jwksRequests += 1;
     lastJwksRequestAt = Date.now();
+  }
+  if (req.url === '/token/introspection' || req.url.startsWith('/token/introspection?')) {
+    introspectionRequests += 1;
+    if (introspectionMode === 'not-json') {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end('<html>maintenance</html>');
+      return;
+    }
+    if (introspectionMode === 'no-active') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ sub: 'someone', scope: 'read:documents' }));
+      return;
+    }
+    if (introspectionMode === 'slow') {
+      setTimeout(() => handler(req, res), 3000);
+      return;
+    }
   }
   handler(req, res);
 });
