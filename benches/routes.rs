@@ -3,8 +3,12 @@
 //! 100 resources × 5 routes (`GET`/`POST /api/v1/resN`, `GET`/`PUT`/`DELETE
 //! /api/v1/resN/{id}`), the shape of a real API's policy, then an anonymous `/healthz`. Cases:
 //! the first route, a route in the middle, the last resource's `DELETE`, and a request no route
-//! matches (every route tried: the worst case). Paths and hosts are already normalized, as the
-//! engine hands them to the table.
+//! matches (every route tried by a scan: its worst case). Paths and hosts are already
+//! normalized, as the engine hands them to the table.
+//!
+//! `find_501` is [`RouteTable::find`] (the table is above the index threshold, so it walks the
+//! segment trie); `scan_501` is the linear first-match scan it replaced, over the same routes
+//! and requests, so one build measures both.
 //!
 //! Run: `cargo bench --bench routes`.
 
@@ -13,7 +17,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
-use portcullis::authz::routes::{PathMatch, PathTemplate, RouteMatch, RouteTable};
+use portcullis::authz::routes::{Params, PathMatch, PathTemplate, RouteMatch, RouteTable};
 use portcullis::authz::{Mode, OnDeny, Policy, Requirements, Route};
 
 const RESOURCES: usize = 100;
@@ -66,6 +70,22 @@ pub fn table() -> RouteTable {
     RouteTable::new(routes)
 }
 
+/// The linear first-match scan (what `find` did before the index, and still does below its
+/// threshold).
+fn scan<'t: 'p, 'p>(
+    table: &'t RouteTable,
+    method: &str,
+    host: &str,
+    path: &'p str,
+) -> Option<(&'t Route, Params<'p>)> {
+    table.routes().iter().find_map(|route| {
+        route
+            .matcher
+            .matches(method, host, path)
+            .map(|params| (route, params))
+    })
+}
+
 fn bench(c: &mut Criterion) {
     let table = table();
     let mut group = c.benchmark_group("routes");
@@ -82,8 +102,23 @@ fn bench(c: &mut Criterion) {
             name != "no_route",
             "{name}"
         );
+        let found = table
+            .find(method, "api.example", path)
+            .map(|(r, _)| &r.name);
+        let scanned = scan(&table, method, "api.example", path).map(|(r, _)| &r.name);
+        assert_eq!(found, scanned, "{name}");
         group.bench_function(format!("find_501/{name}"), |b| {
             b.iter(|| black_box(table.find(black_box(method), "api.example", black_box(path))))
+        });
+        group.bench_function(format!("scan_501/{name}"), |b| {
+            b.iter(|| {
+                black_box(scan(
+                    &table,
+                    black_box(method),
+                    "api.example",
+                    black_box(path),
+                ))
+            })
         });
     }
     group.finish();

@@ -2,10 +2,14 @@
 //!
 //! [`RouteTable::find`] picks the first route whose methods, host and path match, and returns
 //! the parameters its template bound. It matches only what [`path`](super::path) produced: the
-//! normalized path (never the query string) and the normalized host.
+//! normalized path (never the query string) and the normalized host. A large table is looked
+//! up through a segment trie that only narrows the candidates: the routes' own matchers still
+//! decide, and the lowest-indexed match wins, exactly as the linear scan.
 //!
 //! This module must never look at the query string when matching, never decode an escape
 //! (normalization already decided which ones are safe), and never do I/O.
+
+use std::collections::HashMap;
 
 use super::Route;
 use super::path::{PathError, normalize};
@@ -277,14 +281,24 @@ impl Params<'_> {
     }
 }
 
+/// Below this many routes [`RouteTable::find`] scans linearly; from it on, it asks the
+/// [`RouteIndex`] for candidates first. A matcher that misses costs a few nanoseconds (the
+/// method or the first bytes of the path differ), while the index costs a hash of every path
+/// segment it walks (tens of nanoseconds each): at 16 routes the two are about even, and small
+/// tables, the common case, keep the plain first-match scan and no extra memory.
+const INDEX_THRESHOLD: usize = 16;
+
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// `None` below [`INDEX_THRESHOLD`] routes.
+    index: Option<RouteIndex>,
 }
 
 impl RouteTable {
     pub fn new(routes: Vec<Route>) -> Self {
-        Self { routes }
+        let index = (routes.len() >= INDEX_THRESHOLD).then(|| RouteIndex::new(&routes));
+        Self { routes, index }
     }
 
     /// Every route, in the order they are tried.
@@ -301,12 +315,176 @@ impl RouteTable {
         host: &str,
         path: &'p str,
     ) -> Option<(&'t Route, Params<'p>)> {
-        self.routes.iter().find_map(|route| {
-            route
-                .matcher
-                .matches(method, host, path)
-                .map(|params| (route, params))
+        match (&self.index, path.strip_prefix('/')) {
+            (Some(index), Some(segments)) => index.find(&self.routes, method, host, path, segments),
+            // A path without its leading `/` is not normalized; the scan decides it as before.
+            _ => self.routes.iter().find_map(|route| {
+                route
+                    .matcher
+                    .matches(method, host, path)
+                    .map(|params| (route, params))
+            }),
+        }
+    }
+}
+
+/// A segment trie over the routes' path patterns that narrows which routes can match a path.
+/// It never decides: the lowest-indexed candidate whose [`RouteMatch::matches`] accepts the
+/// request wins, so methods, host, trailing slashes and the prefix rules stay the matcher's,
+/// and the answer is the linear scan's. Every list holds route indices in ascending order.
+#[derive(Debug, Clone, Default)]
+struct RouteIndex {
+    root: IndexNode,
+    /// Routes the trie cannot place (`PathMatch::Any`, a pattern not starting with `/`):
+    /// candidates for every path.
+    always: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct IndexNode {
+    literals: HashMap<String, IndexNode>,
+    /// The child for a `{param}` segment: any one segment.
+    param: Option<Box<IndexNode>>,
+    /// Prefix and `{rest...}` routes whose literal part ends here: candidates for every path
+    /// that reaches this node.
+    through: Vec<usize>,
+    /// Exact paths and templates ending here: candidates for a path whose last segment
+    /// reaches this node.
+    end: Vec<usize>,
+}
+
+impl RouteIndex {
+    fn new(routes: &[Route]) -> Self {
+        let mut index = Self::default();
+        for (position, route) in routes.iter().enumerate() {
+            match &route.matcher.path {
+                PathMatch::Any => index.always.push(position),
+                PathMatch::Exact(exact) => match exact.strip_prefix('/') {
+                    Some(body) => index.root.literal_path(body).end.push(position),
+                    None => index.always.push(position),
+                },
+                // A prefix ending in `/` matches below it: the segments before that slash are
+                // what every matching path starts with. Without it, the path is the prefix
+                // itself or continues with `/`: the same segments.
+                PathMatch::Prefix(prefix) => match prefix.strip_prefix('/') {
+                    // `/`: every path.
+                    Some("") => index.root.through.push(position),
+                    Some(body) => {
+                        let body = body.strip_suffix('/').unwrap_or(body);
+                        index.root.literal_path(body).through.push(position);
+                    }
+                    None => index.always.push(position),
+                },
+                PathMatch::Template(template) => {
+                    let mut node = &mut index.root;
+                    let mut rest = false;
+                    for segment in &template.segments {
+                        node = match segment {
+                            TemplateSegment::Literal(literal) => {
+                                node.literals.entry(literal.clone()).or_default()
+                            }
+                            TemplateSegment::Param(_) => node.param.get_or_insert_default(),
+                            TemplateSegment::Rest(_) => {
+                                rest = true;
+                                break;
+                            }
+                        };
+                    }
+                    if rest {
+                        node.through.push(position);
+                    } else {
+                        node.end.push(position);
+                    }
+                }
+            }
+        }
+        index
+    }
+
+    /// `segments` is `path` without its leading `/`.
+    fn find<'t: 'p, 'p>(
+        &'t self,
+        routes: &'t [Route],
+        method: &str,
+        host: &str,
+        path: &'p str,
+        segments: &'p str,
+    ) -> Option<(&'t Route, Params<'p>)> {
+        let lookup = Lookup {
+            routes,
+            method,
+            host,
+            path,
+        };
+        let mut best = None;
+        lookup.try_candidates(&self.always, &mut best);
+        lookup.walk(&self.root, Some(segments), &mut best);
+        let (position, params) = best?;
+        Some((routes.get(position)?, params))
+    }
+}
+
+impl IndexNode {
+    /// The node at the end of the literal segments of `body` (a path without its leading
+    /// `/`), created as needed.
+    fn literal_path(&mut self, body: &str) -> &mut Self {
+        body.split('/').fold(self, |node, segment| {
+            node.literals.entry(segment.to_owned()).or_default()
         })
+    }
+}
+
+/// One request's walk through the trie.
+struct Lookup<'t, 'r, 'p> {
+    routes: &'t [Route],
+    method: &'r str,
+    host: &'r str,
+    /// The whole normalized path: the matcher sees what the scan shows it.
+    path: &'p str,
+}
+
+impl<'t: 'p, 'p> Lookup<'t, '_, 'p> {
+    /// Visits `node`, reached with `remaining` segments left (`None`: all consumed), and the
+    /// children the next segment leads to. The trie is a tree, so each node is visited at
+    /// most once and the recursion is no deeper than the longest route pattern.
+    fn walk(
+        &self,
+        node: &'t IndexNode,
+        remaining: Option<&'p str>,
+        best: &mut Option<(usize, Params<'p>)>,
+    ) {
+        self.try_candidates(&node.through, best);
+        let Some(remaining) = remaining else {
+            self.try_candidates(&node.end, best);
+            return;
+        };
+        let (head, tail) = match remaining.split_once('/') {
+            Some((head, tail)) => (head, Some(tail)),
+            None => (remaining, None),
+        };
+        if let Some(child) = node.literals.get(head) {
+            self.walk(child, tail, best);
+        }
+        if let Some(child) = &node.param {
+            self.walk(child, tail, best);
+        }
+    }
+
+    /// Keeps in `best` the lowest index that matches among `best` and `candidates`
+    /// (ascending): only indices below the current best are tried.
+    fn try_candidates(&self, candidates: &[usize], best: &mut Option<(usize, Params<'p>)>) {
+        for &position in candidates {
+            if best.as_ref().is_some_and(|(found, _)| *found <= position) {
+                return;
+            }
+            let Some(route) = self.routes.get(position) else {
+                return;
+            };
+            if let Some(params) = route.matcher.matches(self.method, self.host, self.path) {
+                *best = Some((position, params));
+                return;
+            }
+        }
     }
 }
 
@@ -651,5 +829,195 @@ pub(crate) mod tests {
         ]);
         assert_eq!(found(&table, "GET", "api", "/documents"), Some("specific"));
         assert_eq!(found(&table, "GET", "api", "/other"), Some("general"));
+    }
+
+    // ---- the index above INDEX_THRESHOLD routes ----
+
+    /// `count` exact routes no test request reaches, to put a table above the threshold.
+    fn filler(count: usize) -> impl Iterator<Item = Route> {
+        (0..count).map(|n| {
+            route(
+                &format!("filler{n}"),
+                None,
+                None,
+                PathMatch::Exact(format!("/filler/{n}")),
+            )
+        })
+    }
+
+    #[test]
+    fn indexed_table_keeps_first_match_across_trie_branches() {
+        let mut routes = vec![
+            route(
+                "read-any-doc",
+                Some(&["GET"]),
+                None,
+                PathMatch::Template(template("/docs/{id}")),
+            ),
+            route("new-doc", None, None, PathMatch::Exact("/docs/new".into())),
+            route("docs-below", None, None, PathMatch::Prefix("/docs/".into())),
+            route(
+                "files",
+                None,
+                None,
+                PathMatch::Template(template("/files/{path...}")),
+            ),
+            route("scoped", None, Some("api"), PathMatch::Any),
+        ];
+        routes.extend(filler(INDEX_THRESHOLD));
+        routes.push(route("rest", None, None, PathMatch::Prefix("/".into())));
+        let table = RouteTable::new(routes);
+        assert!(table.index.is_some(), "the table is above the threshold");
+        // The `{id}` branch comes first in the table, the literal `new` second.
+        assert_eq!(found(&table, "GET", "x", "/docs/new"), Some("read-any-doc"));
+        assert_eq!(found(&table, "POST", "x", "/docs/new"), Some("new-doc"));
+        assert_eq!(found(&table, "POST", "x", "/docs/7"), Some("docs-below"));
+        assert_eq!(found(&table, "POST", "x", "/docs"), Some("rest"));
+        assert_eq!(found(&table, "GET", "x", "/files/a/b"), Some("files"));
+        assert_eq!(found(&table, "GET", "x", "/files"), Some("rest"));
+        assert_eq!(found(&table, "GET", "api", "/files"), Some("scoped"));
+        assert_eq!(found(&table, "GET", "x", "/filler/3"), Some("filler3"));
+        let (_, params) = table.find("GET", "x", "/files/a/b").expect("files matches");
+        assert_eq!(params.get("path"), Some("a/b"));
+    }
+
+    #[test]
+    fn indexed_table_without_a_match_finds_nothing() {
+        let table = RouteTable::new(filler(INDEX_THRESHOLD).collect());
+        assert!(table.index.is_some(), "the table is above the threshold");
+        assert_eq!(found(&table, "GET", "x", "/filler"), None);
+        assert_eq!(found(&table, "GET", "x", "/filler/1/"), None);
+        assert_eq!(found(&table, "GET", "x", "/"), None);
+    }
+
+    mod index_properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const SEGMENTS: [&str; 3] = ["a", "b", "c"];
+
+        fn segments(max: usize) -> impl Strategy<Value = Vec<&'static str>> {
+            prop::collection::vec(prop::sample::select(&SEGMENTS[..]), 0..max)
+        }
+
+        /// `/`, `/a/b`, or with `slash` `/a/b/`.
+        fn spelled(segments: &[&str], slash: bool) -> String {
+            let mut path = format!("/{}", segments.join("/"));
+            if slash && !segments.is_empty() {
+                path.push('/');
+            }
+            path
+        }
+
+        #[derive(Debug, Clone)]
+        enum Piece {
+            Literal(&'static str),
+            Param,
+        }
+
+        #[derive(Debug, Clone, Copy)]
+        enum Ending {
+            None,
+            Slash,
+            Rest,
+        }
+
+        fn template_source(pieces: &[Piece], ending: Ending) -> String {
+            let mut source = String::new();
+            for (n, piece) in pieces.iter().enumerate() {
+                match piece {
+                    Piece::Literal(literal) => source.push_str(&format!("/{literal}")),
+                    Piece::Param => source.push_str(&format!("/{{p{n}}}")),
+                }
+            }
+            match ending {
+                Ending::Rest => source.push_str("/{rest...}"),
+                Ending::Slash | Ending::None if source.is_empty() => source.push('/'),
+                Ending::Slash => source.push('/'),
+                Ending::None => {}
+            }
+            source
+        }
+
+        fn path_match() -> impl Strategy<Value = PathMatch> {
+            let piece = prop_oneof![
+                prop::sample::select(&SEGMENTS[..]).prop_map(Piece::Literal),
+                Just(Piece::Param),
+            ];
+            let ending = prop_oneof![Just(Ending::None), Just(Ending::Slash), Just(Ending::Rest)];
+            prop_oneof![
+                1 => Just(PathMatch::Any),
+                3 => (segments(4), any::<bool>())
+                    .prop_map(|(s, slash)| PathMatch::Exact(spelled(&s, slash))),
+                3 => (segments(4), any::<bool>())
+                    .prop_map(|(s, slash)| PathMatch::Prefix(spelled(&s, slash))),
+                4 => (prop::collection::vec(piece, 0..4), ending).prop_map(|(pieces, ending)| {
+                    PathMatch::Template(template(&template_source(&pieces, ending)))
+                }),
+            ]
+        }
+
+        fn table_route() -> impl Strategy<Value = Route> {
+            let methods = prop::option::of(prop::sample::subsequence(vec!["GET", "POST"], 1..=2));
+            let host = prop::option::of(prop::sample::select(vec!["h1", "h2"]));
+            (path_match(), methods, host)
+                .prop_map(|(path, methods, host)| route("r", methods.as_deref(), host, path))
+        }
+
+        /// The linear first-match scan, as `find` does below the threshold.
+        fn scan<'t: 'p, 'p>(
+            routes: &'t [Route],
+            method: &str,
+            host: &str,
+            path: &'p str,
+        ) -> Option<(usize, Params<'p>)> {
+            routes.iter().enumerate().find_map(|(position, route)| {
+                route
+                    .matcher
+                    .matches(method, host, path)
+                    .map(|params| (position, params))
+            })
+        }
+
+        proptest! {
+            // No regression files written into the tree: a failure prints its minimal input,
+            // which then becomes an example test above.
+            #![proptest_config(ProptestConfig {
+                cases: 500,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn indexed_find_returns_the_first_matching_route_and_its_params(
+                routes in prop::collection::vec(table_route(), INDEX_THRESHOLD..4 * INDEX_THRESHOLD),
+                requests in prop::collection::vec(
+                    (
+                        prop::sample::select(vec!["GET", "POST", "PUT"]),
+                        prop::sample::select(vec!["h1", "h2", "h3"]),
+                        prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "d"]), 0..6),
+                        any::<bool>(),
+                    ),
+                    1..32,
+                ),
+            ) {
+                let table = RouteTable::new(routes);
+                prop_assert!(table.index.is_some());
+                for (method, host, segments, slash) in requests {
+                    let path = spelled(&segments, slash);
+                    let indexed = table.find(method, host, &path).map(|(route, params)| {
+                        let position = table
+                            .routes()
+                            .iter()
+                            .position(|r| std::ptr::eq(r, route));
+                        (position, params)
+                    });
+                    let scanned = scan(table.routes(), method, host, &path)
+                        .map(|(position, params)| (Some(position), params));
+                    prop_assert_eq!(indexed, scanned, "{} {} {}", method, host, path);
+                }
+            }
+        }
     }
 }
