@@ -22,9 +22,6 @@ use crate::input::Headers;
 use routes::Params;
 
 /// What a route demands of the caller.
-// Built once per route when the configuration loads and only borrowed per request: the size
-// of `Require` costs nothing on the request path, and boxing it would touch every route.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 #[allow(
     clippy::large_enum_variant,
