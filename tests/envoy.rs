@@ -150,14 +150,7 @@ impl Agent {
 fn agent_config(ports: AgentPorts, idp: &Idp, extra_issuers: &str) -> String {
     format!(
         r#"{server}issuers:
-  - name: test-idp
-    issuer: {issuer}
-    audiences: [{AUDIENCE}]
-    discovery: true
-    algorithms: [RS256, ES256]
-    types: [at+jwt]
-    clock_skew: 30s
-    refresh: {{min_interval: 1s, max_interval: 3s, timeout: 2s}}
+{provider}    refresh: {{min_interval: 1s, max_interval: 3s, timeout: 2s}}
 {extra_issuers}routes:
   - name: health
     match: {{path: /healthz}}
@@ -177,7 +170,16 @@ fn agent_config(ports: AgentPorts, idp: &Idp, extra_issuers: &str) -> String {
     on_deny: not_found
 "#,
         server = ports.server_yaml(),
-        issuer = idp.issuer(),
+        provider = provider_issuer(idp),
+    )
+}
+
+/// The `issuers` entry for the test provider (found by discovery; RFC 9068 access tokens).
+fn provider_issuer(idp: &Idp) -> String {
+    format!(
+        "  - name: test-idp\n    issuer: {}\n    audiences: [{AUDIENCE}]\n    discovery: true\n    \
+         algorithms: [RS256, ES256]\n    types: [at+jwt]\n    clock_skew: 30s\n",
+        idp.issuer()
     )
 }
 
@@ -1881,14 +1883,7 @@ in_both_modes!(
 fn policy_config(ports: AgentPorts, idp: &Idp) -> String {
     format!(
         r#"{server}issuers:
-  - name: test-idp
-    issuer: {issuer}
-    audiences: [{AUDIENCE}]
-    discovery: true
-    algorithms: [RS256, ES256]
-    types: [at+jwt]
-    clock_skew: 30s
-roles:
+{provider}roles:
   admin: {{permissions: [delete, admin], includes: [user]}}
   user: {{permissions: [write], includes: [viewer]}}
   viewer: [read]
@@ -1918,7 +1913,7 @@ routes:
     on_deny: not_found
 "#,
         server = ports.server_yaml(),
-        issuer = idp.issuer(),
+        provider = provider_issuer(idp),
     )
 }
 

@@ -753,14 +753,12 @@ async fn a_password_protected_redis_is_reached_with_the_password_file_and_never_
         "redis: {{url: '{}', password_file: redis-password}}",
         redis.url()
     );
-    let yaml = agent_yaml(&idp.jwks_url(), &sources);
-    let config = write_config(dir.path(), "portcullis.yaml", &yaml);
-    let agent = BinaryAgent::start(&config);
-    wait_ready(&agent.addrs, WAIT).await;
-    let mut client = agent.client().await;
-    let (token, jti) = token_for("alice");
-    let request = EnvoyRequest::get("/documents").bearer(&token);
-    assert!(client.check(&request).await.allowed());
+    let config = write_config(
+        dir.path(),
+        "portcullis.yaml",
+        &agent_yaml(&idp.jwks_url(), &sources),
+    );
+    let (agent, mut client, request, jti) = ready_agent_allowing_alice(&config).await;
 
     // Without the password Redis refuses the CLI: nothing stored, exit non-zero.
     let url = redis.url();
@@ -770,13 +768,32 @@ async fn a_password_protected_redis_is_reached_with_the_password_file_and_never_
     let config = config.to_str().expect("utf-8 path");
     let (ok, _, stderr) = revoke(&["--config", config, "--jti", &jti, "--expires", far()]);
     assert!(ok, "{stderr}");
+    refused_within_wait(&mut client, &request).await;
+    let logs = [agent.stdout(), agent.stderr()].concat().join("\n");
+    assert!(!logs.contains(SECRET), "the password reached a log line");
+}
+
+/// The built binary on `config`, ready (its revocation sources synced), with a client and a
+/// check of a token for `alice` that it allows; and that token's `jti`.
+async fn ready_agent_allowing_alice(
+    config: &Path,
+) -> (BinaryAgent, CheckClient, EnvoyRequest, String) {
+    let agent = BinaryAgent::start(config);
+    wait_ready(&agent.addrs, WAIT).await;
+    let mut client = agent.client().await;
+    let (token, jti) = token_for("alice");
+    let request = EnvoyRequest::get("/documents").bearer(&token);
+    assert!(client.check(&request).await.allowed());
+    (agent, client, request, jti)
+}
+
+/// Repeats `request` until it is refused, bounded by [`WAIT`].
+async fn refused_within_wait(client: &mut CheckClient, request: &EnvoyRequest) {
     let deadline = Instant::now() + WAIT;
-    while client.check(&request).await.allowed() {
+    while client.check(request).await.allowed() {
         assert!(Instant::now() < deadline, "never refused");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let logs = [agent.stdout(), agent.stderr()].concat().join("\n");
-    assert!(!logs.contains(SECRET), "the password reached a log line");
 }
 
 /// `rediss://`: the agent and the CLI reach a TLS-only Redis through its CA; without the CA
@@ -795,13 +812,8 @@ async fn a_tls_redis_is_reached_with_rediss_and_its_ca() {
         "portcullis.yaml",
         &agent_yaml(&idp.jwks_url(), &sources),
     );
-    let agent = BinaryAgent::start(&config);
     // Ready only once the first sync through TLS succeeded (`require_sync`).
-    wait_ready(&agent.addrs, WAIT).await;
-    let mut client = agent.client().await;
-    let (token, jti) = token_for("alice");
-    let request = EnvoyRequest::get("/documents").bearer(&token);
-    assert!(client.check(&request).await.allowed());
+    let (_agent, mut client, request, jti) = ready_agent_allowing_alice(&config).await;
 
     let url = redis.url();
     let (ok, _, _) = revoke(&["--redis", &url, "--jti", &jti, "--expires", far()]);
@@ -817,11 +829,7 @@ async fn a_tls_redis_is_reached_with_rediss_and_its_ca() {
         far(),
     ]);
     assert!(ok, "{stderr}");
-    let deadline = Instant::now() + WAIT;
-    while client.check(&request).await.allowed() {
-        assert!(Instant::now() < deadline, "never refused");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    refused_within_wait(&mut client, &request).await;
 }
 
 #[tokio::test]
