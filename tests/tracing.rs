@@ -342,20 +342,14 @@ async fn otel_environment_alone_turns_tracing_on_over_otlp_http() {
     let yaml = "server:\n  grpc_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n\
                 routes:\n  - name: public\n    match: {path_prefix: /public}\n    allow: anonymous\n";
     let path = write_config(dir.path(), "portcullis.yaml", yaml);
-    let agent = BinaryAgent::spawn(
-        &["serve", "--config", path.to_str().expect("utf-8 path")],
+    let agent = serving_one_anonymous_check(
+        &path,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.base_url().as_str()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ],
-    );
-    let mut client = agent.client().await;
-    assert!(
-        client
-            .check(&EnvoyRequest::get("/public/a"))
-            .await
-            .allowed()
-    );
+    )
+    .await;
     let exported = eventually(SPAN_WAIT, || async { collector.requests("/v1/traces") > 0 }).await;
     assert!(
         exported,
@@ -372,6 +366,25 @@ async fn otel_environment_alone_turns_tracing_on_over_otlp_http() {
     assert_eq!(dropped_spans(&agent.addrs).await, 0);
 }
 
+/// The built binary on `config` with `env`, after one allowed check of `/public/a`.
+async fn serving_one_anonymous_check(
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> BinaryAgent {
+    let agent = BinaryAgent::spawn(
+        &["serve", "--config", config.to_str().expect("utf-8 path")],
+        env,
+    );
+    let mut client = agent.client().await;
+    assert!(
+        client
+            .check(&EnvoyRequest::get("/public/a"))
+            .await
+            .allowed()
+    );
+    agent
+}
+
 /// A graceful stop exports the spans still queued: with batches due only every minute, the
 /// span of the last check reaches the collector because of SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,20 +396,14 @@ async fn spans_still_queued_are_exported_on_graceful_stop() {
         "portcullis.yaml",
         &portcullis_config(&collector),
     );
-    let mut agent = BinaryAgent::spawn(
-        &["serve", "--config", path.to_str().expect("utf-8 path")],
+    let mut agent = serving_one_anonymous_check(
+        &path,
         &[
             ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
             ("OTEL_SERVICE_NAME", "portcullis-test"),
         ],
-    );
-    let mut client = agent.client().await;
-    assert!(
-        client
-            .check(&EnvoyRequest::get("/public/a"))
-            .await
-            .allowed()
-    );
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         check_span(&collector.spans(), |_| true).is_none(),
