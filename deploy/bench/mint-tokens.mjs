@@ -3,7 +3,10 @@
 // for each algorithm N distinct RFC 9068 access tokens (distinct `sub` and `jti`).
 //
 // Usage: node mint-tokens.mjs OUT_DIR COUNT ISSUER AUDIENCE
-// Writes OUT_DIR/jwks.json, OUT_DIR/rs256.txt, OUT_DIR/es256.txt (one token per line).
+// Writes OUT_DIR/jwks.json, OUT_DIR/rs256.txt, OUT_DIR/es256.txt (one token per line), and
+// OUT_DIR/rs256-roles.txt: one RS256 token like rs256.txt's first (`sub` bench-user-0) that also
+// carries `roles: [editor]`, for bench-grpc's full-policy case (the other files are unchanged,
+// so the other cases and bench-envoy verify the same tokens as before).
 // Node's own crypto only: no packages needed.
 
 import * as crypto from 'node:crypto';
@@ -36,25 +39,33 @@ fs.writeFileSync(path.join(outDir, 'jwks.json'), `${JSON.stringify(jwks, null, 2
 
 const now = Math.floor(Date.now() / 1000);
 for (const [alg, { privateKey }] of Object.entries(keys)) {
-  const header = b64({ alg, typ: 'at+jwt', kid: kids[alg] });
   const lines = [];
   for (let i = 0; i < count; i += 1) {
-    const claims = {
-      iss: issuer,
-      aud: audience,
-      sub: `bench-user-${i}`,
-      client_id: 'bench',
-      scope: 'read:documents',
-      iat: now,
-      exp: now + 3 * 3600,
-      jti: crypto.randomUUID(),
-    };
-    const input = `${header}.${b64(claims)}`;
-    const signature = crypto.sign('sha256', Buffer.from(input), alg === 'ES256'
-      ? { key: privateKey, dsaEncoding: 'ieee-p1363' }
-      : privateKey);
-    lines.push(`${input}.${signature.toString('base64url')}`);
+    lines.push(mint(alg, privateKey, {}, i));
   }
   fs.writeFileSync(path.join(outDir, `${alg.toLowerCase()}.txt`), `${lines.join('\n')}\n`);
 }
+fs.writeFileSync(path.join(outDir, 'rs256-roles.txt'),
+  `${mint('RS256', keys.RS256.privateKey, { roles: ['editor'] }, 0)}\n`);
 console.log(`minted ${count} RS256 and ${count} ES256 tokens in ${outDir}`);
+
+// mint(alg, privateKey, extra, i): token i of the algorithm, with the extra claims.
+function mint(alg, privateKey, extra, i) {
+  const header = b64({ alg, typ: 'at+jwt', kid: kids[alg] });
+  const claims = {
+    iss: issuer,
+    aud: audience,
+    sub: `bench-user-${i}`,
+    client_id: 'bench',
+    scope: 'read:documents',
+    iat: now,
+    exp: now + 3 * 3600,
+    jti: crypto.randomUUID(),
+    ...extra,
+  };
+  const input = `${header}.${b64(claims)}`;
+  const signature = crypto.sign('sha256', Buffer.from(input), alg === 'ES256'
+    ? { key: privateKey, dsaEncoding: 'ieee-p1363' }
+    : privateKey);
+  return `${input}.${signature.toString('base64url')}`;
+}
