@@ -12,7 +12,7 @@
 #
 # Installs are idempotent and quick when already done. On a fresh Debian machine (as root) the
 # only system packages ever installed are the ones missing: python3-venv, nodejs/npm,
-# prometheus and redis-server for the tests, wrk for the benchmark.
+# prometheus and redis-server for the tests; wrk, nghttp2-client and valgrind for benchmarks.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
