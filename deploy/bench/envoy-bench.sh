@@ -23,7 +23,10 @@
 #      ONLY (an extended regex on case names, e.g. 'rs256-many'; default: every case),
 #      PORTCULLIS_LOG (portcullis's log filter; default `info`, as shipped: one JSON audit
 #      event per decision, written to a file here; `warn` turns the audit log off),
-#      DYNAMIC_METADATA (portcullis's `response.dynamic_metadata`; default true, as shipped).
+#      DYNAMIC_METADATA (portcullis's `response.dynamic_metadata`; default true, as shipped),
+#      TRACE_RATIOS (e.g. "0.01 1": also run (c) ES256 with 10,000 tokens with portcullis's
+#      tracing on at each sampling ratio, exporting OTLP/HTTP to a local sink on the load CPU
+#      that answers 200; default none: tracing off, as shipped).
 # jwt_authn does not check scopes; portcullis does (route requires read:documents), so (c)
 # does slightly more work per request than (b).
 set -euo pipefail
@@ -51,9 +54,11 @@ require_tools bench "make bench-envoy installs it" wrk taskset curl node
 mkdir -p "$OUT"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")"
 PIDS=()
+SINK_PID=""
 cleanup() {
   trap - EXIT INT TERM
   stop_all
+  stop_pids 3 ${SINK_PID:+"$SINK_PID"}
   rm -rf "$WORK"
 }
 stop_all() {
@@ -203,6 +208,26 @@ EOF
 
 CONFIG="$(write_portcullis_config "$WORK" "$AGENT_GRPC_PORT" "$AGENT_ADMIN_PORT" "$JWKS" "RS256, ES256")"
 
+# tracing_config <ratio>: $CONFIG plus telemetry.tracing to the local sink; prints its path (in
+# the configuration's own directory, which holds no log file).
+SINK_PORT=9394
+tracing_config() {
+  local ratio="$1" path
+  path="$(dirname "$CONFIG")/portcullis-trace-$1.yaml"
+  cp "$CONFIG" "$path"
+  printf 'telemetry:\n  tracing:\n    endpoint: http://127.0.0.1:%s\n    protocol: http/protobuf\n    sampler: traceidratio\n    ratio: %s\n' \
+    "$SINK_PORT" "$ratio" >>"$path"
+  echo "$path"
+}
+if [[ -n "${TRACE_RATIOS:-}" ]]; then
+  # The collector stand-in: reads each export and answers 200 with an empty (valid) response.
+  taskset -c "$LOAD_CPU" node -e '
+    require("http").createServer((q, s) => { q.resume(); q.on("end", () => {
+      s.writeHead(200, {"content-type": "application/x-protobuf"}); s.end(); }); })
+      .listen(Number(process.argv[1]), "127.0.0.1");' "$SINK_PORT" &
+  SINK_PID=$!
+fi
+
 for mode in none jwt_authn jwt_authn_same_job ext_authz; do
   envoy_config "$mode" >"$WORK/envoy-$mode.yaml"
   "$ENVOY" --mode validate -c "$WORK/envoy-$mode.yaml" --log-level error >/dev/null
@@ -224,7 +249,7 @@ run() { # label mode alg tokens(1|many) pace_ms [connections] [path]
   local token_file="$WORK/tokens/$alg-$set.txt"
   local agent_pid="" envoy_pid
   if [[ "$mode" == ext_authz ]]; then
-    PORTCULLIS_LOG="$AGENT_LOG" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "$CONFIG" \
+    PORTCULLIS_LOG="$AGENT_LOG" taskset -c "$SUT_CPU" "$PORTCULLIS" serve --config "${AGENT_CONFIG:-$CONFIG}" \
       >"$WORK/portcullis.log" 2>&1 &
     agent_pid=$!
     PIDS+=("$agent_pid")
@@ -301,6 +326,9 @@ for round in $(seq 1 "$REPEAT"); do
     done
     # jwt_authn doing the same job as portcullis's answer (identity headers, metadata).
     run "bsame-$alg-many" jwt_authn_same_job "$alg" many 0
+  done
+  for ratio in ${TRACE_RATIOS:-}; do
+    AGENT_CONFIG="$(tracing_config "$ratio")" run "c-es256-many-traced-$ratio" ext_authz es256 many 0
   done
 done
 # Latency at half of (b)'s peak rate (paced load): every connection waits a random 0..2*PACE_MS
