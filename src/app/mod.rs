@@ -239,12 +239,15 @@ pub async fn start_with(
             .metrics()
             .observe_revocations(shared.revocations.clone());
     }
+    // Watched first and read once before the first check is served, so a revocation on disk is
+    // never missed at start, nor one written while it is read; a bad file is reported and the
+    // agent stays not ready (`require_sync`).
     let revocation_file = config.revocation.as_ref().and_then(|r| r.file.clone());
-    if let Some(file) = &revocation_file {
-        // Before the first check is served, so a revocation on disk is never missed at start;
-        // a bad file is reported and the agent stays not ready (`require_sync`).
+    let revocation_watcher = revocation_file.as_deref().map(|file| {
+        let watcher = revocation::file::watch(file);
         let _ = revocation::file::refresh(file, &shared.revocations);
-    }
+        watcher
+    });
     let revocations = shared.revocations.clone();
     telemetry.metrics().set_generation(1);
 
@@ -273,10 +276,11 @@ pub async fn start_with(
             shutdown_rx.clone(),
         )));
     }
-    if let Some(file) = revocation_file {
+    if let (Some(file), Some(watcher)) = (revocation_file, revocation_watcher) {
         servers.stop_with(tokio::spawn(revocation::file::follow(
             file,
             revocations.clone(),
+            watcher,
         )));
     }
     if let Some(feed) = config.revocation.as_ref().and_then(|r| r.http.clone()) {

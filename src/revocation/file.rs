@@ -130,18 +130,27 @@ pub fn refresh(path: &Path, revocations: &Revocations) -> Result<(), FileError> 
     }
 }
 
-/// Follows the file for as long as the returned future runs: reads it now, then again after
-/// every change, and drops expired entries every 30 s.
-pub async fn follow(path: PathBuf, revocations: Arc<Revocations>) {
-    // Watch before the first read, so that a change made while reading is not missed.
-    let mut watcher = match FileWatcher::watch(&path, DEBOUNCE, "revocation file") {
+/// Starts watching the file. Call it before the first [`refresh`], so that a change made while
+/// that read runs is not missed; `None` (logged) when the file cannot be watched, and then
+/// [`follow`] re-reads it every 30 s instead.
+pub fn watch(path: &Path) -> Option<FileWatcher> {
+    match FileWatcher::watch(path, DEBOUNCE, "revocation file") {
         Ok(watcher) => Some(watcher),
         Err(error) => {
             tracing::error!(%error, "cannot watch the revocation file; it is re-read every 30 s");
             None
         }
-    };
-    let _ = read_blocking(&path, &revocations).await;
+    }
+}
+
+/// Follows the file for as long as the returned future runs, after the caller's first read: reads
+/// it again after every change `watcher` (from [`watch`]) reports, and drops expired entries every
+/// 30 s.
+pub async fn follow(
+    path: PathBuf,
+    revocations: Arc<Revocations>,
+    mut watcher: Option<FileWatcher>,
+) {
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.tick().await;
     loop {
