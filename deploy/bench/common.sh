@@ -56,3 +56,25 @@ routes:
 EOF
   echo "$work/config/portcullis.yaml"
 }
+
+# tracing_config CONFIG RATIO SINK_PORT: a copy of CONFIG beside it (its directory holds no log
+# file: portcullis watches it) with `telemetry.tracing` exporting OTLP/HTTP to the local sink on
+# SINK_PORT, sampling RATIO of the checks; prints the copy's path.
+tracing_config() {
+  local config="$1" ratio="$2" port="$3" path
+  path="$(dirname "$config")/portcullis-trace-$ratio.yaml"
+  cp "$config" "$path"
+  printf 'telemetry:\n  tracing:\n    endpoint: http://127.0.0.1:%s\n    protocol: http/protobuf\n    sampler: traceidratio\n    ratio: %s\n' \
+    "$port" "$ratio" >>"$path"
+  echo "$path"
+}
+
+# start_otlp_sink PORT: the collector stand-in on the load CPU, which reads each export and
+# answers 200 with an empty (valid) response; sets SINK_PID.
+start_otlp_sink() {
+  taskset -c "$LOAD_CPU" node -e '
+    require("http").createServer((q, s) => { q.resume(); q.on("end", () => {
+      s.writeHead(200, {"content-type": "application/x-protobuf"}); s.end(); }); })
+      .listen(Number(process.argv[1]), "127.0.0.1");' "$1" &
+  SINK_PID=$!
+}

@@ -208,25 +208,8 @@ EOF
 
 CONFIG="$(write_portcullis_config "$WORK" "$AGENT_GRPC_PORT" "$AGENT_ADMIN_PORT" "$JWKS" "RS256, ES256")"
 
-# tracing_config <ratio>: $CONFIG plus telemetry.tracing to the local sink; prints its path (in
-# the configuration's own directory, which holds no log file).
 SINK_PORT=9394
-tracing_config() {
-  local ratio="$1" path
-  path="$(dirname "$CONFIG")/portcullis-trace-$1.yaml"
-  cp "$CONFIG" "$path"
-  printf 'telemetry:\n  tracing:\n    endpoint: http://127.0.0.1:%s\n    protocol: http/protobuf\n    sampler: traceidratio\n    ratio: %s\n' \
-    "$SINK_PORT" "$ratio" >>"$path"
-  echo "$path"
-}
-if [[ -n "${TRACE_RATIOS:-}" ]]; then
-  # The collector stand-in: reads each export and answers 200 with an empty (valid) response.
-  taskset -c "$LOAD_CPU" node -e '
-    require("http").createServer((q, s) => { q.resume(); q.on("end", () => {
-      s.writeHead(200, {"content-type": "application/x-protobuf"}); s.end(); }); })
-      .listen(Number(process.argv[1]), "127.0.0.1");' "$SINK_PORT" &
-  SINK_PID=$!
-fi
+[[ -z "${TRACE_RATIOS:-}" ]] || start_otlp_sink "$SINK_PORT"
 
 for mode in none jwt_authn jwt_authn_same_job ext_authz; do
   envoy_config "$mode" >"$WORK/envoy-$mode.yaml"
@@ -328,7 +311,7 @@ for round in $(seq 1 "$REPEAT"); do
     run "bsame-$alg-many" jwt_authn_same_job "$alg" many 0
   done
   for ratio in ${TRACE_RATIOS:-}; do
-    AGENT_CONFIG="$(tracing_config "$ratio")" run "c-es256-many-traced-$ratio" ext_authz es256 many 0
+    AGENT_CONFIG="$(tracing_config "$CONFIG" "$ratio" "$SINK_PORT")" run "c-es256-many-traced-$ratio" ext_authz es256 many 0
   done
 done
 # Latency at half of (b)'s peak rate (paced load): every connection waits a random 0..2*PACE_MS

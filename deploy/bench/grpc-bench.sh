@@ -157,22 +157,9 @@ REVOCATION_CONFIG="$WORK/config/portcullis-revocation.yaml"
 cp "$CONFIG" "$REVOCATION_CONFIG"
 printf 'revocation:\n  file: %s\n' "$WORK/revocation/revoked.yaml" >>"$REVOCATION_CONFIG"
 
-# tracing_config <ratio>: $CONFIG plus telemetry.tracing to the local sink; prints its path.
 SINK_PORT=9393
-tracing_config() {
-  local ratio="$1" path="$WORK/config/portcullis-trace-$1.yaml"
-  cp "$CONFIG" "$path"
-  printf 'telemetry:\n  tracing:\n    endpoint: http://127.0.0.1:%s\n    protocol: http/protobuf\n    sampler: traceidratio\n    ratio: %s\n' \
-    "$SINK_PORT" "$ratio" >>"$path"
-  echo "$path"
-}
 if [[ -n "${TRACE_RATIOS:-}" ]]; then
-  # The collector stand-in: reads each export and answers 200 with an empty (valid) response.
-  taskset -c "$LOAD_CPU" node -e '
-    require("http").createServer((q, s) => { q.resume(); q.on("end", () => {
-      s.writeHead(200, {"content-type": "application/x-protobuf"}); s.end(); }); })
-      .listen(Number(process.argv[1]), "127.0.0.1");' "$SINK_PORT" &
-  SINK_PID=$!
+  start_otlp_sink "$SINK_PORT"
   PIDS=("$SINK_PID")
 fi
 
@@ -273,7 +260,7 @@ for round in $(seq 1 "$REPEAT"); do
     run "$name" "$request" info "$round" "$config"
   done
   for ratio in ${TRACE_RATIOS:-}; do
-    run "allowed-traced-$ratio" allowed info "$round" "$(tracing_config "$ratio")"
+    run "allowed-traced-$ratio" allowed info "$round" "$(tracing_config "$CONFIG" "$ratio" "$SINK_PORT")"
   done
 done
 
