@@ -181,10 +181,9 @@ RESULTS="$OUT/results.tsv"
 printf 'case\tround\trps\tper_check\n' >"$RESULTS"
 
 # wait_idle <pid>: until portcullis spends no CPU of its own (at most ~10 s; 120 s under
-# callgrind). Ready is not idle: background work started at ready (the first key refresh, the
-# allocator returning the start-up's memory) must not land in the measured window. (Until
-# 2026-12-02 the revocation file was also read a second time after ready, ~0.5 s of CPU for
-# 100,000 entries.)
+# callgrind). Ready is not idle: work the agent still does in the background after ready must
+# not land in the measured window (until 2026-12-02 the revocation file was read a second time
+# after ready, ~0.5 s of CPU for 100,000 entries).
 wait_idle() {
   local pid="$1" pause=0.5 tries=20 t0 t1
   [[ "$COUNT" == cpu ]] || pause=2 tries=60
