@@ -328,25 +328,10 @@ struct Pki {
 }
 
 fn pki() -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
-        KeyPair, KeyUsagePurpose,
-    };
-    let ca = |name: &str| {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
-    };
+    use common::pki::ca;
+    use rcgen::{CertifiedIssuer, ExtendedKeyUsagePurpose, KeyPair};
     let leaf = |issuer: &CertifiedIssuer<'_, KeyPair>, name: &str, usage| {
-        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("params");
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, issuer).expect("signed");
-        (cert.pem(), key.serialize_pem())
+        common::pki::leaf(issuer, name, vec![usage])
     };
     let trusted = ca("portcullis test CA");
     let rogue = ca("rogue CA");

@@ -3,9 +3,8 @@
 //! control: serve, fail, hang, count, see the last request; JWKS and OIDC discovery on top),
 //! `agent` (portcullis in-process and as the built binary, gRPC Check client), `envoy`, `idp`,
 //! `upstream` (real Envoy, the real OpenID Provider, an echoing upstream), `otlp` (a test
-//! OpenTelemetry collector on the real OTLP/gRPC service).
-//! `upstream` (real Envoy, the real OpenID Provider, an echoing upstream), `redis` (a real
-//! `redis-server` per test).
+//! OpenTelemetry collector on the real OTLP/gRPC service), `redis` (a real `redis-server` per
+//! test), `pki` (a test CA and the certificates it signs).
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
@@ -13,6 +12,7 @@ pub mod envoy;
 pub mod http_server;
 pub mod idp;
 pub mod otlp;
+pub mod pki;
 pub mod redis;
 pub mod tokens;
 pub mod upstream;

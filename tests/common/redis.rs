@@ -23,23 +23,10 @@ struct Tls {
 
 impl Tls {
     fn new() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "redis test CA");
-        let ca =
-            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
-        let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &ca).expect("signed");
+        let ca = super::pki::ca("redis test CA");
+        let (cert, key) = super::pki::leaf(&ca, "127.0.0.1", Vec::new());
         let dir = tempfile::tempdir().expect("temp dir");
-        for (name, pem) in [
-            ("ca.pem", ca.pem()),
-            ("cert.pem", cert.pem()),
-            ("key.pem", key.serialize_pem()),
-        ] {
+        for (name, pem) in [("ca.pem", ca.pem()), ("cert.pem", cert), ("key.pem", key)] {
             std::fs::write(dir.path().join(name), pem).expect("write PEM");
         }
         Self { dir }
