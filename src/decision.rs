@@ -361,9 +361,14 @@ impl Decision {
     }
 
     pub fn route(&self) -> Option<&str> {
+        self.route_name().map(|route| &**route)
+    }
+
+    /// [`route`](Self::route), shared: a clone is a reference count, not a copy.
+    pub fn route_name(&self) -> Option<&Arc<str>> {
         match self {
             Self::Allow(permit) => Some(&permit.route),
-            Self::Deny(denial) => denial.route.as_deref(),
+            Self::Deny(denial) => denial.route.as_ref(),
         }
     }
 

@@ -28,7 +28,11 @@
 #      TRACE_RATIOS (e.g. "0.01 1": also run the allowed case with tracing on at each sampling
 #      ratio, exporting OTLP/HTTP to a local sink on the load CPU that answers 200; default
 #      none, i.e. tracing off as shipped), ONLY (an extended regex on case names, e.g.
-#      'rs256|revoked'; default: every case).
+#      'rs256|revoked'; default: every case), PAIRS (e.g. 20: then each feature and tracing case
+#      also runs paired against allowed-cached-rs256, see run_paired; PAIR_REQUESTS checks per
+#      burst, 100000; REPEAT=0 skips the separate runs), PROFILES (a directory: with
+#      COUNT=instructions, keep each case's callgrind profile there as <case>.callgrind, for
+#      callgrind_annotate).
 set -euo pipefail
 
 # shellcheck source=common.sh
@@ -42,6 +46,11 @@ esac
 OUT="${OUT:-$ROOT/target/bench-grpc}"
 GRPC_PORT=9391
 ADMIN_PORT=9392
+PAIRS="${PAIRS:-0}"
+PAIR_REQUESTS="${PAIR_REQUESTS:-100000}"
+PAIR_GRPC_PORT=9394
+PAIR_ADMIN_PORT=9395
+[[ "$PAIRS" == 0 || "$COUNT" == cpu ]] || { echo "bench-grpc: PAIRS is for CPU time (instruction counts need no pairing)" >&2; exit 1; }
 
 require_tools bench-grpc "make bench-grpc installs it" h2load taskset curl node python3
 [[ "$COUNT" == cpu ]] || require_tools bench-grpc "make bench-grpc-instructions installs it" valgrind callgrind_control
@@ -178,6 +187,7 @@ feature allowed-api-key api-key "$API_KEY_CONFIG"
 feature allowed-revoked-list allowed "$REVOCATION_CONFIG"
 
 RESULTS="$OUT/results.tsv"
+PAIRED="$OUT/paired.tsv"
 printf 'case\tround\trps\tper_check\n' >"$RESULTS"
 
 # wait_idle <pid>: until portcullis spends no CPU of its own (at most ~10 s; 120 s under
@@ -196,57 +206,131 @@ wait_idle() {
   echo "bench-grpc: portcullis still busy before the run; measuring anyway" >&2
 }
 
+# start_sut <config> <log_filter> <log> [under...]: portcullis serving <config>, ready and idle;
+# sets SUT_PID.
+start_sut() {
+  local config="$1" filter="$2" log="$3" tries=200
+  shift 3
+  (($#)) || set -- taskset -c "$SUT_CPU"
+  [[ "$COUNT" == cpu ]] || tries=1200
+  PORTCULLIS_LOG="$filter" "$@" "$PORTCULLIS" serve --config "$config" >"$log" 2>&1 &
+  SUT_PID=$!
+  PIDS+=("$SUT_PID")
+  local admin
+  admin=$(sed -n 's/^ *admin_listen: *//p' "$config")
+  wait_until_up bench-grpc portcullis "$log" "$SUT_PID" "$tries" 0.05 curl -sf "http://$admin/readyz"
+  wait_idle "$SUT_PID"
+}
+
+# load <body> <config> <checks>: h2load from the load CPU, <checks> Check calls with <body> to
+# the gRPC port of <config>; prints h2load's report and fails unless every call was answered.
+load() {
+  local body="$1" config="$2" checks="$3" timeout=500m grpc out
+  [[ "$COUNT" == cpu ]] || timeout=20S # valgrind is slow
+  grpc=$(sed -n 's/^ *grpc_listen: *//p' "$config")
+  out=$(taskset -c "$LOAD_CPU" h2load -c 1 -m 64 -d "$WORK/$body.bin" -n "$checks" \
+    -H content-type:application/grpc -H te:trailers -H "grpc-timeout:$timeout" \
+    "http://$grpc/envoy.service.auth.v3.Authorization/Check")
+  grep -q "status codes: $checks 2xx" <<<"$out" || { echo "bench-grpc: not every request answered:" >&2; echo "$out" >&2; return 1; }
+  echo "$out"
+}
+
+# expect_allowed <case> <log>: gRPC answers a denial with HTTP 200 too, so the audit log (every
+# decision at `info`) says whether an allowed-* case was allowed.
+expect_allowed() {
+  local name="$1" log="$2"
+  if grep -q '"authz.outcome": *"deny"' "$log" || ! grep -q '"authz.outcome": *"allow"' "$log"; then
+    echo "bench-grpc: $name: not allowed:" >&2
+    grep -m 3 '"authz.outcome"' "$log" >&2 || tail -n 5 "$log" >&2
+    exit 1
+  fi
+}
+
 run() { # case body log_filter round [config]
   local name="$1" body="$2" filter="$3" round="$4" config="${5:-$CONFIG}"
   [[ -z "${ONLY:-}" || "$name" =~ $ONLY ]] || return 0
-  local under=(taskset -c "$SUT_CPU") tries=200 warm=50000
+  local under=() warm=50000
   if [[ "$COUNT" == instructions ]]; then
     under=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.$name.%p")
-    tries=1200 warm=2000
+    warm=2000
   fi
-  PORTCULLIS_LOG="$filter" "${under[@]}" "$PORTCULLIS" serve --config "$config" \
-    >"$WORK/portcullis.log" 2>&1 &
-  local pid=$!
-  PIDS=("$pid" ${SINK_PID:+"$SINK_PID"})
-  wait_until_up bench-grpc portcullis "$WORK/portcullis.log" "$pid" "$tries" 0.05 \
-    curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz"
-  wait_idle "$pid"
-  local timeout=500m
-  [[ "$COUNT" == cpu ]] || timeout=20S # valgrind is slow
-  local load=(taskset -c "$LOAD_CPU" h2load -c 1 -m 64 -d "$WORK/$body.bin"
-    -H content-type:application/grpc -H te:trailers -H "grpc-timeout:$timeout"
-    "http://127.0.0.1:$GRPC_PORT/envoy.service.auth.v3.Authorization/Check")
-  "${load[@]}" -n "$warm" >/dev/null # warm-up
+  start_sut "$config" "$filter" "$WORK/portcullis.log" "${under[@]}"
+  local pid="$SUT_PID"
+  load "$body" "$config" "$warm" >/dev/null # warm-up
   local t0 t1 out per_check
   if [[ "$COUNT" == cpu ]]; then
     t0=$(cpu_ticks "$pid")
-    out=$("${load[@]}" -n "$REQUESTS")
+    out=$(load "$body" "$config" "$REQUESTS")
     t1=$(cpu_ticks "$pid")
     per_check=$(awk -v d="$((t1 - t0))" -v tck="$CLK_TCK" -v req="$REQUESTS" 'BEGIN {printf "%.2f", d / tck * 1e6 / req}')
   else
     callgrind_control --zero "$pid" >/dev/null
-    out=$("${load[@]}" -n "$REQUESTS")
+    out=$(load "$body" "$config" "$REQUESTS")
     callgrind_control --dump="$name" "$pid" >/dev/null
     # The dump's `totals:` line: instructions executed since the zeroing, every thread.
     per_check=$(awk -v req="$REQUESTS" '/^totals:/ {printf "%.0f", $2 / req; exit}' "$WORK"/callgrind."$name".*.1)
   fi
   stop_pids 3 "$pid"
   PIDS=(${SINK_PID:+"$SINK_PID"})
-  grep -q "status codes: $REQUESTS 2xx" <<<"$out" || { echo "bench-grpc: $name: not every request answered:" >&2; echo "$out" >&2; exit 1; }
-  # gRPC answers a denial with HTTP 200 too: the audit log (every decision at `info`) says
-  # whether an allowed-* case was allowed.
-  if [[ "$name" == allowed-* && "$filter" == info ]] &&
-    { grep -q '"authz.outcome": *"deny"' "$WORK/portcullis.log" ||
-      ! grep -q '"authz.outcome": *"allow"' "$WORK/portcullis.log"; }; then
-    echo "bench-grpc: $name: not allowed:" >&2
-    grep -m 3 '"authz.outcome"' "$WORK/portcullis.log" >&2 || tail -n 5 "$WORK/portcullis.log" >&2
-    exit 1
-  fi
+  [[ "$name" != allowed-* || "$filter" != info ]] || expect_allowed "$name" "$WORK/portcullis.log"
   local rps
   rps=$(sed -n 's/^finished in [0-9.]*m\?s, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
   printf '%s\t%s\t%.0f\t%s\n' "$name" "$round" "$rps" "$per_check" >>"$RESULTS"
   tail -n 1 "$RESULTS" | awk -F'\t' -v unit="$UNIT" '{printf "  %-26s %8s checks/s  %8s %s\n", $1, $3, $4, unit}'
+  if [[ -n "${PROFILES:-}" && "$COUNT" == instructions ]]; then
+    mkdir -p "$PROFILES" && cp "$WORK"/callgrind."$name".*.1 "$PROFILES/$name.callgrind"
+  fi
   rm -f "$WORK"/callgrind."$name".*
+}
+
+# run_paired <case> <body> <config>: the case against allowed-cached-rs256 with both agents up
+# at once, on the same CPU, loaded in turn (PAIRS pairs of PAIR_REQUESTS checks; the order
+# alternates, ABBA, so a steady drift cancels). Each side's CPU is read from the start of its
+# burst to the start of its next one, so work it does after a burst (the exporter's last batch)
+# is counted too. Seconds apart instead of minutes, the two sides see the same machine: the
+# per-pair differences show a 0.5 µs change that separate runs on a drifting VM cannot.
+run_paired() {
+  local name="$1" body="$2" config="$3"
+  [[ -z "${ONLY:-}" || "$name" =~ $ONLY ]] || return 0
+  local other="${config%.yaml}-paired.yaml"
+  sed -e "s/^\( *grpc_listen: *127.0.0.1:\)$GRPC_PORT\$/\1$PAIR_GRPC_PORT/" \
+    -e "s/^\( *admin_listen: *127.0.0.1:\)$ADMIN_PORT\$/\1$PAIR_ADMIN_PORT/" "$config" >"$other"
+  start_sut "$CONFIG" info "$WORK/base.log"
+  local base_pid="$SUT_PID"
+  start_sut "$other" info "$WORK/case.log"
+  local case_pid="$SUT_PID"
+  load allowed "$CONFIG" 50000 >/dev/null
+  load "$body" "$other" 50000 >/dev/null
+  # starts[side][i]: the side's CPU ticks at the start of its burst i (PAIRS + 1 bursts each).
+  local -a base_starts=() case_starts=()
+  local i first
+  for i in $(seq 0 "$PAIRS"); do
+    for first in $( ((i % 2)) && echo "case base" || echo "base case"); do
+      if [[ "$first" == base ]]; then
+        base_starts+=("$(cpu_ticks "$base_pid")")
+        ((i == PAIRS)) || load allowed "$CONFIG" "$PAIR_REQUESTS" >/dev/null
+      else
+        case_starts+=("$(cpu_ticks "$case_pid")")
+        ((i == PAIRS)) || load "$body" "$other" "$PAIR_REQUESTS" >/dev/null
+      fi
+    done
+  done
+  # A run that dropped spans did less work than one that exported them all: say so.
+  local dropped
+  dropped=$(curl -sf "http://127.0.0.1:$PAIR_ADMIN_PORT/metrics" |
+    awk '/^portcullis_trace_spans_dropped_total / {print $2}')
+  [[ "${dropped:-0}" == 0 ]] || echo "bench-grpc: $name: $dropped spans dropped (queue full): not every span was exported" >&2
+  stop_pids 3 "$base_pid" "$case_pid"
+  PIDS=(${SINK_PID:+"$SINK_PID"})
+  expect_allowed allowed-cached-rs256 "$WORK/base.log"
+  [[ "$name" != allowed-* ]] || expect_allowed "$name" "$WORK/case.log"
+  for i in $(seq 1 "$PAIRS"); do
+    awk -v c="$name" -v i="$i" -v tck="$CLK_TCK" -v req="$PAIR_REQUESTS" \
+      -v b="$((base_starts[i] - base_starts[i - 1]))" -v x="$((case_starts[i] - case_starts[i - 1]))" \
+      'BEGIN {b = b / tck * 1e6 / req; x = x / tck * 1e6 / req; printf "%s\t%s\t%.2f\t%.2f\t%.2f\n", c, i, b, x, x - b}'
+  done >>"$PAIRED"
+  awk -F'\t' -v c="$name" '$1 == c {print $5}' "$PAIRED" | sort -n |
+    awk -v c="$name" '{v[NR] = $1} END {printf "  %-26s %+.2f µs CPU per check vs allowed-cached-rs256 (median of %d pairs; quartiles %+.2f, %+.2f)\n", c, v[int((NR + 1) / 2)], NR, v[int((NR + 3) / 4)], v[int((3 * NR + 3) / 4)]}'
 }
 
 echo "bench-grpc: $REQUESTS checks per run, $REPEAT rounds; portcullis on CPU $SUT_CPU, h2load on CPU $LOAD_CPU (1 connection, 64 streams)"
@@ -263,6 +347,17 @@ for round in $(seq 1 "$REPEAT"); do
     run "allowed-traced-$ratio" allowed info "$round" "$(tracing_config "$CONFIG" "$ratio" "$SINK_PORT")"
   done
 done
+if ((PAIRS > 0)); then
+  echo "bench-grpc: $PAIRS pairs of $PAIR_REQUESTS checks per case against allowed-cached-rs256, both agents up at once"
+  printf 'case\tpair\tbase\tcase\tdelta\n' >"$PAIRED"
+  for f in "${FEATURES[@]}"; do
+    read -r name request config <<<"$f"
+    run_paired "$name" "$request" "$config"
+  done
+  for ratio in ${TRACE_RATIOS:-}; do
+    run_paired "allowed-traced-$ratio" allowed "$(tracing_config "$CONFIG" "$ratio" "$SINK_PORT")"
+  done
+fi
 
 REPORT="$OUT/results.md"
 {
@@ -280,8 +375,19 @@ REPORT="$OUT/results.md"
     grep -q "^$c	" "$RESULTS" || continue # skipped
     echo "| $c | $(median "$RESULTS" "$c" 3) | $(median "$RESULTS" "$c" 4) |"
   done
+  if ((PAIRS > 0)); then
+    echo
+    echo "Paired against allowed-cached-rs256 (both up at once, loaded in turn; $PAIRS pairs of $PAIR_REQUESTS checks):"
+    echo
+    echo "| case | Δ µs CPU per check, median | quartiles |"
+    echo "|---|---:|---:|"
+    for c in $(awk -F'\t' 'NR > 1 {print $1}' "$PAIRED" | uniq); do
+      awk -F'\t' -v c="$c" '$1 == c {print $5}' "$PAIRED" | sort -n |
+        awk -v c="$c" '{v[NR] = $1} END {printf "| %s | %+.2f | %+.2f to %+.2f |\n", c, v[int((NR + 1) / 2)], v[int((NR + 3) / 4)], v[int((3 * NR + 3) / 4)]}'
+    done
+  fi
   echo
-  echo "Reproduce: \`make bench-grpc\` or \`make bench-grpc-instructions\` (env REQUESTS, REPEAT, TRACE_RATIOS)."
+  echo "Reproduce: \`make bench-grpc\` or \`make bench-grpc-instructions\` (env REQUESTS, REPEAT, TRACE_RATIOS, PAIRS)."
 } >"$REPORT"
 echo
 cat "$REPORT"

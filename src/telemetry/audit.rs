@@ -68,7 +68,30 @@ pub struct AuditEvent<'a> {
     pub source_ip: Option<std::net::IpAddr>,
     pub status: u16,
     pub duration_us: u64,
-    pub trace_id: Option<opentelemetry::trace::TraceId>,
+    pub trace_id: Option<TraceIdHex>,
+}
+
+/// A trace id as the 32 lower-case hex digits W3C and OTLP tools show, formatted on the stack:
+/// `TraceId`'s `Display` goes through `u128` formatting with padding, a visible share of a
+/// traced check's cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceIdHex([u8; 32]);
+
+impl TraceIdHex {
+    pub fn new(trace_id: opentelemetry::trace::TraceId) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(trace_id.to_bytes()) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        Self(hex)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 impl<'a> AuditEvent<'a> {
@@ -167,7 +190,7 @@ macro_rules! audit_event {
                 client.ip = event.source_ip.map(tracing::field::display),
                 http.status = event.status,
                 duration_us = event.duration_us,
-                trace_id = event.trace_id.map(tracing::field::display),
+                trace_id = event.trace_id.as_ref().map(TraceIdHex::as_str),
             },
             "decision"
         );
@@ -183,7 +206,7 @@ pub fn record(
     trace_id: Option<opentelemetry::trace::TraceId>,
 ) {
     let mut event = AuditEvent::new(input, decision, elapsed);
-    event.trace_id = trace_id;
+    event.trace_id = trace_id.map(TraceIdHex::new);
     if !decision.is_allow() || event.would_deny || audit_allows {
         audit_event!(INFO, &event);
     } else {
@@ -197,6 +220,19 @@ mod tests {
     use crate::decision::{DenyReason, Identity, Permit, TokenProblem};
     use crate::input::Headers;
     use std::sync::Arc;
+
+    #[test]
+    fn trace_id_hex_is_the_w3c_spelling_of_the_trace_id() {
+        for hex in [
+            "0af7651916cd43dd8448eb211c80319c",
+            "00000000000000000000000000000001",
+            "ffffffffffffffffffffffffffffffff",
+        ] {
+            let id = opentelemetry::trace::TraceId::from_hex(hex).expect("hex");
+            assert_eq!(TraceIdHex::new(id).as_str(), hex);
+            assert_eq!(TraceIdHex::new(id).as_str(), id.to_string());
+        }
+    }
 
     fn input(path: &str) -> CheckInput {
         CheckInput {

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, TraceId, Tracer as _};
-use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry::{Context, InstrumentationScope, KeyValue, StringValue};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -44,8 +44,15 @@ use crate::input::{CheckInput, Headers};
 
 /// Name of the span of one check.
 pub const CHECK_SPAN: &str = "portcullis.check";
-/// Spans finished but not yet exported, at most; more are dropped and counted.
-pub const MAX_QUEUED_SPANS: usize = 2048;
+/// Spans finished but not yet exported, at most; more are dropped and counted. About 3 MiB
+/// when a dead collector lets the queue fill.
+pub const MAX_QUEUED_SPANS: usize = 4096;
+/// Spans per export unless `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` says otherwise: twice the SDK's
+/// 512, because each export has a fixed cost (one OTLP request, two thread wake-ups) that at
+/// 100 % sampling showed in the cost per check (`make bench-grpc PAIRS=…`, 2026-12-02: 64 spans
+/// per export cost more than 512, 512 more than 2048). A quarter of the queue, so checks keep
+/// finding room while a batch is out.
+pub const EXPORT_BATCH: usize = MAX_QUEUED_SPANS / 4;
 /// Longest `tracestate` taken over from a caller: the 512 characters W3C Trace Context asks
 /// every vendor to propagate. A longer one is dropped (the parent itself is kept).
 pub const MAX_TRACESTATE_BYTES: usize = 512;
@@ -324,12 +331,14 @@ impl Tracing {
             queued: queued.clone(),
             dropped: dropped.clone(),
         };
+        // The builder's defaults honour the `OTEL_BSP_*` variables; a value set here wins over
+        // them, so the batch size is set only when the variable is not.
+        let mut config = BatchConfigBuilder::default().with_max_queue_size(MAX_QUEUED_SPANS);
+        if env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() {
+            config = config.with_max_export_batch_size(EXPORT_BATCH);
+        }
         let batch = BatchSpanProcessor::builder(exporter)
-            .with_batch_config(
-                BatchConfigBuilder::default()
-                    .with_max_queue_size(MAX_QUEUED_SPANS)
-                    .build(),
-            )
+            .with_batch_config(config.build())
             .build();
         let processor = BoundedProcessor {
             inner: batch,
@@ -372,6 +381,7 @@ impl Tracing {
             .tracer
             .span_builder(CHECK_SPAN)
             .with_kind(SpanKind::Server)
+            .with_attributes(Vec::with_capacity(CHECK_ATTRIBUTES))
             .start_with_context(&self.tracer, &parent);
         parent.with_span(span)
     }
@@ -420,36 +430,36 @@ impl Tracing {
     }
 }
 
-/// The check span's attributes, named as the audit event's fields are.
-fn check_attributes(decision: &Decision, include_subject: bool) -> Vec<KeyValue> {
-    let mut attributes = Vec::with_capacity(7);
-    if let Some(route) = decision.route() {
-        attributes.push(KeyValue::new("route.name", route.to_owned()));
-    }
-    attributes.push(KeyValue::new("authz.outcome", decision.outcome()));
-    attributes.push(KeyValue::new("authz.reason", decision.reason()));
-    match decision {
-        Decision::Allow(permit) => {
-            attributes.push(KeyValue::new(
+/// The most attributes a check span gets (see [`check_attributes`]): the span's attribute list
+/// is allocated this large when the span starts, so recording them never grows it.
+const CHECK_ATTRIBUTES: usize = 6;
+
+/// The check span's attributes, named as the audit event's fields are. An iterator, not a
+/// `Vec`: they go straight into the span's own list. The route name is shared, not copied.
+fn check_attributes(decision: &Decision, include_subject: bool) -> impl Iterator<Item = KeyValue> {
+    let route = decision
+        .route_name()
+        .map(|route| KeyValue::new("route.name", StringValue::from(Arc::clone(route))));
+    let (method, status, subject) = match decision {
+        Decision::Allow(permit) => (
+            Some(KeyValue::new(
                 "auth.method",
                 permit.identity.method.as_str(),
-            ));
-            attributes.push(KeyValue::new("http.response.status_code", 200_i64));
-            if include_subject {
-                attributes.push(KeyValue::new(
-                    "auth.subject",
-                    permit.identity.subject.clone(),
-                ));
-            }
-        }
-        Decision::Deny(denial) => {
-            attributes.push(KeyValue::new(
-                "http.response.status_code",
-                i64::from(denial.http_status()),
-            ));
-        }
-    }
-    attributes
+            )),
+            200_i64,
+            include_subject.then(|| KeyValue::new("auth.subject", permit.identity.subject.clone())),
+        ),
+        Decision::Deny(denial) => (None, i64::from(denial.http_status()), None),
+    };
+    let attributes: [Option<KeyValue>; CHECK_ATTRIBUTES] = [
+        route,
+        Some(KeyValue::new("authz.outcome", decision.outcome())),
+        Some(KeyValue::new("authz.reason", decision.reason())),
+        method,
+        Some(KeyValue::new("http.response.status_code", status)),
+        subject,
+    ];
+    attributes.into_iter().flatten()
 }
 
 /// A check's headers as a trace-context carrier.
@@ -727,6 +737,8 @@ pub(crate) mod tests {
     #[derive(Debug, Clone, Default)]
     struct TestExporter {
         spans: Arc<Mutex<Vec<SpanData>>>,
+        /// The size of each export.
+        batches: Arc<Mutex<Vec<usize>>>,
         fail: bool,
     }
 
@@ -735,6 +747,7 @@ pub(crate) mod tests {
             if self.fail {
                 return Err(OTelSdkError::InternalFailure("collector down".into()));
             }
+            self.batches.lock().expect("lock").push(batch.len());
             self.spans.lock().expect("lock").extend(batch);
             Ok(())
         }
@@ -1043,5 +1056,33 @@ pub(crate) mod tests {
         // Room again once exported.
         tracer.start("work").end();
         assert_eq!(dropped.get(), 3);
+    }
+
+    fn largest_export(env: &[(&str, &str)], spans: usize) -> usize {
+        let exporter = TestExporter::default();
+        let tracing = Tracing::with_exporter(
+            exporter.clone(),
+            &settings(SamplerKind::AlwaysOn, false),
+            &env_of(env),
+            Counter::default(),
+        );
+        for _ in 0..spans {
+            tracing.tracer.start("work").end();
+        }
+        assert_eq!(finished(&tracing, &exporter).len(), spans);
+        let batches = exporter.batches.lock().expect("lock");
+        batches.iter().copied().max().unwrap_or(0)
+    }
+
+    #[test]
+    fn exports_go_out_in_batches_of_export_batch_unless_the_environment_sets_a_size() {
+        // Fewer spans than the queue holds, more than one batch: nothing dropped.
+        assert_eq!(largest_export(&[], EXPORT_BATCH + 10), EXPORT_BATCH);
+        // With the variable set, portcullis leaves the size to the SDK, which reads the
+        // variable itself (here the process has none: the SDK's default, 512).
+        assert_eq!(
+            largest_export(&[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100")], EXPORT_BATCH + 10),
+            512
+        );
     }
 }
