@@ -172,7 +172,11 @@ impl Engine {
                     self.failed_attempt(source);
                     return deny(DenyReason::InvalidToken(TokenProblem::Malformed));
                 };
-                match pending.verify().await {
+                // Boxed: verification may fetch keys (an HTTP client's future, kilobytes), and
+                // inline it would make every check's future that large, copied at each await
+                // level of every cached check. A miss verifies a signature; one allocation is
+                // nothing beside it.
+                match Box::pin(pending.verify()).await {
                     Ok(identity) => identity,
                     Err(AuthnError::Invalid(problem)) => {
                         self.failed_attempt(source);
@@ -195,7 +199,7 @@ impl Engine {
         // such routes pay for it.
         if requirements.introspect
             && let Some(credential) = credential
-            && let Err(error) = self.authn.introspect(credential, &identity).await
+            && let Err(error) = Box::pin(self.authn.introspect(credential, &identity)).await
         {
             return deny(match error {
                 AuthnError::Invalid(problem) => DenyReason::InvalidToken(problem),

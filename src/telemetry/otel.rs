@@ -1081,7 +1081,10 @@ pub(crate) mod tests {
         // With the variable set, portcullis leaves the size to the SDK, which reads the
         // variable itself (here the process has none: the SDK's default, 512).
         assert_eq!(
-            largest_export(&[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100")], EXPORT_BATCH + 10),
+            largest_export(
+                &[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100")],
+                EXPORT_BATCH + 10
+            ),
             512
         );
     }
