@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let include = protoc_bin_vendored::include_path()?;
     let mut prost_config = prost_build::Config::new();
     prost_config.protoc_executable(protoc);
+    // A CheckRequest is about 1 KiB inline, and tonic's generated service and codec move it
+    // through several futures before portcullis sees it: boxed, each move copies a pointer.
+    prost_config.boxed(".envoy.service.auth.v3.CheckRequest.attributes");
 
     tonic_prost_build::configure()
         .build_client(true)

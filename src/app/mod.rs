@@ -489,7 +489,7 @@ mod tests {
         // Envoy keeps its connection open between checks.
         let mut client = AuthorizationClient::new(channel);
         let request = CheckRequest {
-            attributes: Some(AttributeContext {
+            attributes: Some(Box::new(AttributeContext {
                 request: Some(attribute_context::Request {
                     time: None,
                     http: Some(attribute_context::HttpRequest {
@@ -500,7 +500,7 @@ mod tests {
                     }),
                 }),
                 ..Default::default()
-            }),
+            })),
         };
         let response = client.check(request).await.expect("check answered");
         assert_eq!(response.into_inner().status.map(|s| s.code), Some(0));

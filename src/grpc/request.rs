@@ -26,7 +26,7 @@ impl TryFrom<CheckRequest> for CheckInput {
             metadata_context: _,
             route_metadata_context: _,
             tls_session: _,
-        } = request.attributes.unwrap_or_default();
+        } = *request.attributes.unwrap_or_default();
         let http = request
             .and_then(|r| r.http)
             .ok_or(InvalidCheckRequest::MissingHttpAttributes)?;
@@ -107,7 +107,7 @@ mod tests {
 
     fn check_request(http: HttpRequest) -> CheckRequest {
         CheckRequest {
-            attributes: Some(AttributeContext {
+            attributes: Some(Box::new(AttributeContext {
                 source: Some(Peer {
                     address: Some(core::Address {
                         address: Some(core::address::Address::SocketAddress(core::SocketAddress {
@@ -125,7 +125,7 @@ mod tests {
                     http: Some(http),
                 }),
                 ..Default::default()
-            }),
+            })),
         }
     }
 

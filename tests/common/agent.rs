@@ -376,7 +376,7 @@ impl EnvoyRequest {
         headers.insert(":path".into(), self.path.clone());
         headers.insert(":scheme".into(), "http".into());
         CheckRequest {
-            attributes: Some(AttributeContext {
+            attributes: Some(Box::new(AttributeContext {
                 source: Some(peer(self.source)),
                 destination: Some(peer(self.destination)),
                 request: Some(attribute_context::Request {
@@ -394,7 +394,7 @@ impl EnvoyRequest {
                     }),
                 }),
                 ..Default::default()
-            }),
+            })),
         }
     }
 }
