@@ -136,6 +136,30 @@ async fn parent_of(collector: &Collector, child: &Received) -> Received {
         })
 }
 
+/// The `portcullis.check` span of `trace` and its CLIENT child span `child`, once both have
+/// arrived; fails unless `child` is a CLIENT span whose parent is the check.
+async fn check_with_child(collector: &Collector, trace: &str, child: &str) -> (Received, Received) {
+    let (check, call) = collector
+        .wait_for(SPAN_WAIT, |spans| {
+            let in_trace = |name: &str| {
+                spans
+                    .iter()
+                    .find(|s| s.trace_id() == trace && s.span.name == name)
+                    .cloned()
+            };
+            Some((in_trace("portcullis.check")?, in_trace(child)?))
+        })
+        .await
+        .unwrap_or_else(|| panic!("spans of the check: {:#?}", collector.spans()));
+    assert_eq!(
+        call.parent_span_id(),
+        check.span_id(),
+        "{child} under the check"
+    );
+    assert_eq!(call.span.kind, SpanKind::Client as i32, "{call:?}");
+    (check, call)
+}
+
 async fn dropped_spans(addrs: &Addrs) -> u64 {
     let (_, _, body) = admin_get(addrs, "/metrics").await;
     body.lines()
@@ -264,23 +288,7 @@ async fn a_key_fetch_inside_a_check_is_a_child_span_of_the_check() {
     let new = TestKey::rsa_b().with_kid("new");
     let jwks = JwksServer::start(&tokens::jwks(&[&old])).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let yaml = format!(
-        "issuers:\n  - name: corp\n    issuer: {}\n    audiences: [{}]\n    jwks_uri: {}\n    \
-         algorithms: [RS256]\n{}  - name: api\n    match: {{path_prefix: /api}}\n    \
-         allow: authenticated\n",
-        tokens::ISSUER,
-        tokens::AUDIENCE,
-        jwks.jwks_url(),
-        portcullis_config(&collector)
-    );
-    let path = write_config(dir.path(), "portcullis.yaml", &yaml);
-    let agent = BinaryAgent::spawn(
-        &["serve", "--config", path.to_str().expect("utf-8 path")],
-        &[
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-            ("OTEL_SERVICE_NAME", "portcullis-test"),
-        ],
-    );
+    let agent = start_with_issuer(dir.path(), &collector, &jwks.jwks_url(), "", &[]);
     let first = collector
         .wait_for(SPAN_WAIT, |spans| {
             spans
@@ -310,27 +318,8 @@ async fn a_key_fetch_inside_a_check_is_a_child_span_of_the_check() {
     assert!(outcome.allowed(), "{outcome:?}");
 
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let (check, fetch) = collector
-        .wait_for(SPAN_WAIT, |spans| {
-            let in_trace = |name: &str| {
-                spans
-                    .iter()
-                    .find(|s| s.trace_id() == trace && s.span.name == name)
-                    .cloned()
-            };
-            Some((
-                in_trace("portcullis.check")?,
-                in_trace("portcullis.jwks.fetch")?,
-            ))
-        })
-        .await
-        .unwrap_or_else(|| panic!("spans of the check: {:#?}", collector.spans()));
+    let (check, _fetch) = check_with_child(&collector, trace, "portcullis.jwks.fetch").await;
     assert_eq!(check.parent_span_id(), "00f067aa0ba902b7");
-    assert_eq!(fetch.parent_span_id(), check.span_id());
-    assert_eq!(
-        fetch.span.kind,
-        opentelemetry_proto::tonic::trace::v1::span::SpanKind::Client as i32
-    );
     assert_eq!(check.attribute("auth.method").as_deref(), Some("jwt"));
 }
 
@@ -372,6 +361,17 @@ async fn otel_environment_alone_turns_tracing_on_over_otlp_http() {
     assert_eq!(dropped_spans(&agent.addrs).await, 0);
 }
 
+/// One check of `/public/a`, allowed.
+async fn assert_allows_public(agent: &BinaryAgent) {
+    let mut client = agent.client().await;
+    assert!(
+        client
+            .check(&EnvoyRequest::get("/public/a"))
+            .await
+            .allowed()
+    );
+}
+
 /// The built binary on `config` with `env`, after one allowed check of `/public/a`.
 async fn serving_one_anonymous_check(
     config: &std::path::Path,
@@ -381,13 +381,7 @@ async fn serving_one_anonymous_check(
         &["serve", "--config", config.to_str().expect("utf-8 path")],
         env,
     );
-    let mut client = agent.client().await;
-    assert!(
-        client
-            .check(&EnvoyRequest::get("/public/a"))
-            .await
-            .allowed()
-    );
+    assert_allows_public(&agent).await;
     agent
 }
 
@@ -507,14 +501,40 @@ fn start_with_revocation(
         "{}revocation: {{{sources}}}\n",
         portcullis_config(collector)
     );
-    let path = write_config(dir, "portcullis.yaml", &yaml);
+    spawn_traced(&write_config(dir, "portcullis.yaml", &yaml), &[])
+}
+
+/// The binary on `config`, exporting batches every 100 ms as `portcullis-test`, with `env`.
+fn spawn_traced(config: &std::path::Path, env: &[(&str, &str)]) -> BinaryAgent {
+    let mut all = vec![
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_SERVICE_NAME", "portcullis-test"),
+    ];
+    all.extend_from_slice(env);
     BinaryAgent::spawn(
-        &["serve", "--config", path.to_str().expect("utf-8 path")],
-        &[
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-            ("OTEL_SERVICE_NAME", "portcullis-test"),
-        ],
+        &["serve", "--config", config.to_str().expect("utf-8 path")],
+        &all,
     )
+}
+
+/// portcullis with tracing to `collector`, issuer `corp` (keys at `jwks_url`), `extra` YAML,
+/// and the route `api` (`/api`, any authenticated caller) after `public`.
+fn start_with_issuer(
+    dir: &std::path::Path,
+    collector: &Collector,
+    jwks_url: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> BinaryAgent {
+    let yaml = format!(
+        "issuers:\n  - name: corp\n    issuer: {}\n    audiences: [{}]\n    jwks_uri: {jwks_url}\n    \
+         algorithms: [RS256]\n{extra}{}  - name: api\n    match: {{path_prefix: /api}}\n    \
+         allow: authenticated\n",
+        tokens::ISSUER,
+        tokens::AUDIENCE,
+        portcullis_config(collector)
+    );
+    spawn_traced(&write_config(dir, "portcullis.yaml", &yaml), env)
 }
 
 /// Each (re)connection to Redis is a `portcullis.revocation.sync` span with the number of
@@ -591,13 +611,7 @@ async fn an_unreachable_redis_is_a_failed_sync_span_and_checks_go_on() {
         "the URL reached a span: {error}"
     );
 
-    let mut client = agent.client().await;
-    assert!(
-        client
-            .check(&EnvoyRequest::get("/public/a"))
-            .await
-            .allowed()
-    );
+    assert_allows_public(&agent).await;
 }
 
 /// Each poll of the revocation feed is a sync span: the entries read, `304 Not Modified` as
@@ -682,29 +696,20 @@ async fn an_introspection_call_is_a_child_span_of_its_check() {
         })),
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let yaml = format!(
-        "issuers:\n  - name: corp\n    issuer: {}\n    audiences: [{}]\n    jwks_uri: {}\n    \
-         algorithms: [RS256]\n\
-         introspection:\n  - issuer: corp\n    endpoint: {}\n    client_id: portcullis\n    \
-         client_secret_env: PORTCULLIS_TEST_INTROSPECTION_SECRET\n\
-         {}  - name: api\n    match: {{path_prefix: /api}}\n    allow: authenticated\n",
-        tokens::ISSUER,
-        tokens::AUDIENCE,
-        idp.jwks_url(),
+    let introspection = format!(
+        "introspection:\n  - issuer: corp\n    endpoint: {}\n    client_id: portcullis\n    \
+         client_secret_env: PORTCULLIS_TEST_INTROSPECTION_SECRET\n",
         idp.http().url("/introspect"),
-        portcullis_config(&collector)
     );
-    let path = write_config(dir.path(), "portcullis.yaml", &yaml);
-    let agent = BinaryAgent::spawn(
-        &["serve", "--config", path.to_str().expect("utf-8 path")],
-        &[
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-            ("OTEL_SERVICE_NAME", "portcullis-test"),
-            (
-                "PORTCULLIS_TEST_INTROSPECTION_SECRET",
-                "introspection-secret",
-            ),
-        ],
+    let agent = start_with_issuer(
+        dir.path(),
+        &collector,
+        &idp.jwks_url(),
+        &introspection,
+        &[(
+            "PORTCULLIS_TEST_INTROSPECTION_SECRET",
+            "introspection-secret",
+        )],
     );
 
     let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -720,24 +725,8 @@ async fn an_introspection_call_is_a_child_span_of_its_check() {
     assert_eq!(idp.requests("/introspect"), 1);
 
     let trace = "0af7651916cd43dd8448eb211c80319c";
-    let (check, call) = collector
-        .wait_for(SPAN_WAIT, |spans| {
-            let in_trace = |name: &str| {
-                spans
-                    .iter()
-                    .find(|s| s.trace_id() == trace && s.span.name == name)
-                    .cloned()
-            };
-            Some((
-                in_trace("portcullis.check")?,
-                in_trace("portcullis.introspection")?,
-            ))
-        })
-        .await
-        .unwrap_or_else(|| panic!("spans of the check: {:#?}", collector.spans()));
+    let (check, call) = check_with_child(&collector, trace, "portcullis.introspection").await;
     assert_eq!(check.parent_span_id(), "b7ad6b7169203331");
-    assert_eq!(call.parent_span_id(), check.span_id());
-    assert_eq!(call.span.kind, SpanKind::Client as i32);
     assert_eq!(call.attribute("issuer.name").as_deref(), Some("corp"));
     assert!(!failed(&call), "{call:?}");
     assert_eq!(
