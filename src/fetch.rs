@@ -14,7 +14,9 @@
 //!   enforced while the body streams in ([`post_form`]: the same for a form POST, as token
 //!   introspection sends); [`max_age`] and [`etag`] read the caching headers.
 //! - [`in_client_span`]: a fetch as an OpenTelemetry CLIENT span, child of the current context
-//!   (the check that asked for it, if any); a no-op while tracing is off.
+//!   (the check that asked for it, if any; a root for background work such as a revocation
+//!   sync), with [`in_client_span_with`] adding attributes from the result; a no-op while
+//!   tracing is off.
 //!
 //! This module must never log or return a URL's credentials, query string or fragment, never
 //! follow a redirect, and never read more than the cap of a body.
@@ -39,6 +41,18 @@ pub async fn in_client_span<T, E: std::fmt::Display>(
     attributes: Vec<KeyValue>,
     fetch: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
+    in_client_span_with(name, attributes, fetch, |_| Vec::new()).await
+}
+
+/// [`in_client_span`] for a fetch whose result says more than its start: `outcome` adds
+/// attributes from a success (such as how many entries it loaded), called only when the span
+/// is recorded.
+pub async fn in_client_span_with<T, E: std::fmt::Display>(
+    name: &'static str,
+    attributes: Vec<KeyValue>,
+    fetch: impl Future<Output = Result<T, E>>,
+    outcome: impl FnOnce(&T) -> Vec<KeyValue>,
+) -> Result<T, E> {
     let tracer = opentelemetry::global::tracer("portcullis");
     let span = tracer
         .span_builder(name)
@@ -48,8 +62,10 @@ pub async fn in_client_span<T, E: std::fmt::Display>(
     let context = Context::current_with_span(span);
     let result = fetch.with_context(context.clone()).await;
     let span = context.span();
-    if let Err(error) = &result {
-        span.set_status(Status::error(error.to_string()));
+    match &result {
+        Ok(value) if span.is_recording() => span.set_attributes(outcome(value)),
+        Ok(_) => {}
+        Err(error) => span.set_status(Status::error(error.to_string())),
     }
     span.end();
     result

@@ -4,21 +4,27 @@
 //! service), and an echoing application. What a user relies on: a request through Envoy is
 //! one trace in which `portcullis.check` is the child of Envoy's `ext_authz` span, with the
 //! decision on it; a denial's span says why; the audit line leads to the trace; a dead
-//! collector changes nothing for the checks and its lost spans are counted.
+//! collector changes nothing for the checks and its lost spans are counted. The work a check
+//! waits for (a key fetch, an introspection call) is a child span of its check; background
+//! syncs (key refreshes, each Redis (re)connection, each poll of the revocation feed) are root
+//! spans that say what they loaded, or why they failed.
 
 mod common;
 
 use std::time::Duration;
 
 use common::agent::{
-    Addrs, BinaryAgent, EnvoyRequest, admin_get, eventually, replace_config, status,
+    Addrs, BinaryAgent, EnvoyRequest, admin_get, eventually, replace_config, run_binary, status,
     wait_generation, write_config,
 };
-use common::envoy::{Envoy, repo_root};
+use common::envoy::{Envoy, free_port, repo_root};
 use common::http_server::{HttpServer, JwksServer, Reply};
 use common::otlp::{Collector, Received};
+use common::redis::RedisServer;
 use common::tokens::{self, TestKey};
 use common::upstream::Upstream;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
 /// Longest wait for spans to reach the collector (Envoy flushes on a timer).
 const SPAN_WAIT: Duration = Duration::from_secs(30);
@@ -128,6 +134,30 @@ async fn parent_of(collector: &Collector, child: &Received) -> Received {
                 collector.spans()
             )
         })
+}
+
+/// The `portcullis.check` span of `trace` and its CLIENT child span `child`, once both have
+/// arrived; fails unless `child` is a CLIENT span whose parent is the check.
+async fn check_with_child(collector: &Collector, trace: &str, child: &str) -> (Received, Received) {
+    let (check, call) = collector
+        .wait_for(SPAN_WAIT, |spans| {
+            let in_trace = |name: &str| {
+                spans
+                    .iter()
+                    .find(|s| s.trace_id() == trace && s.span.name == name)
+                    .cloned()
+            };
+            Some((in_trace("portcullis.check")?, in_trace(child)?))
+        })
+        .await
+        .unwrap_or_else(|| panic!("spans of the check: {:#?}", collector.spans()));
+    assert_eq!(
+        call.parent_span_id(),
+        check.span_id(),
+        "{child} under the check"
+    );
+    assert_eq!(call.span.kind, SpanKind::Client as i32, "{call:?}");
+    (check, call)
 }
 
 async fn dropped_spans(addrs: &Addrs) -> u64 {
@@ -258,23 +288,7 @@ async fn a_key_fetch_inside_a_check_is_a_child_span_of_the_check() {
     let new = TestKey::rsa_b().with_kid("new");
     let jwks = JwksServer::start(&tokens::jwks(&[&old])).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let yaml = format!(
-        "issuers:\n  - name: corp\n    issuer: {}\n    audiences: [{}]\n    jwks_uri: {}\n    \
-         algorithms: [RS256]\n{}  - name: api\n    match: {{path_prefix: /api}}\n    \
-         allow: authenticated\n",
-        tokens::ISSUER,
-        tokens::AUDIENCE,
-        jwks.jwks_url(),
-        portcullis_config(&collector)
-    );
-    let path = write_config(dir.path(), "portcullis.yaml", &yaml);
-    let agent = BinaryAgent::spawn(
-        &["serve", "--config", path.to_str().expect("utf-8 path")],
-        &[
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-            ("OTEL_SERVICE_NAME", "portcullis-test"),
-        ],
-    );
+    let agent = start_with_issuer(dir.path(), &collector, &jwks.jwks_url(), "", &[]);
     let first = collector
         .wait_for(SPAN_WAIT, |spans| {
             spans
@@ -304,27 +318,8 @@ async fn a_key_fetch_inside_a_check_is_a_child_span_of_the_check() {
     assert!(outcome.allowed(), "{outcome:?}");
 
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let (check, fetch) = collector
-        .wait_for(SPAN_WAIT, |spans| {
-            let in_trace = |name: &str| {
-                spans
-                    .iter()
-                    .find(|s| s.trace_id() == trace && s.span.name == name)
-                    .cloned()
-            };
-            Some((
-                in_trace("portcullis.check")?,
-                in_trace("portcullis.jwks.fetch")?,
-            ))
-        })
-        .await
-        .unwrap_or_else(|| panic!("spans of the check: {:#?}", collector.spans()));
+    let (check, _fetch) = check_with_child(&collector, trace, "portcullis.jwks.fetch").await;
     assert_eq!(check.parent_span_id(), "00f067aa0ba902b7");
-    assert_eq!(fetch.parent_span_id(), check.span_id());
-    assert_eq!(
-        fetch.span.kind,
-        opentelemetry_proto::tonic::trace::v1::span::SpanKind::Client as i32
-    );
     assert_eq!(check.attribute("auth.method").as_deref(), Some("jwt"));
 }
 
@@ -366,6 +361,17 @@ async fn otel_environment_alone_turns_tracing_on_over_otlp_http() {
     assert_eq!(dropped_spans(&agent.addrs).await, 0);
 }
 
+/// One check of `/public/a`, allowed.
+async fn assert_allows_public(agent: &BinaryAgent) {
+    let mut client = agent.client().await;
+    assert!(
+        client
+            .check(&EnvoyRequest::get("/public/a"))
+            .await
+            .allowed()
+    );
+}
+
 /// The built binary on `config` with `env`, after one allowed check of `/public/a`.
 async fn serving_one_anonymous_check(
     config: &std::path::Path,
@@ -375,13 +381,7 @@ async fn serving_one_anonymous_check(
         &["serve", "--config", config.to_str().expect("utf-8 path")],
         env,
     );
-    let mut client = agent.client().await;
-    assert!(
-        client
-            .check(&EnvoyRequest::get("/public/a"))
-            .await
-            .allowed()
-    );
+    assert_allows_public(&agent).await;
     agent
 }
 
@@ -443,4 +443,294 @@ async fn a_reload_that_changes_tracing_asks_for_a_restart() {
         .as_str()
         .unwrap_or_default();
     assert!(note.contains("telemetry.tracing"), "{report}");
+}
+
+/// Name of a revocation sync's span.
+const SYNC_SPAN: &str = "portcullis.revocation.sync";
+
+/// The first span named `name` that `pick` accepts, once it has arrived.
+async fn span_named(
+    collector: &Collector,
+    name: &str,
+    pick: impl Fn(&Received) -> bool,
+) -> Received {
+    collector
+        .wait_for(SPAN_WAIT, |spans| {
+            spans
+                .iter()
+                .find(|s| s.span.name == name && pick(s))
+                .cloned()
+        })
+        .await
+        .unwrap_or_else(|| panic!("no such {name} span; spans: {:#?}", collector.spans()))
+}
+
+fn failed(span: &Received) -> bool {
+    span.span
+        .status
+        .as_ref()
+        .is_some_and(|s| s.code == StatusCode::Error as i32)
+}
+
+fn error_text(span: &Received) -> String {
+    span.span
+        .status
+        .as_ref()
+        .map(|s| s.message.clone())
+        .unwrap_or_default()
+}
+
+/// A root CLIENT span of a revocation sync from `source`.
+fn assert_sync_span(span: &Received, source: &str) {
+    assert_eq!(span.service, "portcullis-test");
+    assert_eq!(span.attribute("revocation.source").as_deref(), Some(source));
+    assert_eq!(span.span.kind, SpanKind::Client as i32, "{span:?}");
+    assert!(
+        span.span.parent_span_id.iter().all(|b| *b == 0),
+        "a sync is background work, a root span: {span:?}"
+    );
+}
+
+/// portcullis with tracing to `collector` and `revocation: {<sources>}`.
+fn start_with_revocation(
+    dir: &std::path::Path,
+    collector: &Collector,
+    sources: &str,
+) -> BinaryAgent {
+    let yaml = format!(
+        "{}revocation: {{{sources}}}\n",
+        portcullis_config(collector)
+    );
+    spawn_traced(&write_config(dir, "portcullis.yaml", &yaml), &[])
+}
+
+/// The binary on `config`, exporting batches every 100 ms as `portcullis-test`, with `env`.
+fn spawn_traced(config: &std::path::Path, env: &[(&str, &str)]) -> BinaryAgent {
+    let mut all = vec![
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_SERVICE_NAME", "portcullis-test"),
+    ];
+    all.extend_from_slice(env);
+    BinaryAgent::spawn(
+        &["serve", "--config", config.to_str().expect("utf-8 path")],
+        &all,
+    )
+}
+
+/// portcullis with tracing to `collector`, issuer `corp` (keys at `jwks_url`), `extra` YAML,
+/// and the route `api` (`/api`, any authenticated caller) after `public`.
+fn start_with_issuer(
+    dir: &std::path::Path,
+    collector: &Collector,
+    jwks_url: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> BinaryAgent {
+    let yaml = format!(
+        "issuers:\n  - name: corp\n    issuer: {}\n    audiences: [{}]\n    jwks_uri: {jwks_url}\n    \
+         algorithms: [RS256]\n{extra}{}  - name: api\n    match: {{path_prefix: /api}}\n    \
+         allow: authenticated\n",
+        tokens::ISSUER,
+        tokens::AUDIENCE,
+        portcullis_config(collector)
+    );
+    spawn_traced(&write_config(dir, "portcullis.yaml", &yaml), env)
+}
+
+/// Each (re)connection to Redis is a `portcullis.revocation.sync` span with the number of
+/// entries it loaded; while Redis is down each attempt is a span with the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_redis_sync_is_a_span_with_the_entries_it_loaded_or_its_error() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    for jti in ["stolen-1", "stolen-2"] {
+        let (status, _, stderr) = run_binary(&[
+            "revoke",
+            "--redis",
+            &url,
+            "--jti",
+            jti,
+            "--expires",
+            "2099-01-01T00:00:00Z",
+        ]);
+        assert!(status.success(), "{stderr}");
+    }
+    let collector = Collector::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _agent = start_with_revocation(dir.path(), &collector, &format!("redis: {{url: '{url}'}}"));
+
+    let first = span_named(&collector, SYNC_SPAN, |_| true).await;
+    assert_sync_span(&first, "redis");
+    assert!(!failed(&first), "{first:?}");
+    assert_eq!(first.attribute("revocation.entries").as_deref(), Some("2"));
+
+    // Redis dies: each reconnection attempt is a failed sync, with the reason.
+    redis.kill();
+    let down = span_named(&collector, SYNC_SPAN, failed).await;
+    assert_sync_span(&down, "redis");
+    let error = error_text(&down);
+    assert!(error.starts_with("redis: "), "{error}");
+    assert_eq!(down.attribute("revocation.entries"), None);
+
+    // Back, empty: the reconnection's sync loaded nothing.
+    redis.restart_empty();
+    let again = span_named(&collector, SYNC_SPAN, |s| {
+        !failed(s) && s.attribute("revocation.entries").as_deref() == Some("0")
+    })
+    .await;
+    assert_sync_span(&again, "redis");
+    assert_ne!(
+        again.trace_id(),
+        first.trace_id(),
+        "each sync is a trace of its own"
+    );
+}
+
+/// A Redis unreachable from the start: the failed sync is a span whose error never shows the
+/// password of the URL, and checks are answered all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_is_a_failed_sync_span_and_checks_go_on() {
+    const SECRET: &str = "s3cret-redis-pw";
+    let collector = Collector::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("redis://:{SECRET}@127.0.0.1:{}/0", free_port());
+    let agent = start_with_revocation(dir.path(), &collector, &format!("redis: {{url: '{url}'}}"));
+
+    let down = span_named(&collector, SYNC_SPAN, failed).await;
+    assert_sync_span(&down, "redis");
+    let error = error_text(&down);
+    assert!(error.starts_with("redis: "), "{error}");
+    assert!(
+        !error.contains(SECRET),
+        "the password reached a span: {error}"
+    );
+    assert!(
+        !error.contains("redis://"),
+        "the URL reached a span: {error}"
+    );
+
+    assert_allows_public(&agent).await;
+}
+
+/// Each poll of the revocation feed is a sync span: the entries read, `304 Not Modified` as
+/// unchanged, a failing feed as an error that names the feed without its query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_poll_of_the_revocation_feed_is_a_span_with_what_it_found() {
+    const SECRET: &str = "s3cret-feed-key";
+    let feed = HttpServer::start().await;
+    let document = serde_json::json!({"jtis": [
+        {"jti": "stolen-1", "expires": "2099-01-01T00:00:00Z"},
+        {"jti": "stolen-2", "expires": "2099-01-01T00:00:00Z"},
+        {"jti": "stolen-3", "expires": "2099-01-01T00:00:00Z"},
+    ]});
+    feed.serve("/revoked", Reply::json(&document).header("etag", "\"v1\""));
+    let collector = Collector::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("{}?key={SECRET}", feed.url("/revoked"));
+    let _agent = start_with_revocation(
+        dir.path(),
+        &collector,
+        &format!("http: {{url: '{url}', interval: 1s}}"),
+    );
+
+    let loaded = span_named(&collector, SYNC_SPAN, |_| true).await;
+    assert_sync_span(&loaded, "http");
+    assert!(!failed(&loaded), "{loaded:?}");
+    assert_eq!(loaded.attribute("revocation.entries").as_deref(), Some("3"));
+    assert_eq!(
+        loaded.attribute("revocation.unchanged").as_deref(),
+        Some("false")
+    );
+
+    // The feed answers the ETag it was sent with 304: unchanged, nothing loaded.
+    feed.serve(
+        "/revoked",
+        Reply::status(http::StatusCode::NOT_MODIFIED).header("etag", "\"v1\""),
+    );
+    let unchanged = span_named(&collector, SYNC_SPAN, |s| {
+        s.attribute("revocation.unchanged").as_deref() == Some("true")
+    })
+    .await;
+    assert_sync_span(&unchanged, "http");
+    assert!(!failed(&unchanged), "{unchanged:?}");
+    assert_eq!(unchanged.attribute("revocation.entries"), None);
+
+    feed.serve(
+        "/revoked",
+        Reply::status(http::StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    let down = span_named(&collector, SYNC_SPAN, failed).await;
+    assert_sync_span(&down, "http");
+    let error = error_text(&down);
+    assert!(error.contains(&feed.url("/revoked")), "{error}");
+    assert!(error.contains("500"), "{error}");
+    assert!(
+        !error.contains(SECRET),
+        "the feed's query reached a span: {error}"
+    );
+}
+
+/// An introspection call a check waits for is a `portcullis.introspection` CLIENT span under
+/// that check's span, in the trace the request came with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_introspection_call_is_a_child_span_of_its_check() {
+    tokens::install_crypto_provider();
+    let collector = Collector::start().await;
+    let idp = JwksServer::start(&tokens::jwks(&[&TestKey::rsa()])).await;
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 3600;
+    idp.http().serve(
+        "/introspect",
+        Reply::json(&serde_json::json!({
+            "active": true,
+            "iss": tokens::ISSUER,
+            "aud": tokens::AUDIENCE,
+            "sub": "alice",
+            "scope": "read",
+            "exp": expires,
+        })),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let introspection = format!(
+        "introspection:\n  - issuer: corp\n    endpoint: {}\n    client_id: portcullis\n    \
+         client_secret_env: PORTCULLIS_TEST_INTROSPECTION_SECRET\n",
+        idp.http().url("/introspect"),
+    );
+    let agent = start_with_issuer(
+        dir.path(),
+        &collector,
+        &idp.jwks_url(),
+        &introspection,
+        &[(
+            "PORTCULLIS_TEST_INTROSPECTION_SECRET",
+            "introspection-secret",
+        )],
+    );
+
+    let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut client = agent.client().await;
+    let outcome = client
+        .check(
+            &EnvoyRequest::get("/api/orders")
+                .bearer("an-opaque-access-token-1234")
+                .header("traceparent", parent),
+        )
+        .await;
+    assert!(outcome.allowed(), "{outcome:?}");
+    assert_eq!(idp.requests("/introspect"), 1);
+
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let (check, call) = check_with_child(&collector, trace, "portcullis.introspection").await;
+    assert_eq!(check.parent_span_id(), "b7ad6b7169203331");
+    assert_eq!(call.attribute("issuer.name").as_deref(), Some("corp"));
+    assert!(!failed(&call), "{call:?}");
+    assert_eq!(
+        check.attribute("auth.method").as_deref(),
+        Some("introspection")
+    );
 }

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use reqwest::Url;
 use reqwest::header::HeaderValue;
 
@@ -55,8 +56,8 @@ pub async fn follow(config: FeedConfig, revocations: Arc<Revocations>) {
     }
 }
 
-/// One poll; returns the `ETag` to send next time (none after a failure, so the next poll
-/// reads the whole feed again).
+/// One poll, as a sync span; returns the `ETag` to send next time (none after a failure, so
+/// the next poll reads the whole feed again).
 async fn poll(
     client: &reqwest::Client,
     url: &Url,
@@ -64,39 +65,97 @@ async fn poll(
     etag: Option<HeaderValue>,
     revocations: &Revocations,
 ) -> Option<HeaderValue> {
-    let shown = fetch::redact(url);
-    let fetched = match &etag {
+    let read = super::in_sync_span(
+        Source::Http,
+        read(client, url, limits, etag.as_ref()),
+        |read| match read {
+            Read::Unchanged => vec![KeyValue::new("revocation.unchanged", true)],
+            Read::Loaded { list, .. } => {
+                let mut attributes = super::entries_loaded(list.len());
+                attributes.push(KeyValue::new("revocation.unchanged", false));
+                attributes
+            }
+        },
+    )
+    .await;
+    match read {
+        Ok(Read::Unchanged) => {
+            revocations.confirm(Source::Http);
+            etag
+        }
+        Ok(Read::Loaded { list, etag }) => {
+            let shown = fetch::redact(url);
+            tracing::info!(url = %shown, entries = list.len(), "revocation feed loaded");
+            revocations.replace(Source::Http, list);
+            etag
+        }
+        Err(ReadError::Fetch(error)) => {
+            tracing::warn!(%error, "revocation feed not read; the last good list stays in force");
+            revocations.failed(Source::Http, error);
+            None
+        }
+        Err(ReadError::Refused(error)) => {
+            tracing::error!(%error, "revocation feed refused; the last good list stays in force");
+            revocations.failed(Source::Http, error);
+            None
+        }
+    }
+}
+
+/// What one poll found.
+enum Read {
+    /// `304 Not Modified`: the list held is current.
+    Unchanged,
+    /// A feed read whole, and its `ETag`.
+    Loaded {
+        list: super::RevocationList,
+        etag: Option<HeaderValue>,
+    },
+}
+
+/// Why a poll found nothing; each text names the redacted URL, never its query.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    /// No feed (unreachable, timeout, a status other than 200, too large), with its causes.
+    #[error("{0}")]
+    Fetch(String),
+    /// A feed that is not a revocation document: `url[:line:column]: message`.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// GETs the feed (conditional on `etag`) and parses it.
+async fn read(
+    client: &reqwest::Client,
+    url: &Url,
+    limits: Limits,
+    etag: Option<&HeaderValue>,
+) -> Result<Read, ReadError> {
+    let fetched = match etag {
         Some(etag) => fetch::get_if_changed(client, url, ACCEPT, limits, etag).await,
         None => fetch::get(client, url, ACCEPT, limits).await.map(Some),
     };
     let fetched = match fetched {
         Ok(Some(fetched)) => fetched,
-        Ok(None) => {
-            revocations.confirm(Source::Http);
-            return etag;
-        }
+        Ok(None) => return Ok(Read::Unchanged),
         Err(error) => {
-            let error = crate::error::ErrorChain(&error).to_string();
-            tracing::warn!(%error, "revocation feed not read; the last good list stays in force");
-            revocations.failed(Source::Http, error);
-            return None;
+            return Err(ReadError::Fetch(
+                crate::error::ErrorChain(&error).to_string(),
+            ));
         }
     };
     let parsed = std::str::from_utf8(&fetched.body)
         .map_err(|_| (None, "the feed is not UTF-8".to_owned()))
         .and_then(super::parse_list);
     match parsed {
-        Ok(list) => {
-            tracing::info!(url = %shown, entries = list.len(), "revocation feed loaded");
-            revocations.replace(Source::Http, list);
-            fetched.etag
-        }
+        Ok(list) => Ok(Read::Loaded {
+            list,
+            etag: fetched.etag,
+        }),
         Err((location, message)) => {
             let at = location.map_or(String::new(), |(line, column)| format!(":{line}:{column}"));
-            let error = format!("{shown}{at}: {message}");
-            tracing::error!(%error, "revocation feed refused; the last good list stays in force");
-            revocations.failed(Source::Http, error);
-            None
+            let shown = fetch::redact(url);
+            Err(ReadError::Refused(format!("{shown}{at}: {message}")))
         }
     }
 }

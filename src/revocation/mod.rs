@@ -56,6 +56,32 @@ impl Source {
     }
 }
 
+/// Name of the CLIENT span of one sync with a remote source: a Redis (re)connection (subscribe
+/// and load the full set) or an HTTP feed poll.
+pub const SYNC_SPAN: &str = "portcullis.revocation.sync";
+
+/// Runs `sync` as a [`SYNC_SPAN`] with `revocation.source`, plus what `outcome` says of a
+/// success; a failure is its error status. Syncs are background work: the span is a root.
+async fn in_sync_span<T, E: std::fmt::Display>(
+    source: Source,
+    sync: impl Future<Output = Result<T, E>>,
+    outcome: impl FnOnce(&T) -> Vec<opentelemetry::KeyValue>,
+) -> Result<T, E> {
+    let attributes = vec![opentelemetry::KeyValue::new(
+        "revocation.source",
+        source.as_str(),
+    )];
+    crate::fetch::in_client_span_with(SYNC_SPAN, attributes, sync, outcome).await
+}
+
+/// `revocation.entries`: how many entries a sync loaded.
+fn entries_loaded(entries: usize) -> Vec<opentelemetry::KeyValue> {
+    vec![opentelemetry::KeyValue::new(
+        "revocation.entries",
+        i64::try_from(entries).unwrap_or(i64::MAX),
+    )]
+}
+
 /// The `revocation:` settings, compiled from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationConfig {

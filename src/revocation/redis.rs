@@ -268,9 +268,17 @@ fn escape_glob(text: &str) -> String {
 pub async fn follow(config: RedisConfig, revocations: Arc<Revocations>) {
     let mut list = RevocationList::default();
     let mut backoff = BACKOFF_FIRST;
+    // Twice the cap: the merged set keeps `max_entries` of them and reports the rest.
+    let ceiling = revocations.max_entries().saturating_mul(2);
     loop {
-        let error = match client(&config) {
-            Ok(client) => session(&client, &config, &revocations, &mut list, &mut backoff).await,
+        // Each (re)connection is one sync span; the messages that follow are not traced (one
+        // span per revocation on every pod would say nothing a metric does not).
+        let synced = super::in_sync_span(Source::Redis, sync(&config, ceiling), |synced| {
+            super::entries_loaded(synced.snapshot.len())
+        })
+        .await;
+        let error = match synced {
+            Ok(synced) => session(synced, &revocations, &mut list, ceiling, &mut backoff).await,
             Err(error) => error,
         };
         tracing::warn!(
@@ -284,44 +292,55 @@ pub async fn follow(config: RedisConfig, revocations: Arc<Revocations>) {
     }
 }
 
-/// One connection's life; returns why it ended.
+/// A connection subscribed to the channel, and the full set loaded after subscribing.
+struct Synced {
+    pubsub: redis::aio::PubSub,
+    con: redis::aio::MultiplexedConnection,
+    snapshot: RevocationList,
+    skipped: u64,
+}
+
+/// Connects, subscribes **first**, then loads every entry (see the module docs).
+async fn sync(config: &RedisConfig, ceiling: usize) -> Result<Synced, RedisError> {
+    let client = client(config)?;
+    let mut pubsub = timed(client.get_async_pubsub()).await?;
+    timed(pubsub.subscribe(&config.channel)).await?;
+    let mut con = timed(client.get_multiplexed_async_connection()).await?;
+    let (snapshot, skipped) = load_all(&mut con, &config.key_prefix, ceiling).await?;
+    Ok(Synced {
+        pubsub,
+        con,
+        snapshot,
+        skipped,
+    })
+}
+
+/// One connection's life after its sync; returns why it ended.
 async fn session(
-    client: &redis::Client,
-    config: &RedisConfig,
+    synced: Synced,
     revocations: &Revocations,
     list: &mut RevocationList,
+    ceiling: usize,
     backoff: &mut Duration,
 ) -> RedisError {
-    let mut pubsub = match timed(client.get_async_pubsub()).await {
-        Ok(pubsub) => pubsub,
-        Err(error) => return error,
-    };
-    if let Err(error) = timed(pubsub.subscribe(&config.channel)).await {
-        return error;
-    }
-    let mut con = match timed(client.get_multiplexed_async_connection()).await {
-        Ok(con) => con,
-        Err(error) => return error,
-    };
-    // Twice the cap: the merged set keeps `max_entries` of them and reports the rest.
-    let ceiling = revocations.max_entries().saturating_mul(2);
-    match load_all(&mut con, &config.key_prefix, ceiling).await {
-        Ok((snapshot, skipped)) => {
-            revocations.skipped(Source::Redis, skipped);
-            tracing::info!(
-                entries = snapshot.len(),
-                skipped,
-                "revocation source redis loaded and subscribed"
-            );
-            // A union, not a replacement: a Redis that comes back empty (restarted without
-            // persistence) must not make the fleet forget what it had revoked. Entries leave
-            // only when they expire.
-            merge_list(list, snapshot);
-            revocations.replace(Source::Redis, list.clone());
-            *backoff = BACKOFF_FIRST;
-        }
-        Err(error) => return error,
-    }
+    let Synced {
+        pubsub,
+        mut con,
+        snapshot,
+        skipped,
+    } = synced;
+    revocations.skipped(Source::Redis, skipped);
+    tracing::info!(
+        entries = snapshot.len(),
+        skipped,
+        "revocation source redis loaded and subscribed"
+    );
+    // A union, not a replacement: a Redis that comes back empty (restarted without
+    // persistence) must not make the fleet forget what it had revoked. Entries leave
+    // only when they expire.
+    merge_list(list, snapshot);
+    revocations.replace(Source::Redis, list.clone());
+    *backoff = BACKOFF_FIRST;
     let mut messages = pubsub.into_on_message();
     let mut probe = tokio::time::interval(PROBE_EVERY);
     probe.tick().await;
