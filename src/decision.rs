@@ -319,6 +319,9 @@ pub struct Denial {
     /// Set when the route hides itself (`on_deny: not_found`): the client gets exactly what a
     /// path with no route gets — status, body and headers — whatever `reason` is.
     pub hidden: Option<Hidden>,
+    /// The id of the API key that was refused (the public part of a well-formed key, never
+    /// the secret), for the audit event: which key is failing. `None` for anything else.
+    pub key_id: Option<Arc<str>>,
 }
 
 /// How a hidden route's refusals are answered: like no route, with the configured status.
@@ -340,6 +343,7 @@ impl Decision {
             route,
             reason,
             hidden: None,
+            key_id: None,
         })
     }
 
@@ -522,6 +526,7 @@ mod tests {
                 route: None,
                 reason: DenyReason::NoRoute { status },
                 hidden: None,
+                key_id: None,
             };
             for reason in [
                 DenyReason::MissingCredential,
@@ -545,6 +550,7 @@ mod tests {
                     hidden: Some(Hidden {
                         no_route_status: status,
                     }),
+                    key_id: None,
                 };
                 assert_eq!(hidden.http_status(), status, "{reason:?}");
                 assert_eq!(hidden.error_code(), no_route.error_code(), "{reason:?}");

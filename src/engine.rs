@@ -10,9 +10,9 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::authn::api_keys::ApiKeyRegistry;
+use crate::authn::api_keys::{self, ApiKeyRegistry};
 use crate::authn::attempts::AttemptLimiter;
-use crate::authn::credentials::{self, ApiKeySource, Extraction};
+use crate::authn::credentials::{self, ApiKeySource, Extraction, Presented};
 use crate::authn::{Authenticator, AuthnError, CacheCounters, KeyRegistry, Lookup};
 use crate::authz::hygiene::HygieneProblem;
 use crate::authz::path;
@@ -180,7 +180,7 @@ impl Engine {
                     Ok(identity) => identity,
                     Err(AuthnError::Invalid(problem)) => {
                         self.failed_attempt(source);
-                        return deny(DenyReason::InvalidToken(problem));
+                        return naming_key(deny(DenyReason::InvalidToken(problem)), credential);
                     }
                     Err(AuthnError::Unavailable(why)) => {
                         return deny(DenyReason::Unavailable(why));
@@ -193,7 +193,10 @@ impl Engine {
         if let Some(revocations) = &self.revocations
             && revocations.is_revoked(&identity, resource.now)
         {
-            return deny(DenyReason::InvalidToken(TokenProblem::Revoked));
+            return naming_key(
+                deny(DenyReason::InvalidToken(TokenProblem::Revoked)),
+                credential,
+            );
         }
         // A high-value route also asks the provider whether the token is still active; only
         // such routes pay for it.
@@ -280,6 +283,7 @@ impl Engine {
             route: Some(route.name.clone()),
             reason,
             hidden,
+            key_id: None,
         })
     }
 
@@ -478,6 +482,19 @@ fn identity_headers(identity: &Identity) -> Vec<(String, String)> {
     headers.push(("x-auth-roles".to_owned(), identity.roles.join(",")));
     headers.extend(identity.claim_headers.iter().cloned());
     headers
+}
+
+/// Names the refused API key in a refusal, for the audit event: its id, read from a
+/// well-formed key (shape and checksum), never the secret. Any other decision or credential is
+/// returned as it is.
+fn naming_key(decision: Decision, credential: Option<Presented<'_>>) -> Decision {
+    match (decision, credential) {
+        (Decision::Deny(mut denial), Some(Presented::ApiKey(key))) => {
+            denial.key_id = api_keys::parse(key).ok().map(|parts| Arc::from(parts.id));
+            Decision::Deny(denial)
+        }
+        (decision, _) => decision,
+    }
 }
 
 #[cfg(test)]
@@ -1750,6 +1767,64 @@ roles:
         );
     }
 
+    /// The audit event of a refused API key names the key (its id, never the secret): which
+    /// key is failing is the first thing an operator asks. A key whose shape or checksum is
+    /// wrong has no id worth naming.
+    #[tokio::test]
+    async fn a_refused_api_key_is_named_by_its_id_in_the_refusal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (engine, key) = engine_with_api_key(dir.path(), "").await;
+        let id = crate::authn::api_keys::parse(&key)
+            .expect("a generated key")
+            .id
+            .to_owned();
+        // The same id with another secret, its checksum recomputed: a well-formed key.
+        let body = &key[..key.len() - 6];
+        let last = if body.ends_with('a') { "b" } else { "a" };
+        let wrong = format!("{}{last}", &body[..body.len() - 1]);
+        let sum = crate::authn::api_keys::checksum(&wrong);
+        let wrong = format!("{wrong}{}", std::str::from_utf8(&sum).expect("base62"));
+        let refused = engine
+            .check(&request("GET", "/documents/7", &[("x-api-key", &wrong)]))
+            .await;
+        let Decision::Deny(denial) = &refused else {
+            panic!("allowed a wrong secret: {refused:?}");
+        };
+        assert_eq!(
+            denial.reason,
+            DenyReason::InvalidToken(TokenProblem::WrongSecret)
+        );
+        assert_eq!(denial.key_id.as_deref(), Some(id.as_str()));
+        let input = request("GET", "/documents/7", &[]);
+        let event =
+            crate::telemetry::audit::AuditEvent::new(&input, &refused, std::time::Duration::ZERO);
+        assert_eq!(event.key_id, id);
+        assert!(!format!("{refused:?}").contains(&wrong[wrong.len() - 38..]));
+
+        // A broken checksum: refused without naming anything.
+        let mut typo = key.clone();
+        typo.replace_range(10..11, if &key[10..11] == "x" { "y" } else { "x" });
+        let Decision::Deny(denial) = engine
+            .check(&request("GET", "/documents/7", &[("x-api-key", &typo)]))
+            .await
+        else {
+            panic!("allowed a broken key");
+        };
+        assert_eq!(denial.key_id, None);
+        // A JWT's refusal names no key either.
+        let Decision::Deny(denial) = engine
+            .check(&request(
+                "GET",
+                "/documents/7",
+                &[("authorization", "Bearer not.a.jwt")],
+            ))
+            .await
+        else {
+            panic!("allowed a bad token");
+        };
+        assert_eq!(denial.key_id, None);
+    }
+
     #[tokio::test]
     async fn a_revoked_api_key_is_refused_by_its_id() {
         use crate::revocation::{Source, parse_list};
@@ -1765,8 +1840,13 @@ roles:
         let list = parse_list(&format!("api_keys: [{{id: {id}}}]")).expect("revocation list");
         let revocations = engine.revocations.clone().expect("revocation configured");
         revocations.replace(Source::File, list);
+        let refused = engine.check(&input).await;
+        let Decision::Deny(denial) = &refused else {
+            panic!("allowed a revoked key: {refused:?}");
+        };
+        assert_eq!(denial.key_id.as_deref(), Some(id));
         assert_eq!(
-            reason(engine.check(&input).await),
+            reason(refused),
             DenyReason::InvalidToken(TokenProblem::Revoked)
         );
     }

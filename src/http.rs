@@ -214,6 +214,7 @@ fn allowed(permit: &Permit) -> Result<Response, Denial> {
         route: Some(Arc::clone(&permit.route)),
         reason: DenyReason::Unavailable(Unavailable::Internal),
         hidden: None,
+        key_id: None,
     };
     let mut response = StatusCode::OK.into_response();
     let headers = response.headers_mut();

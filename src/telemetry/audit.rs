@@ -61,7 +61,8 @@ pub struct AuditEvent<'a> {
     pub subject: &'a str,
     pub issuer: &'a str,
     pub auth_method: &'static str,
-    /// The id of the API key that proved the identity (never the key); empty otherwise.
+    /// The id of the API key that proved the identity, or of the well-formed key refused
+    /// (never the key); empty otherwise.
     pub key_id: &'a str,
     pub method: &'a str,
     pub path: Cow<'a, str>,
@@ -107,7 +108,13 @@ impl<'a> AuditEvent<'a> {
                 },
                 200,
             ),
-            Decision::Deny(denial) => ("", "", "", "", denial.http_status()),
+            Decision::Deny(denial) => (
+                "",
+                "",
+                "",
+                denial.key_id.as_deref().unwrap_or(""),
+                denial.http_status(),
+            ),
         };
         Self {
             request_id: input.request_id().unwrap_or(""),
@@ -323,6 +330,7 @@ mod tests {
             hidden: Some(crate::decision::Hidden {
                 no_route_status: 404,
             }),
+            key_id: None,
         });
         let event = AuditEvent::new(&input, &decision, Duration::ZERO);
         assert_eq!(
