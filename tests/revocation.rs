@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::agent::{
-    BinaryAgent, CheckClient, EnvoyRequest, InProcessAgent, admin_get, ready_within,
-    replace_config, run_binary, status, wait_generation, wait_ready, write_config,
+    Addrs, BinaryAgent, CheckClient, EnvoyRequest, InProcessAgent, admin_get, eventually,
+    ready_within, replace_config, run_binary, status, wait_generation, wait_ready, write_config,
 };
 use common::http_server::{HttpServer, JwksServer, Reply};
 use common::redis::RedisServer;
@@ -221,15 +221,7 @@ async fn a_garbage_file_keeps_the_last_good_list_and_says_where_it_is_wrong() {
     assert!(!stack.allowed(&stolen).await, "revoked from the start");
 
     stack.write_revoked("jtis:\n  - {jti: x}\n  - [not, an, entry\n");
-    let deadline = Instant::now() + WAIT;
-    let error = loop {
-        let report = status(&stack.agent.addrs).await;
-        if let Some(error) = report["revocation"]["sources"][0]["last_error"].as_str() {
-            break error.to_owned();
-        }
-        assert!(Instant::now() < deadline, "no error in /status: {report}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let error = source_error(&stack.agent.addrs, || true).await;
     assert!(error.contains("revoked.yaml:"), "{error}");
     assert!(
         !stack.allowed(&stolen).await,
@@ -616,15 +608,12 @@ async fn redis_entries_disappear_when_they_expire_and_malformed_ones_are_counted
         .output()
         .expect("redis-cli runs");
     assert!(published.status.success());
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let report = status(&fleet.agents[0].addrs).await;
-        if report["revocation"]["sources"][0]["skipped"] == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not counted: {report}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let addrs = &fleet.agents[0].addrs;
+    let counted = eventually(WAIT, || async {
+        status(addrs).await["revocation"]["sources"][0]["skipped"] == 1
+    })
+    .await;
+    assert!(counted, "not counted: {}", status(addrs).await);
     let (_, _, metrics) = admin_get(&fleet.agents[0].addrs, "/metrics").await;
     assert!(
         metrics.contains(r#"portcullis_revocation_skipped_total{source="redis"} 1"#),
@@ -692,17 +681,15 @@ async fn the_http_feed_revokes_within_its_interval_and_keeps_the_last_good_list(
     assert!(stack.refused_within_wait(&stolen).await, "never refused");
     assert!(stack.allowed(&other).await);
     // The next poll is conditional on the ETag it got.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let sent = feed
-            .last_request_headers()
-            .and_then(|h| h.get("if-none-match").cloned());
-        if sent.as_ref().is_some_and(|v| v == "\"v2\"") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no If-None-Match: {sent:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let if_none_match = || {
+        feed.last_request_headers()
+            .and_then(|h| h.get("if-none-match").cloned())
+    };
+    let conditional = eventually(WAIT, || async {
+        if_none_match().is_some_and(|v| v == "\"v2\"")
+    })
+    .await;
+    assert!(conditional, "no If-None-Match: {:?}", if_none_match());
 
     // A garbage feed, then a failing one: the last good list stays in force.
     let polls = feed.requests("/revoked");
@@ -710,18 +697,7 @@ async fn the_http_feed_revokes_within_its_interval_and_keeps_the_last_good_list(
         "/revoked",
         Reply::status(http::StatusCode::OK).body("jtis: [{jti: x}"),
     );
-    let deadline = Instant::now() + WAIT;
-    let error = loop {
-        let report = status(&stack.agent.addrs).await;
-        let error = report["revocation"]["sources"][0]["last_error"]
-            .as_str()
-            .map(str::to_owned);
-        if let Some(error) = error.filter(|_| feed.requests("/revoked") > polls) {
-            break error;
-        }
-        assert!(Instant::now() < deadline, "no error in /status: {report}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let error = source_error(&stack.agent.addrs, || feed.requests("/revoked") > polls).await;
     assert!(error.contains("/revoked"), "{error}");
     assert!(
         !stack.allowed(&stolen).await,
@@ -771,6 +747,19 @@ async fn a_password_protected_redis_is_reached_with_the_password_file_and_never_
     refused_within_wait(&mut client, &request).await;
     let logs = [agent.stdout(), agent.stderr()].concat().join("\n");
     assert!(!logs.contains(SECRET), "the password reached a log line");
+}
+
+/// The first source's `last_error` in `/status`, once it has one and `also()` holds; fails the
+/// test after [`WAIT`].
+async fn source_error(addrs: &Addrs, also: impl Fn() -> bool) -> String {
+    let error = || async {
+        status(addrs).await["revocation"]["sources"][0]["last_error"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let found = eventually(WAIT, || async { error().await.is_some() && also() }).await;
+    assert!(found, "no error in /status: {}", status(addrs).await);
+    error().await.unwrap_or_default()
 }
 
 /// The built binary on `config`, ready (its revocation sources synced), with a client and a
