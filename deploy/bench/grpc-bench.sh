@@ -329,8 +329,17 @@ run_paired() {
       -v b="$((base_starts[i] - base_starts[i - 1]))" -v x="$((case_starts[i] - case_starts[i - 1]))" \
       'BEGIN {b = b / tck * 1e6 / req; x = x / tck * 1e6 / req; printf "%s\t%s\t%.2f\t%.2f\t%.2f\n", c, i, b, x, x - b}'
   done >>"$PAIRED"
-  awk -F'\t' -v c="$name" '$1 == c {print $5}' "$PAIRED" | sort -n |
-    awk -v c="$name" '{v[NR] = $1} END {printf "  %-26s %+.2f µs CPU per check vs allowed-cached-rs256 (median of %d pairs; quartiles %+.2f, %+.2f)\n", c, v[int((NR + 1) / 2)], NR, v[int((NR + 3) / 4)], v[int((3 * NR + 3) / 4)]}'
+  local pairs mid q1 q3
+  read -r pairs mid q1 q3 <<<"$(paired_summary "$name")"
+  printf '  %-26s %s µs CPU per check vs allowed-cached-rs256 (median of %s pairs; quartiles %s, %s)\n' \
+    "$name" "$mid" "$pairs" "$q1" "$q3"
+}
+
+# paired_summary <case>: the number of pairs, then the median, lower and upper quartile of the
+# case's per-pair differences.
+paired_summary() {
+  awk -F'\t' -v c="$1" '$1 == c {print $5}' "$PAIRED" | sort -n |
+    awk '{v[NR] = $1} END {printf "%d %+.2f %+.2f %+.2f\n", NR, v[int((NR + 1) / 2)], v[int((NR + 3) / 4)], v[int((3 * NR + 3) / 4)]}'
 }
 
 echo "bench-grpc: $REQUESTS checks per run, $REPEAT rounds; portcullis on CPU $SUT_CPU, h2load on CPU $LOAD_CPU (1 connection, 64 streams)"
@@ -382,8 +391,8 @@ REPORT="$OUT/results.md"
     echo "| case | Δ µs CPU per check, median | quartiles |"
     echo "|---|---:|---:|"
     for c in $(awk -F'\t' 'NR > 1 {print $1}' "$PAIRED" | uniq); do
-      awk -F'\t' -v c="$c" '$1 == c {print $5}' "$PAIRED" | sort -n |
-        awk -v c="$c" '{v[NR] = $1} END {printf "| %s | %+.2f | %+.2f to %+.2f |\n", c, v[int((NR + 1) / 2)], v[int((NR + 3) / 4)], v[int((3 * NR + 3) / 4)]}'
+      read -r _ mid q1 q3 <<<"$(paired_summary "$c")"
+      echo "| $c | $mid | $q1 to $q3 |"
     done
   fi
   echo
